@@ -1,0 +1,285 @@
+//! The fused GRU layer: forward over a whole sequence and its hand-written backward through time.
+//!
+//! PyTorch `nn.GRU` semantics, gate order (r, z, n):
+//! ```text
+//! r  = σ(W_ir x + b_ir + W_hr h + b_hr)
+//! z  = σ(W_iz x + b_iz + W_hz h + b_hz)
+//! n  = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+//! h' = (1 − z) ⊙ n + z ⊙ h
+//! ```
+//! Layout is batch-first: `x` is `[B, T, I]`, the output `[B, T, H]`, both row-major, so row `b·T + t`
+//! of a `[B·T, ·]` matrix is batch element `b` at time `t`. Weights are PyTorch's: `w_ih [3H, I]`,
+//! `w_hh [3H, H]`, `b_ih [3H]`, `b_hh [3H]`.
+//!
+//! Forward: one GEMM projects the inputs of all T steps; each step is one GEMM `h·W_hhᵀ` and one fused
+//! elementwise pass that writes h' and saves `[r, z, n, W_hn h + b_hn]` (4H per row) for backward.
+//! Backward walks t = T−1 … 0 with one fused pass for the gate gradients and one GEMM for dh_{t−1};
+//! weight gradients are single GEMMs over all steps at the end.
+
+use crate::gemm::{matmul, View};
+use crate::real::{sigmoid, Real};
+use rayon::prelude::*;
+
+/// Sizes of one GRU layer applied to one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GruDims {
+    pub batch: usize,
+    pub seq: usize,
+    pub input: usize,
+    pub hidden: usize,
+}
+
+impl GruDims {
+    /// Length of the packed parameter vector `[w_ih, w_hh, b_ih, b_hh]`.
+    pub fn param_len(&self) -> usize {
+        let g = 3 * self.hidden;
+        g * self.input + g * self.hidden + 2 * g
+    }
+}
+
+/// One layer's parameters, borrowed from a packed `[w_ih, w_hh, b_ih, b_hh]` vector.
+#[derive(Clone, Copy)]
+pub struct GruWeights<'a, T> {
+    pub w_ih: &'a [T],
+    pub w_hh: &'a [T],
+    pub b_ih: &'a [T],
+    pub b_hh: &'a [T],
+}
+
+impl<'a, T> GruWeights<'a, T> {
+    pub fn unpack(dims: &GruDims, packed: &'a [T]) -> Self {
+        let g = 3 * dims.hidden;
+        let (w_ih, rest) = packed.split_at(g * dims.input);
+        let (w_hh, rest) = rest.split_at(g * dims.hidden);
+        let (b_ih, b_hh) = rest.split_at(g);
+        GruWeights { w_ih, w_hh, b_ih, b_hh: &b_hh[..g] }
+    }
+}
+
+/// Gradients of one layer, the parameter part packed like the parameters.
+pub struct GruGrads<T> {
+    pub dx: Vec<T>,
+    pub dh0: Vec<T>,
+    pub dparams: Vec<T>,
+}
+
+/// Rows of work below this many elements run on one thread: rayon's fork/join costs more.
+const PAR_MIN_ELEMS: usize = 4096;
+
+fn check(dims: &GruDims, x: &[impl Sized], h0: &[impl Sized], w: &GruWeights<impl Sized>) {
+    let GruDims { batch: b, seq: t, input: i, hidden: h } = *dims;
+    assert_eq!(x.len(), b * t * i, "gru: x must be [B, T, I]");
+    assert_eq!(h0.len(), b * h, "gru: h0 must be [B, H]");
+    assert_eq!(w.w_ih.len(), 3 * h * i, "gru: w_ih must be [3H, I]");
+    assert_eq!(w.w_hh.len(), 3 * h * h, "gru: w_hh must be [3H, H]");
+    assert_eq!(w.b_ih.len(), 3 * h, "gru: b_ih must be [3H]");
+    assert_eq!(w.b_hh.len(), 3 * h, "gru: b_hh must be [3H]");
+}
+
+/// One fused GRU cell over a row: `gi` and `gh` hold the two projections (with biases), `h_prev` the
+/// previous state. Writes h' into `h_out` and, when given, `[r, z, n, hn]` into `save`.
+#[inline(always)]
+fn cell<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option<&mut [T]>) {
+    let h = h_out.len();
+    let (gi_r, gi) = gi.split_at(h);
+    let (gi_z, gi_n) = gi.split_at(h);
+    let (gh_r, gh) = gh.split_at(h);
+    let (gh_z, gh_n) = gh.split_at(h);
+    match save {
+        Some(save) => {
+            let (s_r, s) = save.split_at_mut(h);
+            let (s_z, s) = s.split_at_mut(h);
+            let (s_n, s_hn) = s.split_at_mut(h);
+            for j in 0..h {
+                let r = sigmoid(gi_r[j] + gh_r[j]);
+                let z = sigmoid(gi_z[j] + gh_z[j]);
+                let hn = gh_n[j];
+                let n = (gi_n[j] + r * hn).tanh();
+                h_out[j] = (T::one() - z) * n + z * h_prev[j];
+                s_r[j] = r;
+                s_z[j] = z;
+                s_n[j] = n;
+                s_hn[j] = hn;
+            }
+        }
+        None => {
+            for j in 0..h {
+                let r = sigmoid(gi_r[j] + gh_r[j]);
+                let z = sigmoid(gi_z[j] + gh_z[j]);
+                let n = (gi_n[j] + r * gh_n[j]).tanh();
+                h_out[j] = (T::one() - z) * n + z * h_prev[j];
+            }
+        }
+    }
+}
+
+/// `rows × cols` matrix whose every row is `bias`.
+fn broadcast_rows<T: Real>(bias: &[T], rows: usize) -> Vec<T> {
+    let mut m = Vec::with_capacity(rows * bias.len());
+    for _ in 0..rows {
+        m.extend_from_slice(bias);
+    }
+    m
+}
+
+/// Runs the layer over the whole sequence. Writes `[B, T, H]` into `out`; when `save` is given it is
+/// filled with `[B·T, 4H]` activations for [`gru_backward`].
+pub fn gru_forward<T: Real>(
+    dims: &GruDims,
+    x: &[T],
+    h0: &[T],
+    w: &GruWeights<T>,
+    out: &mut [T],
+    mut save: Option<&mut Vec<T>>,
+) {
+    check(dims, x, h0, w);
+    let GruDims { batch: nb, seq: nt, input: ni, hidden: nh } = *dims;
+    let g = 3 * nh;
+    assert_eq!(out.len(), nb * nt * nh, "gru: out must be [B, T, H]");
+    if nb == 0 || nt == 0 {
+        return;
+    }
+    // Input projection of every step at once: gi = x · W_ihᵀ + b_ih, [B·T, 3H].
+    let mut gi = broadcast_rows(w.b_ih, nb * nt);
+    matmul(nb * nt, g, ni, &mut gi, g, true, View::rows(x, ni), View::transposed(w.w_ih, ni));
+    if let Some(s) = save.as_deref_mut() {
+        s.clear();
+        s.resize(nb * nt * 4 * nh, T::zero());
+    }
+    let bias_hh = broadcast_rows(w.b_hh, nb);
+    let mut gh = vec![T::zero(); nb * g];
+    for t in 0..nt {
+        // gh = h_{t−1} · W_hhᵀ + b_hh, reading h_{t−1} in place from the output (row stride T·H).
+        gh.copy_from_slice(&bias_hh);
+        if t == 0 {
+            matmul(nb, g, nh, &mut gh, g, true, View::rows(h0, nh), View::transposed(w.w_hh, nh));
+        } else {
+            let prev = View { data: &out[(t - 1) * nh..], rs: nt * nh, cs: 1 };
+            matmul(nb, g, nh, &mut gh, g, true, prev, View::transposed(w.w_hh, nh));
+        }
+        let step = |b: usize, out_b: &mut [T], save_b: Option<&mut [T]>| {
+            let gi_row = &gi[(b * nt + t) * g..(b * nt + t + 1) * g];
+            let gh_row = &gh[b * g..(b + 1) * g];
+            let (before, now) = out_b.split_at_mut(t * nh);
+            let h_prev = if t == 0 { &h0[b * nh..(b + 1) * nh] } else { &before[(t - 1) * nh..] };
+            cell(gi_row, gh_row, h_prev, &mut now[..nh], save_b.map(|s| &mut s[t * 4 * nh..(t + 1) * 4 * nh]));
+        };
+        let parallel = nb > 1 && nb * nh >= PAR_MIN_ELEMS;
+        match save.as_deref_mut() {
+            Some(s) if parallel => out
+                .par_chunks_mut(nt * nh)
+                .zip(s.par_chunks_mut(nt * 4 * nh))
+                .enumerate()
+                .for_each(|(b, (o, s))| step(b, o, Some(s))),
+            Some(s) => out
+                .chunks_mut(nt * nh)
+                .zip(s.chunks_mut(nt * 4 * nh))
+                .enumerate()
+                .for_each(|(b, (o, s))| step(b, o, Some(s))),
+            None if parallel => out.par_chunks_mut(nt * nh).enumerate().for_each(|(b, o)| step(b, o, None)),
+            None => out.chunks_mut(nt * nh).enumerate().for_each(|(b, o)| step(b, o, None)),
+        }
+    }
+}
+
+/// Backward through time. `out` and `saved` are what [`gru_forward`] produced, `d_out` is dL/d(out)
+/// `[B, T, H]` (including the gradient reaching the final state). Returns dL/dx, dL/dh0 and the packed
+/// parameter gradient.
+pub fn gru_backward<T: Real>(
+    dims: &GruDims,
+    x: &[T],
+    h0: &[T],
+    w: &GruWeights<T>,
+    out: &[T],
+    saved: &[T],
+    d_out: &[T],
+) -> GruGrads<T> {
+    check(dims, x, h0, w);
+    let GruDims { batch: nb, seq: nt, input: ni, hidden: nh } = *dims;
+    let g = 3 * nh;
+    let rows = nb * nt;
+    assert_eq!(out.len(), rows * nh, "gru backward: out must be [B, T, H]");
+    assert_eq!(d_out.len(), rows * nh, "gru backward: d_out must be [B, T, H]");
+    assert_eq!(saved.len(), rows * 4 * nh, "gru backward: saved activations have the wrong size");
+
+    // Gate gradients of every step, rows b·T + t: w.r.t. the input projection (da_r, da_z, da_n) and
+    // w.r.t. the hidden projection (da_r, da_z, r ⊙ da_n).
+    let mut dgi = vec![T::zero(); rows * g];
+    let mut dgh = vec![T::zero(); rows * g];
+    // dh carried from step t+1 to step t: dL/dh_t through everything after t.
+    let mut dh = vec![T::zero(); nb * nh];
+    for t in (0..nt).rev() {
+        let step = |b: usize, dh_b: &mut [T], dgi_b: &mut [T], dgh_b: &mut [T]| {
+            let row = b * nt + t;
+            let s = &saved[row * 4 * nh..(row + 1) * 4 * nh];
+            let (r, s) = s.split_at(nh);
+            let (z, s) = s.split_at(nh);
+            let (n, hn) = s.split_at(nh);
+            let h_prev = if t == 0 { &h0[b * nh..(b + 1) * nh] } else { &out[(row - 1) * nh..row * nh] };
+            let dy = &d_out[row * nh..(row + 1) * nh];
+            let dgi_row = &mut dgi_b[t * g..(t + 1) * g];
+            let dgh_row = &mut dgh_b[t * g..(t + 1) * g];
+            for j in 0..nh {
+                let dht = dy[j] + dh_b[j];
+                // h' = (1 − z) n + z h
+                let dn = dht * (T::one() - z[j]);
+                let dz = dht * (h_prev[j] - n[j]);
+                // n = tanh(a_n), a_n = gi_n + r ⊙ hn;  r, z = σ(a_r), σ(a_z)
+                let da_n = dn * (T::one() - n[j] * n[j]);
+                let da_r = da_n * hn[j] * r[j] * (T::one() - r[j]);
+                let da_z = dz * z[j] * (T::one() - z[j]);
+                dgi_row[j] = da_r;
+                dgi_row[nh + j] = da_z;
+                dgi_row[2 * nh + j] = da_n;
+                dgh_row[j] = da_r;
+                dgh_row[nh + j] = da_z;
+                dgh_row[2 * nh + j] = da_n * r[j];
+                // The direct path h' ← z ⊙ h; the path through the gates is added by the GEMM below.
+                dh_b[j] = dht * z[j];
+            }
+        };
+        if nb > 1 && nb * nh >= PAR_MIN_ELEMS {
+            dh.par_chunks_mut(nh)
+                .zip(dgi.par_chunks_mut(nt * g).zip(dgh.par_chunks_mut(nt * g)))
+                .enumerate()
+                .for_each(|(b, (dh_b, (dgi_b, dgh_b)))| step(b, dh_b, dgi_b, dgh_b));
+        } else {
+            dh.chunks_mut(nh)
+                .zip(dgi.chunks_mut(nt * g).zip(dgh.chunks_mut(nt * g)))
+                .enumerate()
+                .for_each(|(b, (dh_b, (dgi_b, dgh_b)))| step(b, dh_b, dgi_b, dgh_b));
+        }
+        // dh_{t−1} += dgh_t · W_hh   ([B, 3H] · [3H, H]); dgh_t's rows are T·3H apart.
+        let dgh_t = View { data: &dgh[t * g..], rs: nt * g, cs: 1 };
+        matmul(nb, nh, g, &mut dh, nh, true, dgh_t, View::rows(w.w_hh, nh));
+    }
+
+    let mut dparams = vec![T::zero(); dims.param_len()];
+    {
+        let (dw_ih, rest) = dparams.split_at_mut(g * ni);
+        let (dw_hh, rest) = rest.split_at_mut(g * nh);
+        let (db_ih, db_hh) = rest.split_at_mut(g);
+        // dW_ih = dgiᵀ · x   ([3H, B·T] · [B·T, I])
+        matmul(g, ni, rows, dw_ih, ni, false, View::transposed(&dgi, g), View::rows(x, ni));
+        // dW_hh = dghᵀ · h_prev, with h_prev the output shifted one step and h0 in front.
+        let mut h_prev = vec![T::zero(); rows * nh];
+        for b in 0..nb {
+            h_prev[b * nt * nh..(b * nt + 1) * nh].copy_from_slice(&h0[b * nh..(b + 1) * nh]);
+            if nt > 1 {
+                h_prev[(b * nt + 1) * nh..(b + 1) * nt * nh]
+                    .copy_from_slice(&out[b * nt * nh..((b + 1) * nt - 1) * nh]);
+            }
+        }
+        matmul(g, nh, rows, dw_hh, nh, false, View::transposed(&dgh, g), View::rows(&h_prev, nh));
+        for row in 0..rows {
+            for j in 0..g {
+                db_ih[j] = db_ih[j] + dgi[row * g + j];
+                db_hh[j] = db_hh[j] + dgh[row * g + j];
+            }
+        }
+    }
+    // dx = dgi · W_ih   ([B·T, 3H] · [3H, I])
+    let mut dx = vec![T::zero(); rows * ni];
+    matmul(rows, ni, g, &mut dx, ni, false, View::rows(&dgi, g), View::rows(w.w_ih, ni));
+    GruGrads { dx, dh0: dh, dparams }
+}

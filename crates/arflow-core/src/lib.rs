@@ -1,0 +1,17 @@
+//! arflow-core: the math of arflow on candle, with no knowledge of Node.
+//!
+//! - [`gru`]: a fused multi-layer GRU with its own backward through time, as one candle op per layer.
+//! - [`lm`]: the character language model built around it.
+//! - [`optim`]: AdamW and global-norm clipping.
+
+pub mod device;
+pub mod gemm;
+pub mod gru;
+pub mod lm;
+pub mod optim;
+pub mod real;
+
+pub use candle_core::{Error, Result};
+pub use device::Dev;
+pub use lm::{CharLm, CharLmConfig, LossGrads, ParamSpec, StepStats};
+pub use optim::AdamWConfig;

@@ -1,0 +1,355 @@
+//! Character language model: embedding → GRU stack → linear head → softmax cross-entropy.
+//!
+//! Parameters carry PyTorch `state_dict` names (`embedding.weight`, `gru.weight_ih_l0`, …,
+//! `head.weight`, `head.bias`). Each GRU layer's four tensors live packed in one variable, the input of
+//! the fused layer op; [`ParamSpec`] maps every public name onto its slice of that storage.
+
+use crate::device::Dev;
+use crate::gru::{gru_layer, GruDims};
+use crate::optim::{AdamW, AdamWConfig};
+use candle_core::{bail, DType, Device, Result, Tensor, Var};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CharLmConfig {
+    pub vocab: usize,
+    pub embed: usize,
+    pub hidden: usize,
+    pub layers: usize,
+}
+
+impl CharLmConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [("vocab", self.vocab), ("embed", self.embed), ("hidden", self.hidden), ("layers", self.layers)] {
+            if v == 0 {
+                bail!("char LM config: {name} must be at least 1");
+            }
+        }
+        if self.vocab < 2 {
+            bail!("char LM config: vocab must hold at least 2 symbols, got {}", self.vocab);
+        }
+        Ok(())
+    }
+
+    fn layer_dims(&self, layer: usize, batch: usize, seq: usize) -> GruDims {
+        let input = if layer == 0 { self.embed } else { self.hidden };
+        GruDims { batch, seq, input, hidden: self.hidden }
+    }
+}
+
+/// Where one named tensor lives: variable `var`, elements `offset .. offset + shape.product()`.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub var: usize,
+    pub offset: usize,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Loss and result of one training step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    /// Mean cross-entropy of the batch, nats per character.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Gradients of the mean loss of one batch, by parameter name, and w.r.t. the initial state.
+pub struct LossGrads {
+    pub loss: f64,
+    pub grads: Vec<(String, Vec<f32>)>,
+    pub dh0: Vec<f32>,
+}
+
+pub struct CharLm {
+    pub cfg: CharLmConfig,
+    device: Device,
+    vars: Vec<Var>,
+    specs: Vec<ParamSpec>,
+    opt: AdamW,
+    /// Final hidden state of the last training batch, `[L, B, H]`, detached: truncated BPTT carries it.
+    carry: Option<(usize, Vec<f32>)>,
+}
+
+impl CharLm {
+    /// A model with all parameters zero; callers load an initialisation with [`CharLm::set_param`].
+    pub fn new(cfg: CharLmConfig, dev: Dev) -> Result<Self> {
+        cfg.validate()?;
+        let device = dev.device()?;
+        let CharLmConfig { vocab, embed, hidden, layers } = cfg;
+        let mut specs = vec![ParamSpec { name: "embedding.weight".into(), shape: vec![vocab, embed], var: 0, offset: 0 }];
+        let mut sizes = vec![vocab * embed];
+        for l in 0..layers {
+            let d = cfg.layer_dims(l, 1, 1);
+            let var = sizes.len();
+            let g = 3 * hidden;
+            let parts = [
+                (format!("gru.weight_ih_l{l}"), vec![g, d.input]),
+                (format!("gru.weight_hh_l{l}"), vec![g, hidden]),
+                (format!("gru.bias_ih_l{l}"), vec![g]),
+                (format!("gru.bias_hh_l{l}"), vec![g]),
+            ];
+            let mut offset = 0;
+            for (name, shape) in parts {
+                let n: usize = shape.iter().product();
+                specs.push(ParamSpec { name, shape, var, offset });
+                offset += n;
+            }
+            sizes.push(d.param_len());
+        }
+        specs.push(ParamSpec { name: "head.weight".into(), shape: vec![vocab, hidden], var: sizes.len(), offset: 0 });
+        sizes.push(vocab * hidden);
+        specs.push(ParamSpec { name: "head.bias".into(), shape: vec![vocab], var: sizes.len(), offset: 0 });
+        sizes.push(vocab);
+        let vars = sizes.iter().map(|&n| Var::zeros(n, DType::F32, &device)).collect::<Result<Vec<_>>>()?;
+        let opt = AdamW::new(&vars)?;
+        Ok(CharLm { cfg, device, vars, specs, opt, carry: None })
+    }
+
+    pub fn specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+
+    fn spec(&self, name: &str) -> Result<&ParamSpec> {
+        match self.specs.iter().find(|s| s.name == name) {
+            Some(s) => Ok(s),
+            None => bail!("char LM has no parameter named {name:?}"),
+        }
+    }
+
+    fn read(&self, t: &Tensor, spec: &ParamSpec) -> Result<Vec<f32>> {
+        t.narrow(0, spec.offset, spec.len())?.to_vec1::<f32>()
+    }
+
+    /// Overwrites the slice `spec` of `t` with `data`, returning the new tensor.
+    fn write(&self, t: &Tensor, spec: &ParamSpec, data: &[f32]) -> Result<Tensor> {
+        if data.len() != spec.len() {
+            bail!("{}: expected {} values for shape {:?}, got {}", spec.name, spec.len(), spec.shape, data.len());
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!("{}: value {i} is not finite ({})", spec.name, data[i]);
+        }
+        let mut all = t.to_vec1::<f32>()?;
+        all[spec.offset..spec.offset + spec.len()].copy_from_slice(data);
+        Tensor::from_vec(all, t.shape(), &self.device)
+    }
+
+    pub fn get_param(&self, name: &str) -> Result<Vec<f32>> {
+        let s = self.spec(name)?;
+        self.read(self.vars[s.var].as_tensor(), s)
+    }
+
+    pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<()> {
+        let s = self.spec(name)?.clone();
+        let t = self.write(self.vars[s.var].as_tensor(), &s, data)?;
+        self.vars[s.var].set(&t)
+    }
+
+    /// Optimizer moments by parameter name: `which` is `exp_avg` or `exp_avg_sq` (PyTorch's names).
+    pub fn get_optim(&self, which: &str, name: &str) -> Result<Vec<f32>> {
+        let s = self.spec(name)?;
+        self.read(&self.moments(which)?[s.var], s)
+    }
+
+    pub fn set_optim(&mut self, which: &str, name: &str, data: &[f32]) -> Result<()> {
+        let s = self.spec(name)?.clone();
+        let t = self.write(&self.moments(which)?[s.var], &s, data)?;
+        let m = match which {
+            "exp_avg" => &mut self.opt.exp_avg,
+            _ => &mut self.opt.exp_avg_sq,
+        };
+        m[s.var] = t;
+        Ok(())
+    }
+
+    fn moments(&self, which: &str) -> Result<&Vec<Tensor>> {
+        match which {
+            "exp_avg" => Ok(&self.opt.exp_avg),
+            "exp_avg_sq" => Ok(&self.opt.exp_avg_sq),
+            _ => bail!("unknown optimizer state {which:?}: expected exp_avg or exp_avg_sq"),
+        }
+    }
+
+    pub fn optim_step(&self) -> u64 {
+        self.opt.step
+    }
+
+    pub fn set_optim_step(&mut self, step: u64) {
+        self.opt.step = step;
+    }
+
+    /// The carried training state `(batch, [L, B, H])`, if a training step has run since the last reset.
+    pub fn carry(&self) -> Option<(usize, Vec<f32>)> {
+        self.carry.clone()
+    }
+
+    pub fn set_carry(&mut self, carry: Option<(usize, Vec<f32>)>) -> Result<()> {
+        if let Some((b, ref h)) = carry {
+            self.check_state(h, b)?;
+        }
+        self.carry = carry;
+        Ok(())
+    }
+
+    fn check_state(&self, state: &[f32], batch: usize) -> Result<()> {
+        let want = self.cfg.layers * batch * self.cfg.hidden;
+        if state.len() != want {
+            bail!(
+                "hidden state holds {} values; [layers {}, batch {batch}, hidden {}] needs {want}",
+                state.len(),
+                self.cfg.layers,
+                self.cfg.hidden
+            );
+        }
+        Ok(())
+    }
+
+    fn ids(&self, ids: &[u32], batch: usize, seq: usize, what: &str) -> Result<Tensor> {
+        if batch == 0 || seq == 0 {
+            bail!("{what}: batch and sequence length must be at least 1");
+        }
+        if ids.len() != batch * seq {
+            bail!("{what}: expected batch {batch} × seq {seq} = {} ids, got {}", batch * seq, ids.len());
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
+            bail!("{what}: id {bad} is outside the vocabulary of {}", self.cfg.vocab);
+        }
+        Tensor::from_slice(ids, (batch, seq), &self.device)
+    }
+
+    /// Per-layer initial states `[B, H]` from a flat `[L, B, H]` (zeros when `None`).
+    fn states(&self, state: Option<&[f32]>, batch: usize) -> Result<Vec<Tensor>> {
+        let h = self.cfg.hidden;
+        (0..self.cfg.layers)
+            .map(|l| match state {
+                Some(s) => Tensor::from_slice(&s[l * batch * h..(l + 1) * batch * h], (batch, h), &self.device),
+                None => Tensor::zeros((batch, h), DType::F32, &self.device),
+            })
+            .collect()
+    }
+
+    /// Logits `[B·T, V]` and the final state of every layer.
+    fn forward(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+        let (batch, seq) = ids.dims2()?;
+        let mut x = self.vars[0].as_tensor().index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, self.cfg.embed))?;
+        let mut last = Vec::with_capacity(self.cfg.layers);
+        for (l, h0_l) in h0.iter().enumerate() {
+            x = gru_layer(&x, h0_l, self.vars[1 + l].as_tensor())?;
+            last.push(x.narrow(1, seq - 1, 1)?.squeeze(1)?);
+        }
+        let n = self.vars.len();
+        let hs = x.reshape((batch * seq, self.cfg.hidden))?;
+        let logits = hs.matmul(&self.vars[n - 2].as_tensor().t()?)?.broadcast_add(self.vars[n - 1].as_tensor())?;
+        Ok((logits, last))
+    }
+
+    fn flat_state(&self, last: &[Tensor]) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for t in last {
+            out.extend(t.detach().flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// One training step on `B` streams of `T` characters: forward, mean cross-entropy, backward
+    /// through time, clipping, AdamW. The hidden state continues from the previous step (truncated
+    /// BPTT) when the batch size matches; [`CharLm::reset_carry`] starts from zeros.
+    /// A non-finite loss or gradient is an error and leaves every parameter untouched.
+    pub fn train_step(&mut self, ids: &[u32], targets: &[u32], batch: usize, seq: usize, cfg: &AdamWConfig) -> Result<StepStats> {
+        if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
+            bail!("learning rate must be a finite number ≥ 0, got {}", cfg.lr);
+        }
+        let x = self.ids(ids, batch, seq, "train step inputs")?;
+        let y = self.ids(targets, batch, seq, "train step targets")?.flatten_all()?;
+        let carry = match &self.carry {
+            Some((b, h)) if *b == batch => Some(h.clone()),
+            _ => None,
+        };
+        let h0 = self.states(carry.as_deref(), batch)?;
+        let (logits, last) = self.forward(&x, &h0)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !loss_v.is_finite() {
+            bail!("training diverged: the loss is {loss_v}; parameters were left as they were");
+        }
+        let grads = loss.backward()?;
+        let grad_norm = AdamW::grad_norm(&self.vars, &grads)?;
+        if !grad_norm.is_finite() {
+            bail!("training diverged: the gradient norm is {grad_norm}; parameters were left as they were");
+        }
+        let scale = if cfg.clip > 0.0 && grad_norm > cfg.clip { cfg.clip / (grad_norm + 1e-6) } else { 1.0 };
+        self.opt.update(&self.vars, &grads, cfg, scale)?;
+        self.carry = Some((batch, self.flat_state(&last)?));
+        Ok(StepStats { loss: loss_v, grad_norm })
+    }
+
+    pub fn reset_carry(&mut self) {
+        self.carry = None;
+    }
+
+    /// Mean loss and its gradient for every parameter and for the initial state `[L, B, H]`;
+    /// changes nothing. The oracle tests compare this against the pure-TypeScript backend.
+    pub fn loss_and_grads(&self, ids: &[u32], targets: &[u32], batch: usize, seq: usize, state: Option<&[f32]>) -> Result<LossGrads> {
+        let x = self.ids(ids, batch, seq, "inputs")?;
+        let y = self.ids(targets, batch, seq, "targets")?.flatten_all()?;
+        if let Some(s) = state {
+            self.check_state(s, batch)?;
+        }
+        let h0 = self.states(state, batch)?.iter().map(Var::from_tensor).collect::<Result<Vec<_>>>()?;
+        let h0t: Vec<Tensor> = h0.iter().map(|v| v.as_tensor().clone()).collect();
+        let (logits, _) = self.forward(&x, &h0t)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let g = loss.backward()?;
+        let mut grads = Vec::new();
+        for s in &self.specs {
+            let v = self.vars[s.var].as_tensor();
+            let data = match g.get(v) {
+                Some(gt) => self.read(gt, s)?,
+                None => vec![0.0; s.len()],
+            };
+            grads.push((s.name.clone(), data));
+        }
+        let mut dh0 = Vec::new();
+        for (v, t) in h0.iter().zip(&h0t) {
+            match g.get(v.as_tensor()) {
+                Some(gt) => dh0.extend(gt.flatten_all()?.to_vec1::<f32>()?),
+                None => dh0.extend(vec![0f32; t.elem_count()]),
+            }
+        }
+        Ok(LossGrads { loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads, dh0 })
+    }
+
+    /// Summed negative log-likelihood (nats) of `targets` given `ids`, from `state` (zeros when `None`),
+    /// and the final state `[L, B, H]`. No gradient is kept.
+    pub fn nll(&self, ids: &[u32], targets: &[u32], batch: usize, seq: usize, state: Option<&[f32]>) -> Result<(f64, Vec<f32>)> {
+        let x = self.ids(ids, batch, seq, "inputs")?;
+        let y = self.ids(targets, batch, seq, "targets")?.flatten_all()?;
+        if let Some(s) = state {
+            self.check_state(s, batch)?;
+        }
+        let (logits, last) = self.forward(&x, &self.states(state, batch)?)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok((loss * (batch * seq) as f64, self.flat_state(&last)?))
+    }
+
+    /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, H]` (zeros when
+    /// `None`) and returns the new state and the logits `[N, V]` for the next character.
+    pub fn step(&self, state: Option<&[f32]>, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let n = tokens.len();
+        let x = self.ids(tokens, n, 1, "step tokens")?;
+        if let Some(s) = state {
+            self.check_state(s, n)?;
+        }
+        let (logits, last) = self.forward(&x, &self.states(state, n)?)?;
+        Ok((self.flat_state(&last)?, logits.flatten_all()?.to_vec1::<f32>()?))
+    }
+}
