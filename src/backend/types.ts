@@ -1,0 +1,113 @@
+/**
+ * The contract every backend of the character language model implements: the native one (Rust on
+ * candle, through N-API) and the pure-TypeScript reference (the test oracle and the pure-JS baseline).
+ *
+ * Layout is batch-first: `ids`/`targets` are `[batch, seq]` row-major, hidden states are
+ * `[layers, batch, hidden]`. Parameter names and shapes are PyTorch's `state_dict` of
+ * `Embedding → GRU(batch_first=True) → Linear`:
+ *   embedding.weight [V, E]
+ *   gru.weight_ih_l{l} [3H, I]  gru.weight_hh_l{l} [3H, H]  gru.bias_ih_l{l} [3H]  gru.bias_hh_l{l} [3H]
+ *   head.weight [V, H]  head.bias [V]
+ * with gate order (r, z, n) and I = E for layer 0, H above it.
+ */
+
+export interface CharLmShape {
+  vocabSize: number;
+  embed: number;
+  hidden: number;
+  layers: number;
+}
+
+/** One AdamW update (PyTorch semantics) after clipping the global gradient norm to `clip` (0: off). */
+export interface OptimConfig {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  clip: number;
+}
+
+export interface StepStats {
+  /** Mean cross-entropy of the batch, nats per character. */
+  loss: number;
+  /** Global L2 norm of the gradient before clipping. */
+  gradNorm: number;
+}
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+}
+
+export type OptimMoment = 'exp_avg' | 'exp_avg_sq';
+
+export interface Carry {
+  batch: number;
+  /** `[layers, batch, hidden]` */
+  state: Float32Array;
+}
+
+export interface LossGrads {
+  loss: number;
+  grads: Record<string, Float32Array>;
+  /** Gradient w.r.t. the initial state, `[layers, batch, hidden]`. */
+  dh0: Float32Array;
+}
+
+export interface CharLmBackend {
+  readonly kind: 'native' | 'js';
+  readonly shape: CharLmShape;
+  /** Every parameter, in state_dict order. */
+  paramInfo(): ParamInfo[];
+  getParam(name: string): Float32Array;
+  setParam(name: string, data: Float32Array): void;
+  getOptimState(which: OptimMoment, name: string): Float32Array;
+  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
+  getOptimStep(): number;
+  setOptimStep(step: number): void;
+  /** The detached final state of the last training batch, carried into the next (truncated BPTT). */
+  getCarry(): Carry | null;
+  setCarry(carry: Carry | null): void;
+  /**
+   * Forward, mean cross-entropy, backward through time, clipping and AdamW, in one call. Continues from
+   * the carried state when its batch size matches, else from zeros; then carries the new final state.
+   * A non-finite loss or gradient rejects and leaves parameters, optimizer state and carry untouched.
+   */
+  trainStep(ids: Uint32Array, targets: Uint32Array, batch: number, seq: number, opt: OptimConfig): Promise<StepStats>;
+  /** Mean loss and its gradients; changes nothing. `state` null means zeros. */
+  lossAndGrads(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<LossGrads>;
+  /** Summed NLL in nats and the final state; changes nothing. */
+  nll(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<{ nll: number; state: Float32Array }>;
+  /** One step of N streams: feeds `tokens [N]` from `state [L, N, H]` (null: zeros). Logits `[N, V]`. */
+  step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array };
+}
+
+/** Parameter names and shapes of a model of this shape, in state_dict order. */
+export function charLmParamInfo(s: CharLmShape): ParamInfo[] {
+  const g = 3 * s.hidden;
+  const info: ParamInfo[] = [{ name: 'embedding.weight', shape: [s.vocabSize, s.embed] }];
+  for (let l = 0; l < s.layers; l++) {
+    const input = l === 0 ? s.embed : s.hidden;
+    info.push(
+      { name: `gru.weight_ih_l${l}`, shape: [g, input] },
+      { name: `gru.weight_hh_l${l}`, shape: [g, s.hidden] },
+      { name: `gru.bias_ih_l${l}`, shape: [g] },
+      { name: `gru.bias_hh_l${l}`, shape: [g] },
+    );
+  }
+  info.push({ name: 'head.weight', shape: [s.vocabSize, s.hidden] }, { name: 'head.bias', shape: [s.vocabSize] });
+  return info;
+}
