@@ -16,11 +16,19 @@ pub struct View<'a, T> {
 impl<'a, T> View<'a, T> {
     /// A row-major matrix with leading dimension `ld`.
     pub fn rows(data: &'a [T], ld: usize) -> Self {
-        View { data, rs: ld, cs: 1 }
+        View {
+            data,
+            rs: ld,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major matrix with leading dimension `ld`.
     pub fn transposed(data: &'a [T], ld: usize) -> Self {
-        View { data, rs: 1, cs: ld }
+        View {
+            data,
+            rs: 1,
+            cs: ld,
+        }
     }
 }
 
@@ -59,8 +67,14 @@ pub fn matmul<T: Real>(
         return;
     }
     assert!(c.len() >= extent(m, n, ldc, 1), "gemm: output too small");
-    assert!(a.data.len() >= extent(m, k, a.rs, a.cs), "gemm: lhs too small");
-    assert!(b.data.len() >= extent(k, n, b.rs, b.cs), "gemm: rhs too small");
+    assert!(
+        a.data.len() >= extent(m, k, a.rs, a.cs),
+        "gemm: lhs too small"
+    );
+    assert!(
+        b.data.len() >= extent(k, n, b.rs, b.cs),
+        "gemm: rhs too small"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {

@@ -15,3 +15,8 @@ pub use candle_core::{Error, Result};
 pub use device::Dev;
 pub use lm::{CharLm, CharLmConfig, LossGrads, ParamSpec, StepStats};
 pub use optim::AdamWConfig;
+
+/// Threads the CPU kernels use (rayon's pool: `RAYON_NUM_THREADS`, else one per core).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}

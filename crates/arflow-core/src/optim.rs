@@ -17,7 +17,14 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, clip: 1.0 }
+        AdamWConfig {
+            lr: 2e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip: 1.0,
+        }
     }
 }
 
@@ -43,7 +50,11 @@ impl AdamW {
         let mut sq = 0f64;
         for v in vars {
             if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                sq += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
             }
         }
         Ok(sq.sqrt())
@@ -51,13 +62,21 @@ impl AdamW {
 
     /// One update: gradients scaled by `scale` (the clipping factor), then
     /// `p ← p(1 − lr·wd) − lr · m̂ / (√v̂ + eps)` with bias-corrected moments m̂, v̂.
-    pub fn update(&mut self, vars: &[Var], grads: &GradStore, cfg: &AdamWConfig, scale: f64) -> Result<()> {
+    pub fn update(
+        &mut self,
+        vars: &[Var],
+        grads: &GradStore,
+        cfg: &AdamWConfig,
+        scale: f64,
+    ) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - cfg.beta1.powi(t);
         let bc2 = 1.0 - cfg.beta2.powi(t);
         for (i, v) in vars.iter().enumerate() {
-            let Some(g) = grads.get(v.as_tensor()) else { continue };
+            let Some(g) = grads.get(v.as_tensor()) else {
+                continue;
+            };
             let g = g.affine(scale, 0.0)?;
             let m = ((&self.exp_avg[i] * cfg.beta1)? + (&g * (1.0 - cfg.beta1))?)?;
             let s = ((&self.exp_avg_sq[i] * cfg.beta2)? + (g.sqr()? * (1.0 - cfg.beta2))?)?;

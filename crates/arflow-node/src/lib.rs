@@ -1,1 +1,501 @@
-pub fn x(){}
+//! arflow-node: the thin N-API layer over arflow-core. It validates and converts arguments, runs long
+//! work off the JS thread (libuv pool `AsyncTask`s), turns panics into errors and tags every error with
+//! a stable code the TypeScript side maps onto its typed error classes. It holds no math.
+
+use arflow_core::gru::{gru_backward, gru_forward, GruDims, GruWeights};
+use arflow_core::{AdamWConfig, CharLm, CharLmConfig, Dev};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Errors reach JS as `"<CODE>: message"`; `src/backend/native.ts` maps the code to an error class.
+fn tag(msg: String) -> Error {
+    let code = if msg.contains("diverged") {
+        "E_DIVERGED"
+    } else if msg.contains("learning rate")
+        || msg.contains("config")
+        || msg.contains("device")
+        || msg.contains("CUDA")
+    {
+        "E_CONFIG"
+    } else if msg.contains("not finite") {
+        "E_DATA"
+    } else {
+        "E_SHAPE"
+    };
+    Error::new(Status::GenericFailure, format!("{code}: {msg}"))
+}
+
+fn core_err(e: arflow_core::Error) -> Error {
+    // candle appends a backtrace when RUST_BACKTRACE is set: users get the message alone.
+    let msg = e.to_string();
+    let msg = msg.split("\n   0:").next().unwrap_or_default().trim_end();
+    tag(msg.to_string())
+}
+
+/// Runs `f`, turning a panic (a broken invariant in the core) into a JS error instead of an abort.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::new(
+                Status::GenericFailure,
+                format!("E_INTERNAL: arflow-core panicked: {what}"),
+            ))
+        }
+    }
+}
+
+fn usize_of(v: u32, what: &str) -> Result<usize> {
+    if v == 0 {
+        return Err(tag(format!("config: {what} must be at least 1")));
+    }
+    Ok(v as usize)
+}
+
+#[napi(object)]
+pub struct CharLmShape {
+    pub vocab_size: u32,
+    pub embed: u32,
+    pub hidden: u32,
+    pub layers: u32,
+}
+
+#[napi(object)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub clip: f64,
+}
+
+impl From<&OptimConfig> for AdamWConfig {
+    fn from(o: &OptimConfig) -> Self {
+        AdamWConfig {
+            lr: o.lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+            clip: o.clip,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct StepStats {
+    pub loss: f64,
+    pub grad_norm: f64,
+}
+
+#[napi(object)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<u32>,
+}
+
+#[napi(object)]
+pub struct Carry {
+    pub batch: u32,
+    pub state: Float32Array,
+}
+
+#[napi(object)]
+pub struct NllResult {
+    pub nll: f64,
+    pub state: Float32Array,
+}
+
+#[napi(object)]
+pub struct StepResult {
+    pub state: Float32Array,
+    pub logits: Float32Array,
+}
+
+#[napi(object)]
+pub struct NamedTensor {
+    pub name: String,
+    pub data: Float32Array,
+}
+
+#[napi(object)]
+pub struct LossGradsResult {
+    pub loss: f64,
+    pub grads: Vec<NamedTensor>,
+    pub dh0: Float32Array,
+}
+
+type Shared = Arc<Mutex<CharLm>>;
+
+fn lock(m: &Shared) -> Result<MutexGuard<'_, CharLm>> {
+    m.lock().map_err(|_| {
+        Error::new(
+            Status::GenericFailure,
+            "E_INTERNAL: model lock poisoned by an earlier panic",
+        )
+    })
+}
+
+/// The character language model of arflow-core. Long calls return promises and run on the libuv pool.
+#[napi]
+pub struct NativeCharLm {
+    inner: Shared,
+}
+
+#[napi]
+impl NativeCharLm {
+    #[napi(constructor)]
+    pub fn new(shape: CharLmShape, device: String) -> Result<Self> {
+        let cfg = CharLmConfig {
+            vocab: usize_of(shape.vocab_size, "vocabSize")?,
+            embed: usize_of(shape.embed, "embed")?,
+            hidden: usize_of(shape.hidden, "hidden")?,
+            layers: usize_of(shape.layers, "layers")?,
+        };
+        let dev = Dev::parse(&device).map_err(core_err)?;
+        let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;
+        Ok(NativeCharLm {
+            inner: Arc::new(Mutex::new(model)),
+        })
+    }
+
+    #[napi]
+    pub fn param_info(&self) -> Result<Vec<ParamInfo>> {
+        let m = lock(&self.inner)?;
+        Ok(m.specs()
+            .iter()
+            .map(|s| ParamInfo {
+                name: s.name.clone(),
+                shape: s.shape.iter().map(|&d| d as u32).collect(),
+            })
+            .collect())
+    }
+
+    #[napi]
+    pub fn get_param(&self, name: String) -> Result<Float32Array> {
+        let m = lock(&self.inner)?;
+        guarded(|| m.get_param(&name).map(Float32Array::new).map_err(core_err))
+    }
+
+    #[napi]
+    pub fn set_param(&self, name: String, data: Float32Array) -> Result<()> {
+        let mut m = lock(&self.inner)?;
+        guarded(|| m.set_param(&name, &data).map_err(core_err))
+    }
+
+    #[napi]
+    pub fn get_optim_state(&self, which: String, name: String) -> Result<Float32Array> {
+        let m = lock(&self.inner)?;
+        guarded(|| {
+            m.get_optim(&which, &name)
+                .map(Float32Array::new)
+                .map_err(core_err)
+        })
+    }
+
+    #[napi]
+    pub fn set_optim_state(&self, which: String, name: String, data: Float32Array) -> Result<()> {
+        let mut m = lock(&self.inner)?;
+        guarded(|| m.set_optim(&which, &name, &data).map_err(core_err))
+    }
+
+    #[napi]
+    pub fn get_optim_step(&self) -> Result<f64> {
+        Ok(lock(&self.inner)?.optim_step() as f64)
+    }
+
+    #[napi]
+    pub fn set_optim_step(&self, step: f64) -> Result<()> {
+        if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
+            return Err(tag(format!(
+                "config: optimizer step must be a whole number ≥ 0, got {step}"
+            )));
+        }
+        lock(&self.inner)?.set_optim_step(step as u64);
+        Ok(())
+    }
+
+    #[napi]
+    pub fn get_carry(&self) -> Result<Option<Carry>> {
+        let m = lock(&self.inner)?;
+        Ok(m.carry().map(|(b, s)| Carry {
+            batch: b as u32,
+            state: Float32Array::new(s),
+        }))
+    }
+
+    #[napi]
+    pub fn set_carry(&self, carry: Option<Carry>) -> Result<()> {
+        let mut m = lock(&self.inner)?;
+        let c = carry.map(|c| (c.batch as usize, c.state.to_vec()));
+        guarded(|| m.set_carry(c).map_err(core_err))
+    }
+
+    /// One whole training step (forward, loss, BPTT, clip, AdamW) off the JS thread.
+    #[napi]
+    pub fn train_step(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        opt: OptimConfig,
+    ) -> AsyncTask<TrainStepTask> {
+        AsyncTask::new(TrainStepTask {
+            model: self.inner.clone(),
+            ids: ids.to_vec(),
+            targets: targets.to_vec(),
+            batch: batch as usize,
+            seq: seq as usize,
+            opt: (&opt).into(),
+        })
+    }
+
+    #[napi]
+    pub fn loss_and_grads(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        state: Option<Float32Array>,
+    ) -> AsyncTask<LossGradsTask> {
+        AsyncTask::new(LossGradsTask {
+            model: self.inner.clone(),
+            ids: ids.to_vec(),
+            targets: targets.to_vec(),
+            batch: batch as usize,
+            seq: seq as usize,
+            state: state.map(|s| s.to_vec()),
+        })
+    }
+
+    #[napi]
+    pub fn nll(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        state: Option<Float32Array>,
+    ) -> AsyncTask<NllTask> {
+        AsyncTask::new(NllTask {
+            model: self.inner.clone(),
+            ids: ids.to_vec(),
+            targets: targets.to_vec(),
+            batch: batch as usize,
+            seq: seq as usize,
+            state: state.map(|s| s.to_vec()),
+        })
+    }
+
+    /// One sampling step, synchronous: it is microseconds of work, and sampling loops call it per token.
+    #[napi]
+    pub fn step(&self, state: Option<Float32Array>, tokens: Uint32Array) -> Result<StepResult> {
+        let m = lock(&self.inner)?;
+        let (s, logits) = guarded(|| m.step(state.as_deref(), &tokens).map_err(core_err))?;
+        Ok(StepResult {
+            state: Float32Array::new(s),
+            logits: Float32Array::new(logits),
+        })
+    }
+}
+
+pub struct TrainStepTask {
+    model: Shared,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    opt: AdamWConfig,
+}
+
+impl Task for TrainStepTask {
+    type Output = arflow_core::StepStats;
+    type JsValue = StepStats;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let mut m = lock(&self.model)?;
+        guarded(|| {
+            m.train_step(&self.ids, &self.targets, self.batch, self.seq, &self.opt)
+                .map_err(core_err)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, s: Self::Output) -> Result<Self::JsValue> {
+        Ok(StepStats {
+            loss: s.loss,
+            grad_norm: s.grad_norm,
+        })
+    }
+}
+
+pub struct LossGradsTask {
+    model: Shared,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    state: Option<Vec<f32>>,
+}
+
+impl Task for LossGradsTask {
+    type Output = arflow_core::LossGrads;
+    type JsValue = LossGradsResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let m = lock(&self.model)?;
+        guarded(|| {
+            m.loss_and_grads(
+                &self.ids,
+                &self.targets,
+                self.batch,
+                self.seq,
+                self.state.as_deref(),
+            )
+            .map_err(core_err)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        let grads = out
+            .grads
+            .into_iter()
+            .map(|(name, g)| NamedTensor {
+                name,
+                data: Float32Array::new(g),
+            })
+            .collect();
+        Ok(LossGradsResult {
+            loss: out.loss,
+            grads,
+            dh0: Float32Array::new(out.dh0),
+        })
+    }
+}
+
+pub struct NllTask {
+    model: Shared,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    state: Option<Vec<f32>>,
+}
+
+impl Task for NllTask {
+    type Output = (f64, Vec<f32>);
+    type JsValue = NllResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let m = lock(&self.model)?;
+        guarded(|| {
+            m.nll(
+                &self.ids,
+                &self.targets,
+                self.batch,
+                self.seq,
+                self.state.as_deref(),
+            )
+            .map_err(core_err)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, (nll, state): Self::Output) -> Result<Self::JsValue> {
+        Ok(NllResult {
+            nll,
+            state: Float32Array::new(state),
+        })
+    }
+}
+
+#[napi(object)]
+pub struct GruDimsJs {
+    pub batch: u32,
+    pub seq: u32,
+    pub input: u32,
+    pub hidden: u32,
+}
+
+#[napi(object)]
+pub struct GruLayerResult {
+    pub out: Float32Array,
+    pub dx: Float32Array,
+    pub dh0: Float32Array,
+    /// Packed like the parameters: `[w_ih, w_hh, b_ih, b_hh]`.
+    pub dparams: Float32Array,
+}
+
+/// One GRU layer forward and backward through time on raw arrays, for kernel tests and benchmarks:
+/// `params` packed `[w_ih, w_hh, b_ih, b_hh]`, `d_out` the gradient reaching the output `[B, T, H]`.
+#[napi]
+pub fn gru_layer_grads(
+    dims: GruDimsJs,
+    x: Float32Array,
+    h0: Float32Array,
+    params: Float32Array,
+    d_out: Float32Array,
+) -> Result<GruLayerResult> {
+    let d = GruDims {
+        batch: usize_of(dims.batch, "batch")?,
+        seq: usize_of(dims.seq, "seq")?,
+        input: usize_of(dims.input, "input")?,
+        hidden: usize_of(dims.hidden, "hidden")?,
+    };
+    let sizes = [
+        ("x", x.len(), d.batch * d.seq * d.input),
+        ("h0", h0.len(), d.batch * d.hidden),
+        ("params", params.len(), d.param_len()),
+        ("dOut", d_out.len(), d.batch * d.seq * d.hidden),
+    ];
+    for (what, got, want) in sizes {
+        if got != want {
+            return Err(tag(format!(
+                "gru: {what} holds {got} values, expected {want} for {dims:?}",
+                dims = d
+            )));
+        }
+    }
+    guarded(|| {
+        let w = GruWeights::unpack(&d, &params);
+        let mut out = vec![0f32; d.batch * d.seq * d.hidden];
+        let mut saved = Vec::new();
+        gru_forward(&d, &x, &h0, &w, &mut out, Some(&mut saved));
+        let g = gru_backward(&d, &x, &h0, &w, &out, &saved, &d_out);
+        Ok(GruLayerResult {
+            out: Float32Array::new(out),
+            dx: Float32Array::new(g.dx),
+            dh0: Float32Array::new(g.dh0),
+            dparams: Float32Array::new(g.dparams),
+        })
+    })
+}
+
+/// Build facts the TS loader reports: version and whether CUDA was compiled in.
+#[napi(object)]
+pub struct BuildInfo {
+    pub version: String,
+    pub cuda: bool,
+    pub threads: u32,
+}
+
+#[napi]
+pub fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cuda: arflow_core::device::cuda_built(),
+        threads: rayon_threads(),
+    }
+}
+
+fn rayon_threads() -> u32 {
+    arflow_core::threads() as u32
+}

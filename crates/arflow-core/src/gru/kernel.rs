@@ -52,7 +52,12 @@ impl<'a, T> GruWeights<'a, T> {
         let (w_ih, rest) = packed.split_at(g * dims.input);
         let (w_hh, rest) = rest.split_at(g * dims.hidden);
         let (b_ih, b_hh) = rest.split_at(g);
-        GruWeights { w_ih, w_hh, b_ih, b_hh: &b_hh[..g] }
+        GruWeights {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh: &b_hh[..g],
+        }
     }
 }
 
@@ -67,7 +72,12 @@ pub struct GruGrads<T> {
 const PAR_MIN_ELEMS: usize = 4096;
 
 fn check(dims: &GruDims, x: &[impl Sized], h0: &[impl Sized], w: &GruWeights<impl Sized>) {
-    let GruDims { batch: b, seq: t, input: i, hidden: h } = *dims;
+    let GruDims {
+        batch: b,
+        seq: t,
+        input: i,
+        hidden: h,
+    } = *dims;
     assert_eq!(x.len(), b * t * i, "gru: x must be [B, T, I]");
     assert_eq!(h0.len(), b * h, "gru: h0 must be [B, H]");
     assert_eq!(w.w_ih.len(), 3 * h * i, "gru: w_ih must be [3H, I]");
@@ -133,7 +143,12 @@ pub fn gru_forward<T: Real>(
     mut save: Option<&mut Vec<T>>,
 ) {
     check(dims, x, h0, w);
-    let GruDims { batch: nb, seq: nt, input: ni, hidden: nh } = *dims;
+    let GruDims {
+        batch: nb,
+        seq: nt,
+        input: ni,
+        hidden: nh,
+    } = *dims;
     let g = 3 * nh;
     assert_eq!(out.len(), nb * nt * nh, "gru: out must be [B, T, H]");
     if nb == 0 || nt == 0 {
@@ -141,7 +156,16 @@ pub fn gru_forward<T: Real>(
     }
     // Input projection of every step at once: gi = x · W_ihᵀ + b_ih, [B·T, 3H].
     let mut gi = broadcast_rows(w.b_ih, nb * nt);
-    matmul(nb * nt, g, ni, &mut gi, g, true, View::rows(x, ni), View::transposed(w.w_ih, ni));
+    matmul(
+        nb * nt,
+        g,
+        ni,
+        &mut gi,
+        g,
+        true,
+        View::rows(x, ni),
+        View::transposed(w.w_ih, ni),
+    );
     if let Some(s) = save.as_deref_mut() {
         s.clear();
         s.resize(nb * nt * 4 * nh, T::zero());
@@ -152,17 +176,49 @@ pub fn gru_forward<T: Real>(
         // gh = h_{t−1} · W_hhᵀ + b_hh, reading h_{t−1} in place from the output (row stride T·H).
         gh.copy_from_slice(&bias_hh);
         if t == 0 {
-            matmul(nb, g, nh, &mut gh, g, true, View::rows(h0, nh), View::transposed(w.w_hh, nh));
+            matmul(
+                nb,
+                g,
+                nh,
+                &mut gh,
+                g,
+                true,
+                View::rows(h0, nh),
+                View::transposed(w.w_hh, nh),
+            );
         } else {
-            let prev = View { data: &out[(t - 1) * nh..], rs: nt * nh, cs: 1 };
-            matmul(nb, g, nh, &mut gh, g, true, prev, View::transposed(w.w_hh, nh));
+            let prev = View {
+                data: &out[(t - 1) * nh..],
+                rs: nt * nh,
+                cs: 1,
+            };
+            matmul(
+                nb,
+                g,
+                nh,
+                &mut gh,
+                g,
+                true,
+                prev,
+                View::transposed(w.w_hh, nh),
+            );
         }
         let step = |b: usize, out_b: &mut [T], save_b: Option<&mut [T]>| {
             let gi_row = &gi[(b * nt + t) * g..(b * nt + t + 1) * g];
             let gh_row = &gh[b * g..(b + 1) * g];
             let (before, now) = out_b.split_at_mut(t * nh);
-            let h_prev = if t == 0 { &h0[b * nh..(b + 1) * nh] } else { &before[(t - 1) * nh..] };
-            cell(gi_row, gh_row, h_prev, &mut now[..nh], save_b.map(|s| &mut s[t * 4 * nh..(t + 1) * 4 * nh]));
+            let h_prev = if t == 0 {
+                &h0[b * nh..(b + 1) * nh]
+            } else {
+                &before[(t - 1) * nh..]
+            };
+            cell(
+                gi_row,
+                gh_row,
+                h_prev,
+                &mut now[..nh],
+                save_b.map(|s| &mut s[t * 4 * nh..(t + 1) * 4 * nh]),
+            );
         };
         let parallel = nb > 1 && nb * nh >= PAR_MIN_ELEMS;
         match save.as_deref_mut() {
@@ -176,8 +232,14 @@ pub fn gru_forward<T: Real>(
                 .zip(s.chunks_mut(nt * 4 * nh))
                 .enumerate()
                 .for_each(|(b, (o, s))| step(b, o, Some(s))),
-            None if parallel => out.par_chunks_mut(nt * nh).enumerate().for_each(|(b, o)| step(b, o, None)),
-            None => out.chunks_mut(nt * nh).enumerate().for_each(|(b, o)| step(b, o, None)),
+            None if parallel => out
+                .par_chunks_mut(nt * nh)
+                .enumerate()
+                .for_each(|(b, o)| step(b, o, None)),
+            None => out
+                .chunks_mut(nt * nh)
+                .enumerate()
+                .for_each(|(b, o)| step(b, o, None)),
         }
     }
 }
@@ -195,12 +257,25 @@ pub fn gru_backward<T: Real>(
     d_out: &[T],
 ) -> GruGrads<T> {
     check(dims, x, h0, w);
-    let GruDims { batch: nb, seq: nt, input: ni, hidden: nh } = *dims;
+    let GruDims {
+        batch: nb,
+        seq: nt,
+        input: ni,
+        hidden: nh,
+    } = *dims;
     let g = 3 * nh;
     let rows = nb * nt;
     assert_eq!(out.len(), rows * nh, "gru backward: out must be [B, T, H]");
-    assert_eq!(d_out.len(), rows * nh, "gru backward: d_out must be [B, T, H]");
-    assert_eq!(saved.len(), rows * 4 * nh, "gru backward: saved activations have the wrong size");
+    assert_eq!(
+        d_out.len(),
+        rows * nh,
+        "gru backward: d_out must be [B, T, H]"
+    );
+    assert_eq!(
+        saved.len(),
+        rows * 4 * nh,
+        "gru backward: saved activations have the wrong size"
+    );
 
     // Gate gradients of every step, rows b·T + t: w.r.t. the input projection (da_r, da_z, da_n) and
     // w.r.t. the hidden projection (da_r, da_z, r ⊙ da_n).
@@ -215,7 +290,11 @@ pub fn gru_backward<T: Real>(
             let (r, s) = s.split_at(nh);
             let (z, s) = s.split_at(nh);
             let (n, hn) = s.split_at(nh);
-            let h_prev = if t == 0 { &h0[b * nh..(b + 1) * nh] } else { &out[(row - 1) * nh..row * nh] };
+            let h_prev = if t == 0 {
+                &h0[b * nh..(b + 1) * nh]
+            } else {
+                &out[(row - 1) * nh..row * nh]
+            };
             let dy = &d_out[row * nh..(row + 1) * nh];
             let dgi_row = &mut dgi_b[t * g..(t + 1) * g];
             let dgh_row = &mut dgh_b[t * g..(t + 1) * g];
@@ -250,7 +329,11 @@ pub fn gru_backward<T: Real>(
                 .for_each(|(b, (dh_b, (dgi_b, dgh_b)))| step(b, dh_b, dgi_b, dgh_b));
         }
         // dh_{t−1} += dgh_t · W_hh   ([B, 3H] · [3H, H]); dgh_t's rows are T·3H apart.
-        let dgh_t = View { data: &dgh[t * g..], rs: nt * g, cs: 1 };
+        let dgh_t = View {
+            data: &dgh[t * g..],
+            rs: nt * g,
+            cs: 1,
+        };
         matmul(nb, nh, g, &mut dh, nh, true, dgh_t, View::rows(w.w_hh, nh));
     }
 
@@ -260,7 +343,16 @@ pub fn gru_backward<T: Real>(
         let (dw_hh, rest) = rest.split_at_mut(g * nh);
         let (db_ih, db_hh) = rest.split_at_mut(g);
         // dW_ih = dgiᵀ · x   ([3H, B·T] · [B·T, I])
-        matmul(g, ni, rows, dw_ih, ni, false, View::transposed(&dgi, g), View::rows(x, ni));
+        matmul(
+            g,
+            ni,
+            rows,
+            dw_ih,
+            ni,
+            false,
+            View::transposed(&dgi, g),
+            View::rows(x, ni),
+        );
         // dW_hh = dghᵀ · h_prev, with h_prev the output shifted one step and h0 in front.
         let mut h_prev = vec![T::zero(); rows * nh];
         for b in 0..nb {
@@ -270,7 +362,16 @@ pub fn gru_backward<T: Real>(
                     .copy_from_slice(&out[b * nt * nh..((b + 1) * nt - 1) * nh]);
             }
         }
-        matmul(g, nh, rows, dw_hh, nh, false, View::transposed(&dgh, g), View::rows(&h_prev, nh));
+        matmul(
+            g,
+            nh,
+            rows,
+            dw_hh,
+            nh,
+            false,
+            View::transposed(&dgh, g),
+            View::rows(&h_prev, nh),
+        );
         for row in 0..rows {
             for j in 0..g {
                 db_ih[j] = db_ih[j] + dgi[row * g + j];
@@ -280,6 +381,19 @@ pub fn gru_backward<T: Real>(
     }
     // dx = dgi · W_ih   ([B·T, 3H] · [3H, I])
     let mut dx = vec![T::zero(); rows * ni];
-    matmul(rows, ni, g, &mut dx, ni, false, View::rows(&dgi, g), View::rows(w.w_ih, ni));
-    GruGrads { dx, dh0: dh, dparams }
+    matmul(
+        rows,
+        ni,
+        g,
+        &mut dx,
+        ni,
+        false,
+        View::rows(&dgi, g),
+        View::rows(w.w_ih, ni),
+    );
+    GruGrads {
+        dx,
+        dh0: dh,
+        dparams,
+    }
 }

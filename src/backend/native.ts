@@ -1,0 +1,232 @@
+/**
+ * Loads the native addon and adapts it to {@link CharLmBackend}. Lookup order:
+ *   1. `ARFLOW_NATIVE` (a path to a `.node` file),
+ *   2. `arflow.<platform>.node` in the package root (built from source by `npm install` / `npm run build:native`),
+ *   3. the prebuilt platform package `@arflow/binding-<platform>` (an optionalDependency when published).
+ * Errors from Rust arrive as `"<CODE>: message"` and are rethrown as arflow's typed errors.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import {
+  ArflowError,
+  BackendError,
+  ConfigError,
+  DataError,
+  DivergenceError,
+  ShapeError,
+} from '../errors.js';
+import type {
+  Carry,
+  CharLmBackend,
+  CharLmShape,
+  LossGrads,
+  OptimConfig,
+  OptimMoment,
+  ParamInfo,
+  StepStats,
+} from './types.js';
+
+interface NativeModel {
+  paramInfo(): ParamInfo[];
+  getParam(name: string): Float32Array;
+  setParam(name: string, data: Float32Array): void;
+  getOptimState(which: string, name: string): Float32Array;
+  setOptimState(which: string, name: string, data: Float32Array): void;
+  getOptimStep(): number;
+  setOptimStep(step: number): void;
+  getCarry(): Carry | null;
+  setCarry(carry: Carry | null): void;
+  trainStep(ids: Uint32Array, targets: Uint32Array, batch: number, seq: number, opt: OptimConfig): Promise<StepStats>;
+  lossAndGrads(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<{ loss: number; grads: { name: string; data: Float32Array }[]; dh0: Float32Array }>;
+  nll(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<{ nll: number; state: Float32Array }>;
+  step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array };
+}
+
+export interface GruLayerResult {
+  out: Float32Array;
+  dx: Float32Array;
+  dh0: Float32Array;
+  dparams: Float32Array;
+}
+
+export interface NativeAddon {
+  NativeCharLm: new (shape: CharLmShape, device: string) => NativeModel;
+  gruLayerGrads(
+    dims: { batch: number; seq: number; input: number; hidden: number },
+    x: Float32Array,
+    h0: Float32Array,
+    params: Float32Array,
+    dOut: Float32Array,
+  ): GruLayerResult;
+  buildInfo(): { version: string; cuda: boolean; threads: number };
+}
+
+const PLATFORM = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+let cached: NativeAddon | null = null;
+let loadError: Error | null = null;
+
+function candidates(): string[] {
+  const out: string[] = [];
+  if (process.env.ARFLOW_NATIVE) out.push(process.env.ARFLOW_NATIVE);
+  out.push(`${ROOT}arflow.${PLATFORM}.node`);
+  return out;
+}
+
+/** The addon, loaded once. Throws {@link BackendError} saying how to build it when none is found. */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  for (const path of candidates()) {
+    tried.push(path);
+    if (!existsSync(path)) continue;
+    cached = require(path) as NativeAddon;
+    return cached;
+  }
+  const pkg = `@arflow/binding-${PLATFORM}`;
+  try {
+    cached = require(pkg) as NativeAddon;
+    return cached;
+  } catch {
+    tried.push(pkg);
+  }
+  loadError = new BackendError(
+    `the arflow native addon for ${PLATFORM} was not found (tried ${tried.join(', ')}). ` +
+      'Build it from source with `npm run build:native` (needs Rust: https://rustup.rs), ' +
+      "or use backend: 'js' for the pure-TypeScript implementation.",
+  );
+  throw loadError;
+}
+
+/** Whether the native addon can be loaded here. */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const CODES: Record<string, (m: string) => ArflowError> = {
+  E_CONFIG: (m) => new ConfigError(m),
+  E_DATA: (m) => new DataError(m),
+  E_SHAPE: (m) => new ShapeError(m),
+  E_DIVERGED: (m) => new DivergenceError(m),
+};
+
+/** Maps a `"<CODE>: message"` error from Rust onto arflow's typed errors. */
+export function mapNativeError(e: unknown): unknown {
+  if (!(e instanceof Error)) return e;
+  const m = /^(E_[A-Z_]+): ([\s\S]*)$/.exec(e.message);
+  if (!m) return e;
+  const make = CODES[m[1]];
+  return make ? make(m[2]) : new BackendError(m[2]);
+}
+
+function sync<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw mapNativeError(e);
+  }
+}
+
+async function async<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw mapNativeError(e);
+  }
+}
+
+/** The character LM on the native backend (CPU, or CUDA in a CUDA build). */
+export class NativeCharLm implements CharLmBackend {
+  readonly kind = 'native' as const;
+  private readonly m: NativeModel;
+
+  constructor(
+    readonly shape: CharLmShape,
+    readonly device: string = 'cpu',
+  ) {
+    const addon = loadNative();
+    if (device.startsWith('cuda') && !addon.buildInfo().cuda) {
+      throw new BackendError(
+        `device ${device} was asked for, but this arflow addon was built without CUDA ` +
+          '(build with `npm run build:native:cuda` on a machine with the CUDA toolkit); use device cpu',
+      );
+    }
+    this.m = sync(() => new addon.NativeCharLm(shape, device));
+  }
+
+  paramInfo(): ParamInfo[] {
+    return sync(() => this.m.paramInfo());
+  }
+  getParam(name: string): Float32Array {
+    return sync(() => this.m.getParam(name));
+  }
+  setParam(name: string, data: Float32Array): void {
+    sync(() => this.m.setParam(name, data));
+  }
+  getOptimState(which: OptimMoment, name: string): Float32Array {
+    return sync(() => this.m.getOptimState(which, name));
+  }
+  setOptimState(which: OptimMoment, name: string, data: Float32Array): void {
+    sync(() => this.m.setOptimState(which, name, data));
+  }
+  getOptimStep(): number {
+    return this.m.getOptimStep();
+  }
+  setOptimStep(step: number): void {
+    sync(() => this.m.setOptimStep(step));
+  }
+  getCarry(): Carry | null {
+    return this.m.getCarry();
+  }
+  setCarry(carry: Carry | null): void {
+    sync(() => this.m.setCarry(carry));
+  }
+  trainStep(ids: Uint32Array, targets: Uint32Array, batch: number, seq: number, opt: OptimConfig): Promise<StepStats> {
+    return async(() => this.m.trainStep(ids, targets, batch, seq, opt));
+  }
+  async lossAndGrads(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<LossGrads> {
+    const r = await async(() => this.m.lossAndGrads(ids, targets, batch, seq, state));
+    const grads: Record<string, Float32Array> = {};
+    for (const g of r.grads) grads[g.name] = g.data;
+    return { loss: r.loss, grads, dh0: r.dh0 };
+  }
+  nll(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<{ nll: number; state: Float32Array }> {
+    return async(() => this.m.nll(ids, targets, batch, seq, state));
+  }
+  step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array } {
+    return sync(() => this.m.step(state, tokens));
+  }
+}
