@@ -72,6 +72,8 @@ export interface NativeAddon {
     dOut: Float32Array,
   ): GruLayerResult;
   buildInfo(): { version: string; cuda: boolean; threads: number };
+  /** GFLOP/s of `reps` f32 products [m×k]·[k×n] with the kernels' GEMM. */
+  benchGemm(m: number, n: number, k: number, reps: number): number;
 }
 
 const PLATFORM = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;

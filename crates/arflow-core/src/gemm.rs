@@ -41,9 +41,9 @@ fn extent(m: usize, n: usize, rs: usize, cs: usize) -> usize {
 }
 
 /// Threads for one product: small products run single-threaded, where fork/join costs more than it saves.
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+fn parallelism(m: usize, n: usize, k: usize, threaded: bool) -> Parallelism {
     let threads = rayon::current_num_threads();
-    if threads > 1 && m * n * k >= 1 << 18 {
+    if threaded && threads > 1 && m * n * k >= 1 << 18 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
@@ -51,7 +51,7 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 }
 
 /// `c[m×n] (+)= a[m×k] · b[k×n]`, with `c` row-major at leading dimension `ldc`;
-/// `accumulate` adds to what `c` holds instead of overwriting it.
+/// `accumulate` adds to what `c` holds instead of overwriting it. Uses every kernel thread.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<T: Real>(
     m: usize,
@@ -62,6 +62,36 @@ pub fn matmul<T: Real>(
     accumulate: bool,
     a: View<T>,
     b: View<T>,
+) {
+    matmul_with(m, n, k, c, ldc, accumulate, a, b, true)
+}
+
+/// [`matmul`] on the calling thread only: for code that already runs one task per thread.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_serial<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    a: View<T>,
+    b: View<T>,
+) {
+    matmul_with(m, n, k, c, ldc, accumulate, a, b, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_with<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    ldc: usize,
+    accumulate: bool,
+    a: View<T>,
+    b: View<T>,
+    threaded: bool,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -105,7 +135,39 @@ pub fn matmul<T: Real>(
             false,
             false,
             false,
-            parallelism(m, n, k),
+            parallelism(m, n, k, threaded),
         )
     }
+}
+
+/// GFLOP/s of `reps` products `[m×k]·[k×n]` in f32 (after one warm-up product).
+pub fn bench_gflops(m: usize, n: usize, k: usize, reps: usize) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0f32; m * n];
+    matmul(
+        m,
+        n,
+        k,
+        &mut c,
+        n,
+        false,
+        View::rows(&a, k),
+        View::rows(&b, n),
+    );
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        matmul(
+            m,
+            n,
+            k,
+            &mut c,
+            n,
+            false,
+            View::rows(&a, k),
+            View::rows(&b, n),
+        );
+    }
+    let sec = t0.elapsed().as_secs_f64();
+    2.0 * (m * n * k * reps) as f64 / sec / 1e9
 }

@@ -499,3 +499,16 @@ pub fn build_info() -> BuildInfo {
 fn rayon_threads() -> u32 {
     arflow_core::threads() as u32
 }
+
+/// Measures this machine's fp32 GEMM rate (GFLOP/s) with the same GEMM the kernels use: the yardstick
+/// the benchmark compares the GRU's achieved rate against.
+#[napi]
+pub fn bench_gemm(m: u32, n: u32, k: u32, reps: u32) -> Result<f64> {
+    let (m, n, k) = (usize_of(m, "m")?, usize_of(n, "n")?, usize_of(k, "k")?);
+    Ok(arflow_core::gemm::bench_gflops(
+        m,
+        n,
+        k,
+        reps.max(1) as usize,
+    ))
+}

@@ -16,7 +16,7 @@
 //! Backward walks t = T−1 … 0 with one fused pass for the gate gradients and one GEMM for dh_{t−1};
 //! weight gradients are single GEMMs over all steps at the end.
 
-use crate::gemm::{matmul, View};
+use crate::gemm::{matmul, matmul_serial, View};
 use crate::real::{sigmoid, Real};
 use rayon::prelude::*;
 
@@ -88,23 +88,23 @@ fn check(dims: &GruDims, x: &[impl Sized], h0: &[impl Sized], w: &GruWeights<imp
 
 /// One fused GRU cell over a row: `gi` and `gh` hold the two projections (with biases), `h_prev` the
 /// previous state. Writes h' into `h_out` and, when given, `[r, z, n, hn]` into `save`.
+/// Every slice is cut to its exact length first, so the loop has no bounds checks and vectorises.
 #[inline(always)]
-fn cell<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option<&mut [T]>) {
+fn cell_impl<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option<&mut [T]>) {
     let h = h_out.len();
-    let (gi_r, gi) = gi.split_at(h);
-    let (gi_z, gi_n) = gi.split_at(h);
-    let (gh_r, gh) = gh.split_at(h);
-    let (gh_z, gh_n) = gh.split_at(h);
+    let (gi_r, gi_z, gi_n) = (&gi[..h], &gi[h..2 * h], &gi[2 * h..3 * h]);
+    let (gh_r, gh_z, gh_n) = (&gh[..h], &gh[h..2 * h], &gh[2 * h..3 * h]);
+    let h_prev = &h_prev[..h];
     match save {
         Some(save) => {
-            let (s_r, s) = save.split_at_mut(h);
+            let (s_r, s) = save[..4 * h].split_at_mut(h);
             let (s_z, s) = s.split_at_mut(h);
             let (s_n, s_hn) = s.split_at_mut(h);
             for j in 0..h {
                 let r = sigmoid(gi_r[j] + gh_r[j]);
                 let z = sigmoid(gi_z[j] + gh_z[j]);
                 let hn = gh_n[j];
-                let n = (gi_n[j] + r * hn).tanh();
+                let n = (gi_n[j] + r * hn).tanh_();
                 h_out[j] = (T::one() - z) * n + z * h_prev[j];
                 s_r[j] = r;
                 s_z[j] = z;
@@ -116,11 +116,114 @@ fn cell<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option
             for j in 0..h {
                 let r = sigmoid(gi_r[j] + gh_r[j]);
                 let z = sigmoid(gi_z[j] + gh_z[j]);
-                let n = (gi_n[j] + r * gh_n[j]).tanh();
+                let n = (gi_n[j] + r * gh_n[j]).tanh_();
                 h_out[j] = (T::one() - z) * n + z * h_prev[j];
             }
         }
     }
+}
+
+/// Gate gradients of one row at one step (see [`gru_backward`]); `dh` enters as dL/dh_t from above
+/// and from step t+1, and leaves holding the direct path dL/dh_{t−1} = dL/dh_t ⊙ z.
+#[inline(always)]
+fn gate_grads_impl<T: Real>(
+    saved: &[T],
+    h_prev: &[T],
+    dy: &[T],
+    dh: &mut [T],
+    dgi: &mut [T],
+    dgh: &mut [T],
+) {
+    let h = dh.len();
+    let (r, z, n, hn) = (
+        &saved[..h],
+        &saved[h..2 * h],
+        &saved[2 * h..3 * h],
+        &saved[3 * h..4 * h],
+    );
+    let (h_prev, dy) = (&h_prev[..h], &dy[..h]);
+    let (dgi_r, rest) = dgi[..3 * h].split_at_mut(h);
+    let (dgi_z, dgi_n) = rest.split_at_mut(h);
+    let (dgh_r, rest) = dgh[..3 * h].split_at_mut(h);
+    let (dgh_z, dgh_n) = rest.split_at_mut(h);
+    for j in 0..h {
+        let dht = dy[j] + dh[j];
+        // h' = (1 − z) n + z h
+        let dn = dht * (T::one() - z[j]);
+        let dz = dht * (h_prev[j] - n[j]);
+        // n = tanh(a_n), a_n = gi_n + r ⊙ hn;  r, z = σ(a_r), σ(a_z)
+        let da_n = dn * (T::one() - n[j] * n[j]);
+        let da_r = da_n * hn[j] * r[j] * (T::one() - r[j]);
+        let da_z = dz * z[j] * (T::one() - z[j]);
+        dgi_r[j] = da_r;
+        dgi_z[j] = da_z;
+        dgi_n[j] = da_n;
+        dgh_r[j] = da_r;
+        dgh_z[j] = da_z;
+        dgh_n[j] = da_n * r[j];
+        dh[j] = dht * z[j];
+    }
+}
+
+/// The portable build targets baseline x86-64 (SSE2); these copies of the elementwise passes are
+/// compiled for AVX2 + FMA and chosen at run time when the CPU has them.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn cell<T: Real>(
+        gi: &[T],
+        gh: &[T],
+        h_prev: &[T],
+        h_out: &mut [T],
+        save: Option<&mut [T]>,
+    ) {
+        cell_impl(gi, gh, h_prev, h_out, save)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gate_grads<T: Real>(
+        saved: &[T],
+        h_prev: &[T],
+        dy: &[T],
+        dh: &mut [T],
+        dgi: &mut [T],
+        dgh: &mut [T],
+    ) {
+        gate_grads_impl(saved, h_prev, dy, dh, dgi, dgh)
+    }
+
+    pub fn available() -> bool {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+}
+
+#[inline]
+fn cell<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option<&mut [T]>) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { avx2::cell(gi, gh, h_prev, h_out, save) };
+    }
+    cell_impl(gi, gh, h_prev, h_out, save)
+}
+
+#[inline]
+fn gate_grads<T: Real>(
+    saved: &[T],
+    h_prev: &[T],
+    dy: &[T],
+    dh: &mut [T],
+    dgi: &mut [T],
+    dgh: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { avx2::gate_grads(saved, h_prev, dy, dh, dgi, dgh) };
+    }
+    gate_grads_impl(saved, h_prev, dy, dh, dgi, dgh)
 }
 
 /// `rows × cols` matrix whose every row is `bias`.
@@ -170,13 +273,65 @@ pub fn gru_forward<T: Real>(
         s.clear();
         s.resize(nb * nt * 4 * nh, T::zero());
     }
+    // The recurrence is independent per batch element: each thread takes a slice of the batch and runs
+    // its whole time loop with serial GEMMs, so there is no fork/join per time step.
+    let per = rows_per_part(nb, nh);
+    let run = |p: usize, out_p: &mut [T], save_p: Option<&mut [T]>| {
+        let (b0, nbp) = (p * per, out_p.len() / (nt * nh));
+        let gi_p = &gi[b0 * nt * g..(b0 + nbp) * nt * g];
+        recur_forward(
+            nbp,
+            nt,
+            nh,
+            gi_p,
+            &h0[b0 * nh..(b0 + nbp) * nh],
+            w,
+            out_p,
+            save_p,
+        );
+    };
+    match save {
+        Some(s) => out
+            .par_chunks_mut(per * nt * nh)
+            .zip(s.par_chunks_mut(per * nt * 4 * nh))
+            .enumerate()
+            .for_each(|(p, (o, s))| run(p, o, Some(s))),
+        None => out
+            .par_chunks_mut(per * nt * nh)
+            .enumerate()
+            .for_each(|(p, o)| run(p, o, None)),
+    }
+}
+
+/// Batch rows per thread for the recurrent loops: one slice per kernel thread when the work is big
+/// enough to pay for a thread, else the whole batch on one.
+fn rows_per_part(nb: usize, nh: usize) -> usize {
+    let threads = rayon::current_num_threads().min(nb).max(1);
+    let parts = if nb * nh >= PAR_MIN_ELEMS { threads } else { 1 };
+    nb.div_ceil(parts)
+}
+
+/// The time loop of the forward pass over `nb` batch rows: `gi` `[nb·T, 3H]` (input projections with
+/// b_ih), `out` `[nb, T, H]`, `save` `[nb·T, 4H]`.
+#[allow(clippy::too_many_arguments)]
+fn recur_forward<T: Real>(
+    nb: usize,
+    nt: usize,
+    nh: usize,
+    gi: &[T],
+    h0: &[T],
+    w: &GruWeights<T>,
+    out: &mut [T],
+    mut save: Option<&mut [T]>,
+) {
+    let g = 3 * nh;
     let bias_hh = broadcast_rows(w.b_hh, nb);
     let mut gh = vec![T::zero(); nb * g];
     for t in 0..nt {
         // gh = h_{t−1} · W_hhᵀ + b_hh, reading h_{t−1} in place from the output (row stride T·H).
         gh.copy_from_slice(&bias_hh);
         if t == 0 {
-            matmul(
+            matmul_serial(
                 nb,
                 g,
                 nh,
@@ -192,7 +347,7 @@ pub fn gru_forward<T: Real>(
                 rs: nt * nh,
                 cs: 1,
             };
-            matmul(
+            matmul_serial(
                 nb,
                 g,
                 nh,
@@ -203,44 +358,70 @@ pub fn gru_forward<T: Real>(
                 View::transposed(w.w_hh, nh),
             );
         }
-        let step = |b: usize, out_b: &mut [T], save_b: Option<&mut [T]>| {
-            let gi_row = &gi[(b * nt + t) * g..(b * nt + t + 1) * g];
-            let gh_row = &gh[b * g..(b + 1) * g];
+        for b in 0..nb {
+            let row = b * nt + t;
+            let out_b = &mut out[b * nt * nh..(b + 1) * nt * nh];
             let (before, now) = out_b.split_at_mut(t * nh);
             let h_prev = if t == 0 {
                 &h0[b * nh..(b + 1) * nh]
             } else {
                 &before[(t - 1) * nh..]
             };
+            let save_row = save
+                .as_deref_mut()
+                .map(|s| &mut s[row * 4 * nh..(row + 1) * 4 * nh]);
             cell(
-                gi_row,
-                gh_row,
+                &gi[row * g..(row + 1) * g],
+                &gh[b * g..(b + 1) * g],
                 h_prev,
                 &mut now[..nh],
-                save_b.map(|s| &mut s[t * 4 * nh..(t + 1) * 4 * nh]),
+                save_row,
             );
-        };
-        let parallel = nb > 1 && nb * nh >= PAR_MIN_ELEMS;
-        match save.as_deref_mut() {
-            Some(s) if parallel => out
-                .par_chunks_mut(nt * nh)
-                .zip(s.par_chunks_mut(nt * 4 * nh))
-                .enumerate()
-                .for_each(|(b, (o, s))| step(b, o, Some(s))),
-            Some(s) => out
-                .chunks_mut(nt * nh)
-                .zip(s.chunks_mut(nt * 4 * nh))
-                .enumerate()
-                .for_each(|(b, (o, s))| step(b, o, Some(s))),
-            None if parallel => out
-                .par_chunks_mut(nt * nh)
-                .enumerate()
-                .for_each(|(b, o)| step(b, o, None)),
-            None => out
-                .chunks_mut(nt * nh)
-                .enumerate()
-                .for_each(|(b, o)| step(b, o, None)),
         }
+    }
+}
+
+/// The time loop of backward over `nb` batch rows (t = T−1 … 0): fills the gate gradients `dgi`, `dgh`
+/// `[nb·T, 3H]` and leaves dL/dh0 in `dh` `[nb, H]`.
+#[allow(clippy::too_many_arguments)]
+fn recur_backward<T: Real>(
+    nb: usize,
+    nt: usize,
+    nh: usize,
+    h0: &[T],
+    w_hh: &[T],
+    out: &[T],
+    saved: &[T],
+    d_out: &[T],
+    dh: &mut [T],
+    dgi: &mut [T],
+    dgh: &mut [T],
+) {
+    let g = 3 * nh;
+    for t in (0..nt).rev() {
+        for b in 0..nb {
+            let row = b * nt + t;
+            let h_prev = if t == 0 {
+                &h0[b * nh..(b + 1) * nh]
+            } else {
+                &out[(row - 1) * nh..row * nh]
+            };
+            gate_grads(
+                &saved[row * 4 * nh..(row + 1) * 4 * nh],
+                h_prev,
+                &d_out[row * nh..(row + 1) * nh],
+                &mut dh[b * nh..(b + 1) * nh],
+                &mut dgi[row * g..(row + 1) * g],
+                &mut dgh[row * g..(row + 1) * g],
+            );
+        }
+        // dh_{t−1} += dgh_t · W_hh   ([nb, 3H] · [3H, H]); dgh_t's rows are T·3H apart.
+        let dgh_t = View {
+            data: &dgh[t * g..],
+            rs: nt * g,
+            cs: 1,
+        };
+        matmul_serial(nb, nh, g, dh, nh, true, dgh_t, View::rows(w_hh, nh));
     }
 }
 
@@ -283,59 +464,30 @@ pub fn gru_backward<T: Real>(
     let mut dgh = vec![T::zero(); rows * g];
     // dh carried from step t+1 to step t: dL/dh_t through everything after t.
     let mut dh = vec![T::zero(); nb * nh];
-    for t in (0..nt).rev() {
-        let step = |b: usize, dh_b: &mut [T], dgi_b: &mut [T], dgh_b: &mut [T]| {
-            let row = b * nt + t;
-            let s = &saved[row * 4 * nh..(row + 1) * 4 * nh];
-            let (r, s) = s.split_at(nh);
-            let (z, s) = s.split_at(nh);
-            let (n, hn) = s.split_at(nh);
-            let h_prev = if t == 0 {
-                &h0[b * nh..(b + 1) * nh]
-            } else {
-                &out[(row - 1) * nh..row * nh]
-            };
-            let dy = &d_out[row * nh..(row + 1) * nh];
-            let dgi_row = &mut dgi_b[t * g..(t + 1) * g];
-            let dgh_row = &mut dgh_b[t * g..(t + 1) * g];
-            for j in 0..nh {
-                let dht = dy[j] + dh_b[j];
-                // h' = (1 − z) n + z h
-                let dn = dht * (T::one() - z[j]);
-                let dz = dht * (h_prev[j] - n[j]);
-                // n = tanh(a_n), a_n = gi_n + r ⊙ hn;  r, z = σ(a_r), σ(a_z)
-                let da_n = dn * (T::one() - n[j] * n[j]);
-                let da_r = da_n * hn[j] * r[j] * (T::one() - r[j]);
-                let da_z = dz * z[j] * (T::one() - z[j]);
-                dgi_row[j] = da_r;
-                dgi_row[nh + j] = da_z;
-                dgi_row[2 * nh + j] = da_n;
-                dgh_row[j] = da_r;
-                dgh_row[nh + j] = da_z;
-                dgh_row[2 * nh + j] = da_n * r[j];
-                // The direct path h' ← z ⊙ h; the path through the gates is added by the GEMM below.
-                dh_b[j] = dht * z[j];
-            }
-        };
-        if nb > 1 && nb * nh >= PAR_MIN_ELEMS {
-            dh.par_chunks_mut(nh)
-                .zip(dgi.par_chunks_mut(nt * g).zip(dgh.par_chunks_mut(nt * g)))
-                .enumerate()
-                .for_each(|(b, (dh_b, (dgi_b, dgh_b)))| step(b, dh_b, dgi_b, dgh_b));
-        } else {
-            dh.chunks_mut(nh)
-                .zip(dgi.chunks_mut(nt * g).zip(dgh.chunks_mut(nt * g)))
-                .enumerate()
-                .for_each(|(b, (dh_b, (dgi_b, dgh_b)))| step(b, dh_b, dgi_b, dgh_b));
-        }
-        // dh_{t−1} += dgh_t · W_hh   ([B, 3H] · [3H, H]); dgh_t's rows are T·3H apart.
-        let dgh_t = View {
-            data: &dgh[t * g..],
-            rs: nt * g,
-            cs: 1,
-        };
-        matmul(nb, nh, g, &mut dh, nh, true, dgh_t, View::rows(w.w_hh, nh));
-    }
+    let per = rows_per_part(nb, nh);
+    dh.par_chunks_mut(per * nh)
+        .zip(
+            dgi.par_chunks_mut(per * nt * g)
+                .zip(dgh.par_chunks_mut(per * nt * g)),
+        )
+        .enumerate()
+        .for_each(|(p, (dh_p, (dgi_p, dgh_p)))| {
+            let (b0, nbp) = (p * per, dh_p.len() / nh);
+            let rows = b0 * nt..(b0 + nbp) * nt;
+            recur_backward(
+                nbp,
+                nt,
+                nh,
+                &h0[b0 * nh..(b0 + nbp) * nh],
+                w.w_hh,
+                &out[rows.start * nh..rows.end * nh],
+                &saved[rows.start * 4 * nh..rows.end * 4 * nh],
+                &d_out[rows.start * nh..rows.end * nh],
+                dh_p,
+                dgi_p,
+                dgh_p,
+            );
+        });
 
     let mut dparams = vec![T::zero(); dims.param_len()];
     {

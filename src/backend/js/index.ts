@@ -1,0 +1,190 @@
+/**
+ * The pure-TypeScript backend of the character LM: the test oracle for the native backend and the
+ * pure-JS baseline of the benchmarks. Parameters and optimizer moments are stored in f32 like the
+ * native model's; activations too, while sums and gates are computed in doubles.
+ */
+import { ConfigError, DataError, DivergenceError, ShapeError } from '../../errors.js';
+import {
+  type Carry,
+  type CharLmBackend,
+  type CharLmShape,
+  charLmParamInfo,
+  type LossGrads,
+  type OptimConfig,
+  type OptimMoment,
+  type ParamInfo,
+  type StepStats,
+} from '../types.js';
+import { type AdamWState, adamwState, clipScale, globalNorm, update } from './adamw.js';
+import { lmLossAndGrads, lmNll, lmStep } from './lm.js';
+
+function checkShape(shape: CharLmShape): void {
+  for (const key of ['vocabSize', 'embed', 'hidden', 'layers'] as const) {
+    const v = shape[key];
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new ConfigError(`char LM shape: ${key} must be an integer ≥ 1, got ${v}`);
+    }
+  }
+  if (shape.vocabSize < 2) {
+    throw new ConfigError(`char LM shape: vocabSize must hold at least 2 symbols, got ${shape.vocabSize}`);
+  }
+}
+
+export class JsCharLm implements CharLmBackend {
+  readonly kind = 'js' as const;
+  readonly shape: CharLmShape;
+  private readonly info: ParamInfo[];
+  private readonly params: Record<string, Float32Array> = {};
+  private readonly optim: AdamWState;
+  private carry: Carry | null = null;
+
+  /** A model with every parameter zero; callers load an initialisation with `setParam`. */
+  constructor(shape: CharLmShape) {
+    checkShape(shape);
+    this.shape = Object.freeze({
+      vocabSize: shape.vocabSize,
+      embed: shape.embed,
+      hidden: shape.hidden,
+      layers: shape.layers,
+    });
+    this.info = charLmParamInfo(this.shape);
+    for (const { name, shape: dims } of this.info) {
+      this.params[name] = new Float32Array(dims.reduce((a, d) => a * d, 1));
+    }
+    this.optim = adamwState(this.info);
+  }
+
+  paramInfo(): ParamInfo[] {
+    return this.info.map(({ name, shape }) => ({ name, shape: [...shape] }));
+  }
+
+  /** The stored tensor `name` of `record` (Object.hasOwn keeps names like `constructor` out). */
+  private tensor(record: Record<string, Float32Array>, name: string): Float32Array {
+    if (!Object.hasOwn(record, name)) {
+      throw new ConfigError(`char LM has no parameter named ${JSON.stringify(name)}`);
+    }
+    return record[name];
+  }
+
+  private moments(which: OptimMoment): Record<string, Float32Array> {
+    if (which === 'exp_avg') return this.optim.expAvg;
+    if (which === 'exp_avg_sq') return this.optim.expAvgSq;
+    throw new ConfigError(`unknown optimizer state ${JSON.stringify(which)}: expected exp_avg or exp_avg_sq`);
+  }
+
+  /** Copies `data` into `into` after checking its size and that every value is finite. */
+  private write(name: string, into: Float32Array, data: Float32Array): void {
+    if (data.length !== into.length) {
+      const dims = this.info.find((p) => p.name === name)?.shape ?? [];
+      throw new ShapeError(
+        `${name}: expected ${into.length} values for shape [${dims.join(', ')}], got ${data.length}`,
+      );
+    }
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i])) throw new DataError(`${name}: value ${i} is not finite (${data[i]})`);
+    }
+    into.set(data);
+  }
+
+  getParam(name: string): Float32Array {
+    return this.tensor(this.params, name).slice();
+  }
+
+  setParam(name: string, data: Float32Array): void {
+    this.write(name, this.tensor(this.params, name), data);
+  }
+
+  getOptimState(which: OptimMoment, name: string): Float32Array {
+    return this.tensor(this.moments(which), name).slice();
+  }
+
+  setOptimState(which: OptimMoment, name: string, data: Float32Array): void {
+    this.write(name, this.tensor(this.moments(which), name), data);
+  }
+
+  getOptimStep(): number {
+    return this.optim.step;
+  }
+
+  setOptimStep(step: number): void {
+    if (!Number.isSafeInteger(step) || step < 0) {
+      throw new ConfigError(`optimizer step must be an integer ≥ 0, got ${step}`);
+    }
+    this.optim.step = step;
+  }
+
+  getCarry(): Carry | null {
+    return this.carry === null ? null : { batch: this.carry.batch, state: this.carry.state.slice() };
+  }
+
+  setCarry(carry: Carry | null): void {
+    if (carry !== null) {
+      if (!Number.isSafeInteger(carry.batch) || carry.batch < 1) {
+        throw new ShapeError(`carry: batch must be an integer ≥ 1, got ${carry.batch}`);
+      }
+      this.checkState(carry.state, carry.batch);
+    }
+    this.carry = carry === null ? null : { batch: carry.batch, state: carry.state.slice() };
+  }
+
+  private checkState(state: Float32Array | null, batch: number): void {
+    const { layers: L, hidden: H } = this.shape;
+    if (state !== null && state.length !== L * batch * H) {
+      throw new ShapeError(
+        `hidden state holds ${state.length} values; [layers ${L}, batch ${batch}, hidden ${H}] needs ${L * batch * H}`,
+      );
+    }
+  }
+
+  async trainStep(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    opt: OptimConfig,
+  ): Promise<StepStats> {
+    if (!(Number.isFinite(opt.lr) && opt.lr >= 0)) {
+      throw new ConfigError(`learning rate must be a finite number ≥ 0, got ${opt.lr}`);
+    }
+    // Truncated BPTT: continue from the carried state when the batch size matches, else from zeros.
+    const h0 = this.carry !== null && this.carry.batch === batch ? this.carry.state : null;
+    const { loss, grads, state } = lmLossAndGrads(this.shape, this.params, ids, targets, batch, seq, h0, 'f32');
+    if (!Number.isFinite(loss)) {
+      throw new DivergenceError(`training diverged: the loss is ${loss}; parameters were left as they were`);
+    }
+    const gradNorm = globalNorm(grads);
+    if (!Number.isFinite(gradNorm)) {
+      throw new DivergenceError(
+        `training diverged: the gradient norm is ${gradNorm}; parameters were left as they were`,
+      );
+    }
+    update(this.optim, this.params, grads, opt, clipScale(gradNorm, opt.clip));
+    this.carry = { batch, state };
+    return { loss, gradNorm };
+  }
+
+  async lossAndGrads(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<LossGrads> {
+    const { loss, grads, dh0 } = lmLossAndGrads(this.shape, this.params, ids, targets, batch, seq, state, 'f32');
+    return { loss, grads, dh0 };
+  }
+
+  async nll(
+    ids: Uint32Array,
+    targets: Uint32Array,
+    batch: number,
+    seq: number,
+    state: Float32Array | null,
+  ): Promise<{ nll: number; state: Float32Array }> {
+    return lmNll(this.shape, this.params, ids, targets, batch, seq, state, 'f32');
+  }
+
+  step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array } {
+    return lmStep(this.shape, this.params, state, tokens, 'f32');
+  }
+}

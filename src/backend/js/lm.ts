@@ -1,0 +1,295 @@
+/**
+ * The character language model in plain TypeScript: embedding → L GRU layers → linear head → mean
+ * softmax cross-entropy, forward and backward, over a params record keyed by the PyTorch state_dict
+ * names of `charLmParamInfo`. Mirrors `CharLm` in crates/arflow-core/src/lm.rs.
+ *
+ * `dtype` is the storage type of activations and results; params may be either float type.
+ */
+import { ShapeError } from '../../errors.js';
+import { type CharLmShape, charLmParamInfo } from '../types.js';
+import {
+  type ArrayOf,
+  alloc,
+  type Dtype,
+  dot,
+  type FloatArray,
+  type GruDims,
+  type GruWeights,
+  gruBackward,
+  gruForward,
+  toDtype,
+} from './gru.js';
+
+export type Params = Record<string, FloatArray>;
+
+export interface LmForward<A extends FloatArray> {
+  /** `[B·T, V]` */
+  logits: A;
+  /** Final state of every layer, `[L, B, H]`. */
+  state: A;
+}
+
+export interface LmLossGrads<A extends FloatArray> {
+  /** Mean cross-entropy over all B·T positions, nats. */
+  loss: number;
+  /** dL/d(param) by name, in state_dict order. */
+  grads: Record<string, A>;
+  /** dL/dh0, `[L, B, H]`. */
+  dh0: A;
+  /** Final state of every layer, `[L, B, H]`. */
+  state: A;
+}
+
+/** What one layer's backward needs from its forward. */
+interface LayerCache {
+  dims: GruDims;
+  x: FloatArray;
+  h0: FloatArray;
+  out: FloatArray;
+  saved: FloatArray;
+}
+
+interface Stack {
+  /** Output of the top layer, `[B·T, H]`. */
+  top: FloatArray;
+  state: FloatArray;
+  caches: LayerCache[];
+}
+
+function checkParams(shape: CharLmShape, params: Params): void {
+  for (const { name, shape: dims } of charLmParamInfo(shape)) {
+    const p = params[name];
+    const want = dims.reduce((a, d) => a * d, 1);
+    if (!(p instanceof Float32Array || p instanceof Float64Array)) {
+      throw new ShapeError(`parameter ${name} is missing (expected ${want} floats for [${dims.join(', ')}])`);
+    }
+    if (p.length !== want) {
+      throw new ShapeError(`parameter ${name} holds ${p.length} values; [${dims.join(', ')}] needs ${want}`);
+    }
+  }
+}
+
+function checkTokens(what: string, ids: Uint32Array, batch: number, seq: number, vocab: number): void {
+  if (!Number.isSafeInteger(batch) || !Number.isSafeInteger(seq) || batch < 1 || seq < 1) {
+    throw new ShapeError(`${what}: batch and sequence length must be integers ≥ 1, got ${batch} and ${seq}`);
+  }
+  if (ids.length !== batch * seq) {
+    throw new ShapeError(`${what}: expected batch ${batch} × seq ${seq} = ${batch * seq} ids, got ${ids.length}`);
+  }
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] >= vocab) {
+      throw new ShapeError(`${what}: id ${ids[i]} at position ${i} is outside the vocabulary of ${vocab}`);
+    }
+  }
+}
+
+function checkState(shape: CharLmShape, state: FloatArray | null, batch: number): void {
+  const want = shape.layers * batch * shape.hidden;
+  if (state !== null && state.length !== want) {
+    throw new ShapeError(
+      `hidden state holds ${state.length} values; [layers ${shape.layers}, batch ${batch}, hidden ${shape.hidden}] needs ${want}`,
+    );
+  }
+}
+
+function layerWeights(params: Params, l: number): GruWeights {
+  return {
+    wIh: params[`gru.weight_ih_l${l}`],
+    wHh: params[`gru.weight_hh_l${l}`],
+    bIh: params[`gru.bias_ih_l${l}`],
+    bHh: params[`gru.bias_hh_l${l}`],
+  };
+}
+
+/** Embedding lookup, then every GRU layer from `h0 [L, B, H]` (null: zeros). */
+function runStack(
+  shape: CharLmShape,
+  params: Params,
+  ids: Uint32Array,
+  batch: number,
+  seq: number,
+  h0: FloatArray | null,
+  dtype: Dtype,
+  save: boolean,
+): Stack {
+  const { embed: E, hidden: H, layers: L } = shape;
+  const emb = params['embedding.weight'];
+  let x: FloatArray = alloc(dtype, batch * seq * E);
+  for (let row = 0; row < ids.length; row++) x.set(emb.subarray(ids[row] * E, (ids[row] + 1) * E), row * E);
+  const state = alloc(dtype, L * batch * H);
+  const caches: LayerCache[] = [];
+  for (let l = 0; l < L; l++) {
+    const dims: GruDims = { batch, seq, input: l === 0 ? E : H, hidden: H };
+    const h0l = h0 === null ? alloc(dtype, batch * H) : h0.subarray(l * batch * H, (l + 1) * batch * H);
+    const { out, saved } = gruForward(dims, x, h0l, layerWeights(params, l), { dtype, save });
+    // The final state of layer l is its output at t = T−1 of every batch element.
+    for (let b = 0; b < batch; b++) {
+      state.set(out.subarray((b * seq + seq - 1) * H, (b * seq + seq) * H), (l * batch + b) * H);
+    }
+    if (saved !== null) caches.push({ dims, x, h0: h0l, out, saved });
+    x = out;
+  }
+  return { top: x, state, caches };
+}
+
+/** Logits of one row into `logits` (doubles): h · head.weightᵀ + head.bias. */
+function headRow(top: FloatArray, row: number, w: FloatArray, bias: FloatArray, H: number, logits: Float64Array): void {
+  const ho = row * H;
+  for (let v = 0; v < logits.length; v++) logits[v] = dot(bias[v], w, v * H, top, ho, H);
+}
+
+/** log Σ exp(logits), shifted by the max so no term overflows. */
+function logSumExp(logits: Float64Array): number {
+  let max = -Infinity;
+  for (let v = 0; v < logits.length; v++) if (logits[v] > max) max = logits[v];
+  let sum = 0;
+  for (let v = 0; v < logits.length; v++) sum += Math.exp(logits[v] - max);
+  return max + Math.log(sum);
+}
+
+function validate(
+  shape: CharLmShape,
+  params: Params,
+  ids: Uint32Array,
+  targets: Uint32Array | null,
+  batch: number,
+  seq: number,
+  h0: FloatArray | null,
+): void {
+  checkParams(shape, params);
+  checkTokens('inputs', ids, batch, seq, shape.vocabSize);
+  if (targets !== null) checkTokens('targets', targets, batch, seq, shape.vocabSize);
+  checkState(shape, h0, batch);
+}
+
+/** Logits `[B·T, V]` and the final state `[L, B, H]`, from `h0` (null: zeros). */
+export function lmForward<D extends Dtype>(
+  shape: CharLmShape,
+  params: Params,
+  ids: Uint32Array,
+  batch: number,
+  seq: number,
+  h0: FloatArray | null,
+  dtype: D,
+): LmForward<ArrayOf<D>> {
+  validate(shape, params, ids, null, batch, seq, h0);
+  const { vocabSize: V, hidden: H } = shape;
+  const { top, state } = runStack(shape, params, ids, batch, seq, h0, dtype, false);
+  const logits = alloc(dtype, batch * seq * V);
+  const row = new Float64Array(V);
+  for (let r = 0; r < batch * seq; r++) {
+    headRow(top, r, params['head.weight'], params['head.bias'], H, row);
+    logits.set(row, r * V);
+  }
+  return { logits, state: state as ArrayOf<D> };
+}
+
+/** Summed negative log-likelihood (nats) of `targets` and the final state; no gradient. */
+export function lmNll<D extends Dtype>(
+  shape: CharLmShape,
+  params: Params,
+  ids: Uint32Array,
+  targets: Uint32Array,
+  batch: number,
+  seq: number,
+  h0: FloatArray | null,
+  dtype: D,
+): { nll: number; state: ArrayOf<D> } {
+  validate(shape, params, ids, targets, batch, seq, h0);
+  const { top, state } = runStack(shape, params, ids, batch, seq, h0, dtype, false);
+  const logits = new Float64Array(shape.vocabSize);
+  let nll = 0;
+  for (let r = 0; r < batch * seq; r++) {
+    headRow(top, r, params['head.weight'], params['head.bias'], shape.hidden, logits);
+    // −log softmax(logits)[y] = logsumexp(logits) − logits[y]
+    nll += logSumExp(logits) - logits[targets[r]];
+  }
+  return { nll, state: state as ArrayOf<D> };
+}
+
+/**
+ * Mean cross-entropy over all B·T positions and its gradient w.r.t. every parameter and `h0`
+ * (null: zeros, whose gradient is still returned). Changes nothing.
+ */
+export function lmLossAndGrads<D extends Dtype>(
+  shape: CharLmShape,
+  params: Params,
+  ids: Uint32Array,
+  targets: Uint32Array,
+  batch: number,
+  seq: number,
+  h0: FloatArray | null,
+  dtype: D,
+): LmLossGrads<ArrayOf<D>> {
+  validate(shape, params, ids, targets, batch, seq, h0);
+  const { vocabSize: V, embed: E, hidden: H, layers: L } = shape;
+  const N = batch * seq;
+  const { top, state, caches } = runStack(shape, params, ids, batch, seq, h0, dtype, true);
+
+  // Head and loss, row by row: dL/dlogits = (softmax − onehot(y)) / N for the mean.
+  const w = params['head.weight'];
+  const dW = new Float64Array(V * H);
+  const dBias = new Float64Array(V);
+  let dTop: FloatArray = alloc(dtype, N * H);
+  const logits = new Float64Array(V);
+  const dTopRow = new Float64Array(H);
+  let sum = 0;
+  for (let r = 0; r < N; r++) {
+    headRow(top, r, w, params['head.bias'], H, logits);
+    const lse = logSumExp(logits);
+    const y = targets[r];
+    sum += lse - logits[y];
+    const ho = r * H;
+    dTopRow.fill(0);
+    for (let v = 0; v < V; v++) {
+      const d = (Math.exp(logits[v] - lse) - (v === y ? 1 : 0)) / N;
+      dBias[v] += d;
+      const vo = v * H;
+      for (let j = 0; j < H; j++) {
+        dW[vo + j] += d * top[ho + j];
+        dTopRow[j] += d * w[vo + j];
+      }
+    }
+    dTop.set(dTopRow, ho);
+  }
+
+  const grads: Record<string, ArrayOf<D>> = {};
+  const dh0 = alloc(dtype, L * batch * H);
+  // Down the stack: each layer's dx is the dL/d(out) of the layer below.
+  for (let l = L - 1; l >= 0; l--) {
+    const c = caches[l];
+    const g = gruBackward(c.dims, c.x, c.h0, layerWeights(params, l), c.out, c.saved, dTop);
+    grads[`gru.weight_ih_l${l}`] = g.dWIh as ArrayOf<D>;
+    grads[`gru.weight_hh_l${l}`] = g.dWHh as ArrayOf<D>;
+    grads[`gru.bias_ih_l${l}`] = g.dBIh as ArrayOf<D>;
+    grads[`gru.bias_hh_l${l}`] = g.dBHh as ArrayOf<D>;
+    dh0.set(g.dh0, l * batch * H);
+    dTop = g.dx;
+  }
+  // The embedding lookup scatters each row's gradient back onto its id's row.
+  const dEmb = new Float64Array(V * E);
+  for (let r = 0; r < N; r++) {
+    const eo = ids[r] * E;
+    const xo = r * E;
+    for (let e = 0; e < E; e++) dEmb[eo + e] += dTop[xo + e];
+  }
+  grads['embedding.weight'] = toDtype(dEmb, dtype);
+  grads['head.weight'] = toDtype(dW, dtype);
+  grads['head.bias'] = toDtype(dBias, dtype);
+
+  const ordered: Record<string, ArrayOf<D>> = {};
+  for (const { name } of charLmParamInfo(shape)) ordered[name] = grads[name];
+  return { loss: sum / N, grads: ordered, dh0, state: state as ArrayOf<D> };
+}
+
+/** One step of N streams: feeds `tokens [N]` from `state [L, N, H]` (null: zeros); logits `[N, V]`. */
+export function lmStep<D extends Dtype = 'f32'>(
+  shape: CharLmShape,
+  params: Params,
+  state: FloatArray | null,
+  tokens: Uint32Array,
+  dtype: D = 'f32' as D,
+): { state: ArrayOf<D>; logits: ArrayOf<D> } {
+  const { logits, state: next } = lmForward(shape, params, tokens, tokens.length, 1, state, dtype);
+  return { state: next, logits };
+}

@@ -1,0 +1,123 @@
+/**
+ * `npm run bench`: throughput of the char-GRU training step on Moby-Dick, native CPU vs the pure-TS
+ * reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
+ * of training at growing T. Prints a table and writes `bench/results/char-gru-<date>.json`.
+ * Figures are only comparable within one run: the machines are shared and noisy.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { StreamBatcher } from '../data/batches.js';
+import { loadCorpus } from '../data/corpora.js';
+import { Vocabulary } from '../data/vocab.js';
+import { loadNative } from '../backend/native.js';
+import { CharLM } from '../models/char-lm.js';
+
+interface Size {
+  embed: number;
+  hidden: number;
+  layers: number;
+  batch: number;
+  seq: number;
+}
+
+/** FLOPs of the GEMMs in one training step: forward, and twice that again for backward (dX and dW). */
+function stepFlops(s: Size, vocab: number): number {
+  const bt = s.batch * s.seq;
+  let fwd = 2 * bt * s.hidden * vocab;
+  for (let l = 0; l < s.layers; l++) {
+    const input = l === 0 ? s.embed : s.hidden;
+    fwd += 2 * bt * input * 3 * s.hidden + 2 * bt * s.hidden * 3 * s.hidden;
+  }
+  return 3 * fwd;
+}
+
+async function measure(model: CharLM, ids: Uint32Array, s: Size, warmup: number, minSec: number, maxSteps: number) {
+  const batcher = new StreamBatcher(ids, s.batch, s.seq, { seed: 0 });
+  const opt = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 1 };
+  for (let i = 0; i < warmup; i++) {
+    const b = batcher.next();
+    await model.backend.trainStep(b.ids, b.targets, s.batch, s.seq, opt);
+  }
+  let steps = 0;
+  const t0 = performance.now();
+  while (steps < maxSteps && (performance.now() - t0) / 1000 < minSec) {
+    const b = batcher.next();
+    await model.backend.trainStep(b.ids, b.targets, s.batch, s.seq, opt);
+    steps++;
+  }
+  const sec = (performance.now() - t0) / 1000;
+  return { steps, sec, tokensPerSec: (steps * s.batch * s.seq) / sec, msPerStep: (sec / steps) * 1000 };
+}
+
+/** Peak RSS of a child process that trains `steps` steps at sequence length `seq`. */
+function rssAt(seq: number, s: Size): { seq: number; peakRssMiB: number; baselineRssMiB: number } {
+  const out = execFileSync(process.execPath, [fileURLToPath(new URL('./rss.js', import.meta.url)), String(seq), JSON.stringify(s)], {
+    encoding: 'utf8',
+  });
+  return JSON.parse(out.trim().split('\n').pop() as string);
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const text = loadCorpus('moby-dick');
+  const vocab = Vocabulary.fromText(text);
+  const ids = vocab.encode(text);
+  const addon = loadNative();
+  const info = addon.buildInfo();
+  const gemm = addon.benchGemm(2048, 768, 256, quick ? 5 : 30);
+  const gemmSquare = addon.benchGemm(1024, 1024, 1024, quick ? 2 : 8);
+  const sizes: (Size & { name: string; js: boolean })[] = [
+    { name: 'E64-H256-L1-B32-T64', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, js: true },
+    { name: 'E64-H512-L2-B32-T64', embed: 64, hidden: 512, layers: 2, batch: 32, seq: 64, js: false },
+  ];
+  const rows = [];
+  for (const s of sizes) {
+    const native = CharLM.create(vocab, s, { backend: 'native', seed: 0 });
+    const n = await measure(native, ids, s, 3, quick ? 2 : 8, 10_000);
+    const flops = stepFlops(s, vocab.size);
+    const row: Record<string, unknown> = {
+      size: s.name,
+      nativeTokensPerSec: Math.round(n.tokensPerSec),
+      nativeMsPerStep: +n.msPerStep.toFixed(2),
+      nativeGflops: +((flops / (n.msPerStep / 1000)) / 1e9).toFixed(1),
+      nativeSteps: n.steps,
+    };
+    if (s.js) {
+      const js = native.to('js');
+      const j = await measure(js, ids, s, 0, quick ? 1 : 3, quick ? 1 : 3);
+      row.jsTokensPerSec = Math.round(j.tokensPerSec);
+      row.jsMsPerStep = +j.msPerStep.toFixed(1);
+      row.speedupNativeOverJs = +(n.tokensPerSec / j.tokensPerSec).toFixed(1);
+    }
+    rows.push(row);
+  }
+  const base: Size = { embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64 };
+  const memory = (quick ? [64, 256] : [64, 256, 1024]).map((seq) => {
+    const r = rssAt(seq, base);
+    const savedMiB = (seq * base.batch * 4 * base.hidden * 4) / 2 ** 20;
+    return { ...r, gateActivationsMiB: +savedMiB.toFixed(1) };
+  });
+  const result = {
+    date: new Date().toISOString(),
+    machine: { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version },
+    fp32GemmGflops: { '2048x768x256': +gemm.toFixed(1), '1024^3': +gemmSquare.toFixed(1) },
+    training: rows,
+    memory,
+  };
+  console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
+  console.log(`fp32 GEMM (measured): ${gemm.toFixed(1)} GFLOP/s at 2048×768×256, ${gemmSquare.toFixed(1)} GFLOP/s at 1024³\n`);
+  console.table(rows);
+  console.table(memory);
+  const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  const file = `${dir}char-gru-${result.date.replace(/[:.]/g, '-')}.json`;
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`\nwrote ${file}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

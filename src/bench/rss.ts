@@ -1,0 +1,24 @@
+/**
+ * Child process of the benchmark: trains a few steps at sequence length argv[2] and prints its peak
+ * RSS next to the RSS it had before training, so the difference is what training keeps.
+ */
+import { StreamBatcher } from '../data/batches.js';
+import { loadCorpus } from '../data/corpora.js';
+import { Vocabulary } from '../data/vocab.js';
+import { CharLM } from '../models/char-lm.js';
+
+const seq = Number(process.argv[2]);
+const size = JSON.parse(process.argv[3]) as { embed: number; hidden: number; layers: number; batch: number };
+const text = loadCorpus('moby-dick');
+const vocab = Vocabulary.fromText(text);
+const ids = vocab.encode(text);
+const model = CharLM.create(vocab, size, { seed: 0 });
+const mib = (kb: number) => +(kb / 1024).toFixed(1);
+const baseline = process.resourceUsage().maxRSS;
+const batcher = new StreamBatcher(ids, size.batch, seq, { seed: 0 });
+const opt = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 1 };
+for (let i = 0; i < 3; i++) {
+  const b = batcher.next();
+  await model.backend.trainStep(b.ids, b.targets, size.batch, seq, opt);
+}
+console.log(JSON.stringify({ seq, baselineRssMiB: mib(baseline), peakRssMiB: mib(process.resourceUsage().maxRSS) }));

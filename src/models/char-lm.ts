@@ -1,0 +1,306 @@
+/**
+ * A character-level GRU language model (Karpathy's char-rnn, with PyTorch's `nn.GRU` underneath):
+ * `Embedding → GRU × layers → Linear`, trained with softmax cross-entropy.
+ *
+ * ```ts
+ * const text = loadCorpus('moby-dick');
+ * const lm = CharLM.create(Vocabulary.fromText(text), { hidden: 256 });
+ * await lm.fit(text, { steps: 500, onProgress: (p) => console.log(p.step, p.loss) });
+ * console.log(lm.sample({ prime: 'Call me ', length: 200, temperature: 0.8 }));
+ * await lm.save('moby.safetensors');
+ * ```
+ */
+import { type BackendName, createCharLmBackend, type DeviceName } from '../backend/index.js';
+import type { CharLmBackend, CharLmShape, OptimMoment } from '../backend/types.js';
+import type { UnknownPolicy } from '../data/vocab.js';
+import { Vocabulary } from '../data/vocab.js';
+import { CheckpointError, ConfigError } from '../errors.js';
+import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import { sampleLogits, type SamplingOptions, validateSampling } from '../sample/sampling.js';
+import { type TrainOptions, type TrainSummary, trainCharLM } from '../train/char-trainer.js';
+import { Rng } from '../util/rng.js';
+
+export interface CharLMConfig {
+  /** Embedding width. Default 64. */
+  embed: number;
+  /** GRU hidden units per layer. Default 256. */
+  hidden: number;
+  /** Stacked GRU layers. Default 1. */
+  layers: number;
+}
+
+export const DEFAULT_CHAR_LM: CharLMConfig = { embed: 64, hidden: 256, layers: 1 };
+
+export interface CreateOptions {
+  /** 'native' (Rust, default) or 'js' (pure TypeScript reference). */
+  backend?: BackendName;
+  device?: DeviceName;
+  /** Seed of the initialisation. Default 0. */
+  seed?: number;
+}
+
+export interface SampleOptions extends SamplingOptions {
+  /** Text the model reads before it starts writing; it is part of the returned string. */
+  prime?: string;
+  /** Characters to generate after the prime. Default 200. */
+  length?: number;
+  seed?: number;
+  /** What to do with prime characters the model never saw (default 'error'; see Vocabulary). */
+  unknown?: UnknownPolicy;
+}
+
+export interface EvalResult {
+  /** Bits per character. */
+  bpc: number;
+  /** Mean negative log-likelihood, nats per character. */
+  nll: number;
+  /** Characters scored (every character after the first). */
+  chars: number;
+}
+
+const FORMAT = 'arflow';
+const FORMAT_VERSION = '1';
+const KIND = 'char-lm';
+const OPTIM_PREFIX = 'optimizer.';
+const CARRY_TENSOR = 'train.carry';
+
+function checkConfig(c: CharLMConfig): void {
+  for (const k of ['embed', 'hidden', 'layers'] as const) {
+    const v = c[k];
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${k} must be a whole number ≥ 1, got ${v}`);
+  }
+}
+
+/** What a checkpoint holds besides the weights: training progress for exact resume. */
+export interface TrainState {
+  step: number;
+  batcher?: unknown;
+  [key: string]: unknown;
+}
+
+export class CharLM {
+  private constructor(
+    readonly vocab: Vocabulary,
+    readonly config: CharLMConfig,
+    readonly backend: CharLmBackend,
+  ) {}
+
+  get shape(): CharLmShape {
+    return this.backend.shape;
+  }
+
+  /**
+   * A new model with PyTorch's default initialisation, drawn from a seeded generator so the native and
+   * TypeScript backends start from identical weights: embedding N(0, 1); GRU and head U(−1/√H, 1/√H).
+   */
+  static create(vocab: Vocabulary, config: Partial<CharLMConfig> = {}, opts: CreateOptions = {}): CharLM {
+    const cfg = { ...DEFAULT_CHAR_LM, ...config };
+    checkConfig(cfg);
+    const shape = { vocabSize: vocab.size, ...cfg };
+    const backend = createCharLmBackend(shape, opts.backend, opts.device);
+    const rng = new Rng(opts.seed ?? 0);
+    const bound = 1 / Math.sqrt(cfg.hidden);
+    for (const p of backend.paramInfo()) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      if (p.name === 'embedding.weight') for (let i = 0; i < n; i++) data[i] = rng.normal();
+      else for (let i = 0; i < n; i++) data[i] = rng.range(-bound, bound);
+      backend.setParam(p.name, data);
+    }
+    return new CharLM(vocab, cfg, backend);
+  }
+
+  /** A copy of this model's weights (not optimizer state) on another backend or device. */
+  to(backend: BackendName, device: DeviceName = 'cpu'): CharLM {
+    const other = createCharLmBackend(this.shape, backend, device);
+    for (const p of this.backend.paramInfo()) other.setParam(p.name, this.backend.getParam(p.name));
+    return new CharLM(this.vocab, this.config, other);
+  }
+
+  // ---- checkpoints -------------------------------------------------------------------------------
+
+  /**
+   * Writes one safetensors file (atomically: temp file + rename). Weights carry PyTorch state_dict
+   * names; with `optimizer`, AdamW moments go under `optimizer.exp_avg.<name>` /
+   * `optimizer.exp_avg_sq.<name>` and the carried BPTT state under `train.carry`, for exact resume.
+   * The config, vocabulary and `train` state live in the metadata.
+   */
+  async save(path: string, opts: { optimizer?: boolean; train?: TrainState } = {}): Promise<void> {
+    const tensors: Record<string, TensorEntry> = {};
+    const info = this.backend.paramInfo();
+    for (const p of info) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
+    const metadata: Record<string, string> = {
+      format: FORMAT,
+      format_version: FORMAT_VERSION,
+      kind: KIND,
+      config: JSON.stringify(this.config),
+      vocab: JSON.stringify(this.vocab.toJSON()),
+    };
+    if (opts.optimizer) {
+      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
+        for (const p of info) {
+          tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
+            dtype: 'F32',
+            shape: p.shape,
+            data: this.backend.getOptimState(which, p.name),
+          };
+        }
+      }
+      metadata.optimizer_step = String(this.backend.getOptimStep());
+      const carry = this.backend.getCarry();
+      if (carry) {
+        tensors[CARRY_TENSOR] = { dtype: 'F32', shape: [this.config.layers, carry.batch, this.config.hidden], data: carry.state };
+      }
+    }
+    if (opts.train) metadata.train = JSON.stringify(opts.train);
+    saveSafetensors(path, tensors, metadata);
+  }
+
+  /**
+   * Loads a checkpoint written by {@link CharLM.save}. Throws {@link CheckpointError} for a file that is
+   * missing, truncated, not safetensors, not an arflow char-lm, or whose tensors do not match its config.
+   */
+  static load(path: string, opts: Omit<CreateOptions, 'seed'> = {}): { model: CharLM; train: TrainState | null } {
+    const { tensors, metadata } = loadSafetensors(path);
+    if (metadata.format !== FORMAT || metadata.kind !== KIND) {
+      throw new CheckpointError(
+        `${path} is a safetensors file but not an arflow char-lm checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
+      );
+    }
+    let config: CharLMConfig;
+    let vocab: Vocabulary;
+    try {
+      config = { ...DEFAULT_CHAR_LM, ...JSON.parse(metadata.config) };
+      checkConfig(config);
+      vocab = Vocabulary.fromJSON(JSON.parse(metadata.vocab));
+    } catch (e) {
+      throw new CheckpointError(`${path}: unreadable config or vocabulary in metadata (${(e as Error).message})`);
+    }
+    const shape = { vocabSize: vocab.size, ...config };
+    const backend = createCharLmBackend(shape, opts.backend, opts.device);
+    const info = backend.paramInfo();
+    const expected = new Set(info.map((p) => p.name));
+    for (const name of Object.keys(tensors)) {
+      if (!expected.has(name) && !name.startsWith(OPTIM_PREFIX) && name !== CARRY_TENSOR) {
+        throw new CheckpointError(`${path}: unexpected tensor ${name} for a char-lm of config ${JSON.stringify(shape)}`);
+      }
+    }
+    const take = (name: string, want: number[]): Float32Array => {
+      const t = tensors[name];
+      if (!t) throw new CheckpointError(`${path}: tensor ${name} is missing`);
+      if (t.dtype !== 'F32' || t.shape.join(',') !== want.join(',')) {
+        throw new CheckpointError(
+          `${path}: tensor ${name} is ${t.dtype}[${t.shape}] but the config ${JSON.stringify(shape)} needs F32[${want}] (config/vocabulary mismatch)`,
+        );
+      }
+      return t.data as Float32Array;
+    };
+    // Check everything before touching the model: a bad file changes nothing.
+    const params = info.map((p) => [p.name, take(p.name, p.shape)] as const);
+    for (const [name, data] of params) {
+      if (!data.every(Number.isFinite)) throw new CheckpointError(`${path}: tensor ${name} holds NaN or Inf`);
+    }
+    for (const [name, data] of params) backend.setParam(name, data);
+    if (metadata.optimizer_step !== undefined) {
+      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
+        for (const p of info) backend.setOptimState(which, p.name, take(`${OPTIM_PREFIX}${which}.${p.name}`, p.shape));
+      }
+      backend.setOptimStep(Number(metadata.optimizer_step));
+      const carry = tensors[CARRY_TENSOR];
+      if (carry) backend.setCarry({ batch: carry.shape[1], state: take(CARRY_TENSOR, carry.shape) });
+    }
+    let train: TrainState | null = null;
+    if (metadata.train) {
+      try {
+        train = JSON.parse(metadata.train) as TrainState;
+      } catch {
+        throw new CheckpointError(`${path}: unreadable training state in metadata`);
+      }
+    }
+    return { model: new CharLM(vocab, config, backend), train };
+  }
+
+  /**
+   * Trains on `text` (or already-encoded ids) with truncated BPTT; see {@link TrainOptions}. Resolves
+   * with a summary when done or stopped by `signal`. The event loop stays free while each batch runs.
+   */
+  fit(text: string | Uint32Array, opts: TrainOptions = {}): Promise<TrainSummary> {
+    const ids = typeof text === 'string' ? this.vocab.encode(text) : text;
+    return trainCharLM(this, ids, opts);
+  }
+
+  // ---- inference ---------------------------------------------------------------------------------
+
+  /** Logits `[chars, V]` for every position of `text`, read as one sequence from a zero state. */
+  logits(text: string, unknown: UnknownPolicy = 'error'): Float32Array {
+    const ids = this.vocab.encode(text, unknown);
+    const v = this.vocab.size;
+    const out = new Float32Array(ids.length * v);
+    let state: Float32Array | null = null;
+    for (let i = 0; i < ids.length; i++) {
+      const r = this.backend.step(state, ids.subarray(i, i + 1));
+      state = r.state;
+      out.set(r.logits, i * v);
+    }
+    return out;
+  }
+
+  /**
+   * Generates text. The hidden state is carried from step to step (the prime is read once, never
+   * re-fed), and a fixed `seed` gives the same text every time.
+   */
+  *stream(opts: SampleOptions = {}): Generator<string> {
+    const sampling = validateSampling(opts);
+    const length = opts.length ?? 200;
+    if (!Number.isInteger(length) || length < 0) throw new ConfigError(`length must be a whole number ≥ 0, got ${length}`);
+    const rng = new Rng(opts.seed ?? 0);
+    const prime = this.vocab.encode(opts.prime ?? '', opts.unknown ?? 'error');
+    let state: Float32Array | null = null;
+    let logits: Float32Array;
+    if (prime.length === 0) {
+      // No prime: start from a newline if the corpus has one (a natural "start of text"), else a random character.
+      const start = this.vocab.has('\n') ? this.vocab.encode('\n')[0] : rng.int(this.vocab.size);
+      ({ state, logits } = this.backend.step(null, Uint32Array.of(start)));
+    } else {
+      for (let i = 0; i < prime.length - 1; i++) state = this.backend.step(state, prime.subarray(i, i + 1)).state;
+      ({ state, logits } = this.backend.step(state, prime.subarray(prime.length - 1)));
+    }
+    for (let i = 0; i < length; i++) {
+      const next = sampleLogits(logits, sampling, rng);
+      yield this.vocab.decode([next]);
+      ({ state, logits } = this.backend.step(state, Uint32Array.of(next)));
+    }
+  }
+
+  /** `prime` followed by `length` generated characters. */
+  sample(opts: SampleOptions = {}): string {
+    let out = opts.prime ?? '';
+    if (opts.unknown && opts.unknown !== 'error') out = this.vocab.decode(this.vocab.encode(out, opts.unknown));
+    for (const ch of this.stream(opts)) out += ch;
+    return out;
+  }
+
+  /**
+   * Bits per character of `text`, read as one sequence from a zero state, each character predicted from
+   * those before it. Long texts are scored in chunks with the state carried, which is exact.
+   */
+  async evaluate(text: string, opts: { unknown?: UnknownPolicy; chunk?: number } = {}): Promise<EvalResult> {
+    const ids = this.vocab.encode(text, opts.unknown ?? 'error');
+    return this.evaluateIds(ids, opts.chunk);
+  }
+
+  async evaluateIds(ids: Uint32Array, chunk = 4096): Promise<EvalResult> {
+    if (ids.length < 2) throw new ConfigError('evaluation needs at least 2 characters of text');
+    let state: Float32Array | null = null;
+    let total = 0;
+    const n = ids.length - 1;
+    for (let at = 0; at < n; at += chunk) {
+      const len = Math.min(chunk, n - at);
+      const r = await this.backend.nll(ids.subarray(at, at + len), ids.subarray(at + 1, at + 1 + len), 1, len, state);
+      total += r.nll;
+      state = r.state;
+    }
+    const nll = total / n;
+    return { bpc: nll / Math.LN2, nll, chars: n };
+  }
+}

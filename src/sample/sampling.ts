@@ -1,0 +1,62 @@
+/**
+ * Choosing the next token from logits: temperature, top-k and nucleus (top-p) sampling
+ * (Holtzman et al., 2020, "The Curious Case of Neural Text Degeneration"), seeded.
+ */
+import { ConfigError } from '../errors.js';
+import type { Rng } from '../util/rng.js';
+
+export interface SamplingOptions {
+  /** Divides the logits; < 1 sharpens, > 1 flattens. 0 means greedy (argmax). Default 1. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0: all). */
+  topK?: number;
+  /** Keep the smallest set of tokens whose probability sums to at least p (1: all). */
+  topP?: number;
+}
+
+export function validateSampling(o: SamplingOptions): Required<SamplingOptions> {
+  const temperature = o.temperature ?? 1;
+  const topK = o.topK ?? 0;
+  const topP = o.topP ?? 1;
+  if (!Number.isFinite(temperature) || temperature < 0) {
+    throw new ConfigError(`temperature must be a finite number ≥ 0 (0 = greedy), got ${temperature}`);
+  }
+  if (!Number.isInteger(topK) || topK < 0) throw new ConfigError(`topK must be a whole number ≥ 0 (0 = off), got ${topK}`);
+  if (!Number.isFinite(topP) || topP <= 0 || topP > 1) throw new ConfigError(`topP must be in (0, 1], got ${topP}`);
+  return { temperature, topK, topP };
+}
+
+/** Draws one index from `logits` (one row). */
+export function sampleLogits(logits: ArrayLike<number>, opts: Required<SamplingOptions>, rng: Rng): number {
+  const v = logits.length;
+  let best = 0;
+  for (let i = 1; i < v; i++) if (logits[i] > logits[best]) best = i;
+  if (opts.temperature === 0) return best;
+  // Softmax at temperature, stabilised by the maximum.
+  const p = new Float64Array(v);
+  const max = logits[best];
+  for (let i = 0; i < v; i++) p[i] = Math.exp((logits[i] - max) / opts.temperature);
+  let order: number[] | null = null;
+  if (opts.topK > 0 && opts.topK < v) {
+    order = Array.from({ length: v }, (_, i) => i).sort((a, b) => p[b] - p[a]);
+    for (const i of order.slice(opts.topK)) p[i] = 0;
+  }
+  if (opts.topP < 1) {
+    order ??= Array.from({ length: v }, (_, i) => i).sort((a, b) => p[b] - p[a]);
+    let total = 0;
+    for (let i = 0; i < v; i++) total += p[i];
+    let kept = 0;
+    for (const i of order) {
+      if (kept >= opts.topP * total) p[i] = 0;
+      else kept += p[i];
+    }
+  }
+  let total = 0;
+  for (let i = 0; i < v; i++) total += p[i];
+  let u = rng.uniform() * total;
+  for (let i = 0; i < v; i++) {
+    u -= p[i];
+    if (u < 0 && p[i] > 0) return i;
+  }
+  return best;
+}
