@@ -7,7 +7,11 @@ import type { CharLmBackend, CharLmShape } from './types.js';
 export type BackendName = 'native' | 'js';
 export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}`;
 
-export function createCharLmBackend(shape: CharLmShape, backend: BackendName = 'native', device: DeviceName = 'cpu'): CharLmBackend {
+export function createCharLmBackend(
+  shape: CharLmShape,
+  backend: BackendName = 'native',
+  device: DeviceName = 'cpu',
+): CharLmBackend {
   if (backend === 'js') {
     if (device !== 'cpu') throw new ConfigError(`the pure-TypeScript backend runs on cpu only, not ${device}`);
     return new JsCharLm(shape);

@@ -8,14 +8,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import {
-  ArflowError,
-  BackendError,
-  ConfigError,
-  DataError,
-  DivergenceError,
-  ShapeError,
-} from '../errors.js';
+import { type ArflowError, BackendError, ConfigError, DataError, DivergenceError, ShapeError } from '../errors.js';
 import type {
   Carry,
   CharLmBackend,

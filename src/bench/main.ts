@@ -8,10 +8,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { loadNative } from '../backend/native.js';
 import { StreamBatcher } from '../data/batches.js';
 import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
-import { loadNative } from '../backend/native.js';
 import { CharLM } from '../models/char-lm.js';
 
 interface Size {
@@ -53,9 +53,13 @@ async function measure(model: CharLM, ids: Uint32Array, s: Size, warmup: number,
 
 /** Peak RSS of a child process that trains `steps` steps at sequence length `seq`. */
 function rssAt(seq: number, s: Size): { seq: number; peakRssMiB: number; baselineRssMiB: number } {
-  const out = execFileSync(process.execPath, [fileURLToPath(new URL('./rss.js', import.meta.url)), String(seq), JSON.stringify(s)], {
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    process.execPath,
+    [fileURLToPath(new URL('./rss.js', import.meta.url)), String(seq), JSON.stringify(s)],
+    {
+      encoding: 'utf8',
+    },
+  );
   return JSON.parse(out.trim().split('\n').pop() as string);
 }
 
@@ -81,7 +85,7 @@ async function main(): Promise<void> {
       size: s.name,
       nativeTokensPerSec: Math.round(n.tokensPerSec),
       nativeMsPerStep: +n.msPerStep.toFixed(2),
-      nativeGflops: +((flops / (n.msPerStep / 1000)) / 1e9).toFixed(1),
+      nativeGflops: +(flops / (n.msPerStep / 1000) / 1e9).toFixed(1),
       nativeSteps: n.steps,
     };
     if (s.js) {
@@ -107,7 +111,9 @@ async function main(): Promise<void> {
     memory,
   };
   console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
-  console.log(`fp32 GEMM (measured): ${gemm.toFixed(1)} GFLOP/s at 2048×768×256, ${gemmSquare.toFixed(1)} GFLOP/s at 1024³\n`);
+  console.log(
+    `fp32 GEMM (measured): ${gemm.toFixed(1)} GFLOP/s at 2048×768×256, ${gemmSquare.toFixed(1)} GFLOP/s at 1024³\n`,
+  );
   console.table(rows);
   console.table(memory);
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));

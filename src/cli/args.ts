@@ -41,8 +41,10 @@ export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): { pos
       flags[name] = raw;
     } else {
       const v = Number(raw);
-      if (raw.trim() === '' || !Number.isFinite(v)) throw new ConfigError(`--${name} must be a number, got ${JSON.stringify(raw)}`);
-      if (s.type === 'int' && !Number.isInteger(v)) throw new ConfigError(`--${name} must be a whole number, got ${raw}`);
+      if (raw.trim() === '' || !Number.isFinite(v))
+        throw new ConfigError(`--${name} must be a number, got ${JSON.stringify(raw)}`);
+      if (s.type === 'int' && !Number.isInteger(v))
+        throw new ConfigError(`--${name} must be a whole number, got ${raw}`);
       flags[name] = v;
     }
   }
@@ -51,7 +53,8 @@ export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): { pos
 
 export function helpText(usage: string, spec: Record<string, FlagSpec>): string {
   const rows = Object.entries(spec).map(([k, s]) => {
-    const arg = s.type === 'boolean' ? '' : s.choices ? ` <${s.choices.join('|')}>` : ` <${s.type === 'string' ? 'value' : 'n'}>`;
+    const arg =
+      s.type === 'boolean' ? '' : s.choices ? ` <${s.choices.join('|')}>` : ` <${s.type === 'string' ? 'value' : 'n'}>`;
     return [`  --${k}${arg}`, s.help];
   });
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;

@@ -5,13 +5,13 @@
  * `{"type":"error","code",…}`), for scripts. These flags and fields are a contract: extend, never rename.
  */
 import { splitTrainVal } from '../data/batches.js';
-import { type CorpusName, CORPORA, loadCorpus, loadTextFile } from '../data/corpora.js';
+import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corpora.js';
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, ConfigError } from '../errors.js';
 import { CharLM } from '../models/char-lm.js';
 import type { TrainProgress } from '../train/char-trainer.js';
-import { type Flags, type FlagSpec, helpText, parseArgs } from './args.js';
+import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
@@ -29,11 +29,16 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
   batch: { type: 'int', help: 'parallel streams per batch (default 32)' },
   steps: { type: 'int', help: 'training steps (default 1000)' },
   lr: { type: 'number', help: 'peak learning rate (default 0.002)' },
-  schedule: { type: 'string', help: 'learning-rate schedule (default cosine)', choices: ['constant', 'cosine', 'step'] },
+  schedule: {
+    type: 'string',
+    help: 'learning-rate schedule (default cosine)',
+    choices: ['constant', 'cosine', 'step'],
+  },
   warmup: { type: 'int', help: 'linear warm-up steps (default 0)' },
   clip: { type: 'number', help: 'clip the global gradient norm (default 1, 0 = off)' },
   'weight-decay': { type: 'number', help: 'AdamW weight decay (default 0)' },
   'val-every': { type: 'int', help: 'validate every N steps (default 100)' },
+  seconds: { type: 'number', help: 'stop after this many seconds of training; the schedule follows the clock' },
   'sample-every': { type: 'int', help: 'print a sample at every Nth validation (default 0 = never)' },
   device: { type: 'string', help: 'cpu (default) or cuda', choices: ['cpu', 'cuda'] },
   backend: { type: 'string', help: 'native (default) or js (pure TypeScript, slow)', choices: ['native', 'js'] },
@@ -128,7 +133,7 @@ async function runTraining(job: TrainJob): Promise<void> {
   }
   const ids = model.vocab.encode(job.text, resumePath ? 'skip' : 'error');
   const steps = num(f, 'steps') ?? 1000;
-  const bar = json ? null : new ProgressBar(steps);
+  const bar = json ? null : new ProgressBar();
   if (!json) {
     const c = model.config;
     bar?.log(
@@ -136,7 +141,10 @@ async function runTraining(job: TrainJob): Promise<void> {
         `GRU embed ${c.embed} hidden ${c.hidden} × ${c.layers} layer(s), ${model.backend.kind} backend`,
     );
   }
-  const signal = job.seconds ? AbortSignal.timeout(job.seconds * 1000) : undefined;
+  // Ctrl-C stops training cleanly: the checkpoint is still saved.
+  const stop = new AbortController();
+  const onSigint = () => stop.abort();
+  process.once('SIGINT', onSigint);
   let validations = 0;
   const onProgress = (p: TrainProgress) => {
     if (json) {
@@ -144,9 +152,11 @@ async function runTraining(job: TrainJob): Promise<void> {
       return;
     }
     const val = p.valBpc !== undefined ? ` val ${p.valBpc.toFixed(3)} bpc` : '';
+    const byTime = job.seconds !== undefined && job.seconds > 0;
     bar?.update(
-      p.step,
-      `loss ${p.loss.toFixed(3)}${val} · ${Math.round(p.tokensPerSec).toLocaleString('en-US')} tok/s · lr ${p.lr.toExponential(1)} · ETA ${formatDuration(p.etaSec)}`,
+      byTime ? p.elapsedSec / (job.seconds as number) : p.step / steps,
+      byTime ? `step ${p.step}` : `${p.step}/${steps}`,
+      `loss ${p.loss.toFixed(3)}${val} · ${Math.round(p.tokensPerSec).toLocaleString('en-US')} tok/s · lr ${p.lr.toExponential(1)} · ${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(job.seconds as number)}` : `ETA ${formatDuration(p.etaSec)}`}`,
     );
     if (p.valBpc !== undefined) {
       validations++;
@@ -167,12 +177,14 @@ async function runTraining(job: TrainJob): Promise<void> {
     weightDecay: num(f, 'weight-decay'),
     valEvery: num(f, 'val-every'),
     seed: num(f, 'seed'),
-    signal,
+    seconds: job.seconds,
+    signal: stop.signal,
     onProgress,
     checkpoint: { path: job.out, every: num(f, 'checkpoint-every') },
     meta: { corpus: job.corpus },
     resume,
   });
+  process.off('SIGINT', onSigint);
   bar?.end();
   const result = {
     steps: summary.steps,
@@ -181,7 +193,7 @@ async function runTraining(job: TrainJob): Promise<void> {
     valBpc: Number.isFinite(summary.valBpc) ? summary.valBpc : null,
     out: job.out,
     elapsedSec: summary.elapsedSec,
-    stoppedEarly: summary.aborted,
+    stoppedEarly: summary.aborted || summary.outOfTime,
     corpus: job.corpus,
     backend: model.backend.kind,
   };
@@ -191,7 +203,7 @@ async function runTraining(job: TrainJob): Promise<void> {
   }
   const sample = model.sample({ prime: '', length: 400, temperature: 0.8, seed: 1 });
   console.log(
-    `\n${summary.aborted ? `stopped after the time budget at step ${summary.steps}` : `done: ${summary.steps} steps`} in ${formatDuration(summary.elapsedSec)}; ` +
+    `\n${summary.aborted ? `interrupted at step ${summary.steps}` : summary.outOfTime ? `time budget spent at step ${summary.steps}` : `done: ${summary.steps} steps`} in ${formatDuration(summary.elapsedSec)}; ` +
       `${Math.round(summary.tokensPerSec).toLocaleString('en-US')} tokens/s; train loss ${summary.trainLoss.toFixed(3)} nats/char; ` +
       `validation ${result.valBpc === null ? 'n/a' : `${result.valBpc.toFixed(3)} bits/char`}`,
   );
@@ -227,6 +239,7 @@ async function cmdTrain(argv: string[]): Promise<void> {
     text,
     corpus,
     flags,
+    seconds: num(flags, 'seconds'),
     out: str(flags, 'out') ?? 'char-lm.safetensors',
     sampleEvery: num(flags, 'sample-every') ?? 0,
   });
@@ -235,7 +248,12 @@ async function cmdTrain(argv: string[]): Promise<void> {
 async function cmdDemo(argv: string[]): Promise<void> {
   const { flags } = parseArgs(argv, DEMO_FLAGS);
   if (flags.help) {
-    console.log(helpText('usage: arflow demo [options]\n\nTrains a small GRU on Moby-Dick for about two minutes, printing samples as it learns.', DEMO_FLAGS));
+    console.log(
+      helpText(
+        'usage: arflow demo [options]\n\nTrains a small GRU on Moby-Dick for about two minutes, printing samples as it learns.',
+        DEMO_FLAGS,
+      ),
+    );
     return;
   }
   const seconds = num(flags, 'seconds') ?? 120;
@@ -243,7 +261,7 @@ async function cmdDemo(argv: string[]): Promise<void> {
   await runTraining({
     text: loadCorpus('moby-dick'),
     corpus: 'moby-dick',
-    flags: { ...flags, steps: 2400, lr: 3e-3, 'val-every': 100, hidden: 256, batch: 32, seq: 64 },
+    flags: { ...flags, steps: 100_000, lr: 3e-3, 'val-every': 100, hidden: 256, batch: 32, seq: 64 },
     out: str(flags, 'out') ?? 'arflow-demo.safetensors',
     seconds,
     sampleEvery: 2,

@@ -4,26 +4,24 @@ export class ProgressBar {
   private readonly tty = Boolean(process.stderr.isTTY);
   private drawn = false;
 
-  constructor(
-    private readonly total: number,
-    private readonly plainEverySec = 10,
-  ) {}
+  constructor(private readonly plainEverySec = 10) {}
 
-  update(done: number, info: string): void {
-    const pct = Math.min(1, done / this.total);
+  /** `fraction` done in [0, 1], `counter` such as "120/1000", then free text. */
+  update(fraction: number, counter: string, info: string): void {
+    const pct = Math.max(0, Math.min(1, fraction));
     if (this.tty) {
       const width = 24;
       const fill = Math.round(pct * width);
       const bar = `${'█'.repeat(fill)}${'░'.repeat(width - fill)}`;
-      const line = `${bar} ${String(Math.round(pct * 100)).padStart(3)}% ${done}/${this.total} ${info}`;
+      const line = `${bar} ${String(Math.round(pct * 100)).padStart(3)}% ${counter} ${info}`;
       const cols = process.stderr.columns || 120;
       process.stderr.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
       this.drawn = true;
     } else {
       const now = Date.now();
-      if (now - this.lastPlain >= this.plainEverySec * 1000 || done >= this.total) {
+      if (now - this.lastPlain >= this.plainEverySec * 1000 || pct >= 1) {
         this.lastPlain = now;
-        process.stderr.write(`${done}/${this.total} ${info}\n`);
+        process.stderr.write(`${counter} ${info}\n`);
       }
     }
   }

@@ -168,7 +168,13 @@ export class StreamBatcher {
       }
     }
     const { epoch, step } = state;
-    if (!Number.isSafeInteger(epoch) || epoch < 0 || !Number.isSafeInteger(step) || step < 0 || step >= this.stepsPerEpoch) {
+    if (
+      !Number.isSafeInteger(epoch) ||
+      epoch < 0 ||
+      !Number.isSafeInteger(step) ||
+      step < 0 ||
+      step >= this.stepsPerEpoch
+    ) {
       throw new ConfigError(`invalid batcher state: epoch ${epoch}, step ${step} of ${this.stepsPerEpoch}`);
     }
     this.epochIndex = epoch;

@@ -21,8 +21,14 @@ export interface CorpusInfo {
 
 export const CORPORA: readonly CorpusInfo[] = [
   { name: 'moby-dick', description: 'Moby-Dick by Herman Melville, all chapters (~1.2 M characters)' },
-  { name: 'sotu', description: 'US State of the Union addresses 1790-2021, in chronological order (~10.8 M characters)' },
-  { name: 'names', description: 'English first names, female and male, one per line in a fixed shuffled order (~60 k characters)' },
+  {
+    name: 'sotu',
+    description: 'US State of the Union addresses 1790-2021, in chronological order (~10.8 M characters)',
+  },
+  {
+    name: 'names',
+    description: 'English first names, female and male, one per line in a fixed shuffled order (~60 k characters)',
+  },
 ];
 
 /**
@@ -115,7 +121,9 @@ const LOADERS: Record<CorpusName, () => string> = { 'moby-dick': mobyDick, sotu,
 /** The text of a bundled corpus; DataError when its package is missing, ConfigError for an unknown name. */
 export function loadCorpus(name: CorpusName): string {
   if (!Object.hasOwn(LOADERS, name)) {
-    throw new ConfigError(`unknown corpus ${JSON.stringify(name)}; choose one of ${CORPORA.map((c) => c.name).join(', ')}`);
+    throw new ConfigError(
+      `unknown corpus ${JSON.stringify(name)}; choose one of ${CORPORA.map((c) => c.name).join(', ')}`,
+    );
   }
   return LOADERS[name]();
 }

@@ -97,7 +97,9 @@ export class Vocabulary {
   /** The ids of `text`'s characters; characters outside the vocabulary are handled per `policy`. */
   encode(text: string, policy: UnknownPolicy = 'error'): Uint32Array {
     if (!UNKNOWN_POLICIES.includes(policy)) {
-      throw new ConfigError(`unknown policy ${JSON.stringify(policy)} for unseen characters; use ${UNKNOWN_POLICIES.join(', ')}`);
+      throw new ConfigError(
+        `unknown policy ${JSON.stringify(policy)} for unseen characters; use ${UNKNOWN_POLICIES.join(', ')}`,
+      );
     }
     const out = new Uint32Array(text.length); // UTF-16 length bounds the number of code points
     const unknown = new Set<string>();

@@ -136,7 +136,11 @@ export function encodeSafetensors(tensors: Record<string, TensorEntry>, metadata
       );
     }
     const bytes = fileBytes(entry.data);
-    setOwn(header, name, { dtype: entry.dtype, shape: [...entry.shape], data_offsets: [offset, offset + bytes.length] });
+    setOwn(header, name, {
+      dtype: entry.dtype,
+      shape: [...entry.shape],
+      data_offsets: [offset, offset + bytes.length],
+    });
     parts.push(bytes);
     offset += bytes.length;
   }
@@ -174,7 +178,9 @@ export function decodeSafetensors(bytes: Uint8Array, source = '<bytes>'): Safete
   }
   const declared = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true);
   if (declared > BigInt(bytes.length - 8)) {
-    throw fail(`the header length (${declared} bytes) runs past the end of the file (${bytes.length} bytes; truncated?)`);
+    throw fail(
+      `the header length (${declared} bytes) runs past the end of the file (${bytes.length} bytes; truncated?)`,
+    );
   }
   const headerLength = Number(declared);
   let header: unknown;
@@ -213,7 +219,9 @@ export function decodeSafetensors(bytes: Uint8Array, source = '<bytes>'): Safete
     const [begin, end] = offsets as [number, number];
     const expected = elementCount(shape) * ARRAY_TYPES[dtype].BYTES_PER_ELEMENT;
     if (end - begin !== expected) {
-      throw fail(`${where} has shape [${shape}] of ${dtype} (${expected} bytes) but data_offsets span ${end - begin} bytes`);
+      throw fail(
+        `${where} has shape [${shape}] of ${dtype} (${expected} bytes) but data_offsets span ${end - begin} bytes`,
+      );
     }
     if (end > dataLength) {
       throw fail(`${where} ends at data byte ${end} but the data section has only ${dataLength} bytes (truncated?)`);
@@ -283,7 +291,11 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
 }
 
 /** Encodes and writes atomically; failures become CheckpointError naming the path. */
-export function saveSafetensors(path: string, tensors: Record<string, TensorEntry>, metadata?: Record<string, string>): void {
+export function saveSafetensors(
+  path: string,
+  tensors: Record<string, TensorEntry>,
+  metadata?: Record<string, string>,
+): void {
   const bytes = encodeSafetensors(tensors, metadata);
   try {
     writeFileAtomic(path, bytes);

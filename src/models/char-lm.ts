@@ -16,7 +16,7 @@ import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
-import { sampleLogits, type SamplingOptions, validateSampling } from '../sample/sampling.js';
+import { type SamplingOptions, sampleLogits, validateSampling } from '../sample/sampling.js';
 import { type TrainOptions, type TrainSummary, trainCharLM } from '../train/char-trainer.js';
 import { Rng } from '../util/rng.js';
 
@@ -94,7 +94,8 @@ export class CharLM {
    * TypeScript backends start from identical weights: embedding N(0, 1); GRU and head U(−1/√H, 1/√H).
    */
   static create(vocab: Vocabulary, config: Partial<CharLMConfig> = {}, opts: CreateOptions = {}): CharLM {
-    const cfg = { ...DEFAULT_CHAR_LM, ...config };
+    const cfg = { ...DEFAULT_CHAR_LM };
+    for (const k of ['embed', 'hidden', 'layers'] as const) if (config[k] !== undefined) cfg[k] = config[k];
     checkConfig(cfg);
     const shape = { vocabSize: vocab.size, ...cfg };
     const backend = createCharLmBackend(shape, opts.backend, opts.device);
@@ -149,7 +150,11 @@ export class CharLM {
       metadata.optimizer_step = String(this.backend.getOptimStep());
       const carry = this.backend.getCarry();
       if (carry) {
-        tensors[CARRY_TENSOR] = { dtype: 'F32', shape: [this.config.layers, carry.batch, this.config.hidden], data: carry.state };
+        tensors[CARRY_TENSOR] = {
+          dtype: 'F32',
+          shape: [this.config.layers, carry.batch, this.config.hidden],
+          data: carry.state,
+        };
       }
     }
     if (opts.train) metadata.train = JSON.stringify(opts.train);
@@ -182,7 +187,9 @@ export class CharLM {
     const expected = new Set(info.map((p) => p.name));
     for (const name of Object.keys(tensors)) {
       if (!expected.has(name) && !name.startsWith(OPTIM_PREFIX) && name !== CARRY_TENSOR) {
-        throw new CheckpointError(`${path}: unexpected tensor ${name} for a char-lm of config ${JSON.stringify(shape)}`);
+        throw new CheckpointError(
+          `${path}: unexpected tensor ${name} for a char-lm of config ${JSON.stringify(shape)}`,
+        );
       }
     }
     const take = (name: string, want: number[]): Float32Array => {
@@ -252,7 +259,8 @@ export class CharLM {
   *stream(opts: SampleOptions = {}): Generator<string> {
     const sampling = validateSampling(opts);
     const length = opts.length ?? 200;
-    if (!Number.isInteger(length) || length < 0) throw new ConfigError(`length must be a whole number ≥ 0, got ${length}`);
+    if (!Number.isInteger(length) || length < 0)
+      throw new ConfigError(`length must be a whole number ≥ 0, got ${length}`);
     const rng = new Rng(opts.seed ?? 0);
     const prime = this.vocab.encode(opts.prime ?? '', opts.unknown ?? 'error');
     let state: Float32Array | null = null;

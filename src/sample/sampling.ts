@@ -21,7 +21,8 @@ export function validateSampling(o: SamplingOptions): Required<SamplingOptions> 
   if (!Number.isFinite(temperature) || temperature < 0) {
     throw new ConfigError(`temperature must be a finite number ≥ 0 (0 = greedy), got ${temperature}`);
   }
-  if (!Number.isInteger(topK) || topK < 0) throw new ConfigError(`topK must be a whole number ≥ 0 (0 = off), got ${topK}`);
+  if (!Number.isInteger(topK) || topK < 0)
+    throw new ConfigError(`topK must be a whole number ≥ 0 (0 = off), got ${topK}`);
   if (!Number.isFinite(topP) || topP <= 0 || topP > 1) throw new ConfigError(`topP must be in (0, 1], got ${topP}`);
   return { temperature, topK, topP };
 }

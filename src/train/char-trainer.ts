@@ -8,7 +8,7 @@
  * stream, and reset at each epoch.
  */
 import type { OptimConfig } from '../backend/types.js';
-import { evalBatches, splitTrainVal, StreamBatcher } from '../data/batches.js';
+import { evalBatches, StreamBatcher, splitTrainVal } from '../data/batches.js';
 import { ConfigError } from '../errors.js';
 import type { CharLM, TrainState } from '../models/char-lm.js';
 
@@ -40,6 +40,11 @@ export interface TrainOptions {
   valEvery?: number;
   /** At most this many held-out characters are scored per validation. Default 65,536. */
   valChars?: number;
+  /**
+   * Time budget in seconds of training steps (0: none). Training ends when it is spent, and the
+   * schedule then runs on the fraction of the budget used instead of the fraction of `steps`.
+   */
+  seconds?: number;
   /** Seed of the batch order. Default 0. */
   seed?: number;
   signal?: AbortSignal;
@@ -77,7 +82,10 @@ export interface TrainSummary {
   /** Validation bits per character at the end (NaN without validation data). */
   valBpc: number;
   elapsedSec: number;
+  /** Stopped by the AbortSignal. */
   aborted: boolean;
+  /** Stopped because the `seconds` budget was spent. */
+  outOfTime: boolean;
   /** Every step's training loss, for curves and reproducibility checks. */
   losses: number[];
 }
@@ -102,6 +110,7 @@ const DEFAULTS: Resolved = {
   valFraction: 0.05,
   valEvery: 100,
   valChars: 65536,
+  seconds: 0,
   seed: 0,
   logEvery: 10,
 };
@@ -128,6 +137,7 @@ function resolve(o: TrainOptions): Resolved {
     }
   };
   positive('lr', false);
+  positive('seconds', true);
   positive('minLr', true);
   positive('eps', false);
   positive('weightDecay', true);
@@ -143,8 +153,15 @@ function resolve(o: TrainOptions): Resolved {
   return r;
 }
 
-/** Learning rate at `step` (0-based): linear warm-up, then the schedule. */
-export function learningRate(o: Pick<Resolved, 'lr' | 'schedule' | 'warmup' | 'minLr' | 'stepSize' | 'gamma' | 'steps'>, step: number): number {
+/**
+ * Learning rate at `step` (0-based): linear warm-up, then the schedule. `fraction`, when given, is how
+ * much of the run is done (for time-budgeted runs) and replaces `step / steps` in the cosine.
+ */
+export function learningRate(
+  o: Pick<Resolved, 'lr' | 'schedule' | 'warmup' | 'minLr' | 'stepSize' | 'gamma' | 'steps'>,
+  step: number,
+  fraction?: number,
+): number {
   if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
   const t = step - o.warmup;
   switch (o.schedule) {
@@ -153,8 +170,8 @@ export function learningRate(o: Pick<Resolved, 'lr' | 'schedule' | 'warmup' | 'm
     case 'step':
       return o.lr * o.gamma ** Math.floor(t / o.stepSize);
     case 'cosine': {
-      const span = Math.max(1, o.steps - o.warmup);
-      return o.minLr + 0.5 * (o.lr - o.minLr) * (1 + Math.cos((Math.PI * Math.min(t, span)) / span));
+      const f = fraction ?? t / Math.max(1, o.steps - o.warmup);
+      return o.minLr + 0.5 * (o.lr - o.minLr) * (1 + Math.cos(Math.PI * Math.min(1, f)));
     }
   }
 }
@@ -234,14 +251,21 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     windowSteps = 0;
   };
   let lr = learningRate(r, step);
+  const budgetMs = r.seconds * 1000;
+  const spent = () => budgetMs > 0 && trainMs >= budgetMs;
+  let outOfTime = false;
   while (step < r.steps) {
     if (opts.signal?.aborted) {
       aborted = true;
       break;
     }
+    if (spent()) {
+      outOfTime = true;
+      break;
+    }
     const b = batcher.next();
     if (b.reset) model.backend.setCarry(null);
-    lr = learningRate(r, step);
+    lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
     const s = await model.backend.trainStep(b.ids, b.targets, r.batchSize, r.seqLen, optim(lr));
     const dt = performance.now() - ts;
@@ -252,7 +276,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     windowLoss += s.loss;
     windowSteps++;
     lastNorm = s.gradNorm;
-    const validateNow = val.length > 1 && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps;
+    const validateNow = val.length > 1 && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps && !spent();
     if (validateNow) valBpc = await validate(model, val, r);
     if (validateNow || step % r.logEvery === 0) report(lr, validateNow);
     if (opts.checkpoint?.every && step % opts.checkpoint.every === 0) await save();
@@ -269,6 +293,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     valBpc,
     elapsedSec,
     aborted,
+    outOfTime,
     losses,
   };
 }
