@@ -63,10 +63,3 @@ export class BackendError extends ArflowError {
     super('E_BACKEND', message);
   }
 }
-
-/** Work stopped by an AbortSignal. */
-export class AbortError extends ArflowError {
-  constructor(message = 'aborted') {
-    super('E_ABORTED', message);
-  }
-}

@@ -1,1 +1,34 @@
-export {};
+/**
+ * arflow: generative models with an exact likelihood for Node.js. This release: character-level GRU
+ * language models (fused GRU with its own backprop through time, in Rust) — see README.md.
+ */
+export { type BackendName, createCharLmBackend, type DeviceName } from './backend/index.js';
+export { JsCharLm } from './backend/js/index.js';
+export { loadNative, NativeCharLm, nativeAvailable } from './backend/native.js';
+export type { CharLmBackend, CharLmShape, OptimConfig, ParamInfo, StepStats } from './backend/types.js';
+export { evalBatches, StreamBatcher, splitTrainVal } from './data/batches.js';
+export { CORPORA, type CorpusName, loadCorpus, loadTextFile } from './data/corpora.js';
+export { type UnknownPolicy, Vocabulary } from './data/vocab.js';
+export {
+  ArflowError,
+  BackendError,
+  CheckpointError,
+  ConfigError,
+  DataError,
+  DivergenceError,
+  ShapeError,
+  VocabularyError,
+} from './errors.js';
+export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
+export {
+  CharLM,
+  type CharLMConfig,
+  type CreateOptions,
+  DEFAULT_CHAR_LM,
+  type EvalResult,
+  type SampleOptions,
+  type TrainState,
+} from './models/char-lm.js';
+export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
+export { learningRate, type TrainOptions, type TrainProgress, type TrainSummary } from './train/char-trainer.js';
+export { Rng } from './util/rng.js';
