@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type Batch, evalBatches, splitTrainVal, StreamBatcher } from '../src/data/batches.js';
+import { type Batch, evalBatches, StreamBatcher, splitTrainVal } from '../src/data/batches.js';
 import { CORPORA, loadCorpus, loadTextFile } from '../src/data/corpora.js';
 import { Vocabulary } from '../src/data/vocab.js';
 import { CheckpointError, ConfigError, DataError, VocabularyError } from '../src/errors.js';
@@ -76,7 +76,15 @@ describe('Vocabulary', () => {
   });
 
   it('rejects malformed serialised vocabularies', () => {
-    for (const bad of ['{', '[]', { chars: ['a'] }, { chars: ['a', 'a'] }, { chars: ['ab', 'c'] }, { chars: [1, 2] }, null]) {
+    for (const bad of [
+      '{',
+      '[]',
+      { chars: ['a'] },
+      { chars: ['a', 'a'] },
+      { chars: ['ab', 'c'] },
+      { chars: [1, 2] },
+      null,
+    ]) {
       expect(() => Vocabulary.fromJSON(bad)).toThrow(CheckpointError);
     }
   });
@@ -146,7 +154,9 @@ describe('corpora', () => {
     expect(moby.startsWith('CHAPTER 1. Loomings.')).toBe(true);
     // booleans, not toContain: a failure would print the whole book
     expect(moby.includes('Call me Ishmael.')).toBe(true);
-    expect(moby.trimEnd().endsWith('the great\nshroud of the sea rolled on as it rolled five thousand years ago.')).toBe(true);
+    expect(
+      moby.trimEnd().endsWith('the great\nshroud of the sea rolled on as it rolled five thousand years ago.'),
+    ).toBe(true);
     expect(moby.includes('\r')).toBe(false);
   });
 
@@ -165,7 +175,9 @@ describe('corpora', () => {
       expect(i, opening).toBeGreaterThan(0);
       return i;
     };
-    const washington1796 = at('Fellow-Citizens of the Senate and House of Representatives: In recurring to the internal');
+    const washington1796 = at(
+      'Fellow-Citizens of the Senate and House of Representatives: In recurring to the internal',
+    );
     const lincoln1861 = at('Fellow-Citizens of the Senate and House of Representatives: In the midst of unprecedented');
     // Transition years: the outgoing president spoke before the incoming one.
     const truman1953 = at('To the Congress of the United States: I have the honor to report to the Congress');
@@ -339,10 +351,14 @@ describe('StreamBatcher', () => {
 
   it('refuses to resume with a different geometry, seed or data', () => {
     const state = new StreamBatcher(positions(n), B, T, { seed: 7 }).state();
-    expect(() => new StreamBatcher(positions(n), B, T + 1, { seed: 7 }).restore(state)).toThrow(/seq 8, this run has 9/);
+    expect(() => new StreamBatcher(positions(n), B, T + 1, { seed: 7 }).restore(state)).toThrow(
+      /seq 8, this run has 9/,
+    );
     expect(() => new StreamBatcher(positions(n), B, T, { seed: 8 }).restore(state)).toThrow(ConfigError);
     expect(() => new StreamBatcher(positions(n + 1), B, T, { seed: 7 }).restore(state)).toThrow(ConfigError);
-    expect(() => new StreamBatcher(positions(n), B, T, { seed: 7 }).restore({ ...state, step: 31 })).toThrow(ConfigError);
+    expect(() => new StreamBatcher(positions(n), B, T, { seed: 7 }).restore({ ...state, step: 31 })).toThrow(
+      ConfigError,
+    );
   });
 
   it('says how much data one batch needs', () => {

@@ -86,10 +86,7 @@ describe('safetensors encode/decode', () => {
   });
 
   it('writes the exact bytes the spec prescribes for a tiny file', () => {
-    const bytes = encodeSafetensors(
-      { w: { dtype: 'F32', shape: [2], data: Float32Array.from([1, -2]) } },
-      { k: 'v' },
-    );
+    const bytes = encodeSafetensors({ w: { dtype: 'F32', shape: [2], data: Float32Array.from([1, -2]) } }, { k: 'v' });
     const json = '{"__metadata__":{"k":"v"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
     expect(json.length).toBe(79); // padded with one space to 80
     const expected = Uint8Array.from([
@@ -212,11 +209,17 @@ describe('safetensors corruption', () => {
 
   it('rejects unknown dtypes, bad shapes and mismatched offsets', () => {
     const four = [1, 2, 3, 4];
-    rejects(handBuilt({ x: { dtype: 'F17', shape: [1], data_offsets: [0, 4] } }, four), /unknown or unsupported dtype "F17"/);
+    rejects(
+      handBuilt({ x: { dtype: 'F17', shape: [1], data_offsets: [0, 4] } }, four),
+      /unknown or unsupported dtype "F17"/,
+    );
     rejects(handBuilt({ x: { dtype: 'BF16', shape: [2], data_offsets: [0, 4] } }, four), /unsupported dtype "BF16"/);
     rejects(handBuilt({ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, four), /shape \[-1\]/);
     rejects(handBuilt({ x: { dtype: 'F32', shape: '1', data_offsets: [0, 4] } }, four), /shape "1"/);
-    rejects(handBuilt({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, four), /\(8 bytes\) but data_offsets span 4/);
+    rejects(
+      handBuilt({ x: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, four),
+      /\(8 bytes\) but data_offsets span 4/,
+    );
     rejects(handBuilt({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, four), /data_offsets \[4,0\]/);
     rejects(handBuilt({ x: { dtype: 'F32', shape: [1], data_offsets: [0] } }, four), /data_offsets \[0\]/);
     rejects(handBuilt({ x: { dtype: 'F32', shape: [1] } }, four), /data_offsets undefined/);
@@ -236,7 +239,10 @@ describe('safetensors corruption', () => {
       ),
       /tensor "y" overlaps/,
     );
-    rejects(handBuilt({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, eight), /data bytes 0\.\.4 belong to no tensor/);
+    rejects(
+      handBuilt({ x: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, eight),
+      /data bytes 0\.\.4 belong to no tensor/,
+    );
     rejects(handBuilt({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, eight), /4 trailing bytes/);
   });
 
@@ -279,7 +285,9 @@ describe('safetensors files', () => {
     saveSafetensors(path, sample(), { v: 'old' });
     const before = readFileSync(path);
     injected.failRename = true;
-    expect(() => saveSafetensors(path, sample(), { v: 'new' })).toThrow(/cannot write checkpoint .*injected rename failure/);
+    expect(() => saveSafetensors(path, sample(), { v: 'new' })).toThrow(
+      /cannot write checkpoint .*injected rename failure/,
+    );
     expect(readFileSync(path)).toEqual(before);
     expect(readdirSync(dir)).toEqual(['m.safetensors']);
   });

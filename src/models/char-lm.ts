@@ -11,7 +11,7 @@
  * ```
  */
 import { type BackendName, createCharLmBackend, type DeviceName } from '../backend/index.js';
-import type { CharLmBackend, CharLmShape, OptimMoment } from '../backend/types.js';
+import type { Carry, CharLmBackend, CharLmShape, OptimMoment } from '../backend/types.js';
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
@@ -203,18 +203,44 @@ export class CharLM {
       return t.data as Float32Array;
     };
     // Check everything before touching the model: a bad file changes nothing.
-    const params = info.map((p) => [p.name, take(p.name, p.shape)] as const);
-    for (const [name, data] of params) {
+    const finite = (name: string, data: Float32Array) => {
       if (!data.every(Number.isFinite)) throw new CheckpointError(`${path}: tensor ${name} holds NaN or Inf`);
+      return data;
+    };
+    const params = info.map((p) => [p.name, finite(p.name, take(p.name, p.shape))] as const);
+    let optim: { moments: [OptimMoment, string, Float32Array][]; step: number; carry: Carry | null } | null = null;
+    if (metadata.optimizer_step !== undefined) {
+      const step = Number(metadata.optimizer_step);
+      if (!Number.isInteger(step) || step < 0) {
+        throw new CheckpointError(
+          `${path}: optimizer_step ${JSON.stringify(metadata.optimizer_step)} is not a whole number ≥ 0`,
+        );
+      }
+      const moments: [OptimMoment, string, Float32Array][] = [];
+      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
+        for (const p of info) {
+          const name = `${OPTIM_PREFIX}${which}.${p.name}`;
+          moments.push([which, p.name, finite(name, take(name, p.shape))]);
+        }
+      }
+      let carry: Carry | null = null;
+      const c = tensors[CARRY_TENSOR];
+      if (c) {
+        const [layers, batch, hidden] = c.shape;
+        if (c.shape.length !== 3 || layers !== config.layers || hidden !== config.hidden || !(batch >= 1)) {
+          throw new CheckpointError(
+            `${path}: ${CARRY_TENSOR} has shape [${c.shape}], expected [${config.layers}, batch, ${config.hidden}]`,
+          );
+        }
+        carry = { batch, state: finite(CARRY_TENSOR, take(CARRY_TENSOR, c.shape)) };
+      }
+      optim = { moments, step, carry };
     }
     for (const [name, data] of params) backend.setParam(name, data);
-    if (metadata.optimizer_step !== undefined) {
-      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
-        for (const p of info) backend.setOptimState(which, p.name, take(`${OPTIM_PREFIX}${which}.${p.name}`, p.shape));
-      }
-      backend.setOptimStep(Number(metadata.optimizer_step));
-      const carry = tensors[CARRY_TENSOR];
-      if (carry) backend.setCarry({ batch: carry.shape[1], state: take(CARRY_TENSOR, carry.shape) });
+    if (optim) {
+      for (const [which, name, data] of optim.moments) backend.setOptimState(which, name, data);
+      backend.setOptimStep(optim.step);
+      backend.setCarry(optim.carry);
     }
     let train: TrainState | null = null;
     if (metadata.train) {

@@ -179,8 +179,9 @@ export function learningRate(
 /** Validation bits per character over (at most `valChars` of) the held-out ids, as parallel streams. */
 async function validate(model: CharLM, val: Uint32Array, r: Resolved): Promise<number> {
   const ids = val.subarray(0, Math.min(val.length, r.valChars + 1));
-  const batch = Math.max(1, Math.min(r.batchSize, Math.floor((ids.length - 1) / r.seqLen)));
-  if (ids.length - 1 < r.seqLen) return (await model.evaluateIds(ids)).bpc;
+  // B streams of T inputs need B·(T + 1) characters (each stream's last target included).
+  const batch = Math.min(r.batchSize, Math.floor(ids.length / (r.seqLen + 1)));
+  if (batch < 1) return (await model.evaluateIds(ids)).bpc;
   let state: Float32Array | null = null;
   let nll = 0;
   let count = 0;

@@ -1,0 +1,208 @@
+/**
+ * The compiled `arflow` CLI, run as a child process: its `--json` output contract, determinism of
+ * `sample`, `eval`, and exit codes and messages on bad input.
+ *
+ * Runs `node dist/cli/main.js`. `npm test` builds first (`npm run build`); when the tests run on their
+ * own (`npx vitest run`) and any `src/**\/*.ts` is newer than its compiled `dist/` counterpart (or
+ * that is missing), `beforeAll` recompiles with `tsc -p tsconfig.json` so the CLI under test is the
+ * current source. The native addon is the one in the package root.
+ */
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCorpus } from '../src/data/corpora.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+
+function tsFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) return tsFiles(p);
+    return e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [p] : [];
+  });
+}
+
+/** Source files whose compiled output is missing or older than they are. */
+function staleSources(): string[] {
+  const src = join(ROOT, 'src');
+  return tsFiles(src).filter((f) => {
+    const out = join(ROOT, 'dist', relative(src, f).replace(/\.ts$/, '.js'));
+    return !existsSync(out) || statSync(out).mtimeMs < statSync(f).mtimeMs;
+  });
+}
+
+let dir: string;
+let textFile: string;
+let model: string;
+
+beforeAll(() => {
+  const stale = staleSources();
+  if (stale.length > 0) {
+    const tsc = spawnSync(
+      process.execPath,
+      [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+      },
+    );
+    if (tsc.status !== 0) {
+      throw new Error(`dist/ was stale (${stale.length} files) and tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+    }
+  }
+  expect(existsSync(CLI), `${CLI} missing`).toBe(true);
+  dir = mkdtempSync(join(tmpdir(), 'arflow-cli-'));
+  textFile = join(dir, 'moby.txt');
+  writeFileSync(textFile, loadCorpus('moby-dick').slice(0, 6000));
+  model = join(dir, 'out', 'm.safetensors');
+});
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function arflow(...args: string[]): SpawnSyncReturns<string> {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+  if (r.error) throw r.error;
+  return r;
+}
+
+function jsonLines(stdout: string): Record<string, unknown>[] {
+  const lines = stdout.split('\n').filter((l) => l.length > 0);
+  return lines.map((l, i) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      throw new Error(`stdout line ${i + 1} is not JSON: ${l}`);
+    }
+  });
+}
+
+function show(r: SpawnSyncReturns<string>): string {
+  return `exit ${r.status}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+}
+
+describe('arflow CLI', () => {
+  it('train char --json prints progress lines then one summary, and writes the checkpoint', () => {
+    const r = arflow(
+      'train',
+      'char',
+      '--text',
+      textFile,
+      '--hidden',
+      '32',
+      '--steps',
+      '30',
+      '--batch',
+      '4',
+      '--seq',
+      '16',
+      '--val-every',
+      '10',
+      '--json',
+      '--out',
+      model,
+    );
+    expect(r.status, show(r)).toBe(0);
+    const lines = jsonLines(r.stdout);
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    const progress = lines.slice(0, -1);
+    for (const p of progress) {
+      expect(p.type).toBe('progress');
+      expect(typeof p.step).toBe('number');
+      expect(Number.isFinite(p.loss)).toBe(true);
+    }
+    // Reported every 10 steps (logEvery) and after each validation (steps 10, 20), then at the end.
+    const steps = progress.map((p) => p.step as number);
+    expect(steps).toEqual([...steps].sort((a, b) => a - b));
+    expect(steps).toContain(10);
+    expect(steps).toContain(20);
+    expect(steps.at(-1)).toBe(30);
+    const validated = progress.filter((p) => p.valBpc !== null);
+    expect(validated.map((p) => p.step)).toEqual(expect.arrayContaining([10, 20]));
+    const summary = lines.at(-1) as Record<string, unknown>;
+    expect(summary.type).toBe('summary');
+    for (const k of ['steps', 'tokensPerSec', 'trainLoss', 'valBpc', 'out']) expect(summary, k).toHaveProperty(k);
+    expect(summary.steps).toBe(30);
+    expect(summary.tokensPerSec as number).toBeGreaterThan(0);
+    expect(Number.isFinite(summary.trainLoss)).toBe(true);
+    expect(summary.valBpc as number).toBeGreaterThan(0);
+    expect(Number.isFinite(summary.valBpc)).toBe(true);
+    expect(summary.out).toBe(model);
+    expect(statSync(model).isFile()).toBe(true);
+    // Only the checkpoint in its directory: the write went through a temp file that was renamed.
+    expect(readdirSync(join(dir, 'out'))).toEqual(['m.safetensors']);
+  });
+
+  it('sample --seed is deterministic and eval --json reports a finite positive bpc', () => {
+    expect(existsSync(model), 'needs the checkpoint of the training test').toBe(true);
+    const a = arflow('sample', model, '--length', '50', '--seed', '3', '--json');
+    const b = arflow('sample', model, '--length', '50', '--seed', '3', '--json');
+    expect(a.status, show(a)).toBe(0);
+    expect(b.status, show(b)).toBe(0);
+    const la = jsonLines(a.stdout);
+    const lb = jsonLines(b.stdout);
+    expect(la).toHaveLength(1);
+    expect(la[0].type).toBe('summary');
+    expect(typeof la[0].text).toBe('string');
+    expect([...(la[0].text as string)]).toHaveLength(50);
+    expect(lb[0].text).toBe(la[0].text);
+    const c = arflow('sample', model, '--length', '50', '--seed', '4', '--json');
+    expect(c.status, show(c)).toBe(0);
+    expect(jsonLines(c.stdout)[0].text).not.toBe(la[0].text);
+
+    const e = arflow('eval', model, '--text', textFile, '--json');
+    expect(e.status, show(e)).toBe(0);
+    const le = jsonLines(e.stdout);
+    expect(le).toHaveLength(1);
+    expect(le[0].type).toBe('summary');
+    const bpc = le[0].bpc as number;
+    expect(typeof bpc).toBe('number');
+    expect(Number.isFinite(bpc)).toBe(true);
+    expect(bpc).toBeGreaterThan(0);
+    // 30 steps of a tiny model: better than uniform guessing over the vocabulary, not magic.
+    expect(bpc).toBeLessThan(8);
+    expect(le[0].chars).toBe(6000 - 1);
+  });
+
+  it('a missing --text file exits non-zero with a clear message (and an E_DATA error line with --json)', () => {
+    const missing = join(dir, 'no-such-file.txt');
+    const out = join(dir, 'never', 'm.safetensors');
+    const plain = arflow('train', 'char', '--text', missing, '--steps', '2', '--out', out);
+    expect(plain.status, show(plain)).not.toBe(0);
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toContain(`text file not found: ${missing}`);
+    // No stack trace for a user error.
+    expect(plain.stderr).not.toMatch(/\n\s+at /);
+
+    const json = arflow('train', 'char', '--text', missing, '--steps', '2', '--out', out, '--json');
+    expect(json.status, show(json)).toBe(1);
+    const lines = jsonLines(json.stdout);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ type: 'error', code: 'E_DATA' });
+    expect(lines[0].message).toContain(missing);
+    expect(existsSync(join(dir, 'never'))).toBe(false);
+  });
+
+  it('--lr nan is a ConfigError: exit code 2', () => {
+    const out = join(dir, 'nan', 'm.safetensors');
+    const r = arflow('train', 'char', '--text', textFile, '--lr', 'nan', '--steps', '2', '--out', out);
+    expect(r.status, show(r)).toBe(2);
+    expect(r.stderr).toMatch(/--lr/);
+    const j = arflow('train', 'char', '--text', textFile, '--lr', 'nan', '--steps', '2', '--out', out, '--json');
+    expect(j.status, show(j)).toBe(2);
+    expect(jsonLines(j.stdout)).toEqual([expect.objectContaining({ type: 'error', code: 'E_CONFIG' })]);
+    expect(existsSync(join(dir, 'nan'))).toBe(false);
+  });
+
+  it('an unknown flag exits 2 with a hint', () => {
+    const r = arflow('train', 'char', '--text', textFile, '--hiden', '32');
+    expect(r.status, show(r)).toBe(2);
+    expect(r.stderr).toContain('unknown option --hiden');
+    expect(r.stderr).toContain('did you mean --hidden?');
+  });
+});
