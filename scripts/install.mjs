@@ -38,7 +38,7 @@ if (spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status !== 0) {
 }
 const features = process.env.ARFLOW_CUDA ? ['--features', 'cuda'] : [];
 console.log(
-  `arflow: building the native addon from source (cargo build --release${features.join(' ')}), a few minutes on 2 cores…`,
+  `arflow: building the native addon from source (cargo build --release ${['-p', 'arflow-node', ...features].join(' ')}), a few minutes on 2 cores…`,
 );
 execFileSync('cargo', ['build', '--release', '-p', 'arflow-node', ...features], { cwd: root, stdio: 'inherit' });
 const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';

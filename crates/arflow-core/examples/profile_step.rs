@@ -7,30 +7,14 @@ use arflow_core::{AdamWConfig, CharLm, CharLmConfig, Dev};
 use std::time::Instant;
 
 fn main() -> arflow_core::Result<()> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numbers"))
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
     let hidden = *args.first().unwrap_or(&256);
     let batch = *args.get(1).unwrap_or(&32);
     let seq = *args.get(2).unwrap_or(&64);
     let (embed, vocab, reps) = (64, 80, 20);
-    let d = GruDims {
-        batch,
-        seq,
-        input: embed,
-        hidden,
-    };
-    let fill = |n: usize, s: f32| {
-        (0..n)
-            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * s)
-            .collect::<Vec<f32>>()
-    };
-    let (x, h0, p) = (
-        fill(batch * seq * embed, 1.0),
-        fill(batch * hidden, 0.1),
-        fill(d.param_len(), 0.06),
-    );
+    let d = GruDims { batch, seq, input: embed, hidden };
+    let fill = |n: usize, s: f32| (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * s).collect::<Vec<f32>>();
+    let (x, h0, p) = (fill(batch * seq * embed, 1.0), fill(batch * hidden, 0.1), fill(d.param_len(), 0.06));
     let w = GruWeights::unpack(&d, &p);
     let mut out = vec![0f32; batch * seq * hidden];
     let mut saved = Vec::new();
@@ -46,12 +30,7 @@ fn main() -> arflow_core::Result<()> {
     }
     let bwd = t.elapsed().as_secs_f64() / reps as f64;
 
-    let cfg = CharLmConfig {
-        vocab,
-        embed,
-        hidden,
-        layers: 1,
-    };
+    let cfg = CharLmConfig { vocab, embed, hidden, layers: 1 };
     let mut lm = CharLm::new(cfg, Dev::Cpu)?;
     for s in lm.specs().to_vec() {
         lm.set_param(&s.name, &fill(s.len(), 0.06))?;

@@ -25,7 +25,9 @@ impl Dev {
         match self {
             Dev::Cpu => Ok(Device::Cpu),
             Dev::Cuda(i) if cfg!(feature = "cuda") => Device::new_cuda(i),
-            Dev::Cuda(_) => bail!("this build of arflow has no CUDA support (built without the `cuda` feature); use device cpu"),
+            Dev::Cuda(_) => {
+                bail!("this build of arflow has no CUDA support (built without the `cuda` feature); use device cpu")
+            }
         }
     }
 }

@@ -16,19 +16,11 @@ pub struct View<'a, T> {
 impl<'a, T> View<'a, T> {
     /// A row-major matrix with leading dimension `ld`.
     pub fn rows(data: &'a [T], ld: usize) -> Self {
-        View {
-            data,
-            rs: ld,
-            cs: 1,
-        }
+        View { data, rs: ld, cs: 1 }
     }
     /// The transpose of a row-major matrix with leading dimension `ld`.
     pub fn transposed(data: &'a [T], ld: usize) -> Self {
-        View {
-            data,
-            rs: 1,
-            cs: ld,
-        }
+        View { data, rs: 1, cs: ld }
     }
 }
 
@@ -97,14 +89,8 @@ fn matmul_with<T: Real>(
         return;
     }
     assert!(c.len() >= extent(m, n, ldc, 1), "gemm: output too small");
-    assert!(
-        a.data.len() >= extent(m, k, a.rs, a.cs),
-        "gemm: lhs too small"
-    );
-    assert!(
-        b.data.len() >= extent(k, n, b.rs, b.cs),
-        "gemm: rhs too small"
-    );
+    assert!(a.data.len() >= extent(m, k, a.rs, a.cs), "gemm: lhs too small");
+    assert!(b.data.len() >= extent(k, n, b.rs, b.cs), "gemm: rhs too small");
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -145,28 +131,10 @@ pub fn bench_gflops(m: usize, n: usize, k: usize, reps: usize) -> f64 {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0f32; m * n];
-    matmul(
-        m,
-        n,
-        k,
-        &mut c,
-        n,
-        false,
-        View::rows(&a, k),
-        View::rows(&b, n),
-    );
+    matmul(m, n, k, &mut c, n, false, View::rows(&a, k), View::rows(&b, n));
     let t0 = std::time::Instant::now();
     for _ in 0..reps {
-        matmul(
-            m,
-            n,
-            k,
-            &mut c,
-            n,
-            false,
-            View::rows(&a, k),
-            View::rows(&b, n),
-        );
+        matmul(m, n, k, &mut c, n, false, View::rows(&a, k), View::rows(&b, n));
     }
     let sec = t0.elapsed().as_secs_f64();
     2.0 * (m * n * k * reps) as f64 / sec / 1e9

@@ -9,6 +9,7 @@ pub mod gemm;
 pub mod gru;
 pub mod lm;
 pub mod optim;
+pub mod packed;
 pub mod real;
 
 pub use candle_core::{Error, Result};

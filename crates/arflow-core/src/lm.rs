@@ -19,33 +19,22 @@ pub struct CharLmConfig {
 
 impl CharLmConfig {
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [
-            ("vocab", self.vocab),
-            ("embed", self.embed),
-            ("hidden", self.hidden),
-            ("layers", self.layers),
-        ] {
+        for (name, v) in
+            [("vocab", self.vocab), ("embed", self.embed), ("hidden", self.hidden), ("layers", self.layers)]
+        {
             if v == 0 {
                 bail!("char LM config: {name} must be at least 1");
             }
         }
         if self.vocab < 2 {
-            bail!(
-                "char LM config: vocab must hold at least 2 symbols, got {}",
-                self.vocab
-            );
+            bail!("char LM config: vocab must hold at least 2 symbols, got {}", self.vocab);
         }
         Ok(())
     }
 
     fn layer_dims(&self, layer: usize, batch: usize, seq: usize) -> GruDims {
         let input = if layer == 0 { self.embed } else { self.hidden };
-        GruDims {
-            batch,
-            seq,
-            input,
-            hidden: self.hidden,
-        }
+        GruDims { batch, seq, input, hidden: self.hidden }
     }
 }
 
@@ -98,18 +87,9 @@ impl CharLm {
     pub fn new(cfg: CharLmConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
-        let CharLmConfig {
-            vocab,
-            embed,
-            hidden,
-            layers,
-        } = cfg;
-        let mut specs = vec![ParamSpec {
-            name: "embedding.weight".into(),
-            shape: vec![vocab, embed],
-            var: 0,
-            offset: 0,
-        }];
+        let CharLmConfig { vocab, embed, hidden, layers } = cfg;
+        let mut specs =
+            vec![ParamSpec { name: "embedding.weight".into(), shape: vec![vocab, embed], var: 0, offset: 0 }];
         let mut sizes = vec![vocab * embed];
         for l in 0..layers {
             let d = cfg.layer_dims(l, 1, 1);
@@ -124,43 +104,18 @@ impl CharLm {
             let mut offset = 0;
             for (name, shape) in parts {
                 let n: usize = shape.iter().product();
-                specs.push(ParamSpec {
-                    name,
-                    shape,
-                    var,
-                    offset,
-                });
+                specs.push(ParamSpec { name, shape, var, offset });
                 offset += n;
             }
             sizes.push(d.param_len());
         }
-        specs.push(ParamSpec {
-            name: "head.weight".into(),
-            shape: vec![vocab, hidden],
-            var: sizes.len(),
-            offset: 0,
-        });
+        specs.push(ParamSpec { name: "head.weight".into(), shape: vec![vocab, hidden], var: sizes.len(), offset: 0 });
         sizes.push(vocab * hidden);
-        specs.push(ParamSpec {
-            name: "head.bias".into(),
-            shape: vec![vocab],
-            var: sizes.len(),
-            offset: 0,
-        });
+        specs.push(ParamSpec { name: "head.bias".into(), shape: vec![vocab], var: sizes.len(), offset: 0 });
         sizes.push(vocab);
-        let vars = sizes
-            .iter()
-            .map(|&n| Var::zeros(n, DType::F32, &device))
-            .collect::<Result<Vec<_>>>()?;
+        let vars = sizes.iter().map(|&n| Var::zeros(n, DType::F32, &device)).collect::<Result<Vec<_>>>()?;
         let opt = AdamW::new(&vars)?;
-        Ok(CharLm {
-            cfg,
-            device,
-            vars,
-            specs,
-            opt,
-            carry: None,
-        })
+        Ok(CharLm { cfg, device, vars, specs, opt, carry: None })
     }
 
     pub fn specs(&self) -> &[ParamSpec] {
@@ -181,13 +136,7 @@ impl CharLm {
     /// Overwrites the slice `spec` of `t` with `data`, returning the new tensor.
     fn write(&self, t: &Tensor, spec: &ParamSpec, data: &[f32]) -> Result<Tensor> {
         if data.len() != spec.len() {
-            bail!(
-                "{}: expected {} values for shape {:?}, got {}",
-                spec.name,
-                spec.len(),
-                spec.shape,
-                data.len()
-            );
+            bail!("{}: expected {} values for shape {:?}, got {}", spec.name, spec.len(), spec.shape, data.len());
         }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             bail!("{}: value {i} is not finite ({})", spec.name, data[i]);
@@ -272,17 +221,10 @@ impl CharLm {
             bail!("{what}: batch and sequence length must be at least 1");
         }
         if ids.len() != batch * seq {
-            bail!(
-                "{what}: expected batch {batch} × seq {seq} = {} ids, got {}",
-                batch * seq,
-                ids.len()
-            );
+            bail!("{what}: expected batch {batch} × seq {seq} = {} ids, got {}", batch * seq, ids.len());
         }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
-            bail!(
-                "{what}: id {bad} is outside the vocabulary of {}",
-                self.cfg.vocab
-            );
+            bail!("{what}: id {bad} is outside the vocabulary of {}", self.cfg.vocab);
         }
         Tensor::from_slice(ids, (batch, seq), &self.device)
     }
@@ -292,11 +234,7 @@ impl CharLm {
         let h = self.cfg.hidden;
         (0..self.cfg.layers)
             .map(|l| match state {
-                Some(s) => Tensor::from_slice(
-                    &s[l * batch * h..(l + 1) * batch * h],
-                    (batch, h),
-                    &self.device,
-                ),
+                Some(s) => Tensor::from_slice(&s[l * batch * h..(l + 1) * batch * h], (batch, h), &self.device),
                 None => Tensor::zeros((batch, h), DType::F32, &self.device),
             })
             .collect()
@@ -305,16 +243,9 @@ impl CharLm {
     /// Logits `[B·T, V]` and the final state of every layer.
     fn forward(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
         let (batch, seq) = ids.dims2()?;
-        let CharLmConfig {
-            vocab,
-            embed,
-            hidden,
-            ..
-        } = self.cfg;
+        let CharLmConfig { vocab, embed, hidden, .. } = self.cfg;
         let table = self.vars[0].as_tensor().reshape((vocab, embed))?;
-        let mut x = table
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((batch, seq, embed))?;
+        let mut x = table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, embed))?;
         let mut last = Vec::with_capacity(self.cfg.layers);
         for (l, h0_l) in h0.iter().enumerate() {
             x = gru_layer(&x, h0_l, self.vars[1 + l].as_tensor())?;
@@ -323,9 +254,7 @@ impl CharLm {
         let n = self.vars.len();
         let hs = x.reshape((batch * seq, hidden))?;
         let head = self.vars[n - 2].as_tensor().reshape((vocab, hidden))?;
-        let logits = hs
-            .matmul(&head.t()?)?
-            .broadcast_add(self.vars[n - 1].as_tensor())?;
+        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.vars[n - 1].as_tensor())?;
         Ok((logits, last))
     }
 
@@ -353,9 +282,7 @@ impl CharLm {
             bail!("learning rate must be a finite number ≥ 0, got {}", cfg.lr);
         }
         let x = self.ids(ids, batch, seq, "train step inputs")?;
-        let y = self
-            .ids(targets, batch, seq, "train step targets")?
-            .flatten_all()?;
+        let y = self.ids(targets, batch, seq, "train step targets")?.flatten_all()?;
         let carry = match &self.carry {
             Some((b, h)) if *b == batch => Some(h.clone()),
             _ => None,
@@ -372,17 +299,10 @@ impl CharLm {
         if !grad_norm.is_finite() {
             bail!("training diverged: the gradient norm is {grad_norm}; parameters were left as they were");
         }
-        let scale = if cfg.clip > 0.0 && grad_norm > cfg.clip {
-            cfg.clip / (grad_norm + 1e-6)
-        } else {
-            1.0
-        };
+        let scale = if cfg.clip > 0.0 && grad_norm > cfg.clip { cfg.clip / (grad_norm + 1e-6) } else { 1.0 };
         self.opt.update(&self.vars, &grads, cfg, scale)?;
         self.carry = Some((batch, self.flat_state(&last)?));
-        Ok(StepStats {
-            loss: loss_v,
-            grad_norm,
-        })
+        Ok(StepStats { loss: loss_v, grad_norm })
     }
 
     pub fn reset_carry(&mut self) {
@@ -404,11 +324,7 @@ impl CharLm {
         if let Some(s) = state {
             self.check_state(s, batch)?;
         }
-        let h0 = self
-            .states(state, batch)?
-            .iter()
-            .map(Var::from_tensor)
-            .collect::<Result<Vec<_>>>()?;
+        let h0 = self.states(state, batch)?.iter().map(Var::from_tensor).collect::<Result<Vec<_>>>()?;
         let h0t: Vec<Tensor> = h0.iter().map(|v| v.as_tensor().clone()).collect();
         let (logits, _) = self.forward(&x, &h0t)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -429,11 +345,7 @@ impl CharLm {
                 None => dh0.extend(vec![0f32; t.elem_count()]),
             }
         }
-        Ok(LossGrads {
-            loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-            grads,
-            dh0,
-        })
+        Ok(LossGrads { loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads, dh0 })
     }
 
     /// Summed negative log-likelihood (nats) of `targets` given `ids`, from `state` (zeros when `None`),
@@ -452,9 +364,7 @@ impl CharLm {
             self.check_state(s, batch)?;
         }
         let (logits, last) = self.forward(&x, &self.states(state, batch)?)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         Ok((loss * (batch * seq) as f64, self.flat_state(&last)?))
     }
 
@@ -467,9 +377,6 @@ impl CharLm {
             self.check_state(s, n)?;
         }
         let (logits, last) = self.forward(&x, &self.states(state, n)?)?;
-        Ok((
-            self.flat_state(&last)?,
-            logits.flatten_all()?.to_vec1::<f32>()?,
-        ))
+        Ok((self.flat_state(&last)?, logits.flatten_all()?.to_vec1::<f32>()?))
     }
 }

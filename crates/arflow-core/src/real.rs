@@ -1,15 +1,34 @@
 //! The scalar types the kernels run in: f32 for training, f64 for gradient checks.
 
+use crate::gemm::{matmul_serial, View};
+use crate::packed::PackedB;
 use num_traits::Float;
 
 pub trait Real: Float + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static {
+    /// A weight matrix prepared once for many products with few rows (the GRU's recurrent GEMMs).
+    type Packed: Send + Sync;
+
     fn of(x: f64) -> Self;
     /// tanh, fast where it matters: f32 uses a branch-free rational approximation that vectorises
     /// (a few ulp from libm's); f64, used for gradient checks, uses libm.
     fn tanh_(self) -> Self;
+    /// Prepares `B [k × n]` (element (i, j) at `data[i·rs + j·cs]`) for [`Real::packed_matmul`].
+    fn pack(k: usize, n: usize, data: &[Self], rs: usize, cs: usize) -> Self::Packed;
+    /// `c[m × n] (+)= a[m × k] · B` on the calling thread; `a`'s rows are `lda` apart.
+    #[allow(clippy::too_many_arguments)]
+    fn packed_matmul(b: &Self::Packed, m: usize, a: &[Self], lda: usize, c: &mut [Self], ldc: usize, accumulate: bool);
+}
+
+/// f64 runs only in gradient checks: a row-major copy multiplied through the general GEMM.
+pub struct PlainB {
+    k: usize,
+    n: usize,
+    data: Vec<f64>,
 }
 
 impl Real for f32 {
+    type Packed = PackedB;
+
     #[inline(always)]
     fn of(x: f64) -> Self {
         x as f32
@@ -18,9 +37,17 @@ impl Real for f32 {
     fn tanh_(self) -> Self {
         fast_tanh(self)
     }
+    fn pack(k: usize, n: usize, data: &[f32], rs: usize, cs: usize) -> PackedB {
+        PackedB::new(k, n, data, rs, cs)
+    }
+    fn packed_matmul(b: &PackedB, m: usize, a: &[f32], lda: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+        b.matmul(m, a, lda, c, ldc, accumulate)
+    }
 }
 
 impl Real for f64 {
+    type Packed = PlainB;
+
     #[inline(always)]
     fn of(x: f64) -> Self {
         x
@@ -28,6 +55,14 @@ impl Real for f64 {
     #[inline(always)]
     fn tanh_(self) -> Self {
         self.tanh()
+    }
+    fn pack(k: usize, n: usize, data: &[f64], rs: usize, cs: usize) -> PlainB {
+        let data = (0..k * n).map(|e| data[(e / n) * rs + (e % n) * cs]).collect();
+        PlainB { k, n, data }
+    }
+    fn packed_matmul(b: &PlainB, m: usize, a: &[f64], lda: usize, c: &mut [f64], ldc: usize, accumulate: bool) {
+        let a = View { data: a, rs: lda, cs: 1 };
+        matmul_serial(m, b.n, b.k, c, ldc, accumulate, a, View::rows(&b.data, b.n))
     }
 }
 

@@ -13,10 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 fn tag(msg: String) -> Error {
     let code = if msg.contains("diverged") {
         "E_DIVERGED"
-    } else if msg.contains("learning rate")
-        || msg.contains("config")
-        || msg.contains("device")
-        || msg.contains("CUDA")
+    } else if msg.contains("learning rate") || msg.contains("config") || msg.contains("device") || msg.contains("CUDA")
     {
         "E_CONFIG"
     } else if msg.contains("not finite") {
@@ -44,10 +41,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::new(
-                Status::GenericFailure,
-                format!("E_INTERNAL: arflow-core panicked: {what}"),
-            ))
+            Err(Error::new(Status::GenericFailure, format!("E_INTERNAL: arflow-core panicked: {what}")))
         }
     }
 }
@@ -79,14 +73,7 @@ pub struct OptimConfig {
 
 impl From<&OptimConfig> for AdamWConfig {
     fn from(o: &OptimConfig) -> Self {
-        AdamWConfig {
-            lr: o.lr,
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: o.eps,
-            weight_decay: o.weight_decay,
-            clip: o.clip,
-        }
+        AdamWConfig { lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay, clip: o.clip }
     }
 }
 
@@ -136,12 +123,7 @@ pub struct LossGradsResult {
 type Shared = Arc<Mutex<CharLm>>;
 
 fn lock(m: &Shared) -> Result<MutexGuard<'_, CharLm>> {
-    m.lock().map_err(|_| {
-        Error::new(
-            Status::GenericFailure,
-            "E_INTERNAL: model lock poisoned by an earlier panic",
-        )
-    })
+    m.lock().map_err(|_| Error::new(Status::GenericFailure, "E_INTERNAL: model lock poisoned by an earlier panic"))
 }
 
 /// The character language model of arflow-core. Long calls return promises and run on the libuv pool.
@@ -162,9 +144,7 @@ impl NativeCharLm {
         };
         let dev = Dev::parse(&device).map_err(core_err)?;
         let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;
-        Ok(NativeCharLm {
-            inner: Arc::new(Mutex::new(model)),
-        })
+        Ok(NativeCharLm { inner: Arc::new(Mutex::new(model)) })
     }
 
     #[napi]
@@ -172,10 +152,7 @@ impl NativeCharLm {
         let m = lock(&self.inner)?;
         Ok(m.specs()
             .iter()
-            .map(|s| ParamInfo {
-                name: s.name.clone(),
-                shape: s.shape.iter().map(|&d| d as u32).collect(),
-            })
+            .map(|s| ParamInfo { name: s.name.clone(), shape: s.shape.iter().map(|&d| d as u32).collect() })
             .collect())
     }
 
@@ -194,11 +171,7 @@ impl NativeCharLm {
     #[napi]
     pub fn get_optim_state(&self, which: String, name: String) -> Result<Float32Array> {
         let m = lock(&self.inner)?;
-        guarded(|| {
-            m.get_optim(&which, &name)
-                .map(Float32Array::new)
-                .map_err(core_err)
-        })
+        guarded(|| m.get_optim(&which, &name).map(Float32Array::new).map_err(core_err))
     }
 
     #[napi]
@@ -215,9 +188,7 @@ impl NativeCharLm {
     #[napi]
     pub fn set_optim_step(&self, step: f64) -> Result<()> {
         if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
-            return Err(tag(format!(
-                "config: optimizer step must be a whole number ≥ 0, got {step}"
-            )));
+            return Err(tag(format!("config: optimizer step must be a whole number ≥ 0, got {step}")));
         }
         lock(&self.inner)?.set_optim_step(step as u64);
         Ok(())
@@ -226,10 +197,7 @@ impl NativeCharLm {
     #[napi]
     pub fn get_carry(&self) -> Result<Option<Carry>> {
         let m = lock(&self.inner)?;
-        Ok(m.carry().map(|(b, s)| Carry {
-            batch: b as u32,
-            state: Float32Array::new(s),
-        }))
+        Ok(m.carry().map(|(b, s)| Carry { batch: b as u32, state: Float32Array::new(s) }))
     }
 
     #[napi]
@@ -302,10 +270,7 @@ impl NativeCharLm {
     pub fn step(&self, state: Option<Float32Array>, tokens: Uint32Array) -> Result<StepResult> {
         let m = lock(&self.inner)?;
         let (s, logits) = guarded(|| m.step(state.as_deref(), &tokens).map_err(core_err))?;
-        Ok(StepResult {
-            state: Float32Array::new(s),
-            logits: Float32Array::new(logits),
-        })
+        Ok(StepResult { state: Float32Array::new(s), logits: Float32Array::new(logits) })
     }
 }
 
@@ -324,17 +289,11 @@ impl Task for TrainStepTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let mut m = lock(&self.model)?;
-        guarded(|| {
-            m.train_step(&self.ids, &self.targets, self.batch, self.seq, &self.opt)
-                .map_err(core_err)
-        })
+        guarded(|| m.train_step(&self.ids, &self.targets, self.batch, self.seq, &self.opt).map_err(core_err))
     }
 
     fn resolve(&mut self, _env: Env, s: Self::Output) -> Result<Self::JsValue> {
-        Ok(StepStats {
-            loss: s.loss,
-            grad_norm: s.grad_norm,
-        })
+        Ok(StepStats { loss: s.loss, grad_norm: s.grad_norm })
     }
 }
 
@@ -354,31 +313,13 @@ impl Task for LossGradsTask {
     fn compute(&mut self) -> Result<Self::Output> {
         let m = lock(&self.model)?;
         guarded(|| {
-            m.loss_and_grads(
-                &self.ids,
-                &self.targets,
-                self.batch,
-                self.seq,
-                self.state.as_deref(),
-            )
-            .map_err(core_err)
+            m.loss_and_grads(&self.ids, &self.targets, self.batch, self.seq, self.state.as_deref()).map_err(core_err)
         })
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
-        let grads = out
-            .grads
-            .into_iter()
-            .map(|(name, g)| NamedTensor {
-                name,
-                data: Float32Array::new(g),
-            })
-            .collect();
-        Ok(LossGradsResult {
-            loss: out.loss,
-            grads,
-            dh0: Float32Array::new(out.dh0),
-        })
+        let grads = out.grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect();
+        Ok(LossGradsResult { loss: out.loss, grads, dh0: Float32Array::new(out.dh0) })
     }
 }
 
@@ -397,23 +338,11 @@ impl Task for NllTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let m = lock(&self.model)?;
-        guarded(|| {
-            m.nll(
-                &self.ids,
-                &self.targets,
-                self.batch,
-                self.seq,
-                self.state.as_deref(),
-            )
-            .map_err(core_err)
-        })
+        guarded(|| m.nll(&self.ids, &self.targets, self.batch, self.seq, self.state.as_deref()).map_err(core_err))
     }
 
     fn resolve(&mut self, _env: Env, (nll, state): Self::Output) -> Result<Self::JsValue> {
-        Ok(NllResult {
-            nll,
-            state: Float32Array::new(state),
-        })
+        Ok(NllResult { nll, state: Float32Array::new(state) })
     }
 }
 
@@ -458,10 +387,7 @@ pub fn gru_layer_grads(
     ];
     for (what, got, want) in sizes {
         if got != want {
-            return Err(tag(format!(
-                "gru: {what} holds {got} values, expected {want} for {dims:?}",
-                dims = d
-            )));
+            return Err(tag(format!("gru: {what} holds {got} values, expected {want} for {dims:?}", dims = d)));
         }
     }
     guarded(|| {
@@ -505,10 +431,5 @@ fn rayon_threads() -> u32 {
 #[napi]
 pub fn bench_gemm(m: u32, n: u32, k: u32, reps: u32) -> Result<f64> {
     let (m, n, k) = (usize_of(m, "m")?, usize_of(n, "n")?, usize_of(k, "k")?);
-    Ok(arflow_core::gemm::bench_gflops(
-        m,
-        n,
-        k,
-        reps.max(1) as usize,
-    ))
+    Ok(arflow_core::gemm::bench_gflops(m, n, k, reps.max(1) as usize))
 }

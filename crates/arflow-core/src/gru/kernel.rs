@@ -16,7 +16,7 @@
 //! Backward walks t = T−1 … 0 with one fused pass for the gate gradients and one GEMM for dh_{t−1};
 //! weight gradients are single GEMMs over all steps at the end.
 
-use crate::gemm::{matmul, matmul_serial, View};
+use crate::gemm::{matmul, View};
 use crate::real::{sigmoid, Real};
 use rayon::prelude::*;
 
@@ -52,12 +52,7 @@ impl<'a, T> GruWeights<'a, T> {
         let (w_ih, rest) = packed.split_at(g * dims.input);
         let (w_hh, rest) = rest.split_at(g * dims.hidden);
         let (b_ih, b_hh) = rest.split_at(g);
-        GruWeights {
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh: &b_hh[..g],
-        }
+        GruWeights { w_ih, w_hh, b_ih, b_hh: &b_hh[..g] }
     }
 }
 
@@ -72,12 +67,7 @@ pub struct GruGrads<T> {
 const PAR_MIN_ELEMS: usize = 4096;
 
 fn check(dims: &GruDims, x: &[impl Sized], h0: &[impl Sized], w: &GruWeights<impl Sized>) {
-    let GruDims {
-        batch: b,
-        seq: t,
-        input: i,
-        hidden: h,
-    } = *dims;
+    let GruDims { batch: b, seq: t, input: i, hidden: h } = *dims;
     assert_eq!(x.len(), b * t * i, "gru: x must be [B, T, I]");
     assert_eq!(h0.len(), b * h, "gru: h0 must be [B, H]");
     assert_eq!(w.w_ih.len(), 3 * h * i, "gru: w_ih must be [3H, I]");
@@ -126,21 +116,9 @@ fn cell_impl<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: O
 /// Gate gradients of one row at one step (see [`gru_backward`]); `dh` enters as dL/dh_t from above
 /// and from step t+1, and leaves holding the direct path dL/dh_{t−1} = dL/dh_t ⊙ z.
 #[inline(always)]
-fn gate_grads_impl<T: Real>(
-    saved: &[T],
-    h_prev: &[T],
-    dy: &[T],
-    dh: &mut [T],
-    dgi: &mut [T],
-    dgh: &mut [T],
-) {
+fn gate_grads_impl<T: Real>(saved: &[T], h_prev: &[T], dy: &[T], dh: &mut [T], dgi: &mut [T], dgh: &mut [T]) {
     let h = dh.len();
-    let (r, z, n, hn) = (
-        &saved[..h],
-        &saved[h..2 * h],
-        &saved[2 * h..3 * h],
-        &saved[3 * h..4 * h],
-    );
+    let (r, z, n, hn) = (&saved[..h], &saved[h..2 * h], &saved[2 * h..3 * h], &saved[3 * h..4 * h]);
     let (h_prev, dy) = (&h_prev[..h], &dy[..h]);
     let (dgi_r, rest) = dgi[..3 * h].split_at_mut(h);
     let (dgi_z, dgi_n) = rest.split_at_mut(h);
@@ -172,25 +150,12 @@ mod avx2 {
     use super::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn cell<T: Real>(
-        gi: &[T],
-        gh: &[T],
-        h_prev: &[T],
-        h_out: &mut [T],
-        save: Option<&mut [T]>,
-    ) {
+    pub unsafe fn cell<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option<&mut [T]>) {
         cell_impl(gi, gh, h_prev, h_out, save)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gate_grads<T: Real>(
-        saved: &[T],
-        h_prev: &[T],
-        dy: &[T],
-        dh: &mut [T],
-        dgi: &mut [T],
-        dgh: &mut [T],
-    ) {
+    pub unsafe fn gate_grads<T: Real>(saved: &[T], h_prev: &[T], dy: &[T], dh: &mut [T], dgi: &mut [T], dgh: &mut [T]) {
         gate_grads_impl(saved, h_prev, dy, dh, dgi, dgh)
     }
 
@@ -210,14 +175,7 @@ fn cell<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T], save: Option
 }
 
 #[inline]
-fn gate_grads<T: Real>(
-    saved: &[T],
-    h_prev: &[T],
-    dy: &[T],
-    dh: &mut [T],
-    dgi: &mut [T],
-    dgh: &mut [T],
-) {
+fn gate_grads<T: Real>(saved: &[T], h_prev: &[T], dy: &[T], dh: &mut [T], dgi: &mut [T], dgh: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
@@ -246,12 +204,7 @@ pub fn gru_forward<T: Real>(
     mut save: Option<&mut Vec<T>>,
 ) {
     check(dims, x, h0, w);
-    let GruDims {
-        batch: nb,
-        seq: nt,
-        input: ni,
-        hidden: nh,
-    } = *dims;
+    let GruDims { batch: nb, seq: nt, input: ni, hidden: nh } = *dims;
     let g = 3 * nh;
     assert_eq!(out.len(), nb * nt * nh, "gru: out must be [B, T, H]");
     if nb == 0 || nt == 0 {
@@ -259,16 +212,7 @@ pub fn gru_forward<T: Real>(
     }
     // Input projection of every step at once: gi = x · W_ihᵀ + b_ih, [B·T, 3H].
     let mut gi = broadcast_rows(w.b_ih, nb * nt);
-    matmul(
-        nb * nt,
-        g,
-        ni,
-        &mut gi,
-        g,
-        true,
-        View::rows(x, ni),
-        View::transposed(w.w_ih, ni),
-    );
+    par_packed_matmul(&T::pack(ni, g, w.w_ih, 1, ni), nb * nt, x, ni, &mut gi, g, true);
     if let Some(s) = save.as_deref_mut() {
         s.clear();
         s.resize(nb * nt * 4 * nh, T::zero());
@@ -276,19 +220,12 @@ pub fn gru_forward<T: Real>(
     // The recurrence is independent per batch element: each thread takes a slice of the batch and runs
     // its whole time loop with serial GEMMs, so there is no fork/join per time step.
     let per = rows_per_part(nb, nh);
+    // W_hhᵀ [H, 3H], packed once and shared by every thread and step.
+    let w_hh_t = T::pack(nh, g, w.w_hh, 1, nh);
     let run = |p: usize, out_p: &mut [T], save_p: Option<&mut [T]>| {
         let (b0, nbp) = (p * per, out_p.len() / (nt * nh));
         let gi_p = &gi[b0 * nt * g..(b0 + nbp) * nt * g];
-        recur_forward(
-            nbp,
-            nt,
-            nh,
-            gi_p,
-            &h0[b0 * nh..(b0 + nbp) * nh],
-            w,
-            out_p,
-            save_p,
-        );
+        recur_forward(nbp, nt, nh, gi_p, &h0[b0 * nh..(b0 + nbp) * nh], &w_hh_t, w.b_hh, out_p, save_p);
     };
     match save {
         Some(s) => out
@@ -296,11 +233,18 @@ pub fn gru_forward<T: Real>(
             .zip(s.par_chunks_mut(per * nt * 4 * nh))
             .enumerate()
             .for_each(|(p, (o, s))| run(p, o, Some(s))),
-        None => out
-            .par_chunks_mut(per * nt * nh)
-            .enumerate()
-            .for_each(|(p, o)| run(p, o, None)),
+        None => out.par_chunks_mut(per * nt * nh).enumerate().for_each(|(p, o)| run(p, o, None)),
     }
+}
+
+/// `c (+)= a · B` for many rows (all time steps at once), the rows split across the kernel threads.
+#[allow(clippy::too_many_arguments)]
+fn par_packed_matmul<T: Real>(b: &T::Packed, m: usize, a: &[T], lda: usize, c: &mut [T], ldc: usize, accumulate: bool) {
+    let per = m.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    c[..m * ldc].par_chunks_mut(per * ldc).enumerate().for_each(|(p, c_p)| {
+        let rows = c_p.len() / ldc;
+        T::packed_matmul(b, rows, &a[p * per * lda..], lda, c_p, ldc, accumulate);
+    });
 }
 
 /// Batch rows per thread for the recurrent loops: one slice per kernel thread when the work is big
@@ -320,63 +264,29 @@ fn recur_forward<T: Real>(
     nh: usize,
     gi: &[T],
     h0: &[T],
-    w: &GruWeights<T>,
+    w_hh_t: &T::Packed,
+    b_hh: &[T],
     out: &mut [T],
     mut save: Option<&mut [T]>,
 ) {
     let g = 3 * nh;
-    let bias_hh = broadcast_rows(w.b_hh, nb);
+    let bias_hh = broadcast_rows(b_hh, nb);
     let mut gh = vec![T::zero(); nb * g];
     for t in 0..nt {
         // gh = h_{t−1} · W_hhᵀ + b_hh, reading h_{t−1} in place from the output (row stride T·H).
         gh.copy_from_slice(&bias_hh);
         if t == 0 {
-            matmul_serial(
-                nb,
-                g,
-                nh,
-                &mut gh,
-                g,
-                true,
-                View::rows(h0, nh),
-                View::transposed(w.w_hh, nh),
-            );
+            T::packed_matmul(w_hh_t, nb, h0, nh, &mut gh, g, true);
         } else {
-            let prev = View {
-                data: &out[(t - 1) * nh..],
-                rs: nt * nh,
-                cs: 1,
-            };
-            matmul_serial(
-                nb,
-                g,
-                nh,
-                &mut gh,
-                g,
-                true,
-                prev,
-                View::transposed(w.w_hh, nh),
-            );
+            T::packed_matmul(w_hh_t, nb, &out[(t - 1) * nh..], nt * nh, &mut gh, g, true);
         }
         for b in 0..nb {
             let row = b * nt + t;
             let out_b = &mut out[b * nt * nh..(b + 1) * nt * nh];
             let (before, now) = out_b.split_at_mut(t * nh);
-            let h_prev = if t == 0 {
-                &h0[b * nh..(b + 1) * nh]
-            } else {
-                &before[(t - 1) * nh..]
-            };
-            let save_row = save
-                .as_deref_mut()
-                .map(|s| &mut s[row * 4 * nh..(row + 1) * 4 * nh]);
-            cell(
-                &gi[row * g..(row + 1) * g],
-                &gh[b * g..(b + 1) * g],
-                h_prev,
-                &mut now[..nh],
-                save_row,
-            );
+            let h_prev = if t == 0 { &h0[b * nh..(b + 1) * nh] } else { &before[(t - 1) * nh..] };
+            let save_row = save.as_deref_mut().map(|s| &mut s[row * 4 * nh..(row + 1) * 4 * nh]);
+            cell(&gi[row * g..(row + 1) * g], &gh[b * g..(b + 1) * g], h_prev, &mut now[..nh], save_row);
         }
     }
 }
@@ -389,7 +299,7 @@ fn recur_backward<T: Real>(
     nt: usize,
     nh: usize,
     h0: &[T],
-    w_hh: &[T],
+    w_hh: &T::Packed,
     out: &[T],
     saved: &[T],
     d_out: &[T],
@@ -401,11 +311,7 @@ fn recur_backward<T: Real>(
     for t in (0..nt).rev() {
         for b in 0..nb {
             let row = b * nt + t;
-            let h_prev = if t == 0 {
-                &h0[b * nh..(b + 1) * nh]
-            } else {
-                &out[(row - 1) * nh..row * nh]
-            };
+            let h_prev = if t == 0 { &h0[b * nh..(b + 1) * nh] } else { &out[(row - 1) * nh..row * nh] };
             gate_grads(
                 &saved[row * 4 * nh..(row + 1) * 4 * nh],
                 h_prev,
@@ -416,12 +322,7 @@ fn recur_backward<T: Real>(
             );
         }
         // dh_{t−1} += dgh_t · W_hh   ([nb, 3H] · [3H, H]); dgh_t's rows are T·3H apart.
-        let dgh_t = View {
-            data: &dgh[t * g..],
-            rs: nt * g,
-            cs: 1,
-        };
-        matmul_serial(nb, nh, g, dh, nh, true, dgh_t, View::rows(w_hh, nh));
+        T::packed_matmul(w_hh, nb, &dgh[t * g..], nt * g, dh, nh, true);
     }
 }
 
@@ -438,25 +339,12 @@ pub fn gru_backward<T: Real>(
     d_out: &[T],
 ) -> GruGrads<T> {
     check(dims, x, h0, w);
-    let GruDims {
-        batch: nb,
-        seq: nt,
-        input: ni,
-        hidden: nh,
-    } = *dims;
+    let GruDims { batch: nb, seq: nt, input: ni, hidden: nh } = *dims;
     let g = 3 * nh;
     let rows = nb * nt;
     assert_eq!(out.len(), rows * nh, "gru backward: out must be [B, T, H]");
-    assert_eq!(
-        d_out.len(),
-        rows * nh,
-        "gru backward: d_out must be [B, T, H]"
-    );
-    assert_eq!(
-        saved.len(),
-        rows * 4 * nh,
-        "gru backward: saved activations have the wrong size"
-    );
+    assert_eq!(d_out.len(), rows * nh, "gru backward: d_out must be [B, T, H]");
+    assert_eq!(saved.len(), rows * 4 * nh, "gru backward: saved activations have the wrong size");
 
     // Gate gradients of every step, rows b·T + t: w.r.t. the input projection (da_r, da_z, da_n) and
     // w.r.t. the hidden projection (da_r, da_z, r ⊙ da_n).
@@ -465,11 +353,9 @@ pub fn gru_backward<T: Real>(
     // dh carried from step t+1 to step t: dL/dh_t through everything after t.
     let mut dh = vec![T::zero(); nb * nh];
     let per = rows_per_part(nb, nh);
+    let w_hh = T::pack(g, nh, w.w_hh, nh, 1);
     dh.par_chunks_mut(per * nh)
-        .zip(
-            dgi.par_chunks_mut(per * nt * g)
-                .zip(dgh.par_chunks_mut(per * nt * g)),
-        )
+        .zip(dgi.par_chunks_mut(per * nt * g).zip(dgh.par_chunks_mut(per * nt * g)))
         .enumerate()
         .for_each(|(p, (dh_p, (dgi_p, dgh_p)))| {
             let (b0, nbp) = (p * per, dh_p.len() / nh);
@@ -479,7 +365,7 @@ pub fn gru_backward<T: Real>(
                 nt,
                 nh,
                 &h0[b0 * nh..(b0 + nbp) * nh],
-                w.w_hh,
+                &w_hh,
                 &out[rows.start * nh..rows.end * nh],
                 &saved[rows.start * 4 * nh..rows.end * 4 * nh],
                 &d_out[rows.start * nh..rows.end * nh],
@@ -495,16 +381,7 @@ pub fn gru_backward<T: Real>(
         let (dw_hh, rest) = rest.split_at_mut(g * nh);
         let (db_ih, db_hh) = rest.split_at_mut(g);
         // dW_ih = dgiᵀ · x   ([3H, B·T] · [B·T, I])
-        matmul(
-            g,
-            ni,
-            rows,
-            dw_ih,
-            ni,
-            false,
-            View::transposed(&dgi, g),
-            View::rows(x, ni),
-        );
+        matmul(g, ni, rows, dw_ih, ni, false, View::transposed(&dgi, g), View::rows(x, ni));
         // dW_hh = dghᵀ · h_prev, with h_prev the output shifted one step and h0 in front.
         let mut h_prev = vec![T::zero(); rows * nh];
         for b in 0..nb {
@@ -514,38 +391,18 @@ pub fn gru_backward<T: Real>(
                     .copy_from_slice(&out[b * nt * nh..((b + 1) * nt - 1) * nh]);
             }
         }
-        matmul(
-            g,
-            nh,
-            rows,
-            dw_hh,
-            nh,
-            false,
-            View::transposed(&dgh, g),
-            View::rows(&h_prev, nh),
-        );
-        for row in 0..rows {
-            for j in 0..g {
-                db_ih[j] = db_ih[j] + dgi[row * g + j];
-                db_hh[j] = db_hh[j] + dgh[row * g + j];
+        matmul(g, nh, rows, dw_hh, nh, false, View::transposed(&dgh, g), View::rows(&h_prev, nh));
+        for (gi_row, gh_row) in dgi.chunks_exact(g).zip(dgh.chunks_exact(g)) {
+            for (d, &v) in db_ih.iter_mut().zip(gi_row) {
+                *d = *d + v;
+            }
+            for (d, &v) in db_hh.iter_mut().zip(gh_row) {
+                *d = *d + v;
             }
         }
     }
     // dx = dgi · W_ih   ([B·T, 3H] · [3H, I])
     let mut dx = vec![T::zero(); rows * ni];
-    matmul(
-        rows,
-        ni,
-        g,
-        &mut dx,
-        ni,
-        false,
-        View::rows(&dgi, g),
-        View::rows(w.w_ih, ni),
-    );
-    GruGrads {
-        dx,
-        dh0: dh,
-        dparams,
-    }
+    par_packed_matmul(&T::pack(g, ni, w.w_ih, ni, 1), rows, &dgi, g, &mut dx, ni, false);
+    GruGrads { dx, dh0: dh, dparams }
 }

@@ -79,20 +79,12 @@ impl CustomOp3 for GruLayerOp {
         let shape = Shape::from((d.batch, d.seq, d.hidden));
         let (storage, saved) = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(h0), CpuStorage::F32(p)) => {
-                let (x, h0, p) = (
-                    contiguous(x, l1, "x")?,
-                    contiguous(h0, l2, "h0")?,
-                    contiguous(p, l3, "params")?,
-                );
+                let (x, h0, p) = (contiguous(x, l1, "x")?, contiguous(h0, l2, "h0")?, contiguous(p, l3, "params")?);
                 let (out, save) = self.forward(x, h0, p);
                 (CpuStorage::F32(out), save.map(Saved::F32))
             }
             (CpuStorage::F64(x), CpuStorage::F64(h0), CpuStorage::F64(p)) => {
-                let (x, h0, p) = (
-                    contiguous(x, l1, "x")?,
-                    contiguous(h0, l2, "h0")?,
-                    contiguous(p, l3, "params")?,
-                );
+                let (x, h0, p) = (contiguous(x, l1, "x")?, contiguous(h0, l2, "h0")?, contiguous(p, l3, "params")?);
                 let (out, save) = self.forward(x, h0, p);
                 (CpuStorage::F64(out), save.map(Saved::F64))
             }
@@ -128,12 +120,7 @@ pub fn gru_layer(x: &Tensor, h0: &Tensor, params: &Tensor) -> Result<Tensor> {
     if hb != batch {
         bail!("gru: h0 has batch {hb} but x has batch {batch}");
     }
-    let dims = GruDims {
-        batch,
-        seq,
-        input,
-        hidden,
-    };
+    let dims = GruDims { batch, seq, input, hidden };
     if params.elem_count() != dims.param_len() {
         bail!(
             "gru: params hold {} values, a layer with input {input} and hidden {hidden} needs {}",
@@ -141,18 +128,11 @@ pub fn gru_layer(x: &Tensor, h0: &Tensor, params: &Tensor) -> Result<Tensor> {
             dims.param_len()
         );
     }
-    if x.dtype() != h0.dtype()
-        || x.dtype() != params.dtype()
-        || !matches!(x.dtype(), DType::F32 | DType::F64)
-    {
+    if x.dtype() != h0.dtype() || x.dtype() != params.dtype() || !matches!(x.dtype(), DType::F32 | DType::F64) {
         bail!("gru: x, h0 and params must all be f32 or all f64");
     }
     let keep = x.track_op() || h0.track_op() || params.track_op();
-    let op = GruLayerOp {
-        dims,
-        keep,
-        saved: Mutex::new(None),
-    };
+    let op = GruLayerOp { dims, keep, saved: Mutex::new(None) };
     let (x, h0, params) = (x.contiguous()?, h0.contiguous()?, params.contiguous()?);
     if keep {
         x.apply_op3(&h0, &params, op)

@@ -3,14 +3,10 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 
 /// Deterministic values in [-scale, scale) from a 64-bit LCG.
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -26,12 +22,7 @@ struct Case {
 }
 
 fn case(batch: usize, seq: usize, input: usize, hidden: usize) -> Case {
-    let dims = GruDims {
-        batch,
-        seq,
-        input,
-        hidden,
-    };
+    let dims = GruDims { batch, seq, input, hidden };
     Case {
         dims,
         x: values(batch * seq * input, 1, 1.0),
@@ -43,14 +34,7 @@ fn case(batch: usize, seq: usize, input: usize, hidden: usize) -> Case {
 
 fn loss(cs: &Case, x: &[f64], h0: &[f64], p: &[f64]) -> f64 {
     let mut out = vec![0.0; cs.c.len()];
-    gru_forward(
-        &cs.dims,
-        x,
-        h0,
-        &GruWeights::unpack(&cs.dims, p),
-        &mut out,
-        None,
-    );
+    gru_forward(&cs.dims, x, h0, &GruWeights::unpack(&cs.dims, p), &mut out, None);
     out.iter().zip(&cs.c).map(|(o, c)| o * c).sum()
 }
 
@@ -58,10 +42,7 @@ fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{name}: lengths differ");
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-3);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol * scale,
-            "{name}[{i}]: got {g}, want {w} (scale {scale})"
-        );
+        assert!((g - w).abs() <= tol * scale, "{name}[{i}]: got {g}, want {w} (scale {scale})");
     }
 }
 
@@ -148,14 +129,7 @@ fn gru_f32_forward_tracks_f64() -> Result<()> {
     let mut out32 = vec![0f32; cs.c.len()];
     gru_forward(&d, &x, &h0, &GruWeights::unpack(&d, &p), &mut out32, None);
     let mut out64 = vec![0f64; cs.c.len()];
-    gru_forward(
-        &d,
-        &cs.x,
-        &cs.h0,
-        &GruWeights::unpack(&d, &cs.p),
-        &mut out64,
-        None,
-    );
+    gru_forward(&d, &cs.x, &cs.h0, &GruWeights::unpack(&d, &cs.p), &mut out64, None);
     let got: Vec<f64> = out32.iter().map(|&a| a as f64).collect();
     assert_close("out", &got, &out64, 1e-4);
     Ok(())
@@ -166,17 +140,7 @@ fn gru_rejects_mismatched_shapes() -> Result<()> {
     let dev = Device::Cpu;
     let x = Tensor::zeros((2, 3, 4), DType::F32, &dev)?;
     let h0 = Tensor::zeros((3, 5), DType::F32, &dev)?;
-    let p = Tensor::zeros(
-        GruDims {
-            batch: 2,
-            seq: 3,
-            input: 4,
-            hidden: 5,
-        }
-        .param_len(),
-        DType::F32,
-        &dev,
-    )?;
+    let p = Tensor::zeros(GruDims { batch: 2, seq: 3, input: 4, hidden: 5 }.param_len(), DType::F32, &dev)?;
     let err = gru_layer(&x, &h0, &p).unwrap_err().to_string();
     assert!(err.contains("h0 has batch 3"), "{err}");
     let h0 = Tensor::zeros((2, 5), DType::F32, &dev)?;
