@@ -2,12 +2,14 @@
 //!
 //! - [`gru`]: a fused multi-layer GRU with its own backward through time, as one candle op per layer.
 //! - [`lm`]: the character language model built around it.
+//! - [`loss`]: fused softmax cross-entropy.
 //! - [`optim`]: AdamW and global-norm clipping.
 
 pub mod device;
 pub mod gemm;
 pub mod gru;
 pub mod lm;
+pub mod loss;
 pub mod optim;
 pub mod packed;
 pub mod real;

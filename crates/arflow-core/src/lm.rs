@@ -289,7 +289,7 @@ impl CharLm {
         };
         let h0 = self.states(carry.as_deref(), batch)?;
         let (logits, last) = self.forward(&x, &h0)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let loss = crate::loss::cross_entropy(&logits, &y)?;
         let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_v.is_finite() {
             bail!("training diverged: the loss is {loss_v}; parameters were left as they were");
@@ -327,7 +327,7 @@ impl CharLm {
         let h0 = self.states(state, batch)?.iter().map(Var::from_tensor).collect::<Result<Vec<_>>>()?;
         let h0t: Vec<Tensor> = h0.iter().map(|v| v.as_tensor().clone()).collect();
         let (logits, _) = self.forward(&x, &h0t)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let loss = crate::loss::cross_entropy(&logits, &y)?;
         let g = loss.backward()?;
         let mut grads = Vec::new();
         for s in &self.specs {
@@ -364,7 +364,7 @@ impl CharLm {
             self.check_state(s, batch)?;
         }
         let (logits, last) = self.forward(&x, &self.states(state, batch)?)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let loss = crate::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         Ok((loss * (batch * seq) as f64, self.flat_state(&last)?))
     }
 

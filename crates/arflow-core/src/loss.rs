@@ -1,0 +1,164 @@
+//! Softmax cross-entropy as one fused op: the forward pass computes the mean loss and keeps the
+//! probabilities; backward is `(softmax − onehot(target)) · grad / N` in one pass. It replaces candle's
+//! composed `log_softmax` + `nll` (a dozen ops and their backward over `[N, V]`).
+
+use crate::real::Real;
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::sync::Mutex;
+
+enum Probs {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+struct SoftmaxCrossEntropy {
+    rows: usize,
+    classes: usize,
+    probs: Mutex<Option<Probs>>,
+}
+
+fn targets_of(s: &CpuStorage, l: &Layout, rows: usize, classes: usize) -> Result<Vec<usize>> {
+    let t = match (s, l.contiguous_offsets()) {
+        (CpuStorage::U32(t), Some((a, b))) => &t[a..b],
+        _ => bail!("cross-entropy: targets must be a contiguous u32 tensor"),
+    };
+    if t.len() != rows {
+        bail!("cross-entropy: {} targets for {rows} rows of logits", t.len());
+    }
+    t.iter()
+        .map(|&c| {
+            if (c as usize) < classes {
+                Ok(c as usize)
+            } else {
+                bail!("cross-entropy: target {c} ≥ {classes} classes")
+            }
+        })
+        .collect()
+}
+
+/// Mean over rows of `−log softmax(logits)[target]`; fills `probs` with the softmax.
+fn forward<T: Real>(logits: &[T], targets: &[usize], classes: usize, probs: &mut [T]) -> T {
+    let mut total = 0f64;
+    for ((row, p), &target) in logits.chunks_exact(classes).zip(probs.chunks_exact_mut(classes)).zip(targets) {
+        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+        let mut sum = T::zero();
+        for (p, &v) in p.iter_mut().zip(row) {
+            *p = (v - max).exp();
+            sum = sum + *p;
+        }
+        let inv = T::one() / sum;
+        for p in p.iter_mut() {
+            *p = *p * inv;
+        }
+        // −log softmax = log Σ exp(v − max) − (v_target − max)
+        total += (sum.ln() - (row[target] - max)).to_f64().unwrap_or(f64::NAN);
+    }
+    T::of(total / targets.len().max(1) as f64)
+}
+
+impl CustomOp2 for SoftmaxCrossEntropy {
+    fn name(&self) -> &'static str {
+        "arflow-softmax-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let targets = targets_of(s2, l2, self.rows, self.classes)?;
+        let Some((a, b)) = l1.contiguous_offsets() else { bail!("cross-entropy: logits must be contiguous") };
+        let n = self.rows * self.classes;
+        let (out, probs) = match s1 {
+            CpuStorage::F32(x) => {
+                let mut p = vec![0f32; n];
+                let loss = forward(&x[a..b], &targets, self.classes, &mut p);
+                (CpuStorage::F32(vec![loss]), Probs::F32(p))
+            }
+            CpuStorage::F64(x) => {
+                let mut p = vec![0f64; n];
+                let loss = forward(&x[a..b], &targets, self.classes, &mut p);
+                (CpuStorage::F64(vec![loss]), Probs::F64(p))
+            }
+            _ => bail!("cross-entropy: logits must be f32 or f64"),
+        };
+        *self.probs.lock().expect("cross-entropy state poisoned") = Some(probs);
+        Ok((out, Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let t = targets.to_vec1::<u32>()?;
+        let scale = grad.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / self.rows.max(1) as f64;
+        let probs = self.probs.lock().expect("cross-entropy state poisoned");
+        let d = match probs.as_ref() {
+            Some(Probs::F32(p)) => {
+                Tensor::from_vec(grad_of(p, &t, self.classes, scale), logits.shape(), logits.device())?
+            }
+            Some(Probs::F64(p)) => {
+                Tensor::from_vec(grad_of(p, &t, self.classes, scale), logits.shape(), logits.device())?
+            }
+            None => bail!("cross-entropy: backward without a forward pass"),
+        };
+        Ok((Some(d), None))
+    }
+}
+
+/// `(p − onehot(target)) · scale`, row by row.
+fn grad_of<T: Real>(probs: &[T], targets: &[u32], classes: usize, scale: f64) -> Vec<T> {
+    let s = T::of(scale);
+    let mut d: Vec<T> = probs.iter().map(|&p| p * s).collect();
+    for (row, &c) in d.chunks_exact_mut(classes).zip(targets) {
+        row[c as usize] = row[c as usize] - s;
+    }
+    d
+}
+
+/// Mean softmax cross-entropy of `logits [N, V]` against `targets [N]` (u32), differentiable in `logits`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (rows, classes) = logits.dims2()?;
+    if targets.dims() != [rows] {
+        bail!("cross-entropy: targets have shape {:?}, expected [{rows}]", targets.dims());
+    }
+    let op = SoftmaxCrossEntropy { rows, classes, probs: Mutex::new(None) };
+    logits.contiguous()?.apply_op2(&targets.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_cross_entropy_matches_candle_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, v) = (7, 5);
+        let vals: Vec<f64> = (0..n * v).map(|i| ((i * 37 % 23) as f64 - 11.0) * 0.4).collect();
+        let x = Var::from_vec(vals, (n, v), &dev)?;
+        let t = Tensor::from_vec((0..n as u32).map(|i| (i * 3) % v as u32).collect::<Vec<_>>(), n, &dev)?;
+        let fused = cross_entropy(&x, &t)?;
+        let composed = candle_nn::loss::cross_entropy(&x, &t)?;
+        let (a, b) = (fused.to_scalar::<f64>()?, composed.to_scalar::<f64>()?);
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        let ga = fused.backward()?.get(x.as_tensor()).expect("grad").flatten_all()?.to_vec1::<f64>()?;
+        let gb = composed.backward()?.get(x.as_tensor()).expect("grad").flatten_all()?.to_vec1::<f64>()?;
+        for (i, (p, q)) in ga.iter().zip(&gb).enumerate() {
+            assert!((p - q).abs() < 1e-12, "grad {i}: {p} vs {q}");
+        }
+        // A scaled upstream gradient scales the result.
+        let gs = (fused * 3.0)?.backward()?.get(x.as_tensor()).expect("grad").flatten_all()?.to_vec1::<f64>()?;
+        assert!((gs[0] - 3.0 * ga[0]).abs() < 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn cross_entropy_rejects_out_of_range_targets() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 3), candle_core::DType::F32, &dev)?;
+        let t = Tensor::from_vec(vec![0u32, 3], 2, &dev)?;
+        let err = cross_entropy(&x, &t).unwrap_err().to_string();
+        assert!(err.contains("target 3"), "{err}");
+        Ok(())
+    }
+}
