@@ -20,17 +20,11 @@ import type {
   StepStats,
 } from './types.js';
 
-interface NativeModel {
-  paramInfo(): ParamInfo[];
-  getParam(name: string): Float32Array;
-  setParam(name: string, data: Float32Array): void;
-  getOptimState(which: string, name: string): Float32Array;
-  setOptimState(which: string, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
-  getCarry(): Carry | null;
-  setCarry(carry: Carry | null): void;
-  trainStep(ids: Uint32Array, targets: Uint32Array, batch: number, seq: number, opt: OptimConfig): Promise<StepStats>;
+/**
+ * The addon's model class: the backend contract, except that gradients come back as a list (an N-API
+ * object cannot be a record of typed arrays).
+ */
+type NativeModel = Omit<CharLmBackend, 'kind' | 'shape' | 'lossAndGrads'> & {
   lossAndGrads(
     ids: Uint32Array,
     targets: Uint32Array,
@@ -38,15 +32,7 @@ interface NativeModel {
     seq: number,
     state: Float32Array | null,
   ): Promise<{ loss: number; grads: { name: string; data: Float32Array }[]; dh0: Float32Array }>;
-  nll(
-    ids: Uint32Array,
-    targets: Uint32Array,
-    batch: number,
-    seq: number,
-    state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }>;
-  step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array };
-}
+};
 
 export interface GruLayerResult {
   out: Float32Array;

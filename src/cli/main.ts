@@ -18,6 +18,11 @@ const CORPUS_NAMES = CORPORA.map((c) => c.name);
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
 const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
+const UNKNOWN_FLAG: FlagSpec = {
+  type: 'string',
+  help: 'characters the model never saw: error, skip or replace (default error)',
+  choices: ['error', 'skip', 'replace'],
+};
 
 const TRAIN_FLAGS: Record<string, FlagSpec> = {
   corpus: { type: 'string', help: 'built-in corpus (default moby-dick)', choices: CORPUS_NAMES },
@@ -57,11 +62,7 @@ const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   'top-k': { type: 'int', help: 'sample among the k likeliest characters (default 0 = all)' },
   'top-p': { type: 'number', help: 'nucleus sampling mass (default 1 = off)' },
   seed: { type: 'int', help: 'sampling seed (default 0)' },
-  unknown: {
-    type: 'string',
-    help: 'prime characters the model never saw: error, skip or replace (default error)',
-    choices: ['error', 'skip', 'replace'],
-  },
+  unknown: UNKNOWN_FLAG,
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
@@ -69,11 +70,7 @@ const SAMPLE_FLAGS: Record<string, FlagSpec> = {
 const EVAL_FLAGS: Record<string, FlagSpec> = {
   text: { type: 'string', help: 'score this text file (default: the held-out tail of the training corpus)' },
   corpus: { type: 'string', help: 'score the held-out tail of this built-in corpus', choices: CORPUS_NAMES },
-  unknown: {
-    type: 'string',
-    help: 'characters the model never saw: error, skip or replace (default error)',
-    choices: ['error', 'skip', 'replace'],
-  },
+  unknown: UNKNOWN_FLAG,
   json: JSON_FLAG,
   help: HELP_FLAG,
 };

@@ -236,14 +236,7 @@ impl NativeCharLm {
         seq: u32,
         state: Option<Float32Array>,
     ) -> AsyncTask<LossGradsTask> {
-        AsyncTask::new(LossGradsTask {
-            model: self.inner.clone(),
-            ids: ids.to_vec(),
-            targets: targets.to_vec(),
-            batch: batch as usize,
-            seq: seq as usize,
-            state: state.map(|s| s.to_vec()),
-        })
+        AsyncTask::new(LossGradsTask(self.batch_args(ids, targets, batch, seq, state)))
     }
 
     #[napi]
@@ -255,14 +248,25 @@ impl NativeCharLm {
         seq: u32,
         state: Option<Float32Array>,
     ) -> AsyncTask<NllTask> {
-        AsyncTask::new(NllTask {
+        AsyncTask::new(NllTask(self.batch_args(ids, targets, batch, seq, state)))
+    }
+
+    fn batch_args(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        state: Option<Float32Array>,
+    ) -> BatchArgs {
+        BatchArgs {
             model: self.inner.clone(),
             ids: ids.to_vec(),
             targets: targets.to_vec(),
             batch: batch as usize,
             seq: seq as usize,
             state: state.map(|s| s.to_vec()),
-        })
+        }
     }
 
     /// One sampling step, synchronous: it is microseconds of work, and sampling loops call it per token.
@@ -297,7 +301,8 @@ impl Task for TrainStepTask {
     }
 }
 
-pub struct LossGradsTask {
+/// A batch to score, copied out of JS memory so the work can run on another thread.
+pub struct BatchArgs {
     model: Shared,
     ids: Vec<u32>,
     targets: Vec<u32>,
@@ -306,15 +311,16 @@ pub struct LossGradsTask {
     state: Option<Vec<f32>>,
 }
 
+pub struct LossGradsTask(BatchArgs);
+
 impl Task for LossGradsTask {
     type Output = arflow_core::LossGrads;
     type JsValue = LossGradsResult;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        let m = lock(&self.model)?;
-        guarded(|| {
-            m.loss_and_grads(&self.ids, &self.targets, self.batch, self.seq, self.state.as_deref()).map_err(core_err)
-        })
+        let a = &self.0;
+        let m = lock(&a.model)?;
+        guarded(|| m.loss_and_grads(&a.ids, &a.targets, a.batch, a.seq, a.state.as_deref()).map_err(core_err))
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
@@ -323,22 +329,16 @@ impl Task for LossGradsTask {
     }
 }
 
-pub struct NllTask {
-    model: Shared,
-    ids: Vec<u32>,
-    targets: Vec<u32>,
-    batch: usize,
-    seq: usize,
-    state: Option<Vec<f32>>,
-}
+pub struct NllTask(BatchArgs);
 
 impl Task for NllTask {
     type Output = (f64, Vec<f32>);
     type JsValue = NllResult;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        let m = lock(&self.model)?;
-        guarded(|| m.nll(&self.ids, &self.targets, self.batch, self.seq, self.state.as_deref()).map_err(core_err))
+        let a = &self.0;
+        let m = lock(&a.model)?;
+        guarded(|| m.nll(&a.ids, &a.targets, a.batch, a.seq, a.state.as_deref()).map_err(core_err))
     }
 
     fn resolve(&mut self, _env: Env, (nll, state): Self::Output) -> Result<Self::JsValue> {
