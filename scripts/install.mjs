@@ -2,7 +2,7 @@
 // npm install hook: make sure a native addon for this platform exists. A prebuilt one (the
 // @arflow/binding-<platform> optional dependency, or a .node file already in the package root) is used
 // as is; otherwise the addon is compiled from source with cargo. Set ARFLOW_SKIP_NATIVE=1 to skip
-// (the pure-TypeScript backend still works).
+// (the pure-TypeScript backend still works); ARFLOW_REBUILD=1 always rebuilds (`npm run build:native`).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -21,12 +21,14 @@ if (existsSync(target) && !process.env.ARFLOW_REBUILD) {
   console.log(`arflow: using ${target}`);
   process.exit(0);
 }
-try {
-  createRequire(import.meta.url).resolve(`@arflow/binding-${platform}`);
-  console.log(`arflow: using prebuilt @arflow/binding-${platform}`);
-  process.exit(0);
-} catch {
-  // no prebuilt package: build from source below
+if (!process.env.ARFLOW_REBUILD) {
+  try {
+    createRequire(import.meta.url).resolve(`@arflow/binding-${platform}`);
+    console.log(`arflow: using prebuilt @arflow/binding-${platform}`);
+    process.exit(0);
+  } catch {
+    // no prebuilt package: build from source below
+  }
 }
 if (spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status !== 0) {
   console.error(
