@@ -101,7 +101,11 @@ async function main(): Promise<void> {
   const memory = (quick ? [64, 256] : [64, 256, 1024]).map((seq) => {
     const r = rssAt(seq, base);
     const savedMiB = (seq * base.batch * 4 * base.hidden * 4) / 2 ** 20;
-    return { ...r, gateActivationsMiB: +savedMiB.toFixed(1) };
+    return {
+      ...r,
+      trainingMiB: +(r.peakRssMiB - r.baselineRssMiB).toFixed(1),
+      gateActivationsMiB: +savedMiB.toFixed(1),
+    };
   });
   const result = {
     date: new Date().toISOString(),
