@@ -53,6 +53,28 @@ export interface NativeAddon {
   buildInfo(): { version: string; cuda: boolean; threads: number };
   /** GFLOP/s of `reps` f32 products [m×k]·[k×n] with the kernels' GEMM. */
   benchGemm(m: number, n: number, k: number, reps: number): number;
+  /** Real NVP affine coupling `[N, D]` (or its inverse), with the per-sample log-det. */
+  couplingForward(
+    n: number,
+    d: number,
+    x: Float32Array,
+    mask: Float32Array,
+    sRaw: Float32Array,
+    t: Float32Array,
+    scale: Float32Array,
+    inverse: boolean,
+  ): { out: Float32Array; logdet: Float32Array };
+  /** Gradients of the forward coupling given dL/dy and dL/dlogdet. */
+  couplingBackward(
+    n: number,
+    d: number,
+    x: Float32Array,
+    mask: Float32Array,
+    sRaw: Float32Array,
+    scale: Float32Array,
+    dy: Float32Array,
+    dlogdet: Float32Array,
+  ): { dx: Float32Array; dsRaw: Float32Array; dt: Float32Array; dscale: Float32Array };
 }
 
 const PLATFORM = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;

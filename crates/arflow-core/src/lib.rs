@@ -1,11 +1,13 @@
 //! arflow-core: the math of arflow on candle, with no knowledge of Node.
 //!
+//! - [`flow`]: the fused affine coupling of Real NVP (forward, inverse, hand-written backward) as a candle op.
 //! - [`gru`]: a fused multi-layer GRU with its own backward through time, as one candle op per layer.
 //! - [`lm`]: the character language model built around it.
 //! - [`loss`]: fused softmax cross-entropy.
 //! - [`optim`]: AdamW and global-norm clipping.
 
 pub mod device;
+pub mod flow;
 pub mod gemm;
 pub mod gru;
 pub mod lm;

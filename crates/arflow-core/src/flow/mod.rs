@@ -1,0 +1,13 @@
+//! Invertible flow layers: the fused affine coupling of Real NVP, its kernel on slices and its candle op.
+
+pub mod kernel;
+pub mod op;
+
+pub use kernel::{
+    coupling_backward, coupling_backward_packed, coupling_forward, coupling_forward_packed, coupling_inverse,
+    coupling_inverse_packed,
+};
+pub use op::{affine_coupling, affine_coupling_inverse};
+
+#[cfg(test)]
+mod tests;
