@@ -3,6 +3,8 @@ export class ProgressBar {
   private lastPlain = 0;
   private readonly tty = Boolean(process.stderr.isTTY);
   private drawn = false;
+  /** The 100% line has been printed (plain mode prints it once, not on every later update). */
+  private finished = false;
 
   constructor(private readonly plainEverySec = 10) {}
 
@@ -19,8 +21,9 @@ export class ProgressBar {
       this.drawn = true;
     } else {
       const now = Date.now();
-      if (now - this.lastPlain >= this.plainEverySec * 1000 || pct >= 1) {
+      if (now - this.lastPlain >= this.plainEverySec * 1000 || (pct >= 1 && !this.finished)) {
         this.lastPlain = now;
+        this.finished = pct >= 1;
         process.stderr.write(`${counter} ${info}\n`);
       }
     }
