@@ -18,6 +18,7 @@ pub mod real;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;
+pub use flow::{RealNvp, RealNvpConfig};
 pub use lm::{CharLm, CharLmConfig, LossGrads, ParamSpec, StepStats};
 pub use optim::AdamWConfig;
 
