@@ -10,8 +10,10 @@ import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, ConfigError } from '../errors.js';
 import { CharLM } from '../models/char-lm.js';
+import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import type { TrainProgress } from '../train/char-trainer.js';
 import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
+import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
@@ -219,12 +221,15 @@ function corpusText(f: Flags): { text: string; corpus: string } {
 
 async function cmdTrain(argv: string[]): Promise<void> {
   const [kind, ...rest] = argv;
-  const usage = 'usage: arflow train char [options]';
+  const usage = 'usage: arflow train char [options]\n       arflow train flow [options]   (arflow train flow --help)';
   if (kind === '--help' || kind === undefined) {
     console.log(helpText(usage, TRAIN_FLAGS));
     return;
   }
-  if (kind !== 'char') throw new ConfigError(`unknown model kind ${JSON.stringify(kind)}: expected 'char' (${usage})`);
+  if (kind === 'flow') return cmdTrainFlow(rest);
+  if (kind !== 'char') {
+    throw new ConfigError(`unknown model kind ${JSON.stringify(kind)}: expected 'char' or 'flow' (${usage})`);
+  }
   const { positional, flags } = parseArgs(rest, TRAIN_FLAGS);
   if (flags.help) {
     console.log(helpText(usage, TRAIN_FLAGS));
@@ -266,7 +271,14 @@ async function cmdDemo(argv: string[]): Promise<void> {
   });
 }
 
+/** The first argument that names a Real NVP checkpoint (by its metadata kind), if any. */
+function flowCheckpoint(argv: string[]): string | undefined {
+  return argv.find((a) => !a.startsWith('--') && checkpointKind(a) === FLOW_KIND);
+}
+
 async function cmdSample(argv: string[]): Promise<void> {
+  const flow = flowCheckpoint(argv);
+  if (flow !== undefined) return cmdSampleFlow(flow, argv);
   const { positional, flags } = parseArgs(argv, SAMPLE_FLAGS);
   if (flags.help || positional.length !== 1) {
     console.log(helpText('usage: arflow sample FILE [options]', SAMPLE_FLAGS));
@@ -291,6 +303,8 @@ async function cmdSample(argv: string[]): Promise<void> {
 }
 
 async function cmdEval(argv: string[]): Promise<void> {
+  const flow = flowCheckpoint(argv);
+  if (flow !== undefined) return cmdEvalFlow(flow, argv);
   const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
   if (flags.help || positional.length !== 1) {
     console.log(helpText('usage: arflow eval FILE [options]', EVAL_FLAGS));
@@ -325,8 +339,9 @@ const USAGE = `arflow — autoregressive and invertible generative models for No
 usage:
   arflow demo                     train a GRU on Moby-Dick for ~2 minutes and watch it write
   arflow train char [options]     train a character language model (arflow train char --help)
-  arflow sample FILE [options]    generate text from a checkpoint
-  arflow eval FILE [options]      bits per character on held-out text
+  arflow train flow [options]     fit a Real NVP flow to a 2-D density (arflow train flow --help)
+  arflow sample FILE [options]    generate text (or, from a flow, a PNG of samples) from a checkpoint
+  arflow eval FILE [options]      bits per character on held-out text (a flow: held-out NLL in nats)
 
 Corpora: ${CORPORA.map((c) => `${c.name} (${c.description})`).join('; ')}
 Every command takes --json for machine-readable output.`;

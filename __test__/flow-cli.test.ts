@@ -1,0 +1,106 @@
+/**
+ * `arflow train flow`, and `sample` / `eval` of a flow checkpoint, through the compiled CLI
+ * (`node dist/cli/main.js`; run `npx tsc -p tsconfig.json` first, as `npm test` does).
+ */
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+
+let dir: string;
+
+beforeAll(() => {
+  expect(existsSync(CLI), `${CLI} missing: build with npx tsc -p tsconfig.json`).toBe(true);
+  dir = mkdtempSync(join(tmpdir(), 'arflow-flow-cli-'));
+});
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function arflow(...args: string[]): SpawnSyncReturns<string> {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+  if (r.error) throw r.error;
+  return r;
+}
+
+function jsonLines(stdout: string): Record<string, unknown>[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function isPng(path: string): boolean {
+  const b = readFileSync(path);
+  return PNG_SIGNATURE.every((v, i) => b[i] === v);
+}
+
+describe('arflow train flow / sample / eval', () => {
+  it('trains on two moons and beats the Gaussian baseline', () => {
+    const r = arflow(
+      'train',
+      'flow',
+      '--data',
+      'moons',
+      '--steps',
+      '200',
+      '--backend',
+      'js',
+      '--json',
+      '--out',
+      'moons.safetensors',
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const lines = jsonLines(r.stdout);
+    expect(lines.filter((l) => l.type === 'progress').length).toBeGreaterThan(0);
+    const summary = lines.at(-1) as Record<string, number | string>;
+    expect(summary.type).toBe('summary');
+    for (const k of ['steps', 'samplesPerSec', 'trainLoss', 'testNll', 'gaussianNll', 'out'])
+      expect(summary).toHaveProperty(k);
+    expect(summary.steps).toBe(200);
+    expect(summary.backend).toBe('js');
+    expect(summary.testNll as number).toBeLessThan(summary.gaussianNll as number);
+    expect(existsSync(join(dir, 'moons.safetensors'))).toBe(true);
+    expect(summary.png).toBe('moons.png');
+    expect(isPng(join(dir, 'moons.png'))).toBe(true);
+  }, 120_000);
+
+  it('samples a PNG from the checkpoint, deterministically', () => {
+    const a = arflow('sample', 'moons.safetensors', '--n', '2000', '--seed', '3', '--out', 'a.png', '--json');
+    expect(a.status, a.stderr).toBe(0);
+    const s = jsonLines(a.stdout).at(-1) as Record<string, unknown>;
+    expect(s).toMatchObject({ type: 'summary', n: 2000, out: 'a.png' });
+    expect(isPng(join(dir, 'a.png'))).toBe(true);
+    const b = arflow('sample', 'moons.safetensors', '--n', '2000', '--seed', '3', '--out', 'b.png');
+    expect(b.status, b.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'b.png'))).toEqual(readFileSync(join(dir, 'a.png')));
+    const bad = arflow('sample', 'moons.safetensors', '--temperature', '0', '--out', 'c.png', '--json');
+    expect(bad.status).toBe(2);
+  });
+
+  it('evaluates held-out NLL against the Gaussian baseline', () => {
+    const r = arflow('eval', 'moons.safetensors', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const s = jsonLines(r.stdout).at(-1) as Record<string, number | string>;
+    expect(s.type).toBe('summary');
+    expect(s.data).toBe('moons');
+    expect(s.testNll as number).toBeLessThan(s.gaussianNll as number);
+    const other = arflow('eval', 'moons.safetensors', '--data', 'rings', '--n', '500', '--json');
+    expect(other.status, other.stderr).toBe(0);
+    expect(jsonLines(other.stdout).at(-1)).toMatchObject({ type: 'summary', data: 'rings', n: 500 });
+  });
+
+  it('rejects an unknown data set with exit code 2', () => {
+    const r = arflow('train', 'flow', '--data', 'nope', '--json');
+    expect(r.status).toBe(2);
+    const err = jsonLines(r.stdout).at(-1) as Record<string, unknown>;
+    expect(err).toMatchObject({ type: 'error', code: 'E_CONFIG' });
+  });
+});

@@ -1,0 +1,232 @@
+/**
+ * Maximum-likelihood training of a Real NVP flow on vector data `[n, dim]`: minibatches drawn with a
+ * seeded generator (with replacement), AdamW with global-norm clipping, a cosine (or other) learning-rate
+ * schedule, progress reports, an AbortSignal and a time budget, and optional held-out NLL.
+ */
+import type { OptimConfig } from '../backend/types.js';
+import { ConfigError } from '../errors.js';
+import type { RealNVP } from '../models/flow.js';
+import { Rng } from '../util/rng.js';
+import { learningRate, type Schedule } from './char-trainer.js';
+
+export interface FlowTrainOptions {
+  /** Optimizer steps. Default 1000. */
+  steps?: number;
+  /** Samples per minibatch. Default 256. */
+  batchSize?: number;
+  /** Peak learning rate. Default 1e-3. */
+  lr?: number;
+  schedule?: Schedule;
+  warmup?: number;
+  /** Floor of the cosine schedule. Default 0. */
+  minLr?: number;
+  stepSize?: number;
+  gamma?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** Clip the global gradient norm to this (0: off). Default 1. */
+  clip?: number;
+  /** Seconds of training steps (0: none); the schedule then follows the fraction of the budget spent. */
+  seconds?: number;
+  /** Seed of the minibatch draws. Default 0. */
+  seed?: number;
+  signal?: AbortSignal;
+  /** Called every `logEvery` steps (default 10), after validations and at the end. */
+  onProgress?: (p: FlowTrainProgress) => void;
+  logEvery?: number;
+  /** Held-out data `[m, dim]` scored (mean NLL, nats) every `valEvery` steps and at the end. */
+  valData?: Float32Array;
+  /** Default 0: only at the end. */
+  valEvery?: number;
+}
+
+export interface FlowTrainProgress {
+  step: number;
+  steps: number;
+  /** Mean training NLL (nats) since the last report. */
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  samplesPerSec: number;
+  /** Held-out NLL (nats), when this report follows a validation. */
+  valNll?: number;
+  elapsedSec: number;
+  etaSec: number;
+}
+
+export interface FlowTrainSummary {
+  steps: number;
+  samplesPerSec: number;
+  /** Mean training NLL (nats) over the last reporting window. */
+  trainLoss: number;
+  /** Held-out NLL at the end (NaN without `valData`). */
+  valNll: number;
+  elapsedSec: number;
+  aborted: boolean;
+  outOfTime: boolean;
+  losses: number[];
+}
+
+type Resolved = Required<Omit<FlowTrainOptions, 'signal' | 'onProgress' | 'valData'>>;
+
+const DEFAULTS: Resolved = {
+  steps: 1000,
+  batchSize: 256,
+  lr: 1e-3,
+  schedule: 'cosine',
+  warmup: 0,
+  minLr: 0,
+  stepSize: 0,
+  gamma: 0.5,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0,
+  clip: 1,
+  seconds: 0,
+  seed: 0,
+  logEvery: 10,
+  valEvery: 0,
+};
+
+function resolve(o: FlowTrainOptions): Resolved {
+  const r = { ...DEFAULTS };
+  for (const [k, v] of Object.entries(o)) if (v !== undefined && k in DEFAULTS) (r as Record<string, unknown>)[k] = v;
+  for (const [k, min] of [
+    ['steps', 1],
+    ['batchSize', 1],
+    ['warmup', 0],
+    ['stepSize', 0],
+    ['logEvery', 1],
+    ['valEvery', 0],
+  ] as const) {
+    const v = r[k];
+    if (!Number.isInteger(v) || v < min) throw new ConfigError(`${k} must be a whole number ≥ ${min}, got ${v}`);
+  }
+  for (const [k, zero] of [
+    ['lr', false],
+    ['seconds', true],
+    ['minLr', true],
+    ['eps', false],
+    ['weightDecay', true],
+    ['clip', true],
+    ['gamma', false],
+  ] as const) {
+    const v = r[k];
+    if (!Number.isFinite(v) || v < 0 || (!zero && v === 0)) {
+      throw new ConfigError(`${k} must be a finite number ${zero ? '≥' : '>'} 0, got ${v}`);
+    }
+  }
+  for (const k of ['beta1', 'beta2'] as const) {
+    if (!(r[k] >= 0 && r[k] < 1)) throw new ConfigError(`${k} must be in [0, 1), got ${r[k]}`);
+  }
+  if (!['constant', 'cosine', 'step'].includes(r.schedule)) {
+    throw new ConfigError(`schedule must be constant, cosine or step, got ${JSON.stringify(r.schedule)}`);
+  }
+  if (r.stepSize === 0) r.stepSize = Math.max(1, Math.floor(r.steps / 3));
+  return r;
+}
+
+export async function trainFlow(
+  model: RealNVP,
+  data: Float32Array,
+  opts: FlowTrainOptions = {},
+): Promise<FlowTrainSummary> {
+  const r = resolve(opts);
+  const dim = model.config.dim;
+  const n = model.checkData(data, 'training data');
+  if (n < 1) throw new ConfigError('training data is empty');
+  const val = opts.valData;
+  if (val !== undefined) model.checkData(val, 'validation data');
+  const rng = new Rng(r.seed);
+  const B = r.batchSize;
+  const x = new Float32Array(B * dim);
+  const optim = (lr: number): OptimConfig => ({
+    lr,
+    beta1: r.beta1,
+    beta2: r.beta2,
+    eps: r.eps,
+    weightDecay: r.weightDecay,
+    clip: r.clip,
+  });
+  const t0 = performance.now();
+  let step = 0;
+  let trainMs = 0;
+  let windowMs = 0;
+  let windowLoss = 0;
+  let windowSteps = 0;
+  let lastLoss = Number.NaN;
+  let lastNorm = 0;
+  let valNll = Number.NaN;
+  let aborted = false;
+  let outOfTime = false;
+  const losses: number[] = [];
+  const validate = async () => {
+    if (val !== undefined && val.length > 0) valNll = await model.nll(val);
+  };
+  const report = (lr: number, withVal: boolean) => {
+    const elapsed = (performance.now() - t0) / 1000;
+    const loss = windowSteps > 0 ? windowLoss / windowSteps : lastLoss;
+    lastLoss = loss;
+    opts.onProgress?.({
+      step,
+      steps: r.steps,
+      loss,
+      gradNorm: lastNorm,
+      lr,
+      samplesPerSec: windowSteps > 0 && windowMs > 0 ? (windowSteps * B) / (windowMs / 1000) : 0,
+      valNll: withVal ? valNll : undefined,
+      elapsedSec: elapsed,
+      etaSec: step > 0 ? (elapsed / step) * (r.steps - step) : Number.NaN,
+    });
+    windowMs = 0;
+    windowLoss = 0;
+    windowSteps = 0;
+  };
+  const budgetMs = r.seconds * 1000;
+  const spent = () => budgetMs > 0 && trainMs >= budgetMs;
+  let lr = learningRate(r, 0);
+  while (step < r.steps) {
+    if (opts.signal?.aborted) {
+      aborted = true;
+      break;
+    }
+    if (spent()) {
+      outOfTime = true;
+      break;
+    }
+    for (let b = 0; b < B; b++) {
+      const i = rng.int(n);
+      for (let d = 0; d < dim; d++) x[b * dim + d] = data[i * dim + d];
+    }
+    lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
+    const ts = performance.now();
+    const s = await model.backend.trainStep(x, B, optim(lr));
+    const dt = performance.now() - ts;
+    trainMs += dt;
+    windowMs += dt;
+    step++;
+    losses.push(s.loss);
+    windowLoss += s.loss;
+    windowSteps++;
+    lastNorm = s.gradNorm;
+    const validateNow = val !== undefined && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps;
+    if (validateNow) await validate();
+    if (validateNow || step % r.logEvery === 0) report(lr, validateNow);
+  }
+  const elapsedSec = (performance.now() - t0) / 1000;
+  await validate();
+  if (windowSteps > 0 || !aborted) report(lr, val !== undefined);
+  return {
+    steps: step,
+    samplesPerSec: trainMs > 0 ? (step * B) / (trainMs / 1000) : 0,
+    trainLoss: lastLoss,
+    valNll,
+    elapsedSec,
+    aborted,
+    outOfTime,
+    losses,
+  };
+}
