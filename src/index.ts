@@ -2,12 +2,18 @@
  * arflow: generative models with an exact likelihood for Node.js. This release: character-level GRU
  * language models (fused GRU with its own backprop through time, in Rust) — see README.md.
  */
+
+// Invertible models (normalizing flows): the first slice, a vector Real NVP.
+export { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from './backend/flow-types.js';
 export { type BackendName, createCharLmBackend, type DeviceName } from './backend/index.js';
 export { JsCharLm } from './backend/js/index.js';
+export { JsRealNvp } from './backend/js/realnvp.js';
 export { loadNative, NativeCharLm, nativeAvailable } from './backend/native.js';
+export { NativeRealNvp } from './backend/native-flow.js';
 export type { CharLmBackend, CharLmShape, OptimConfig, ParamInfo, StepStats } from './backend/types.js';
 export { evalBatches, StreamBatcher, splitTrainVal } from './data/batches.js';
 export { CORPORA, type CorpusName, loadCorpus, loadTextFile } from './data/corpora.js';
+export { FASHION_MNIST_CLASSES, loadFashionMnist } from './data/fashion-mnist.js';
 export { type UnknownPolicy, Vocabulary } from './data/vocab.js';
 export {
   ArflowError,
@@ -19,6 +25,16 @@ export {
   ShapeError,
   VocabularyError,
 } from './errors.js';
+export { DENSITIES, type Density2dName, sample2d } from './flows/data2d.js';
+export {
+  bitsPerDim,
+  dequantize,
+  LOGIT_ALPHA,
+  logitForward,
+  logitInverse,
+  preprocessImages,
+} from './flows/preprocess.js';
+export { encodePng, heatmapRgb, imageGrid, savePng, scatterRgb } from './io/png.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export {
   CharLM,
@@ -29,6 +45,7 @@ export {
   type SampleOptions,
   type TrainState,
 } from './models/char-lm.js';
+export { type FlowConfig, gaussianNll, RealNVP } from './models/flow.js';
 export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
 export { learningRate, type TrainOptions, type TrainProgress, type TrainSummary } from './train/char-trainer.js';
 export { Rng } from './util/rng.js';

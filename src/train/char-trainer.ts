@@ -221,6 +221,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
   let windowSteps = 0;
   let lastLoss = Number.NaN;
   let lastNorm = 0;
+  let lastTokensPerSec = 0;
   let valBpc = Number.NaN;
   let aborted = false;
   const losses: number[] = [];
@@ -233,7 +234,9 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     const elapsed = (now - t0) / 1000;
     const done = step - startStep;
     const loss = windowSteps > 0 ? windowLoss / windowSteps : lastLoss;
-    const tokensPerSec = windowSteps > 0 ? (windowSteps * tokensPerStep) / (windowTrainMs / 1000) : 0;
+    // A report right after another (the final one, after validation) repeats the last measured rate.
+    const tokensPerSec = windowSteps > 0 ? (windowSteps * tokensPerStep) / (windowTrainMs / 1000) : lastTokensPerSec;
+    lastTokensPerSec = tokensPerSec;
     lastLoss = loss;
     opts.onProgress?.({
       step,

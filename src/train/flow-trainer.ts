@@ -163,6 +163,7 @@ export async function trainFlow(
   let aborted = false;
   let outOfTime = false;
   const losses: number[] = [];
+  let lastSamplesPerSec = 0;
   const validate = async () => {
     if (val !== undefined && val.length > 0) valNll = await model.nll(val);
   };
@@ -170,13 +171,15 @@ export async function trainFlow(
     const elapsed = (performance.now() - t0) / 1000;
     const loss = windowSteps > 0 ? windowLoss / windowSteps : lastLoss;
     lastLoss = loss;
+    // A report right after another (the final one, after validation) repeats the last measured rate.
+    if (windowSteps > 0 && windowMs > 0) lastSamplesPerSec = (windowSteps * B) / (windowMs / 1000);
     opts.onProgress?.({
       step,
       steps: r.steps,
       loss,
       gradNorm: lastNorm,
       lr,
-      samplesPerSec: windowSteps > 0 && windowMs > 0 ? (windowSteps * B) / (windowMs / 1000) : 0,
+      samplesPerSec: lastSamplesPerSec,
       valNll: withVal ? valNll : undefined,
       elapsedSec: elapsed,
       etaSec: step > 0 ? (elapsed / step) * (r.steps - step) : Number.NaN,
