@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: throughput of the char-GRU training step on Moby-Dick, native CPU vs the pure-TS
  * reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
- * of training at growing T. Prints a table and writes `bench/results/char-gru-<date>.json`.
+ * of training at growing T; and the affine-coupling kernel of the flows. Prints a table and writes `bench/results/char-gru-<date>.json`.
  * Figures are only comparable within one run: the machines are shared and noisy.
  */
 import { execFileSync } from 'node:child_process';
@@ -13,6 +13,7 @@ import { StreamBatcher } from '../data/batches.js';
 import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CharLM } from '../models/char-lm.js';
+import { benchCoupling } from './coupling.js';
 
 interface Size {
   embed: number;
@@ -107,12 +108,14 @@ async function main(): Promise<void> {
       gateActivationsMiB: +savedMiB.toFixed(1),
     };
   });
+  const coupling = benchCoupling(addon, quick);
   const result = {
     date: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version },
     fp32GemmGflops: { '2048x768x256': +gemm.toFixed(1), '1024^3': +gemmSquare.toFixed(1) },
     training: rows,
     memory,
+    coupling,
   };
   console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
   console.log(
@@ -120,6 +123,7 @@ async function main(): Promise<void> {
   );
   console.table(rows);
   console.table(memory);
+  console.table([coupling]);
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
   const file = `${dir}char-gru-${result.date.replace(/[:.]/g, '-')}.json`;
