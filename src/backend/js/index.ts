@@ -3,7 +3,7 @@
  * pure-JS baseline of the benchmarks. Parameters and optimizer moments are stored in f32 like the
  * native model's; activations too, while sums and gates are computed in doubles.
  */
-import { ConfigError, DataError, DivergenceError, ShapeError } from '../../errors.js';
+import { ConfigError, DivergenceError, ShapeError } from '../../errors.js';
 import {
   type Carry,
   type CharLmBackend,
@@ -11,12 +11,11 @@ import {
   charLmParamInfo,
   type LossGrads,
   type OptimConfig,
-  type OptimMoment,
-  type ParamInfo,
   type StepStats,
 } from '../types.js';
-import { type AdamWState, adamwState, clipScale, globalNorm, update } from './adamw.js';
+import { clipScale, globalNorm, update } from './adamw.js';
 import { lmLossAndGrads, lmNll, lmStep } from './lm.js';
+import { JsParameters } from './parameters.js';
 
 function checkShape(shape: CharLmShape): void {
   for (const key of ['vocabSize', 'embed', 'hidden', 'layers'] as const) {
@@ -30,87 +29,22 @@ function checkShape(shape: CharLmShape): void {
   }
 }
 
-export class JsCharLm implements CharLmBackend {
+export class JsCharLm extends JsParameters implements CharLmBackend {
   readonly kind = 'js' as const;
   readonly shape: CharLmShape;
-  private readonly info: ParamInfo[];
-  private readonly params: Record<string, Float32Array> = {};
-  private readonly optim: AdamWState;
   private carry: Carry | null = null;
 
   /** A model with every parameter zero; callers load an initialisation with `setParam`. */
   constructor(shape: CharLmShape) {
     checkShape(shape);
-    this.shape = Object.freeze({
+    const frozen = Object.freeze({
       vocabSize: shape.vocabSize,
       embed: shape.embed,
       hidden: shape.hidden,
       layers: shape.layers,
     });
-    this.info = charLmParamInfo(this.shape);
-    for (const { name, shape: dims } of this.info) {
-      this.params[name] = new Float32Array(dims.reduce((a, d) => a * d, 1));
-    }
-    this.optim = adamwState(this.info);
-  }
-
-  paramInfo(): ParamInfo[] {
-    return this.info.map(({ name, shape }) => ({ name, shape: [...shape] }));
-  }
-
-  /** The stored tensor `name` of `record` (Object.hasOwn keeps names like `constructor` out). */
-  private tensor(record: Record<string, Float32Array>, name: string): Float32Array {
-    if (!Object.hasOwn(record, name)) {
-      throw new ConfigError(`char LM has no parameter named ${JSON.stringify(name)}`);
-    }
-    return record[name];
-  }
-
-  private moments(which: OptimMoment): Record<string, Float32Array> {
-    if (which === 'exp_avg') return this.optim.expAvg;
-    if (which === 'exp_avg_sq') return this.optim.expAvgSq;
-    throw new ConfigError(`unknown optimizer state ${JSON.stringify(which)}: expected exp_avg or exp_avg_sq`);
-  }
-
-  /** Copies `data` into `into` after checking its size and that every value is finite. */
-  private write(name: string, into: Float32Array, data: Float32Array): void {
-    if (data.length !== into.length) {
-      const dims = this.info.find((p) => p.name === name)?.shape ?? [];
-      throw new ShapeError(
-        `${name}: expected ${into.length} values for shape [${dims.join(', ')}], got ${data.length}`,
-      );
-    }
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i])) throw new DataError(`${name}: value ${i} is not finite (${data[i]})`);
-    }
-    into.set(data);
-  }
-
-  getParam(name: string): Float32Array {
-    return this.tensor(this.params, name).slice();
-  }
-
-  setParam(name: string, data: Float32Array): void {
-    this.write(name, this.tensor(this.params, name), data);
-  }
-
-  getOptimState(which: OptimMoment, name: string): Float32Array {
-    return this.tensor(this.moments(which), name).slice();
-  }
-
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void {
-    this.write(name, this.tensor(this.moments(which), name), data);
-  }
-
-  getOptimStep(): number {
-    return this.optim.step;
-  }
-
-  setOptimStep(step: number): void {
-    if (!Number.isSafeInteger(step) || step < 0) {
-      throw new ConfigError(`optimizer step must be an integer ≥ 0, got ${step}`);
-    }
-    this.optim.step = step;
+    super(charLmParamInfo(frozen), 'char LM');
+    this.shape = frozen;
   }
 
   getCarry(): Carry | null {

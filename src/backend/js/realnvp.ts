@@ -3,12 +3,13 @@
  * hand-written backward, the affine couplings of `coupling.ts`, a N(0, I) base, and AdamW + global-norm
  * clipping exactly like the char-LM JS backend. The reference the native flow is tested against.
  */
-import { ConfigError, DataError, DivergenceError, ShapeError } from '../../errors.js';
+import { ConfigError, DivergenceError, ShapeError } from '../../errors.js';
 import { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from '../flow-types.js';
-import type { OptimConfig, OptimMoment, ParamInfo, StepStats } from '../types.js';
-import { type AdamWState, adamwState, clipScale, globalNorm, update } from './adamw.js';
+import type { OptimConfig, StepStats } from '../types.js';
+import { clipScale, globalNorm, update } from './adamw.js';
 import { couplingBackward, couplingForward, couplingInverse } from './coupling.js';
 import { type ArrayOf, alloc, type Dtype, type FloatArray } from './gru.js';
+import { JsParameters } from './parameters.js';
 
 export type FlowParams = Record<string, FloatArray>;
 
@@ -286,81 +287,21 @@ export function flowLossAndGrads<D extends Dtype>(
   return { loss, grads };
 }
 
-export class JsRealNvp implements FlowBackend {
+export class JsRealNvp extends JsParameters implements FlowBackend {
   readonly kind = 'js' as const;
   readonly shape: FlowShape;
-  private readonly info: ParamInfo[];
-  private readonly params: Record<string, Float32Array> = {};
-  private readonly optim: AdamWState;
 
   /** A flow with every parameter zero; callers load an initialisation with `setParam`. */
   constructor(shape: FlowShape) {
     checkFlowShape(shape);
-    this.shape = Object.freeze({
+    const frozen = Object.freeze({
       dim: shape.dim,
       couplings: shape.couplings,
       hidden: shape.hidden,
       depth: shape.depth,
     });
-    this.info = flowParamInfo(this.shape);
-    for (const { name, shape: dims } of this.info)
-      this.params[name] = new Float32Array(dims.reduce((a, d) => a * d, 1));
-    this.optim = adamwState(this.info);
-  }
-
-  paramInfo(): ParamInfo[] {
-    return this.info.map(({ name, shape }) => ({ name, shape: [...shape] }));
-  }
-
-  private tensor(record: Record<string, Float32Array>, name: string): Float32Array {
-    if (!Object.hasOwn(record, name))
-      throw new ConfigError(`Real NVP flow has no parameter named ${JSON.stringify(name)}`);
-    return record[name];
-  }
-
-  private moments(which: OptimMoment): Record<string, Float32Array> {
-    if (which === 'exp_avg') return this.optim.expAvg;
-    if (which === 'exp_avg_sq') return this.optim.expAvgSq;
-    throw new ConfigError(`unknown optimizer state ${JSON.stringify(which)}: expected exp_avg or exp_avg_sq`);
-  }
-
-  private write(name: string, into: Float32Array, data: Float32Array): void {
-    if (data.length !== into.length) {
-      const dims = this.info.find((p) => p.name === name)?.shape ?? [];
-      throw new ShapeError(
-        `${name}: expected ${into.length} values for shape [${dims.join(', ')}], got ${data.length}`,
-      );
-    }
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i])) throw new DataError(`${name}: value ${i} is not finite (${data[i]})`);
-    }
-    into.set(data);
-  }
-
-  getParam(name: string): Float32Array {
-    return this.tensor(this.params, name).slice();
-  }
-
-  setParam(name: string, data: Float32Array): void {
-    this.write(name, this.tensor(this.params, name), data);
-  }
-
-  getOptimState(which: OptimMoment, name: string): Float32Array {
-    return this.tensor(this.moments(which), name).slice();
-  }
-
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void {
-    this.write(name, this.tensor(this.moments(which), name), data);
-  }
-
-  getOptimStep(): number {
-    return this.optim.step;
-  }
-
-  setOptimStep(step: number): void {
-    if (!Number.isSafeInteger(step) || step < 0)
-      throw new ConfigError(`optimizer step must be an integer ≥ 0, got ${step}`);
-    this.optim.step = step;
+    super(flowParamInfo(frozen), 'Real NVP flow');
+    this.shape = frozen;
   }
 
   async trainStep(x: Float32Array, batch: number, opt: OptimConfig): Promise<StepStats> {
