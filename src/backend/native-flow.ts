@@ -4,8 +4,8 @@
  */
 import { BackendError } from '../errors.js';
 import type { FlowBackend, FlowShape } from './flow-types.js';
-import { loadNative, mapNativeError } from './native.js';
-import type { OptimConfig, OptimMoment, ParamInfo, StepStats } from './types.js';
+import { async, checkDevice, loadNative, NativeParameters, sync } from './native.js';
+import type { OptimConfig, StepStats } from './types.js';
 
 /** The addon's flow class: the contract, except that gradients come back as a list. */
 type NativeFlowModel = Omit<FlowBackend, 'kind' | 'shape' | 'lossAndGrads'> & {
@@ -20,31 +20,15 @@ interface NativeFlowAddon {
   buildInfo(): { version: string; cuda: boolean; threads: number };
 }
 
-function sync<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    throw mapNativeError(e);
-  }
-}
-
-async function async<T>(f: () => Promise<T>): Promise<T> {
-  try {
-    return await f();
-  } catch (e) {
-    throw mapNativeError(e);
-  }
-}
-
 /** The vector Real NVP flow on the native backend. */
-export class NativeRealNvp implements FlowBackend {
-  readonly kind = 'native' as const;
-  private readonly m: NativeFlowModel;
+export class NativeRealNvp extends NativeParameters<NativeFlowModel> implements FlowBackend {
+  protected readonly m: NativeFlowModel;
 
   constructor(
     readonly shape: FlowShape,
     readonly device: string = 'cpu',
   ) {
+    super();
     const addon = loadNative() as unknown as NativeFlowAddon;
     const Ctor = addon.NativeRealNvp;
     if (!Ctor) {
@@ -52,35 +36,8 @@ export class NativeRealNvp implements FlowBackend {
         'this arflow native addon predates the Real NVP flow; rebuild it with `npm run build:native`',
       );
     }
-    if (device.startsWith('cuda') && !addon.buildInfo().cuda) {
-      throw new BackendError(
-        `device ${device} was asked for, but this arflow addon was built without CUDA ` +
-          '(build with `npm run build:native:cuda` on a machine with the CUDA toolkit); use device cpu',
-      );
-    }
+    checkDevice(addon, device);
     this.m = sync(() => new Ctor(shape, device));
-  }
-
-  paramInfo(): ParamInfo[] {
-    return sync(() => this.m.paramInfo());
-  }
-  getParam(name: string): Float32Array {
-    return sync(() => this.m.getParam(name));
-  }
-  setParam(name: string, data: Float32Array): void {
-    sync(() => this.m.setParam(name, data));
-  }
-  getOptimState(which: OptimMoment, name: string): Float32Array {
-    return sync(() => this.m.getOptimState(which, name));
-  }
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void {
-    sync(() => this.m.setOptimState(which, name, data));
-  }
-  getOptimStep(): number {
-    return sync(() => this.m.getOptimStep());
-  }
-  setOptimStep(step: number): void {
-    sync(() => this.m.setOptimStep(step));
   }
   trainStep(x: Float32Array, batch: number, opt: OptimConfig): Promise<StepStats> {
     return async(() => this.m.trainStep(x, batch, opt));

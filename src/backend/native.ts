@@ -143,7 +143,8 @@ export function mapNativeError(e: unknown): unknown {
   return make ? make(m[2]) : new BackendError(m[2]);
 }
 
-function sync<T>(f: () => T): T {
+/** Runs a native call, rethrowing its error as a typed arflow error. */
+export function sync<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
@@ -151,7 +152,8 @@ function sync<T>(f: () => T): T {
   }
 }
 
-async function async<T>(f: () => Promise<T>): Promise<T> {
+/** {@link sync} for calls that return promises (work on the libuv pool). */
+export async function async<T>(f: () => Promise<T>): Promise<T> {
   try {
     return await f();
   } catch (e) {
@@ -159,24 +161,26 @@ async function async<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The character LM on the native backend (CPU, or CUDA in a CUDA build). */
-export class NativeCharLm implements CharLmBackend {
-  readonly kind = 'native' as const;
-  private readonly m: NativeModel;
-
-  constructor(
-    readonly shape: CharLmShape,
-    readonly device: string = 'cpu',
-  ) {
-    const addon = loadNative();
-    if (device.startsWith('cuda') && !addon.buildInfo().cuda) {
-      throw new BackendError(
-        `device ${device} was asked for, but this arflow addon was built without CUDA ` +
-          '(build with `npm run build:native:cuda` on a machine with the CUDA toolkit); use device cpu',
-      );
-    }
-    this.m = sync(() => new addon.NativeCharLm(shape, device));
+/** Refuses a CUDA device on an addon built without CUDA, with what to do instead. */
+export function checkDevice(addon: Pick<NativeAddon, 'buildInfo'>, device: string): void {
+  if (device.startsWith('cuda') && !addon.buildInfo().cuda) {
+    throw new BackendError(
+      `device ${device} was asked for, but this arflow addon was built without CUDA ` +
+        '(build with `npm run build:native:cuda` on a machine with the CUDA toolkit); use device cpu',
+    );
   }
+}
+
+/** What every native model class exposes for its parameters and optimizer state. */
+type NativeParamModel = Pick<
+  CharLmBackend,
+  'paramInfo' | 'getParam' | 'setParam' | 'getOptimState' | 'setOptimState' | 'getOptimStep' | 'setOptimStep'
+>;
+
+/** Parameter and optimizer accessors shared by the native model adapters. */
+export abstract class NativeParameters<M extends NativeParamModel> {
+  readonly kind = 'native' as const;
+  protected abstract readonly m: M;
 
   paramInfo(): ParamInfo[] {
     return sync(() => this.m.paramInfo());
@@ -194,11 +198,27 @@ export class NativeCharLm implements CharLmBackend {
     sync(() => this.m.setOptimState(which, name, data));
   }
   getOptimStep(): number {
-    return this.m.getOptimStep();
+    return sync(() => this.m.getOptimStep());
   }
   setOptimStep(step: number): void {
     sync(() => this.m.setOptimStep(step));
   }
+}
+
+/** The character LM on the native backend (CPU, or CUDA in a CUDA build). */
+export class NativeCharLm extends NativeParameters<NativeModel> implements CharLmBackend {
+  protected readonly m: NativeModel;
+
+  constructor(
+    readonly shape: CharLmShape,
+    readonly device: string = 'cpu',
+  ) {
+    super();
+    const addon = loadNative();
+    checkDevice(addon, device);
+    this.m = sync(() => new addon.NativeCharLm(shape, device));
+  }
+
   getCarry(): Carry | null {
     return this.m.getCarry();
   }
