@@ -14,46 +14,7 @@ import {
 import type { FloatArray } from '../src/backend/js/gru.js';
 import { ConfigError, ShapeError } from '../src/errors.js';
 import { Rng } from '../src/util/rng.js';
-
-const EPS = 1e-6;
-
-function uniform(rng: Rng, n: number, scale: number): Float64Array {
-  const a = new Float64Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.range(-scale, scale);
-  return a;
-}
-
-/** Central differences of `loss` w.r.t. every element of `a`, perturbing `a` in place. */
-function numericGrad(a: Float64Array, loss: () => number): Float64Array {
-  const g = new Float64Array(a.length);
-  for (let i = 0; i < a.length; i++) {
-    const v = a[i];
-    a[i] = v + EPS;
-    const up = loss();
-    a[i] = v - EPS;
-    const down = loss();
-    a[i] = v;
-    g[i] = (up - down) / (2 * EPS);
-  }
-  return g;
-}
-
-/** Every element within `tol` of the largest |want| (at least 1e-3). */
-function expectClose(name: string, got: FloatArray, want: FloatArray, tol: number): void {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  let scale = 1e-3;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= worst)) {
-      worst = err;
-      at = i;
-    }
-  }
-  expect(worst, `${name}[${at}]: got ${got[at]}, want ${want[at]} (scale ${scale})`).toBeLessThanOrEqual(tol * scale);
-}
+import { EPS, expectClose, logAbsDet, numericGrad, uniform } from './helpers/numeric.js';
 
 function setup(seed: number, dims: CouplingDims) {
   const rng = new Rng(seed);
@@ -66,30 +27,6 @@ function setup(seed: number, dims: CouplingDims) {
     scale: uniform(rng, D, 2),
   };
   return { rng, x: uniform(rng, N * D, 2), p };
-}
-
-/** log|det A| of a row-major n×n matrix by LU with partial pivoting (A is overwritten). */
-function logAbsDet(a: Float64Array, n: number): number {
-  let logdet = 0;
-  for (let k = 0; k < n; k++) {
-    let piv = k;
-    for (let i = k + 1; i < n; i++) if (Math.abs(a[i * n + k]) > Math.abs(a[piv * n + k])) piv = i;
-    if (a[piv * n + k] === 0) return Number.NEGATIVE_INFINITY;
-    if (piv !== k) {
-      for (let j = 0; j < n; j++) {
-        const tmp = a[k * n + j];
-        a[k * n + j] = a[piv * n + j];
-        a[piv * n + j] = tmp;
-      }
-    }
-    const akk = a[k * n + k];
-    logdet += Math.log(Math.abs(akk));
-    for (let i = k + 1; i < n; i++) {
-      const f = a[i * n + k] / akk;
-      for (let j = k; j < n; j++) a[i * n + j] -= f * a[k * n + j];
-    }
-  }
-  return logdet;
 }
 
 /** The D×D Jacobian of f: ℝ^D → ℝ^D at x, by central differences. */

@@ -49,7 +49,7 @@ describe('dequantize', () => {
       expect(same).toBeLessThan(5);
     }
     // The noise is uniform within each bin: its mean is ≈ ½ and its spread ≈ 1/√12.
-    const u = dequantize(new Uint8Array(20000), { seed: 9, dtype: 'f64' }).map((v) => v * 256);
+    const u = Float64Array.from(dequantize(new Uint8Array(20000), { seed: 9, dtype: 'f64' }), (v) => v * 256);
     const mean = u.reduce((a, b) => a + b, 0) / u.length;
     const sd = Math.sqrt(u.reduce((a, b) => a + (b - mean) ** 2, 0) / u.length);
     expect(mean).toBeCloseTo(0.5, 1);

@@ -4,52 +4,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { globalNorm } from '../src/backend/js/adamw.js';
-import { type FloatArray, type GruDims, type GruWeights, gruBackward, gruForward } from '../src/backend/js/gru.js';
+import { type GruDims, type GruWeights, gruBackward, gruForward } from '../src/backend/js/gru.js';
 import { JsCharLm } from '../src/backend/js/index.js';
 import { lmForward, lmLossAndGrads, lmNll, lmStep, type Params } from '../src/backend/js/lm.js';
 import { type CharLmShape, charLmParamInfo, type OptimConfig } from '../src/backend/types.js';
 import { ConfigError, DataError, DivergenceError, ShapeError } from '../src/errors.js';
 import { Rng } from '../src/util/rng.js';
-
-const EPS = 1e-6;
-
-function uniform(rng: Rng, n: number, scale: number): Float64Array {
-  const a = new Float64Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.range(-scale, scale);
-  return a;
-}
-
-/** Central differences of `loss` w.r.t. every element of `a`, perturbing `a` in place. */
-function numericGrad(a: Float64Array, loss: () => number): Float64Array {
-  const g = new Float64Array(a.length);
-  for (let i = 0; i < a.length; i++) {
-    const v = a[i];
-    a[i] = v + EPS;
-    const up = loss();
-    a[i] = v - EPS;
-    const down = loss();
-    a[i] = v;
-    g[i] = (up - down) / (2 * EPS);
-  }
-  return g;
-}
-
-/** Every element within `tol` of the largest |want|, so tiny gradients are not judged relatively. */
-function expectClose(name: string, got: FloatArray, want: FloatArray, tol: number): void {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  let scale = 1e-3;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    if (!(err <= worst)) {
-      worst = err;
-      at = i;
-    }
-  }
-  expect(worst, `${name}[${at}]: got ${got[at]}, want ${want[at]} (scale ${scale})`).toBeLessThanOrEqual(tol * scale);
-}
+import { expectClose, numericGrad, uniform } from './helpers/numeric.js';
 
 describe('gru kernel', () => {
   it('matches a direct hand computation of one step (B=1, I=2, H=2)', () => {
