@@ -32,8 +32,8 @@ fn main() -> arflow_core::Result<()> {
 
     let cfg = CharLmConfig { vocab, embed, hidden, layers: 1 };
     let mut lm = CharLm::new(cfg, Dev::Cpu)?;
-    for s in lm.specs().to_vec() {
-        lm.set_param(&s.name, &fill(s.len(), 0.06))?;
+    for s in lm.params().specs().to_vec() {
+        lm.params_mut().set_param(&s.name, &fill(s.len(), 0.06))?;
     }
     let ids: Vec<u32> = (0..batch * seq).map(|i| (i * 31 % vocab) as u32).collect();
     let tg: Vec<u32> = (0..batch * seq).map(|i| (i * 17 % vocab) as u32).collect();

@@ -14,13 +14,15 @@ pub mod lm;
 pub mod loss;
 pub mod optim;
 pub mod packed;
+pub mod params;
 pub mod real;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;
 pub use flow::{RealNvp, RealNvpConfig};
-pub use lm::{CharLm, CharLmConfig, LossGrads, ParamSpec, StepStats};
+pub use lm::{CharLm, CharLmConfig, LossGrads};
 pub use optim::AdamWConfig;
+pub use params::{ParamSpec, ParamStore, StepStats};
 
 /// Threads the CPU kernels use (rayon's pool: `RAYON_NUM_THREADS`, else one per core).
 pub fn threads() -> usize {

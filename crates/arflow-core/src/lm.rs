@@ -6,8 +6,9 @@
 
 use crate::device::Dev;
 use crate::gru::{gru_layer, GruDims};
-use crate::optim::{AdamW, AdamWConfig};
-use candle_core::{bail, DType, Device, Result, Tensor, Var};
+use crate::optim::AdamWConfig;
+use crate::params::{ParamSpec, ParamStore, StepStats};
+use candle_core::{bail, DType, Result, Tensor, Var};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CharLmConfig {
@@ -38,33 +39,6 @@ impl CharLmConfig {
     }
 }
 
-/// Where one named tensor lives: variable `var`, elements `offset .. offset + shape.product()`.
-#[derive(Clone, Debug)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub var: usize,
-    pub offset: usize,
-}
-
-impl ParamSpec {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Loss and result of one training step.
-#[derive(Clone, Copy, Debug)]
-pub struct StepStats {
-    /// Mean cross-entropy of the batch, nats per character.
-    pub loss: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-}
-
 /// Gradients of the mean loss of one batch, by parameter name, and w.r.t. the initial state.
 pub struct LossGrads {
     pub loss: f64,
@@ -74,26 +48,22 @@ pub struct LossGrads {
 
 pub struct CharLm {
     pub cfg: CharLmConfig,
-    device: Device,
-    vars: Vec<Var>,
-    specs: Vec<ParamSpec>,
-    opt: AdamW,
+    store: ParamStore,
     /// Final hidden state of the last training batch, `[L, B, H]`, detached: truncated BPTT carries it.
     carry: Option<(usize, Vec<f32>)>,
 }
 
 impl CharLm {
-    /// A model with all parameters zero; callers load an initialisation with [`CharLm::set_param`].
+    /// A model with all parameters zero; callers load an initialisation with [`ParamStore::set_param`].
     pub fn new(cfg: CharLmConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
         let CharLmConfig { vocab, embed, hidden, layers } = cfg;
         let mut specs =
             vec![ParamSpec { name: "embedding.weight".into(), shape: vec![vocab, embed], var: 0, offset: 0 }];
-        let mut sizes = vec![vocab * embed];
         for l in 0..layers {
             let d = cfg.layer_dims(l, 1, 1);
-            let var = sizes.len();
+            let var = 1 + l;
             let g = 3 * hidden;
             let parts = [
                 (format!("gru.weight_ih_l{l}"), vec![g, d.input]),
@@ -107,87 +77,19 @@ impl CharLm {
                 specs.push(ParamSpec { name, shape, var, offset });
                 offset += n;
             }
-            sizes.push(d.param_len());
         }
-        specs.push(ParamSpec { name: "head.weight".into(), shape: vec![vocab, hidden], var: sizes.len(), offset: 0 });
-        sizes.push(vocab * hidden);
-        specs.push(ParamSpec { name: "head.bias".into(), shape: vec![vocab], var: sizes.len(), offset: 0 });
-        sizes.push(vocab);
-        let vars = sizes.iter().map(|&n| Var::zeros(n, DType::F32, &device)).collect::<Result<Vec<_>>>()?;
-        let opt = AdamW::new(&vars)?;
-        Ok(CharLm { cfg, device, vars, specs, opt, carry: None })
+        specs.push(ParamSpec { name: "head.weight".into(), shape: vec![vocab, hidden], var: 1 + layers, offset: 0 });
+        specs.push(ParamSpec { name: "head.bias".into(), shape: vec![vocab], var: 2 + layers, offset: 0 });
+        Ok(CharLm { cfg, store: ParamStore::new(specs, device, "char LM")?, carry: None })
     }
 
-    pub fn specs(&self) -> &[ParamSpec] {
-        &self.specs
+    /// Parameters by name and their optimizer state.
+    pub fn params(&self) -> &ParamStore {
+        &self.store
     }
 
-    fn spec(&self, name: &str) -> Result<&ParamSpec> {
-        match self.specs.iter().find(|s| s.name == name) {
-            Some(s) => Ok(s),
-            None => bail!("char LM has no parameter named {name:?}"),
-        }
-    }
-
-    fn read(&self, t: &Tensor, spec: &ParamSpec) -> Result<Vec<f32>> {
-        t.narrow(0, spec.offset, spec.len())?.to_vec1::<f32>()
-    }
-
-    /// Overwrites the slice `spec` of `t` with `data`, returning the new tensor.
-    fn write(&self, t: &Tensor, spec: &ParamSpec, data: &[f32]) -> Result<Tensor> {
-        if data.len() != spec.len() {
-            bail!("{}: expected {} values for shape {:?}, got {}", spec.name, spec.len(), spec.shape, data.len());
-        }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            bail!("{}: value {i} is not finite ({})", spec.name, data[i]);
-        }
-        let mut all = t.to_vec1::<f32>()?;
-        all[spec.offset..spec.offset + spec.len()].copy_from_slice(data);
-        Tensor::from_vec(all, t.shape(), &self.device)
-    }
-
-    pub fn get_param(&self, name: &str) -> Result<Vec<f32>> {
-        let s = self.spec(name)?;
-        self.read(self.vars[s.var].as_tensor(), s)
-    }
-
-    pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<()> {
-        let s = self.spec(name)?.clone();
-        let t = self.write(self.vars[s.var].as_tensor(), &s, data)?;
-        self.vars[s.var].set(&t)
-    }
-
-    /// Optimizer moments by parameter name: `which` is `exp_avg` or `exp_avg_sq` (PyTorch's names).
-    pub fn get_optim(&self, which: &str, name: &str) -> Result<Vec<f32>> {
-        let s = self.spec(name)?;
-        self.read(&self.moments(which)?[s.var], s)
-    }
-
-    pub fn set_optim(&mut self, which: &str, name: &str, data: &[f32]) -> Result<()> {
-        let s = self.spec(name)?.clone();
-        let t = self.write(&self.moments(which)?[s.var], &s, data)?;
-        let m = match which {
-            "exp_avg" => &mut self.opt.exp_avg,
-            _ => &mut self.opt.exp_avg_sq,
-        };
-        m[s.var] = t;
-        Ok(())
-    }
-
-    fn moments(&self, which: &str) -> Result<&Vec<Tensor>> {
-        match which {
-            "exp_avg" => Ok(&self.opt.exp_avg),
-            "exp_avg_sq" => Ok(&self.opt.exp_avg_sq),
-            _ => bail!("unknown optimizer state {which:?}: expected exp_avg or exp_avg_sq"),
-        }
-    }
-
-    pub fn optim_step(&self) -> u64 {
-        self.opt.step
-    }
-
-    pub fn set_optim_step(&mut self, step: u64) {
-        self.opt.step = step;
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
     }
 
     /// The carried training state `(batch, [L, B, H])`, if a training step has run since the last reset.
@@ -226,7 +128,7 @@ impl CharLm {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             bail!("{what}: id {bad} is outside the vocabulary of {}", self.cfg.vocab);
         }
-        Tensor::from_slice(ids, (batch, seq), &self.device)
+        Tensor::from_slice(ids, (batch, seq), &self.store.device)
     }
 
     /// Per-layer initial states `[B, H]` from a flat `[L, B, H]` (zeros when `None`).
@@ -234,8 +136,8 @@ impl CharLm {
         let h = self.cfg.hidden;
         (0..self.cfg.layers)
             .map(|l| match state {
-                Some(s) => Tensor::from_slice(&s[l * batch * h..(l + 1) * batch * h], (batch, h), &self.device),
-                None => Tensor::zeros((batch, h), DType::F32, &self.device),
+                Some(s) => Tensor::from_slice(&s[l * batch * h..(l + 1) * batch * h], (batch, h), &self.store.device),
+                None => Tensor::zeros((batch, h), DType::F32, &self.store.device),
             })
             .collect()
     }
@@ -244,17 +146,17 @@ impl CharLm {
     fn forward(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
         let (batch, seq) = ids.dims2()?;
         let CharLmConfig { vocab, embed, hidden, .. } = self.cfg;
-        let table = self.vars[0].as_tensor().reshape((vocab, embed))?;
+        let table = self.store.vars[0].as_tensor().reshape((vocab, embed))?;
         let mut x = table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, embed))?;
         let mut last = Vec::with_capacity(self.cfg.layers);
         for (l, h0_l) in h0.iter().enumerate() {
-            x = gru_layer(&x, h0_l, self.vars[1 + l].as_tensor())?;
+            x = gru_layer(&x, h0_l, self.store.vars[1 + l].as_tensor())?;
             last.push(x.narrow(1, seq - 1, 1)?.squeeze(1)?);
         }
-        let n = self.vars.len();
+        let n = self.store.vars.len();
         let hs = x.reshape((batch * seq, hidden))?;
-        let head = self.vars[n - 2].as_tensor().reshape((vocab, hidden))?;
-        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.vars[n - 1].as_tensor())?;
+        let head = self.store.vars[n - 2].as_tensor().reshape((vocab, hidden))?;
+        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.store.vars[n - 1].as_tensor())?;
         Ok((logits, last))
     }
 
@@ -278,9 +180,7 @@ impl CharLm {
         seq: usize,
         cfg: &AdamWConfig,
     ) -> Result<StepStats> {
-        if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
-            bail!("learning rate must be a finite number ≥ 0, got {}", cfg.lr);
-        }
+        crate::params::check_lr(cfg)?;
         let x = self.ids(ids, batch, seq, "train step inputs")?;
         let y = self.ids(targets, batch, seq, "train step targets")?.flatten_all()?;
         let carry = match &self.carry {
@@ -289,20 +189,9 @@ impl CharLm {
         };
         let h0 = self.states(carry.as_deref(), batch)?;
         let (logits, last) = self.forward(&x, &h0)?;
-        let loss = crate::loss::cross_entropy(&logits, &y)?;
-        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_v.is_finite() {
-            bail!("training diverged: the loss is {loss_v}; parameters were left as they were");
-        }
-        let grads = loss.backward()?;
-        let grad_norm = AdamW::grad_norm(&self.vars, &grads)?;
-        if !grad_norm.is_finite() {
-            bail!("training diverged: the gradient norm is {grad_norm}; parameters were left as they were");
-        }
-        let scale = if cfg.clip > 0.0 && grad_norm > cfg.clip { cfg.clip / (grad_norm + 1e-6) } else { 1.0 };
-        self.opt.update(&self.vars, &grads, cfg, scale)?;
+        let stats = self.store.train_step(&crate::loss::cross_entropy(&logits, &y)?, cfg)?;
         self.carry = Some((batch, self.flat_state(&last)?));
-        Ok(StepStats { loss: loss_v, grad_norm })
+        Ok(stats)
     }
 
     pub fn reset_carry(&mut self) {
@@ -329,15 +218,7 @@ impl CharLm {
         let (logits, _) = self.forward(&x, &h0t)?;
         let loss = crate::loss::cross_entropy(&logits, &y)?;
         let g = loss.backward()?;
-        let mut grads = Vec::new();
-        for s in &self.specs {
-            let v = self.vars[s.var].as_tensor();
-            let data = match g.get(v) {
-                Some(gt) => self.read(gt, s)?,
-                None => vec![0.0; s.len()],
-            };
-            grads.push((s.name.clone(), data));
-        }
+        let grads = self.store.named_grads(&g)?;
         let mut dh0 = Vec::new();
         for (v, t) in h0.iter().zip(&h0t) {
             match g.get(v.as_tensor()) {

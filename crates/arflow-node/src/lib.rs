@@ -125,8 +125,65 @@ pub struct LossGradsResult {
 
 type Shared = Arc<Mutex<CharLm>>;
 
-fn lock(m: &Shared) -> Result<MutexGuard<'_, CharLm>> {
+fn lock<M>(m: &Arc<Mutex<M>>) -> Result<MutexGuard<'_, M>> {
     m.lock().map_err(|_| Error::new(Status::GenericFailure, "E_INTERNAL: model lock poisoned by an earlier panic"))
+}
+
+/// The accessors every model class exposes for its named parameters and AdamW state, over the model's
+/// [`ParamStore`]: `$class` must hold its model as `inner: Arc<Mutex<_>>` with `params()`/`params_mut()`.
+macro_rules! param_accessors {
+    ($class:ident) => {
+        #[napi]
+        impl $class {
+            #[napi]
+            pub fn param_info(&self) -> Result<Vec<ParamInfo>> {
+                let m = lock(&self.inner)?;
+                Ok(m.params()
+                    .specs()
+                    .iter()
+                    .map(|s| ParamInfo { name: s.name.clone(), shape: s.shape.iter().map(|&d| d as u32).collect() })
+                    .collect())
+            }
+
+            #[napi]
+            pub fn get_param(&self, name: String) -> Result<Float32Array> {
+                let m = lock(&self.inner)?;
+                guarded(|| m.params().get_param(&name).map(Float32Array::new).map_err(core_err))
+            }
+
+            #[napi]
+            pub fn set_param(&self, name: String, data: Float32Array) -> Result<()> {
+                let mut m = lock(&self.inner)?;
+                guarded(|| m.params_mut().set_param(&name, &data).map_err(core_err))
+            }
+
+            #[napi]
+            pub fn get_optim_state(&self, which: String, name: String) -> Result<Float32Array> {
+                let m = lock(&self.inner)?;
+                guarded(|| m.params().get_optim(&which, &name).map(Float32Array::new).map_err(core_err))
+            }
+
+            #[napi]
+            pub fn set_optim_state(&self, which: String, name: String, data: Float32Array) -> Result<()> {
+                let mut m = lock(&self.inner)?;
+                guarded(|| m.params_mut().set_optim(&which, &name, &data).map_err(core_err))
+            }
+
+            #[napi]
+            pub fn get_optim_step(&self) -> Result<f64> {
+                Ok(lock(&self.inner)?.params().optim_step() as f64)
+            }
+
+            #[napi]
+            pub fn set_optim_step(&self, step: f64) -> Result<()> {
+                if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
+                    return Err(tag(format!("config: optimizer step must be a whole number ≥ 0, got {step}")));
+                }
+                lock(&self.inner)?.params_mut().set_optim_step(step as u64);
+                Ok(())
+            }
+        }
+    };
 }
 
 /// The character language model of arflow-core. Long calls return promises and run on the libuv pool.
@@ -134,6 +191,8 @@ fn lock(m: &Shared) -> Result<MutexGuard<'_, CharLm>> {
 pub struct NativeCharLm {
     inner: Shared,
 }
+
+param_accessors!(NativeCharLm);
 
 #[napi]
 impl NativeCharLm {
@@ -148,53 +207,6 @@ impl NativeCharLm {
         let dev = Dev::parse(&device).map_err(core_err)?;
         let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;
         Ok(NativeCharLm { inner: Arc::new(Mutex::new(model)) })
-    }
-
-    #[napi]
-    pub fn param_info(&self) -> Result<Vec<ParamInfo>> {
-        let m = lock(&self.inner)?;
-        Ok(m.specs()
-            .iter()
-            .map(|s| ParamInfo { name: s.name.clone(), shape: s.shape.iter().map(|&d| d as u32).collect() })
-            .collect())
-    }
-
-    #[napi]
-    pub fn get_param(&self, name: String) -> Result<Float32Array> {
-        let m = lock(&self.inner)?;
-        guarded(|| m.get_param(&name).map(Float32Array::new).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn set_param(&self, name: String, data: Float32Array) -> Result<()> {
-        let mut m = lock(&self.inner)?;
-        guarded(|| m.set_param(&name, &data).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn get_optim_state(&self, which: String, name: String) -> Result<Float32Array> {
-        let m = lock(&self.inner)?;
-        guarded(|| m.get_optim(&which, &name).map(Float32Array::new).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn set_optim_state(&self, which: String, name: String, data: Float32Array) -> Result<()> {
-        let mut m = lock(&self.inner)?;
-        guarded(|| m.set_optim(&which, &name, &data).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn get_optim_step(&self) -> Result<f64> {
-        Ok(lock(&self.inner)?.optim_step() as f64)
-    }
-
-    #[napi]
-    pub fn set_optim_step(&self, step: f64) -> Result<()> {
-        if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
-            return Err(tag(format!("config: optimizer step must be a whole number ≥ 0, got {step}")));
-        }
-        lock(&self.inner)?.set_optim_step(step as u64);
-        Ok(())
     }
 
     #[napi]
@@ -582,16 +594,14 @@ pub struct DecodeResult {
 
 type SharedFlow = Arc<Mutex<arflow_core::RealNvp>>;
 
-fn lock_flow(m: &SharedFlow) -> Result<MutexGuard<'_, arflow_core::RealNvp>> {
-    m.lock().map_err(|_| Error::new(Status::GenericFailure, "E_INTERNAL: model lock poisoned by an earlier panic"))
-}
-
 /// The vector Real NVP flow of arflow-core (`src/backend/flow-types.ts`). Training, gradients and
 /// log-densities return promises and run on the libuv pool; encode and decode are synchronous.
 #[napi]
 pub struct NativeRealNvp {
     inner: SharedFlow,
 }
+
+param_accessors!(NativeRealNvp);
 
 #[napi]
 impl NativeRealNvp {
@@ -606,53 +616,6 @@ impl NativeRealNvp {
         let dev = Dev::parse(&device).map_err(core_err)?;
         let model = guarded(|| arflow_core::RealNvp::new(cfg, dev).map_err(core_err))?;
         Ok(NativeRealNvp { inner: Arc::new(Mutex::new(model)) })
-    }
-
-    #[napi]
-    pub fn param_info(&self) -> Result<Vec<ParamInfo>> {
-        let m = lock_flow(&self.inner)?;
-        Ok(m.specs()
-            .iter()
-            .map(|s| ParamInfo { name: s.name.clone(), shape: s.shape.iter().map(|&d| d as u32).collect() })
-            .collect())
-    }
-
-    #[napi]
-    pub fn get_param(&self, name: String) -> Result<Float32Array> {
-        let m = lock_flow(&self.inner)?;
-        guarded(|| m.get_param(&name).map(Float32Array::new).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn set_param(&self, name: String, data: Float32Array) -> Result<()> {
-        let mut m = lock_flow(&self.inner)?;
-        guarded(|| m.set_param(&name, &data).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn get_optim_state(&self, which: String, name: String) -> Result<Float32Array> {
-        let m = lock_flow(&self.inner)?;
-        guarded(|| m.get_optim(&which, &name).map(Float32Array::new).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn set_optim_state(&self, which: String, name: String, data: Float32Array) -> Result<()> {
-        let mut m = lock_flow(&self.inner)?;
-        guarded(|| m.set_optim(&which, &name, &data).map_err(core_err))
-    }
-
-    #[napi]
-    pub fn get_optim_step(&self) -> Result<f64> {
-        Ok(lock_flow(&self.inner)?.optim_step() as f64)
-    }
-
-    #[napi]
-    pub fn set_optim_step(&self, step: f64) -> Result<()> {
-        if !(step.is_finite() && step >= 0.0 && step.fract() == 0.0) {
-            return Err(tag(format!("config: optimizer step must be a whole number ≥ 0, got {step}")));
-        }
-        lock_flow(&self.inner)?.set_optim_step(step as u64);
-        Ok(())
     }
 
     /// One AdamW step on the mean NLL of `x [batch, D]`, off the JS thread.
@@ -673,14 +636,14 @@ impl NativeRealNvp {
 
     #[napi]
     pub fn encode(&self, x: Float32Array, batch: u32) -> Result<EncodeResult> {
-        let m = lock_flow(&self.inner)?;
+        let m = lock(&self.inner)?;
         let (z, logdet) = guarded(|| m.encode(&x, batch as usize).map_err(core_err))?;
         Ok(EncodeResult { z: Float32Array::new(z), logdet: Float32Array::new(logdet) })
     }
 
     #[napi]
     pub fn decode(&self, z: Float32Array, batch: u32) -> Result<DecodeResult> {
-        let m = lock_flow(&self.inner)?;
+        let m = lock(&self.inner)?;
         let (x, logdet) = guarded(|| m.decode(&z, batch as usize).map_err(core_err))?;
         Ok(DecodeResult { x: Float32Array::new(x), logdet: Float32Array::new(logdet) })
     }
@@ -708,7 +671,7 @@ impl Task for FlowTrainStepTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let a = &self.args;
-        let mut m = lock_flow(&a.model)?;
+        let mut m = lock(&a.model)?;
         guarded(|| m.train_step(&a.x, a.batch, &self.opt).map_err(core_err))
     }
 
@@ -720,12 +683,12 @@ impl Task for FlowTrainStepTask {
 pub struct FlowLossGradsTask(FlowArgs);
 
 impl Task for FlowLossGradsTask {
-    type Output = (f64, arflow_core::flow::realnvp::NamedGrads);
+    type Output = (f64, arflow_core::params::NamedGrads);
     type JsValue = FlowLossGradsResult;
 
     fn compute(&mut self) -> Result<Self::Output> {
         let a = &self.0;
-        let m = lock_flow(&a.model)?;
+        let m = lock(&a.model)?;
         guarded(|| m.loss_and_grads(&a.x, a.batch).map_err(core_err))
     }
 
@@ -743,7 +706,7 @@ impl Task for FlowLogProbTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let a = &self.0;
-        let m = lock_flow(&a.model)?;
+        let m = lock(&a.model)?;
         guarded(|| m.log_prob(&a.x, a.batch).map_err(core_err))
     }
 

@@ -9,9 +9,9 @@
 
 use super::op::{affine_coupling, affine_coupling_inverse};
 use crate::device::Dev;
-use crate::lm::{ParamSpec, StepStats};
-use crate::optim::{AdamW, AdamWConfig};
-use candle_core::{bail, DType, Device, Result, Tensor, Var};
+use crate::optim::AdamWConfig;
+use crate::params::{NamedGrads, ParamSpec, ParamStore, StepStats};
+use candle_core::{bail, DType, Result, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealNvpConfig {
@@ -44,23 +44,17 @@ impl RealNvpConfig {
     }
 }
 
-/// Gradients by parameter name, in [`RealNvp::specs`] order.
-pub type NamedGrads = Vec<(String, Vec<f32>)>;
-
 /// `ln(2π)`.
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
 pub struct RealNvp {
     pub cfg: RealNvpConfig,
-    device: Device,
-    vars: Vec<Var>,
-    specs: Vec<ParamSpec>,
-    opt: AdamW,
+    store: ParamStore,
 }
 
 impl RealNvp {
     /// A flow with all parameters zero (the identity map); callers load an initialisation with
-    /// [`RealNvp::set_param`].
+    /// [`ParamStore::set_param`].
     pub fn new(cfg: RealNvpConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
@@ -87,75 +81,16 @@ impl RealNvp {
             let var = specs.len();
             specs.push(ParamSpec { name: format!("couplings.{i}.scale"), shape: vec![dim], var, offset: 0 });
         }
-        let vars = specs.iter().map(|s| Var::zeros(s.len(), DType::F32, &device)).collect::<Result<Vec<_>>>()?;
-        let opt = AdamW::new(&vars)?;
-        Ok(RealNvp { cfg, device, vars, specs, opt })
+        Ok(RealNvp { cfg, store: ParamStore::new(specs, device, "real NVP")? })
     }
 
-    pub fn specs(&self) -> &[ParamSpec] {
-        &self.specs
+    /// Parameters by name and their optimizer state.
+    pub fn params(&self) -> &ParamStore {
+        &self.store
     }
 
-    fn spec(&self, name: &str) -> Result<&ParamSpec> {
-        match self.specs.iter().find(|s| s.name == name) {
-            Some(s) => Ok(s),
-            None => bail!("real NVP has no parameter named {name:?}"),
-        }
-    }
-
-    fn checked(&self, spec: &ParamSpec, data: &[f32]) -> Result<Tensor> {
-        if data.len() != spec.len() {
-            bail!("{}: expected {} values for shape {:?}, got {}", spec.name, spec.len(), spec.shape, data.len());
-        }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            bail!("{}: value {i} is not finite ({})", spec.name, data[i]);
-        }
-        Tensor::from_slice(data, spec.len(), &self.device)
-    }
-
-    pub fn get_param(&self, name: &str) -> Result<Vec<f32>> {
-        let s = self.spec(name)?;
-        self.vars[s.var].as_tensor().to_vec1::<f32>()
-    }
-
-    pub fn set_param(&mut self, name: &str, data: &[f32]) -> Result<()> {
-        let s = self.spec(name)?.clone();
-        let t = self.checked(&s, data)?;
-        self.vars[s.var].set(&t)
-    }
-
-    fn moments(&self, which: &str) -> Result<&Vec<Tensor>> {
-        match which {
-            "exp_avg" => Ok(&self.opt.exp_avg),
-            "exp_avg_sq" => Ok(&self.opt.exp_avg_sq),
-            _ => bail!("unknown optimizer state {which:?}: expected exp_avg or exp_avg_sq"),
-        }
-    }
-
-    /// Optimizer moments by parameter name: `which` is `exp_avg` or `exp_avg_sq` (PyTorch's names).
-    pub fn get_optim(&self, which: &str, name: &str) -> Result<Vec<f32>> {
-        let s = self.spec(name)?;
-        self.moments(which)?[s.var].to_vec1::<f32>()
-    }
-
-    pub fn set_optim(&mut self, which: &str, name: &str, data: &[f32]) -> Result<()> {
-        self.moments(which)?;
-        let s = self.spec(name)?.clone();
-        let t = self.checked(&s, data)?;
-        let m = match which {
-            "exp_avg" => &mut self.opt.exp_avg,
-            _ => &mut self.opt.exp_avg_sq,
-        };
-        m[s.var] = t;
-        Ok(())
-    }
-
-    pub fn optim_step(&self) -> u64 {
-        self.opt.step
-    }
-
-    pub fn set_optim_step(&mut self, step: u64) {
-        self.opt.step = step;
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
     }
 
     /// `[batch, D]` tensor of `data`, with its size and values checked.
@@ -170,20 +105,20 @@ impl RealNvp {
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             bail!("{what}: value {i} is not finite ({})", data[i]);
         }
-        Tensor::from_slice(data, (batch, d), &self.device)
+        Tensor::from_slice(data, (batch, d), &self.store.device)
     }
 
     /// The parameter tensors (by variable) in `dtype`: the variables themselves for f32, so gradients
     /// reach them.
-    fn params(&self, dtype: DType) -> Result<Vec<Tensor>> {
-        self.vars.iter().map(|v| v.as_tensor().to_dtype(dtype)).collect()
+    fn param_tensors(&self, dtype: DType) -> Result<Vec<Tensor>> {
+        self.store.vars.iter().map(|v| v.as_tensor().to_dtype(dtype)).collect()
     }
 
     /// Mask of coupling `i` as `[1, D]` in `dtype`.
     fn mask(&self, i: usize, dtype: DType) -> Result<Tensor> {
         let d = self.cfg.dim;
         let m: Vec<f64> = (0..d).map(|k| if (k + i).is_multiple_of(2) { 1.0 } else { 0.0 }).collect();
-        Tensor::from_vec(m, (1, d), &self.device)?.to_dtype(dtype)
+        Tensor::from_vec(m, (1, d), &self.store.device)?.to_dtype(dtype)
     }
 
     /// Coupling `i`'s `st = [s_raw | t]` `[N, 2D]` and `params = [mask; scale]` `[2, D]` for input `x`.
@@ -210,7 +145,7 @@ impl RealNvp {
     fn forward(&self, p: &[Tensor], x: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = x.dim(0)?;
         let mut z = x.clone();
-        let mut logdet = Tensor::zeros(n, x.dtype(), &self.device)?;
+        let mut logdet = Tensor::zeros(n, x.dtype(), &self.store.device)?;
         for i in 0..self.cfg.couplings {
             let (st, params) = self.coupling_operands(p, i, &z)?;
             let (y, ld) = affine_coupling(&z, &st, &params)?;
@@ -224,7 +159,7 @@ impl RealNvp {
     fn inverse(&self, p: &[Tensor], z: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = z.dim(0)?;
         let mut x = z.clone();
-        let mut logdet = Tensor::zeros(n, z.dtype(), &self.device)?;
+        let mut logdet = Tensor::zeros(n, z.dtype(), &self.store.device)?;
         for i in (0..self.cfg.couplings).rev() {
             // The pass-through coordinates are unchanged by the coupling, so the conditioner sees the
             // same masked input as in the forward direction.
@@ -246,64 +181,43 @@ impl RealNvp {
 
     /// Mean negative log-likelihood (nats) of the batch.
     fn nll(&self, x: &Tensor) -> Result<Tensor> {
-        self.log_prob_t(&self.params(DType::F32)?, x)?.mean_all()?.neg()
+        self.log_prob_t(&self.param_tensors(DType::F32)?, x)?.mean_all()?.neg()
     }
 
     /// One AdamW step on the mean NLL of `x [batch, D]`, with global-norm clipping. A non-finite loss or
     /// gradient is an error and leaves every parameter and the optimizer untouched.
     pub fn train_step(&mut self, x: &[f32], batch: usize, cfg: &AdamWConfig) -> Result<StepStats> {
-        if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
-            bail!("learning rate must be a finite number ≥ 0, got {}", cfg.lr);
-        }
+        crate::params::check_lr(cfg)?;
         let x = self.batch(x, batch, "train step inputs")?;
         let loss = self.nll(&x)?;
-        let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_v.is_finite() {
-            bail!("training diverged: the loss is {loss_v}; parameters were left as they were");
-        }
-        let grads = loss.backward()?;
-        let grad_norm = AdamW::grad_norm(&self.vars, &grads)?;
-        if !grad_norm.is_finite() {
-            bail!("training diverged: the gradient norm is {grad_norm}; parameters were left as they were");
-        }
-        let scale = if cfg.clip > 0.0 && grad_norm > cfg.clip { cfg.clip / (grad_norm + 1e-6) } else { 1.0 };
-        self.opt.update(&self.vars, &grads, cfg, scale)?;
-        Ok(StepStats { loss: loss_v, grad_norm })
+        self.store.train_step(&loss, cfg)
     }
 
-    /// Mean NLL and its gradient for every parameter, in [`RealNvp::specs`] order; changes nothing.
+    /// Mean NLL and its gradient for every parameter, in [`ParamStore::specs`] order; changes nothing.
     pub fn loss_and_grads(&self, x: &[f32], batch: usize) -> Result<(f64, NamedGrads)> {
         let x = self.batch(x, batch, "inputs")?;
         let loss = self.nll(&x)?;
-        let g = loss.backward()?;
-        let mut grads = Vec::with_capacity(self.specs.len());
-        for s in &self.specs {
-            let data = match g.get(self.vars[s.var].as_tensor()) {
-                Some(gt) => gt.to_vec1::<f32>()?,
-                None => vec![0.0; s.len()],
-            };
-            grads.push((s.name.clone(), data));
-        }
+        let grads = self.store.named_grads(&loss.backward()?)?;
         Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads))
     }
 
     /// Per-sample `log p(x)` in nats, `[batch]`.
     pub fn log_prob(&self, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         let x = self.batch(x, batch, "log prob inputs")?;
-        self.log_prob_t(&self.params(DType::F32)?, &x)?.detach().to_vec1::<f32>()
+        self.log_prob_t(&self.param_tensors(DType::F32)?, &x)?.detach().to_vec1::<f32>()
     }
 
     /// `z = f(x)` `[batch, D]` and the per-sample log|det ∂f/∂x| `[batch]`.
     pub fn encode(&self, x: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let x = self.batch(x, batch, "encode inputs")?;
-        let (z, ld) = self.forward(&self.params(DType::F32)?, &x)?;
+        let (z, ld) = self.forward(&self.param_tensors(DType::F32)?, &x)?;
         Ok((z.detach().flatten_all()?.to_vec1::<f32>()?, ld.detach().to_vec1::<f32>()?))
     }
 
     /// `x = f⁻¹(z)` `[batch, D]` and the per-sample log|det ∂f⁻¹/∂z| `[batch]`.
     pub fn decode(&self, z: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let z = self.batch(z, batch, "decode inputs")?;
-        let (x, ld) = self.inverse(&self.params(DType::F32)?, &z)?;
+        let (x, ld) = self.inverse(&self.param_tensors(DType::F32)?, &z)?;
         Ok((x.flatten_all()?.to_vec1::<f32>()?, ld.to_vec1::<f32>()?))
     }
 
@@ -313,8 +227,8 @@ impl RealNvp {
         if batch == 0 || x.len() != batch * d {
             bail!("encode inputs: expected batch {batch} × dim {d} = {} values, got {}", batch * d, x.len());
         }
-        let x = Tensor::from_slice(x, (batch, d), &self.device)?;
-        let (z, ld) = self.forward(&self.params(DType::F64)?, &x)?;
+        let x = Tensor::from_slice(x, (batch, d), &self.store.device)?;
+        let (z, ld) = self.forward(&self.param_tensors(DType::F64)?, &x)?;
         Ok((z.detach().flatten_all()?.to_vec1::<f64>()?, ld.detach().to_vec1::<f64>()?))
     }
 }
@@ -341,9 +255,9 @@ mod tests {
     fn model(cfg: RealNvpConfig, seed: u64, amp: f64) -> RealNvp {
         let mut m = RealNvp::new(cfg, Dev::Cpu).unwrap();
         let mut rng = Lcg(seed);
-        for s in m.specs().to_vec() {
+        for s in m.params().specs().to_vec() {
             let data: Vec<f32> = (0..s.len()).map(|_| (rng.next() * amp) as f32).collect();
-            m.set_param(&s.name, &data).unwrap();
+            m.params_mut().set_param(&s.name, &data).unwrap();
         }
         m
     }
@@ -377,7 +291,8 @@ mod tests {
     #[test]
     fn realnvp_names_and_shapes_follow_the_contract() {
         let m = RealNvp::new(RealNvpConfig { dim: 3, couplings: 2, hidden: 5, depth: 2 }, Dev::Cpu).unwrap();
-        let got: Vec<(String, Vec<usize>)> = m.specs().iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
+        let got: Vec<(String, Vec<usize>)> =
+            m.params().specs().iter().map(|s| (s.name.clone(), s.shape.clone())).collect();
         let mut want = Vec::new();
         for i in 0..2 {
             want.push((format!("couplings.{i}.net.0.weight"), vec![5, 3]));
@@ -458,7 +373,7 @@ mod tests {
         }
         let (loss, grads) = m.loss_and_grads(&x, 2).unwrap();
         assert!((loss + (lp[0] as f64 + lp[1] as f64) / 2.0).abs() < 1e-5);
-        assert_eq!(grads.len(), m.specs().len());
+        assert_eq!(grads.len(), m.params().specs().len());
         assert!(grads.iter().all(|(_, g)| g.iter().all(|v| v.is_finite())));
     }
 
@@ -469,17 +384,17 @@ mod tests {
         let x = [0.3f32, -1.2, 0.7, 1.5, 0.1, -0.4];
         let (_, grads) = m.loss_and_grads(&x, 2).unwrap();
         for (name, g) in grads {
-            let p = m.get_param(&name).unwrap();
+            let p = m.params().get_param(&name).unwrap();
             for k in [0, p.len() - 1] {
                 let h = 1e-2f32;
                 let mut q = p.clone();
                 q[k] = p[k] + h;
-                m.set_param(&name, &q).unwrap();
+                m.params_mut().set_param(&name, &q).unwrap();
                 let (lp, _) = m.loss_and_grads(&x, 2).unwrap();
                 q[k] = p[k] - h;
-                m.set_param(&name, &q).unwrap();
+                m.params_mut().set_param(&name, &q).unwrap();
                 let (lm, _) = m.loss_and_grads(&x, 2).unwrap();
-                m.set_param(&name, &p).unwrap();
+                m.params_mut().set_param(&name, &p).unwrap();
                 let fd = (lp - lm) / (2.0 * h as f64);
                 assert!((fd - g[k] as f64).abs() < 2e-3 + 1e-2 * fd.abs(), "{name}[{k}]: grad {} vs fd {fd}", g[k]);
             }
@@ -510,7 +425,7 @@ mod tests {
         for _ in 0..300 {
             last = m.train_step(&data, n, &opt).unwrap().loss;
         }
-        assert_eq!(m.optim_step(), 301);
+        assert_eq!(m.params().optim_step(), 301);
         // The true NLL: log-det of the covariance [[1, .95], [.95, .9425]] is ln(0.04).
         let true_nll = 0.5 * (0.04f64).ln() + LN_2PI + 1.0;
         assert!(
@@ -535,13 +450,13 @@ mod tests {
         assert!(m.train_step(&[1.0; 3], 1, &opt).is_err());
         let e = m.encode(&[f32::NAN, 0.0], 1).unwrap_err().to_string();
         assert!(e.contains("not finite"), "{e}");
-        assert!(m.set_param("couplings.0.scale", &[1.0]).is_err());
-        assert!(m.set_param("couplings.0.scale", &[1.0, f32::INFINITY]).is_err());
-        assert!(m.set_param("nope", &[1.0, 1.0]).is_err());
-        assert!(m.get_optim("exp_avg_cubed", "couplings.0.scale").is_err());
-        assert!(m.set_optim("exp_avg", "couplings.0.scale", &[1.0]).is_err());
-        m.set_optim("exp_avg_sq", "couplings.0.scale", &[0.5, 0.25]).unwrap();
-        assert_eq!(m.get_optim("exp_avg_sq", "couplings.0.scale").unwrap(), vec![0.5, 0.25]);
+        assert!(m.params_mut().set_param("couplings.0.scale", &[1.0]).is_err());
+        assert!(m.params_mut().set_param("couplings.0.scale", &[1.0, f32::INFINITY]).is_err());
+        assert!(m.params_mut().set_param("nope", &[1.0, 1.0]).is_err());
+        assert!(m.params().get_optim("exp_avg_cubed", "couplings.0.scale").is_err());
+        assert!(m.params_mut().set_optim("exp_avg", "couplings.0.scale", &[1.0]).is_err());
+        m.params_mut().set_optim("exp_avg_sq", "couplings.0.scale", &[0.5, 0.25]).unwrap();
+        assert_eq!(m.params().get_optim("exp_avg_sq", "couplings.0.scale").unwrap(), vec![0.5, 0.25]);
         let bad_lr = AdamWConfig { lr: f64::NAN, ..Default::default() };
         assert!(m.train_step(&[1.0, 2.0], 1, &bad_lr).is_err());
     }
@@ -550,12 +465,12 @@ mod tests {
     #[test]
     fn realnvp_divergence_changes_nothing() {
         let mut m = model(cfg(2), 8, 0.3);
-        let before: Vec<Vec<f32>> = m.specs().iter().map(|s| m.get_param(&s.name).unwrap()).collect();
+        let before: Vec<Vec<f32>> = m.params().specs().iter().map(|s| m.params().get_param(&s.name).unwrap()).collect();
         let x = [1e30f32, -1e30];
         let e = m.train_step(&x, 1, &AdamWConfig::default()).unwrap_err().to_string();
         assert!(e.contains("diverged"), "{e}");
-        let after: Vec<Vec<f32>> = m.specs().iter().map(|s| m.get_param(&s.name).unwrap()).collect();
+        let after: Vec<Vec<f32>> = m.params().specs().iter().map(|s| m.params().get_param(&s.name).unwrap()).collect();
         assert_eq!(before, after);
-        assert_eq!(m.optim_step(), 0);
+        assert_eq!(m.params().optim_step(), 0);
     }
 }
