@@ -47,5 +47,6 @@ export {
 } from './models/char-lm.js';
 export { type FlowConfig, gaussianNll, RealNVP } from './models/flow.js';
 export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
-export { learningRate, type TrainOptions, type TrainProgress, type TrainSummary } from './train/char-trainer.js';
+export type { TrainOptions, TrainProgress, TrainSummary } from './train/char-trainer.js';
+export { learningRate, type Schedule, type ScheduleOptions } from './train/options.js';
 export { Rng } from './util/rng.js';

@@ -7,50 +7,32 @@
  * time; the final hidden state of a chunk is detached and carried into the next chunk of the same
  * stream, and reset at each epoch.
  */
-import type { OptimConfig } from '../backend/types.js';
 import { evalBatches, StreamBatcher, splitTrainVal } from '../data/batches.js';
-import { ConfigError } from '../errors.js';
 import type { CharLM, TrainState } from '../models/char-lm.js';
+import {
+  learningRate,
+  optimConfig,
+  type ResolvedSchedule,
+  resolveOptions,
+  SCHEDULE_DEFAULTS,
+  type ScheduleOptions,
+} from './options.js';
 
-export type Schedule = 'constant' | 'cosine' | 'step';
-
-export interface TrainOptions {
-  /** Optimizer steps (batches) in all, counting those of a resumed run. Default 1000. */
-  steps?: number;
+/** Defaults: 1000 steps, batch 32 × seq 64, lr 2e-3 cosine to 2e-4, clip 1 (see {@link ScheduleOptions}). */
+export interface TrainOptions extends ScheduleOptions {
+  /** Parallel streams per batch. Default 32. */
   batchSize?: number;
+  /** Characters per BPTT chunk. Default 64. */
   seqLen?: number;
-  /** Peak learning rate. Default 2e-3. */
-  lr?: number;
-  /** 'cosine' (default) decays to `minLr` over the run; 'step' multiplies by `gamma` every `stepSize` steps. */
-  schedule?: Schedule;
-  /** Linear warm-up steps before the schedule. Default 0. */
-  warmup?: number;
-  minLr?: number;
-  stepSize?: number;
-  gamma?: number;
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-  weightDecay?: number;
-  /** Clip the global gradient norm to this (0: off). Default 1. */
-  clip?: number;
   /** Fraction of the text held out (its tail) for validation. Default 0.05. */
   valFraction?: number;
   /** Validate every this many steps (0: only at the end). Default 100. */
   valEvery?: number;
   /** At most this many held-out characters are scored per validation. Default 65,536. */
   valChars?: number;
-  /**
-   * Time budget in seconds of training steps (0: none). Training ends when it is spent, and the
-   * schedule then runs on the fraction of the budget used instead of the fraction of `steps`.
-   */
-  seconds?: number;
-  /** Seed of the batch order. Default 0. */
-  seed?: number;
   signal?: AbortSignal;
   /** Called after every `logEvery` steps (default 10), after each validation and at the end. */
   onProgress?: (p: TrainProgress) => void;
-  logEvery?: number;
   /** Save a resumable checkpoint here every `checkpointEvery` steps and at the end. */
   checkpoint?: { path: string; every?: number };
   /** Extra facts stored with the training state in checkpoints (the CLI records the corpus). */
@@ -90,90 +72,26 @@ export interface TrainSummary {
   losses: number[];
 }
 
-interface Resolved extends Required<Omit<TrainOptions, 'signal' | 'onProgress' | 'checkpoint' | 'resume' | 'meta'>> {}
+type Resolved = ResolvedSchedule & {
+  batchSize: number;
+  seqLen: number;
+  valFraction: number;
+  valEvery: number;
+  valChars: number;
+};
 
 const DEFAULTS: Resolved = {
-  steps: 1000,
+  ...SCHEDULE_DEFAULTS,
+  minLr: 2e-4,
   batchSize: 32,
   seqLen: 64,
-  lr: 2e-3,
-  schedule: 'cosine',
-  warmup: 0,
-  minLr: 2e-4,
-  stepSize: 0,
-  gamma: 0.5,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-8,
-  weightDecay: 0,
-  clip: 1,
   valFraction: 0.05,
   valEvery: 100,
   valChars: 65536,
-  seconds: 0,
-  seed: 0,
-  logEvery: 10,
 };
 
 function resolve(o: TrainOptions): Resolved {
-  const r = { ...DEFAULTS };
-  for (const [k, v] of Object.entries(o)) if (v !== undefined && k in DEFAULTS) (r as Record<string, unknown>)[k] = v;
-  const whole = (k: keyof Resolved, min: number) => {
-    const v = r[k] as number;
-    if (!Number.isInteger(v) || v < min) throw new ConfigError(`${k} must be a whole number ≥ ${min}, got ${v}`);
-  };
-  whole('steps', 1);
-  whole('batchSize', 1);
-  whole('seqLen', 1);
-  whole('warmup', 0);
-  whole('stepSize', 0);
-  whole('valEvery', 0);
-  whole('valChars', 1);
-  whole('logEvery', 1);
-  const positive = (k: keyof Resolved, allowZero: boolean) => {
-    const v = r[k] as number;
-    if (!Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
-      throw new ConfigError(`${k} must be a finite number ${allowZero ? '≥' : '>'} 0, got ${v}`);
-    }
-  };
-  positive('lr', false);
-  positive('seconds', true);
-  positive('minLr', true);
-  positive('eps', false);
-  positive('weightDecay', true);
-  positive('clip', true);
-  positive('gamma', false);
-  for (const k of ['beta1', 'beta2'] as const) {
-    if (!(r[k] >= 0 && r[k] < 1)) throw new ConfigError(`${k} must be in [0, 1), got ${r[k]}`);
-  }
-  if (!['constant', 'cosine', 'step'].includes(r.schedule)) {
-    throw new ConfigError(`schedule must be constant, cosine or step, got ${JSON.stringify(r.schedule)}`);
-  }
-  if (r.stepSize === 0) r.stepSize = Math.max(1, Math.floor(r.steps / 3));
-  return r;
-}
-
-/**
- * Learning rate at `step` (0-based): linear warm-up, then the schedule. `fraction`, when given, is how
- * much of the run is done (for time-budgeted runs) and replaces `step / steps` in the cosine.
- */
-export function learningRate(
-  o: Pick<Resolved, 'lr' | 'schedule' | 'warmup' | 'minLr' | 'stepSize' | 'gamma' | 'steps'>,
-  step: number,
-  fraction?: number,
-): number {
-  if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
-  const t = step - o.warmup;
-  switch (o.schedule) {
-    case 'constant':
-      return o.lr;
-    case 'step':
-      return o.lr * o.gamma ** Math.floor(t / o.stepSize);
-    case 'cosine': {
-      const f = fraction ?? t / Math.max(1, o.steps - o.warmup);
-      return o.minLr + 0.5 * (o.lr - o.minLr) * (1 + Math.cos(Math.PI * Math.min(1, f)));
-    }
-  }
+  return resolveOptions(DEFAULTS, o, { batchSize: 1, seqLen: 1, valEvery: 0, valChars: 1 });
 }
 
 /** Validation bits per character over (at most `valChars` of) the held-out ids, as parallel streams. */
@@ -203,14 +121,6 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     step = opts.resume.step;
     if (opts.resume.batcher) batcher.restore(opts.resume.batcher as Parameters<StreamBatcher['restore']>[0]);
   }
-  const optim = (lr: number): OptimConfig => ({
-    lr,
-    beta1: r.beta1,
-    beta2: r.beta2,
-    eps: r.eps,
-    weightDecay: r.weightDecay,
-    clip: r.clip,
-  });
   const tokensPerStep = r.batchSize * r.seqLen;
   const startStep = step;
   const t0 = performance.now();
@@ -271,7 +181,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     if (b.reset) model.backend.setCarry(null);
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
-    const s = await model.backend.trainStep(b.ids, b.targets, r.batchSize, r.seqLen, optim(lr));
+    const s = await model.backend.trainStep(b.ids, b.targets, r.batchSize, r.seqLen, optimConfig(r, lr));
     const dt = performance.now() - ts;
     trainMs += dt;
     windowTrainMs += dt;

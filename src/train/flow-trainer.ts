@@ -3,39 +3,25 @@
  * seeded generator (with replacement), AdamW with global-norm clipping, a cosine (or other) learning-rate
  * schedule, progress reports, an AbortSignal and a time budget, and optional held-out NLL.
  */
-import type { OptimConfig } from '../backend/types.js';
 import { ConfigError } from '../errors.js';
 import type { RealNVP } from '../models/flow.js';
 import { Rng } from '../util/rng.js';
-import { learningRate, type Schedule } from './char-trainer.js';
+import {
+  learningRate,
+  optimConfig,
+  type ResolvedSchedule,
+  resolveOptions,
+  SCHEDULE_DEFAULTS,
+  type ScheduleOptions,
+} from './options.js';
 
-export interface FlowTrainOptions {
-  /** Optimizer steps. Default 1000. */
-  steps?: number;
+/** Defaults: 1000 steps, batch 256, lr 1e-3 cosine to 0, clip 1 (see {@link ScheduleOptions}). */
+export interface FlowTrainOptions extends ScheduleOptions {
   /** Samples per minibatch. Default 256. */
   batchSize?: number;
-  /** Peak learning rate. Default 1e-3. */
-  lr?: number;
-  schedule?: Schedule;
-  warmup?: number;
-  /** Floor of the cosine schedule. Default 0. */
-  minLr?: number;
-  stepSize?: number;
-  gamma?: number;
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-  weightDecay?: number;
-  /** Clip the global gradient norm to this (0: off). Default 1. */
-  clip?: number;
-  /** Seconds of training steps (0: none); the schedule then follows the fraction of the budget spent. */
-  seconds?: number;
-  /** Seed of the minibatch draws. Default 0. */
-  seed?: number;
   signal?: AbortSignal;
   /** Called every `logEvery` steps (default 10), after validations and at the end. */
   onProgress?: (p: FlowTrainProgress) => void;
-  logEvery?: number;
   /** Held-out data `[m, dim]` scored (mean NLL, nats) every `valEvery` steps and at the end. */
   valData?: Float32Array;
   /** Default 0: only at the end. */
@@ -69,64 +55,12 @@ export interface FlowTrainSummary {
   losses: number[];
 }
 
-type Resolved = Required<Omit<FlowTrainOptions, 'signal' | 'onProgress' | 'valData'>>;
+type Resolved = ResolvedSchedule & { batchSize: number; valEvery: number };
 
-const DEFAULTS: Resolved = {
-  steps: 1000,
-  batchSize: 256,
-  lr: 1e-3,
-  schedule: 'cosine',
-  warmup: 0,
-  minLr: 0,
-  stepSize: 0,
-  gamma: 0.5,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-8,
-  weightDecay: 0,
-  clip: 1,
-  seconds: 0,
-  seed: 0,
-  logEvery: 10,
-  valEvery: 0,
-};
+const DEFAULTS: Resolved = { ...SCHEDULE_DEFAULTS, lr: 1e-3, batchSize: 256, valEvery: 0 };
 
 function resolve(o: FlowTrainOptions): Resolved {
-  const r = { ...DEFAULTS };
-  for (const [k, v] of Object.entries(o)) if (v !== undefined && k in DEFAULTS) (r as Record<string, unknown>)[k] = v;
-  for (const [k, min] of [
-    ['steps', 1],
-    ['batchSize', 1],
-    ['warmup', 0],
-    ['stepSize', 0],
-    ['logEvery', 1],
-    ['valEvery', 0],
-  ] as const) {
-    const v = r[k];
-    if (!Number.isInteger(v) || v < min) throw new ConfigError(`${k} must be a whole number ≥ ${min}, got ${v}`);
-  }
-  for (const [k, zero] of [
-    ['lr', false],
-    ['seconds', true],
-    ['minLr', true],
-    ['eps', false],
-    ['weightDecay', true],
-    ['clip', true],
-    ['gamma', false],
-  ] as const) {
-    const v = r[k];
-    if (!Number.isFinite(v) || v < 0 || (!zero && v === 0)) {
-      throw new ConfigError(`${k} must be a finite number ${zero ? '≥' : '>'} 0, got ${v}`);
-    }
-  }
-  for (const k of ['beta1', 'beta2'] as const) {
-    if (!(r[k] >= 0 && r[k] < 1)) throw new ConfigError(`${k} must be in [0, 1), got ${r[k]}`);
-  }
-  if (!['constant', 'cosine', 'step'].includes(r.schedule)) {
-    throw new ConfigError(`schedule must be constant, cosine or step, got ${JSON.stringify(r.schedule)}`);
-  }
-  if (r.stepSize === 0) r.stepSize = Math.max(1, Math.floor(r.steps / 3));
-  return r;
+  return resolveOptions(DEFAULTS, o, { batchSize: 1, valEvery: 0 });
 }
 
 export async function trainFlow(
@@ -143,14 +77,6 @@ export async function trainFlow(
   const rng = new Rng(r.seed);
   const B = r.batchSize;
   const x = new Float32Array(B * dim);
-  const optim = (lr: number): OptimConfig => ({
-    lr,
-    beta1: r.beta1,
-    beta2: r.beta2,
-    eps: r.eps,
-    weightDecay: r.weightDecay,
-    clip: r.clip,
-  });
   const t0 = performance.now();
   let step = 0;
   let trainMs = 0;
@@ -206,7 +132,7 @@ export async function trainFlow(
     }
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
-    const s = await model.backend.trainStep(x, B, optim(lr));
+    const s = await model.backend.trainStep(x, B, optimConfig(r, lr));
     const dt = performance.now() - ts;
     trainMs += dt;
     windowMs += dt;
