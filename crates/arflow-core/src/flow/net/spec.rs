@@ -1,0 +1,276 @@
+//! The JSON spec of a [`super::FlowNet`] (`src/backend/flownet-types.ts` is the contract): layer types,
+//! validation with the shape tracked through squeezes and splits, and the names and shapes of every
+//! parameter and buffer in canonical order.
+
+use candle_core::{bail, Result};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskKind {
+    Checkerboard,
+    Channel,
+    Alternate,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    Weight,
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum NetSpec {
+    Mlp { hidden: usize, depth: usize },
+    Resnet { channels: usize, blocks: usize, norm: Norm },
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MadeKind {
+    Maf,
+    Iaf,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    Forward,
+    Reverse,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LayerSpec {
+    Coupling { mask: MaskKind, parity: u8, affine: bool, net: NetSpec },
+    Actnorm,
+    Batchnorm { momentum: f64, eps: f64 },
+    Inv1x1,
+    Scale,
+    Reverse,
+    Squeeze,
+    Split,
+    Made { kind: MadeKind, hidden: usize, depth: usize, order: Order },
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    Normal,
+    Logistic,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowNetSpec {
+    pub shape: [usize; 3],
+    pub context: usize,
+    pub base: Base,
+    pub layers: Vec<LayerSpec>,
+}
+
+/// `[C, H, W]` of one example.
+pub type Chw = [usize; 3];
+
+/// A named tensor: a parameter or a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+fn t(k: usize, name: &str, shape: &[usize]) -> TensorInfo {
+    TensorInfo { name: format!("layers.{k}.{name}"), shape: shape.to_vec() }
+}
+
+/// Input and output widths of linear j of an MLP with `depth` hidden layers.
+pub fn mlp_dims(input: usize, hidden: usize, depth: usize, output: usize, j: usize) -> (usize, usize) {
+    (if j == 0 { input } else { hidden }, if j == depth { output } else { hidden })
+}
+
+impl NetSpec {
+    /// Parameters of this conditioner, from `input` values (channels for a resnet) to `output`.
+    fn tensors(&self, k: usize, input: usize, output: usize, out: &mut Vec<TensorInfo>) {
+        match *self {
+            NetSpec::Mlp { hidden, depth } => {
+                for j in 0..=depth {
+                    let (i, o) = mlp_dims(input, hidden, depth, output, j);
+                    out.push(t(k, &format!("net.{j}.weight"), &[o, i]));
+                    out.push(t(k, &format!("net.{j}.bias"), &[o]));
+                }
+            }
+            NetSpec::Resnet { channels: f, blocks, norm } => {
+                let conv = |name: &str, cin: usize, out: &mut Vec<TensorInfo>| match norm {
+                    Norm::Weight => {
+                        out.push(t(k, &format!("net.{name}.weight_v"), &[f, cin, 3, 3]));
+                        out.push(t(k, &format!("net.{name}.weight_g"), &[f, 1, 1, 1]));
+                        out.push(t(k, &format!("net.{name}.bias"), &[f]));
+                    }
+                    Norm::None => {
+                        out.push(t(k, &format!("net.{name}.weight"), &[f, cin, 3, 3]));
+                        out.push(t(k, &format!("net.{name}.bias"), &[f]));
+                    }
+                };
+                conv("in", input, out);
+                for b in 0..blocks {
+                    conv(&format!("blocks.{b}.conv1"), f, out);
+                    conv(&format!("blocks.{b}.conv2"), f, out);
+                }
+                out.push(t(k, "net.out.weight", &[output, f, 3, 3]));
+                out.push(t(k, "net.out.bias", &[output]));
+            }
+        }
+    }
+
+    fn check(&self, k: usize) -> Result<()> {
+        let (a, b) = match *self {
+            NetSpec::Mlp { hidden, depth } => (("hidden", hidden), ("depth", depth)),
+            NetSpec::Resnet { channels, blocks, .. } => {
+                if blocks > 64 {
+                    bail!("flow config: layer {k}: resnet blocks must be at most 64, got {blocks}");
+                }
+                (("channels", channels), ("blocks", blocks.max(1)))
+            }
+        };
+        for (name, v) in [a, b] {
+            if v == 0 {
+                bail!("flow config: layer {k}: {name} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One layer with the shapes around it, resolved from the spec.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub spec: LayerSpec,
+    /// Shape of the layer's input.
+    pub input: Chw,
+    /// Shape of the layer's output (what continues through the flow).
+    pub output: Chw,
+}
+
+/// The spec, validated, with every layer's shapes, parameters and buffers.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub spec: FlowNetSpec,
+    pub layers: Vec<Resolved>,
+    pub params: Vec<TensorInfo>,
+    pub buffers: Vec<TensorInfo>,
+    /// Index of each layer's first parameter and first buffer.
+    pub param_start: Vec<usize>,
+    pub buffer_start: Vec<usize>,
+}
+
+impl Plan {
+    pub fn from_json(json: &str) -> Result<Plan> {
+        let spec: FlowNetSpec = match serde_json::from_str(json) {
+            Ok(s) => s,
+            Err(e) => bail!("flow config: unreadable spec: {e}"),
+        };
+        Plan::new(spec)
+    }
+
+    pub fn new(spec: FlowNetSpec) -> Result<Plan> {
+        let [c, h, w] = spec.shape;
+        if c == 0 || h == 0 || w == 0 {
+            bail!("flow config: shape must be [C, H, W] with every size at least 1, got {:?}", spec.shape);
+        }
+        if spec.layers.is_empty() {
+            bail!("flow config: a flow needs at least one layer");
+        }
+        let ctx = spec.context;
+        let mut shape: Chw = spec.shape;
+        let (mut layers, mut params, mut buffers) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut param_start, mut buffer_start) = (Vec::new(), Vec::new());
+        for (k, l) in spec.layers.iter().enumerate() {
+            param_start.push(params.len());
+            buffer_start.push(buffers.len());
+            let [c, h, w] = shape;
+            let d = c * h * w;
+            let mut output = shape;
+            match l {
+                LayerSpec::Coupling { mask, parity, affine, net } => {
+                    if *parity > 1 {
+                        bail!("flow config: layer {k}: parity must be 0 or 1, got {parity}");
+                    }
+                    net.check(k)?;
+                    if *mask == MaskKind::Channel && c % 2 != 0 {
+                        bail!("flow config: layer {k}: a channel mask needs an even channel count, got {c} channels");
+                    }
+                    if *mask == MaskKind::Checkerboard && h * w < 2 {
+                        bail!("flow config: layer {k}: a checkerboard mask needs at least 2 pixels, got {h}×{w}");
+                    }
+                    if *mask == MaskKind::Alternate && d < 2 {
+                        bail!("flow config: layer {k}: an alternating mask needs at least 2 values, got {d}");
+                    }
+                    let per = if *affine { 2 } else { 1 };
+                    match net {
+                        NetSpec::Mlp { .. } => net.tensors(k, d + ctx, per * d, &mut params),
+                        NetSpec::Resnet { .. } => net.tensors(k, c + ctx, per * c, &mut params),
+                    }
+                    if *affine {
+                        params.push(t(k, "scale", &[c]));
+                    }
+                }
+                LayerSpec::Actnorm => {
+                    params.push(t(k, "bias", &[c]));
+                    params.push(t(k, "logs", &[c]));
+                    buffers.push(t(k, "initialized", &[1]));
+                }
+                LayerSpec::Batchnorm { momentum, eps } => {
+                    if !(momentum.is_finite() && *momentum > 0.0 && *momentum <= 1.0) {
+                        bail!("flow config: layer {k}: batchnorm momentum must be in (0, 1], got {momentum}");
+                    }
+                    if !(eps.is_finite() && *eps > 0.0) {
+                        bail!("flow config: layer {k}: batchnorm eps must be > 0, got {eps}");
+                    }
+                    params.push(t(k, "log_gamma", &[c]));
+                    params.push(t(k, "beta", &[c]));
+                    buffers.push(t(k, "running_mean", &[c]));
+                    buffers.push(t(k, "running_var", &[c]));
+                }
+                LayerSpec::Inv1x1 => {
+                    params.push(t(k, "lower", &[c, c]));
+                    params.push(t(k, "upper", &[c, c]));
+                    params.push(t(k, "log_s", &[c]));
+                    buffers.push(t(k, "perm", &[c]));
+                    buffers.push(t(k, "sign_s", &[c]));
+                }
+                LayerSpec::Scale => params.push(t(k, "log_scale", &[c, h, w])),
+                LayerSpec::Reverse => {}
+                LayerSpec::Squeeze => {
+                    if h % 2 != 0 || w % 2 != 0 {
+                        bail!("flow config: layer {k}: squeeze needs an even height and width, got {c}×{h}×{w}");
+                    }
+                    output = [4 * c, h / 2, w / 2];
+                }
+                LayerSpec::Split => {
+                    if c < 2 {
+                        bail!("flow config: layer {k}: split needs at least 2 channels, got {c}");
+                    }
+                    output = [c / 2, h, w];
+                }
+                LayerSpec::Made { hidden, depth, .. } => {
+                    if d < 2 {
+                        bail!("flow config: layer {k}: a MADE layer needs at least 2 values, got {d}");
+                    }
+                    NetSpec::Mlp { hidden: *hidden, depth: *depth }.check(k)?;
+                    NetSpec::Mlp { hidden: *hidden, depth: *depth }.tensors(k, d + ctx, 2 * d, &mut params);
+                    params.push(t(k, "scale", &[d]));
+                }
+            }
+            layers.push(Resolved { spec: l.clone(), input: shape, output });
+            shape = output;
+        }
+        Ok(Plan { spec, layers, params, buffers, param_start, buffer_start })
+    }
+
+    /// D = C·H·W of the input (and of the latent).
+    pub fn dim(&self) -> usize {
+        self.spec.shape.iter().product()
+    }
+}
