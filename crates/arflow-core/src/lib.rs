@@ -6,6 +6,7 @@
 //! - [`loss`]: fused softmax cross-entropy.
 //! - [`optim`]: AdamW and global-norm clipping.
 
+pub mod alloc;
 pub mod device;
 pub mod flow;
 pub mod gemm;
@@ -19,7 +20,7 @@ pub mod real;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;
-pub use flow::{RealNvp, RealNvpConfig};
+pub use flow::{FlowNet, RealNvp, RealNvpConfig};
 pub use lm::{CharLm, CharLmConfig, LossGrads};
 pub use optim::AdamWConfig;
 pub use params::{ParamSpec, ParamStore, StepStats};

@@ -1,15 +1,19 @@
-//! 3×3 convolutions (stride 1, zero padding 1) as im2col + one GEMM, channels-last.
+//! 3×3 convolutions (stride 1, zero padding 1) as one fused candle op over im2col + GEMM, channels-last.
 //!
-//! candle's CPU `conv2d` backward runs `conv_transpose2d`, a direct loop far slower than a GEMM; here
-//! both passes are GEMMs and the only non-GEMM work is the [`Im2col3x3`] op (a gather) and its backward
-//! (the matching scatter-add), each one pass over `[N, H, W, 9C]`.
+//! candle's CPU `conv2d` backward runs `conv_transpose2d`, a direct loop far slower than a GEMM, and
+//! an im2col built from candle ops leaves `[N·H·W, 9C]` tensors in the autograd graph, each of whose
+//! gradients candle allocates and adds to zeros. Here the op's inputs are x and the weight matrix, its
+//! backward is two GEMMs and a scatter-add, and the im2col columns live only inside the op, built a
+//! few images at a time into buffers small enough for the allocator to recycle.
 
+use crate::gemm::{matmul, View};
 use crate::real::Real;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-/// `[N, H, W, C]` ↦ `[N, H, W, 9C]`: column `(kh·3 + kw)·C + c` of pixel (h, w) holds
-/// `x[h + kh − 1, w + kw − 1, c]`, zero outside the image.
+/// `[N, H, W, C]` ↦ `[N, H, W, 9C + 1]`: column `(kh·3 + kw)·C + c` of pixel (h, w) holds
+/// `x[h + kh − 1, w + kw − 1, c]`, zero outside the image; the last column is 1, so the bias rides in
+/// the GEMM (no separate broadcast add, forward or backward).
 #[derive(Clone, Copy)]
 struct Im2col3x3 {
     n: usize,
@@ -38,11 +42,15 @@ impl Im2col3x3 {
     fn gather<T: Real>(&self, x: &[T]) -> Vec<T> {
         let Im2col3x3 { n, h, w, c } = *self;
         let img = h * w * c;
-        let mut out = vec![T::zero(); n * h * w * 9 * c];
-        out.par_chunks_mut(h * w * 9 * c).enumerate().for_each(|(i, o)| {
+        let row = 9 * c + 1;
+        let mut out = vec![T::zero(); n * h * w * row];
+        out.par_chunks_mut(h * w * row).enumerate().for_each(|(i, o)| {
             let x = &x[i * img..(i + 1) * img];
+            for pix in 0..h * w {
+                o[pix * row + 9 * c] = T::one();
+            }
             for_each_tap(h, w, |pix, col, src| {
-                let dst = (pix * 9 + col) * c;
+                let dst = pix * row + col * c;
                 o[dst..dst + c].copy_from_slice(&x[src * c..(src + 1) * c]);
             });
         });
@@ -55,9 +63,10 @@ impl Im2col3x3 {
         let img = h * w * c;
         let mut dx = vec![T::zero(); n * img];
         dx.par_chunks_mut(img).enumerate().for_each(|(i, dx)| {
-            let g = &g[i * h * w * 9 * c..(i + 1) * h * w * 9 * c];
+            let row = 9 * c + 1;
+            let g = &g[i * h * w * row..(i + 1) * h * w * row];
             for_each_tap(h, w, |pix, col, src| {
-                let from = (pix * 9 + col) * c;
+                let from = pix * row + col * c;
                 for (d, s) in dx[src * c..(src + 1) * c].iter_mut().zip(&g[from..from + c]) {
                     *d = *d + *s;
                 }
@@ -67,72 +76,132 @@ impl Im2col3x3 {
     }
 }
 
-fn slice<'a, T>(s: &'a [T], l: &Layout) -> Result<&'a [T]> {
+fn slice<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("im2col: input must be contiguous"),
+        None => bail!("conv3x3: {what} must be contiguous"),
     }
 }
 
-impl CustomOp1 for Im2col3x3 {
-    fn name(&self) -> &'static str {
-        "arflow-im2col3x3"
+/// Values per im2col chunk: 2 Mi f32 = 8 MiB, well under glibc's mmap threshold.
+const CHUNK_VALUES: usize = 1 << 21;
+
+/// `x [N, H, W, Cin]`, `wmat [9·Cin + 1, Cout]` (the weight in im2col's row order, then the bias) ↦
+/// `[N, H, W, Cout]`.
+struct Conv3x3 {
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+}
+
+impl Conv3x3 {
+    fn geometry(&self, imgs: usize) -> Im2col3x3 {
+        Im2col3x3 { n: imgs, h: self.h, w: self.w, c: self.cin }
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let shape = Shape::from((self.n, self.h, self.w, 9 * self.c));
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(self.gather(slice(x, l)?)),
-            CpuStorage::F64(x) => CpuStorage::F64(self.gather(slice(x, l)?)),
-            _ => bail!("im2col: only f32 and f64"),
+    /// Images per chunk.
+    fn chunk(&self) -> usize {
+        (CHUNK_VALUES / (self.h * self.w * (9 * self.cin + 1))).clamp(1, self.n.max(1))
+    }
+
+    fn forward<T: Real>(&self, x: &[T], wmat: &[T]) -> Vec<T> {
+        let (hw, k, co) = (self.h * self.w, 9 * self.cin + 1, self.cout);
+        let img = hw * self.cin;
+        let mut out = vec![T::zero(); self.n * hw * co];
+        let step = self.chunk();
+        for s in (0..self.n).step_by(step) {
+            let e = (s + step).min(self.n);
+            let cols = self.geometry(e - s).gather(&x[s * img..e * img]);
+            let rows = (e - s) * hw;
+            let c = &mut out[s * hw * co..e * hw * co];
+            matmul(rows, co, k, c, co, false, View::rows(&cols, k), View::rows(wmat, co));
+        }
+        out
+    }
+
+    /// `(dx, dwmat)` from the output gradient `g [N·H·W, Cout]`.
+    fn backward<T: Real>(&self, x: &[T], wmat: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
+        let (hw, k, co) = (self.h * self.w, 9 * self.cin + 1, self.cout);
+        let img = hw * self.cin;
+        let mut dx = vec![T::zero(); self.n * img];
+        let mut dw = vec![T::zero(); k * co];
+        let step = self.chunk();
+        let mut dcols = Vec::new();
+        for s in (0..self.n).step_by(step) {
+            let e = (s + step).min(self.n);
+            let rows = (e - s) * hw;
+            let geo = self.geometry(e - s);
+            let cols = geo.gather(&x[s * img..e * img]);
+            let gs = &g[s * hw * co..e * hw * co];
+            // dW += colsᵀ · g
+            matmul(k, co, rows, &mut dw, co, s > 0, View::transposed(&cols, k), View::rows(gs, co));
+            // dcols = g · Wᵀ, then scattered back onto the pixels.
+            dcols.resize(rows * k, T::zero());
+            matmul(rows, k, co, &mut dcols, k, false, View::rows(gs, co), View::transposed(wmat, co));
+            dx[s * img..e * img].copy_from_slice(&geo.scatter(&dcols));
+        }
+        (dx, dw)
+    }
+}
+
+impl CustomOp2 for Conv3x3 {
+    fn name(&self) -> &'static str {
+        "arflow-conv3x3"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let shape = Shape::from((self.n, self.h, self.w, self.cout));
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
+                CpuStorage::F32(self.forward(slice(x, l1, "x")?, slice(w, l2, "w")?))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
+                CpuStorage::F64(self.forward(slice(x, l1, "x")?, slice(w, l2, "w")?))
+            }
+            _ => bail!("conv3x3: x and the weight must both be f32 or both f64"),
         };
         Ok((out, shape))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, wmat: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let back = Col2im3x3 { inner: *self };
-        Ok(Some(grad.apply_op1_no_bwd(&back)?))
-    }
-}
-
-/// The backward of [`Im2col3x3`] as an op of its own (its own backward is never needed).
-struct Col2im3x3 {
-    inner: Im2col3x3,
-}
-
-impl CustomOp1 for Col2im3x3 {
-    fn name(&self) -> &'static str {
-        "arflow-col2im3x3"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let Im2col3x3 { n, h, w, c } = self.inner;
-        let out = match s {
-            CpuStorage::F32(g) => CpuStorage::F32(self.inner.scatter(slice(g, l)?)),
-            CpuStorage::F64(g) => CpuStorage::F64(self.inner.scatter(slice(g, l)?)),
-            _ => bail!("col2im: only f32 and f64"),
+        let (sx, lx) = x.storage_and_layout();
+        let (sw, lw) = wmat.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let dev = x.device();
+        let k = 9 * self.cin + 1;
+        macro_rules! run {
+            ($x:expr, $w:expr, $g:expr) => {{
+                let (dx, dw) = self.backward(slice($x, lx, "x")?, slice($w, lw, "w")?, slice($g, lg, "grad")?);
+                (Tensor::from_vec(dx, x.shape(), dev)?, Tensor::from_vec(dw, (k, self.cout), dev)?)
+            }};
+        }
+        let (dx, dw) = match (&*sx, &*sw, &*sg) {
+            (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(w)), Storage::Cpu(CpuStorage::F32(g))) => {
+                run!(x, w, g)
+            }
+            (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(w)), Storage::Cpu(CpuStorage::F64(g))) => {
+                run!(x, w, g)
+            }
+            _ => bail!("conv3x3: backward runs on the CPU, with x, weight and gradient all f32 or all f64"),
         };
-        Ok((out, Shape::from((n, h, w, c))))
+        Ok((Some(dx), Some(dw)))
     }
-}
-
-/// `x [N, H, W, C]` ↦ `[N, H, W, 9C]` (see [`Im2col3x3`]); differentiable.
-pub fn im2col3x3(x: &Tensor) -> Result<Tensor> {
-    let (n, h, w, c) = x.dims4()?;
-    x.contiguous()?.apply_op1(Im2col3x3 { n, h, w, c })
 }
 
 /// A 3×3 convolution, stride 1, zero padding 1, on channels-last `x [N, H, W, Cin]` with a PyTorch
-/// weight `[Cout, Cin, 3, 3]` and bias `[Cout]`; returns `[N, H, W, Cout]`.
+/// weight `[Cout, Cin, 3, 3]` and bias `[Cout]`; returns `[N, H, W, Cout]`. Differentiable in all three.
 pub fn conv3x3_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let (n, h, w, cin) = x.dims4()?;
     let (cout, wcin, kh, kw) = weight.dims4()?;
     if (wcin, kh, kw) != (cin, 3, 3) {
         bail!("conv3x3: weight {:?} does not fit input channels {cin}", weight.dims());
     }
-    // [Cout, Cin, 3, 3] → [3, 3, Cin, Cout] → [9·Cin, Cout], rows in im2col's column order.
+    // [Cout, Cin, 3, 3] → [3, 3, Cin, Cout] → [9·Cin, Cout], rows in im2col's column order, then the
+    // bias as the row that meets im2col's column of ones.
     let wmat = weight.permute((2, 3, 1, 0))?.reshape((9 * cin, cout))?;
-    let cols = im2col3x3(x)?.reshape((n * h * w, 9 * cin))?;
-    cols.matmul(&wmat)?.broadcast_add(bias)?.reshape((n, h, w, cout))
+    let wmat = Tensor::cat(&[&wmat, &bias.reshape((1, cout))?], 0)?;
+    x.contiguous()?.apply_op2(&wmat.contiguous()?, Conv3x3 { n, h, w, cin, cout })
 }

@@ -71,6 +71,7 @@ impl FlowNet {
     }
 
     pub fn from_plan(plan: Plan, seed: u64, dev: Dev) -> Result<Self> {
+        crate::alloc::tune_allocator();
         let device = dev.device()?;
         let specs = plan
             .params
