@@ -3,6 +3,7 @@
  * seeded generator (with replacement), AdamW with global-norm clipping, a cosine (or other) learning-rate
  * schedule, progress reports, an AbortSignal and a time budget, and optional held-out NLL.
  */
+import type { OptimConfig, StepStats } from '../backend/types.js';
 import { ConfigError } from '../errors.js';
 import type { RealNVP } from '../models/flow.js';
 import { Rng } from '../util/rng.js';
@@ -63,20 +64,54 @@ function resolve(o: FlowTrainOptions): Resolved {
   return resolveOptions(DEFAULTS, o, { batchSize: 1, valEvery: 0 });
 }
 
+/** What a training loop needs of a model and its data. */
+export interface FlowTrainSource {
+  /** Examples available (≥ 1). */
+  n: number;
+  /** One optimizer step on the examples at `indices` (drawn with replacement). */
+  step(indices: Int32Array, opt: OptimConfig): Promise<StepStats>;
+  /** Held-out NLL (nats per example), or undefined when there is no held-out data. */
+  validate?: () => Promise<number>;
+}
+
 export async function trainFlow(
   model: RealNVP,
   data: Float32Array,
   opts: FlowTrainOptions = {},
 ): Promise<FlowTrainSummary> {
-  const r = resolve(opts);
   const dim = model.config.dim;
   const n = model.checkData(data, 'training data');
-  if (n < 1) throw new ConfigError('training data is empty');
   const val = opts.valData;
   if (val !== undefined) model.checkData(val, 'validation data');
+  let x = new Float32Array(0);
+  return runFlowTraining(
+    {
+      n,
+      step: (idx, opt) => {
+        if (x.length !== idx.length * dim) x = new Float32Array(idx.length * dim);
+        for (let b = 0; b < idx.length; b++) x.set(data.subarray(idx[b] * dim, (idx[b] + 1) * dim), b * dim);
+        return model.backend.trainStep(x, idx.length, opt);
+      },
+      validate: val !== undefined && val.length > 0 ? () => model.nll(val) : undefined,
+    },
+    opts,
+  );
+}
+
+/**
+ * The loop every flow trains with: seeded minibatch indices, the learning-rate schedule, progress
+ * reports, validation, an AbortSignal and a time budget.
+ */
+export async function runFlowTraining(
+  src: FlowTrainSource,
+  opts: Omit<FlowTrainOptions, 'valData'> = {},
+): Promise<FlowTrainSummary> {
+  const r = resolve(opts);
+  const n = src.n;
+  if (n < 1) throw new ConfigError('training data is empty');
   const rng = new Rng(r.seed);
   const B = r.batchSize;
-  const x = new Float32Array(B * dim);
+  const idx = new Int32Array(B);
   const t0 = performance.now();
   let step = 0;
   let trainMs = 0;
@@ -90,8 +125,9 @@ export async function trainFlow(
   let outOfTime = false;
   const losses: number[] = [];
   let lastSamplesPerSec = 0;
+  const hasVal = src.validate !== undefined;
   const validate = async () => {
-    if (val !== undefined && val.length > 0) valNll = await model.nll(val);
+    if (src.validate) valNll = await src.validate();
   };
   const report = (lr: number, withVal: boolean) => {
     const elapsed = (performance.now() - t0) / 1000;
@@ -126,13 +162,10 @@ export async function trainFlow(
       outOfTime = true;
       break;
     }
-    for (let b = 0; b < B; b++) {
-      const i = rng.int(n);
-      for (let d = 0; d < dim; d++) x[b * dim + d] = data[i * dim + d];
-    }
+    for (let b = 0; b < B; b++) idx[b] = rng.int(n);
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
-    const s = await model.backend.trainStep(x, B, optimConfig(r, lr));
+    const s = await src.step(idx, optimConfig(r, lr));
     const dt = performance.now() - ts;
     trainMs += dt;
     windowMs += dt;
@@ -141,13 +174,13 @@ export async function trainFlow(
     windowLoss += s.loss;
     windowSteps++;
     lastNorm = s.gradNorm;
-    const validateNow = val !== undefined && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps;
+    const validateNow = hasVal && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps;
     if (validateNow) await validate();
     if (validateNow || step % r.logEvery === 0) report(lr, validateNow);
   }
   const elapsedSec = (performance.now() - t0) / 1000;
   await validate();
-  if (windowSteps > 0 || !aborted) report(lr, val !== undefined);
+  if (windowSteps > 0 || !aborted) report(lr, hasVal);
   return {
     steps: step,
     samplesPerSec: trainMs > 0 ? (step * B) / (trainMs / 1000) : 0,

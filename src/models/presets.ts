@@ -1,0 +1,161 @@
+/**
+ * The architectures of the literature as FlowNet specs (`src/backend/flownet-types.ts`), from small
+ * typed configs with sane defaults:
+ *
+ * - {@link realNvpImageSpec}: Real NVP's multi-scale architecture (Dinh et al. 2017): per scale, 3
+ *   affine couplings with alternating checkerboard masks → squeeze → 3 with alternating channel masks →
+ *   factor out half the channels; the final scale has 4 checkerboard couplings. ResNet conditioners
+ *   with weight norm; actnorm or batch norm after each coupling.
+ * - {@link glowSpec}: Glow (Kingma & Dhariwal 2018): per level, squeeze → K × (actnorm → invertible 1×1
+ *   conv → affine coupling) → split (not after the last level).
+ * - {@link niceSpec}: NICE (Dinh et al. 2015): additive couplings with alternating masks and MLP
+ *   conditioners, then a diagonal scaling; logistic base.
+ * - {@link mafSpec} / {@link iafSpec}: stacks of MADE layers whose orders alternate (Papamakarios et al.
+ *   2017; Kingma et al. 2016).
+ */
+
+import type { FlowNetSpec, LayerSpec, NetSpec } from '../backend/flownet-types.js';
+import { ConfigError } from '../errors.js';
+
+export type Shape3 = [number, number, number];
+
+export interface RealNvpImageConfig {
+  /** `[C, H, W]` of one image. */
+  shape: Shape3;
+  /** Number of scales (≥ 1); every scale but the last squeezes, so H and W must halve evenly. Default 2. */
+  scales?: number;
+  /** ResNet width. Default 32. */
+  channels?: number;
+  /** Residual blocks per conditioner. Default 2. */
+  blocks?: number;
+  /** Normalisation layer after each coupling. Default 'actnorm'. */
+  norm?: 'actnorm' | 'batchnorm' | 'none';
+  /** Context values per example (e.g. 10 for a one-hot class). Default 0. */
+  context?: number;
+}
+
+export interface GlowConfig {
+  shape: Shape3;
+  /** Levels L (each starts with a squeeze). Default 2. */
+  levels?: number;
+  /** Flow steps K per level. Default 8. */
+  steps?: number;
+  /** Conditioner width. Default 64. */
+  channels?: number;
+  /** Residual blocks per conditioner. Default 1. */
+  blocks?: number;
+  context?: number;
+}
+
+export interface VectorFlowConfig {
+  /** Data dimension D, or `[C, H, W]` of images treated as flat vectors. */
+  dim: number | Shape3;
+  /** Couplings (NICE) or MADE layers (MAF/IAF). Default 4 (NICE) or 5. */
+  layers?: number;
+  /** Hidden width. Default 256 (NICE) or 64. */
+  hidden?: number;
+  /** Hidden layers per net. Default 4 (NICE) or 2. */
+  depth?: number;
+  context?: number;
+}
+
+function whole(name: string, v: number, min: number): number {
+  if (!Number.isSafeInteger(v) || v < min) throw new ConfigError(`${name} must be a whole number ≥ ${min}, got ${v}`);
+  return v;
+}
+
+function checkShape(shape: Shape3): Shape3 {
+  if (!Array.isArray(shape) || shape.length !== 3) throw new ConfigError('shape must be [C, H, W]');
+  for (let i = 0; i < 3; i++) whole(`shape[${i}]`, shape[i], 1);
+  return shape;
+}
+
+function vectorShape(dim: number | Shape3): Shape3 {
+  return typeof dim === 'number' ? [whole('dim', dim, 2), 1, 1] : checkShape(dim);
+}
+
+export function realNvpImageSpec(cfg: RealNvpImageConfig): FlowNetSpec {
+  const shape = checkShape(cfg.shape);
+  const scales = whole('scales', cfg.scales ?? 2, 1);
+  const net: NetSpec = {
+    type: 'resnet',
+    channels: whole('channels', cfg.channels ?? 32, 1),
+    blocks: whole('blocks', cfg.blocks ?? 2, 0),
+    norm: 'weight',
+  };
+  const norm = cfg.norm ?? 'actnorm';
+  if (!['actnorm', 'batchnorm', 'none'].includes(norm))
+    throw new ConfigError(`norm must be actnorm, batchnorm or none, got ${JSON.stringify(norm)}`);
+  const layers: LayerSpec[] = [];
+  const coupling = (mask: 'checkerboard' | 'channel', i: number) => {
+    layers.push({ type: 'coupling', mask, parity: (i % 2) as 0 | 1, affine: true, net });
+    if (norm === 'actnorm') layers.push({ type: 'actnorm' });
+    if (norm === 'batchnorm') layers.push({ type: 'batchnorm', momentum: 0.05, eps: 1e-4 });
+  };
+  for (let s = 0; s < scales - 1; s++) {
+    for (let i = 0; i < 3; i++) coupling('checkerboard', i);
+    layers.push({ type: 'squeeze' });
+    for (let i = 0; i < 3; i++) coupling('channel', i);
+    layers.push({ type: 'split' });
+  }
+  for (let i = 0; i < 4; i++) coupling('checkerboard', i);
+  return { shape, context: whole('context', cfg.context ?? 0, 0), base: 'normal', layers };
+}
+
+export function glowSpec(cfg: GlowConfig): FlowNetSpec {
+  const shape = checkShape(cfg.shape);
+  const levels = whole('levels', cfg.levels ?? 2, 1);
+  const steps = whole('steps', cfg.steps ?? 8, 1);
+  const net: NetSpec = {
+    type: 'resnet',
+    channels: whole('channels', cfg.channels ?? 64, 1),
+    blocks: whole('blocks', cfg.blocks ?? 1, 0),
+    norm: 'weight',
+  };
+  const layers: LayerSpec[] = [];
+  for (let l = 0; l < levels; l++) {
+    layers.push({ type: 'squeeze' });
+    for (let k = 0; k < steps; k++) {
+      layers.push({ type: 'actnorm' }, { type: 'inv1x1' });
+      layers.push({ type: 'coupling', mask: 'channel', parity: (k % 2) as 0 | 1, affine: true, net });
+    }
+    if (l < levels - 1) layers.push({ type: 'split' });
+  }
+  return { shape, context: whole('context', cfg.context ?? 0, 0), base: 'normal', layers };
+}
+
+export function niceSpec(cfg: VectorFlowConfig): FlowNetSpec {
+  const shape = vectorShape(cfg.dim);
+  const net: NetSpec = {
+    type: 'mlp',
+    hidden: whole('hidden', cfg.hidden ?? 256, 1),
+    depth: whole('depth', cfg.depth ?? 4, 1),
+  };
+  const layers: LayerSpec[] = [];
+  for (let i = 0; i < whole('layers', cfg.layers ?? 4, 1); i++) {
+    layers.push({ type: 'coupling', mask: 'alternate', parity: (i % 2) as 0 | 1, affine: false, net });
+  }
+  layers.push({ type: 'scale' });
+  return { shape, context: whole('context', cfg.context ?? 0, 0), base: 'logistic', layers };
+}
+
+function madeStack(kind: 'maf' | 'iaf', cfg: VectorFlowConfig): FlowNetSpec {
+  const shape = vectorShape(cfg.dim);
+  const hidden = whole('hidden', cfg.hidden ?? 64, 1);
+  const depth = whole('depth', cfg.depth ?? 2, 1);
+  const layers: LayerSpec[] = [];
+  for (let i = 0; i < whole('layers', cfg.layers ?? 5, 1); i++) {
+    layers.push({ type: 'made', kind, hidden, depth, order: i % 2 === 0 ? 'forward' : 'reverse' });
+  }
+  return { shape, context: whole('context', cfg.context ?? 0, 0), base: 'normal', layers };
+}
+
+/** MAF: fast density (one pass per layer), sampling D passes per layer. */
+export function mafSpec(cfg: VectorFlowConfig): FlowNetSpec {
+  return madeStack('maf', cfg);
+}
+
+/** IAF: fast sampling (one pass per layer), density D passes per layer (so keep D small to train it). */
+export function iafSpec(cfg: VectorFlowConfig): FlowNetSpec {
+  return madeStack('iaf', cfg);
+}
