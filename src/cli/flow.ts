@@ -7,20 +7,29 @@ import { dirname, join, parse } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
 import { heatmapRgb, savePng, scatterRgb } from '../io/png.js';
-import { gaussianNll, RealNVP } from '../models/flow.js';
+import { checkpointKind, gaussianNll, RealNVP } from '../models/flow.js';
 import type { FlowTrainProgress } from '../train/flow-trainer.js';
 import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
+import { evalFlowNet, FLOW_MODELS, FLOWNET_KIND, type FlowModelName, sampleFlowNet, trainFlowNet } from './flownet.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 /** The densities `train flow --data` accepts. */
 export const FLOW_DATA = ['moons', '8gaussians', 'checkerboard', 'pinwheel', 'rings'] as const;
+/** What `train flow --data` accepts: the 2-D densities and Fashion-MNIST. */
+export const TRAIN_FLOW_DATA = [...FLOW_DATA, 'fashion-mnist'] as const;
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
 const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 
 export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
-  data: { type: 'string', help: `2-D density to fit (default moons)`, choices: FLOW_DATA },
-  n: { type: 'int', help: 'training points drawn from it (default 20000)' },
+  data: { type: 'string', help: `2-D density or fashion-mnist (default moons)`, choices: TRAIN_FLOW_DATA },
+  model: {
+    type: 'string',
+    help: 'realnvp (vector MLP couplings; multi-scale ResNet on images), glow, nice, maf or iaf (default realnvp)',
+    choices: FLOW_MODELS,
+  },
+  n: { type: 'int', help: 'training examples (default 20000 points; all 60000 images)' },
+  'test-n': { type: 'int', help: 'held-out examples scored at the end (default 5000 points; 10000 images)' },
   steps: { type: 'int', help: 'training steps (default 2000)' },
   batch: { type: 'int', help: 'points per minibatch (default 256)' },
   lr: { type: 'number', help: 'peak learning rate, cosine schedule (default 0.001)' },
@@ -28,6 +37,19 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
   couplings: { type: 'int', help: 'affine couplings (default 8)' },
   hidden: { type: 'int', help: 'conditioner width (default 64)' },
   depth: { type: 'int', help: 'hidden layers per conditioner (default 2)' },
+  layers: { type: 'int', help: 'nice: couplings (default 4); maf/iaf: MADE layers (default 5)' },
+  channels: { type: 'int', help: 'ResNet width of image conditioners (default 32)' },
+  blocks: { type: 'int', help: 'residual blocks per ResNet conditioner (default 2 realnvp, 1 glow)' },
+  scales: { type: 'int', help: 'realnvp on images: scales (default 2)' },
+  norm: {
+    type: 'string',
+    help: 'realnvp on images: layer after each coupling (default actnorm)',
+    choices: ['actnorm', 'batchnorm', 'none'],
+  },
+  levels: { type: 'int', help: 'glow: levels (default 2 on images)' },
+  'flow-steps': { type: 'int', help: 'glow: steps (actnorm, 1x1 conv, coupling) per level (default 4 on images)' },
+  conditional: { type: 'boolean', help: 'fashion-mnist: condition on the class label (samples: one row per class)' },
+  temperature: { type: 'number', help: 'temperature of the sample picture (default 0.7 images, 1 points)' },
   seed: { type: 'int', help: 'seed of data, initialisation and minibatches (default 0)' },
   backend: { type: 'string', help: 'native or js (default: native when available)', choices: ['native', 'js'] },
   seconds: { type: 'number', help: 'stop after this many seconds of training; the schedule follows the clock' },
@@ -41,14 +63,18 @@ export const SAMPLE_FLOW_FLAGS: Record<string, FlagSpec> = {
   n: { type: 'int', help: 'points to sample (default 5000)' },
   temperature: { type: 'number', help: 'standard deviation of the base samples (default 1)' },
   seed: { type: 'int', help: 'sampling seed (default 0)' },
-  out: { type: 'string', help: 'scatter plot PNG (default: the checkpoint path with -samples.png)' },
+  label: {
+    type: 'int',
+    help: 'class of every sample, for a class-conditional image flow (default: cycle through classes)',
+  },
+  out: { type: 'string', help: 'scatter plot or image grid PNG (default: the checkpoint path with -samples.png)' },
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
 
 export const EVAL_FLOW_FLAGS: Record<string, FlagSpec> = {
   data: { type: 'string', help: 'density to score (default: the one it was trained on)', choices: FLOW_DATA },
-  n: { type: 'int', help: 'held-out points (default 5000)' },
+  n: { type: 'int', help: 'held-out points (default 5000) or test images (default 10000)' },
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
@@ -102,7 +128,12 @@ function sideBySide(images: Uint8Array[], w: number, h: number, gap = 8): { widt
 }
 
 /** log p on a grid (clamped 10 nats below its maximum, for contrast) beside a scatter of samples. */
-async function densityPng(model: RealNVP, path: string, extent: Extent, samples: Float32Array): Promise<void> {
+async function densityPng(
+  model: { logProb(x: Float32Array): Promise<Float32Array> },
+  path: string,
+  extent: Extent,
+  samples: Float32Array,
+): Promise<void> {
   const W = 200;
   const H = 200;
   const [x0, x1, y0, y1] = extent;
@@ -142,13 +173,30 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   }
   if (positional.length) throw new ConfigError(`unexpected argument ${JSON.stringify(positional[0])}`);
   const json = Boolean(f.json);
-  const data = dataName(f, 'moons');
-  const n = num(f, 'n') ?? 20000;
+  const data = str(f, 'data') === 'fashion-mnist' ? 'fashion-mnist' : dataName(f, 'moons');
+  const modelName = (str(f, 'model') ?? 'realnvp') as FlowModelName;
   const seed = num(f, 'seed') ?? 0;
   const steps = num(f, 'steps') ?? 2000;
   const seconds = num(f, 'seconds');
-  const out = str(f, 'out') ?? `flow-${data}.safetensors`;
+  const out = str(f, 'out') ?? `flow-${data}${modelName === 'realnvp' ? '' : `-${modelName}`}.safetensors`;
   const png = str(f, 'png') ?? withExt(out, '.png');
+  if (data === 'fashion-mnist' || modelName !== 'realnvp') {
+    if (str(f, 'backend') === 'js')
+      throw new ConfigError(`--model ${modelName} and image data run on the native backend only`);
+    return trainFlowNet({
+      f,
+      json,
+      data,
+      model: modelName,
+      seed,
+      steps,
+      seconds,
+      out,
+      png,
+      densityPng: (m, path, train) => densityPng(m, path, extentOf(train), m.sample(5000, { seed: seed + 1 })),
+    });
+  }
+  const n = num(f, 'n') ?? 20000;
   const train = sample2d(data, n, seed);
   const test = sample2d(data, TEST_N, seed + TEST_SEED_OFFSET);
   const model = RealNVP.create(
@@ -230,6 +278,11 @@ export async function cmdSampleFlow(path: string, argv: string[]): Promise<void>
     return;
   }
   if (positional.length !== 1) throw new ConfigError('arflow sample needs exactly one checkpoint FILE');
+  if (checkpointKind(path) === FLOWNET_KIND) {
+    return sampleFlowNet(path, f, withExt(path, '-samples.png'), (xs, out) => {
+      savePng(out, 256, 256, scatterRgb(xs, 256, 256, extentOf(xs)), 3);
+    });
+  }
   const model = RealNVP.load(path);
   if (model.config.dim !== 2)
     throw new ConfigError(`sample pictures need a 2-D flow; this one has dim ${model.config.dim}`);
@@ -257,6 +310,7 @@ export async function cmdEvalFlow(path: string, argv: string[]): Promise<void> {
     return;
   }
   if (positional.length !== 1) throw new ConfigError('arflow eval needs exactly one checkpoint FILE');
+  if (checkpointKind(path) === FLOWNET_KIND) return evalFlowNet(path, f);
   const model = RealNVP.load(path);
   if (model.config.dim !== 2)
     throw new ConfigError(`eval on the 2-D densities needs a 2-D flow; this one has dim ${model.config.dim}`);

@@ -11,6 +11,7 @@ import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, ConfigError } from '../errors.js';
 import { CharLM } from '../models/char-lm.js';
 import { checkpointKind, FLOW_KIND } from '../models/flow.js';
+import { FLOWNET_KIND } from '../models/flownet.js';
 import type { TrainProgress } from '../train/char-trainer.js';
 import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
 import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
@@ -271,9 +272,13 @@ async function cmdDemo(argv: string[]): Promise<void> {
   });
 }
 
-/** The first argument that names a Real NVP checkpoint (by its metadata kind), if any. */
+/** The first argument that names a flow checkpoint (by its metadata kind), if any. */
 function flowCheckpoint(argv: string[]): string | undefined {
-  return argv.find((a) => !a.startsWith('--') && checkpointKind(a) === FLOW_KIND);
+  return argv.find((a) => {
+    if (a.startsWith('--')) return false;
+    const kind = checkpointKind(a);
+    return kind === FLOW_KIND || kind === FLOWNET_KIND;
+  });
 }
 
 async function cmdSample(argv: string[]): Promise<void> {
