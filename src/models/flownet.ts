@@ -152,7 +152,7 @@ export class Flow {
     return { y: r.y as Float32Array, logdet: r.logdet };
   }
 
-  fit(data: Data, opts: FlowNetTrainOptions = {}): Promise<FlowTrainSummary> {
+  async fit(data: Data, opts: FlowNetTrainOptions = {}): Promise<FlowTrainSummary> {
     const D = this.dim;
     const n = this.checkData(data, 'training data');
     const ctx = this.contextFor(n, opts.labels, opts.context, 'training data');
