@@ -104,3 +104,70 @@ describe('arflow train flow / sample / eval', () => {
     expect(err).toMatchObject({ type: 'error', code: 'E_CONFIG' });
   });
 });
+
+describe('arflow train flow --model … (FlowNet models)', () => {
+  it('trains MAF on two moons below the Gaussian, then samples and evaluates its checkpoint', () => {
+    const r = arflow('train', 'flow', '--data', 'moons', '--model', 'maf', '--steps', '300', '--n', '4000', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const s = jsonLines(r.stdout).at(-1) as Record<string, number | string>;
+    expect(s).toMatchObject({ type: 'summary', model: 'maf', out: 'flow-moons-maf.safetensors', steps: 300 });
+    expect(s.testNll as number).toBeLessThan((s.gaussianNll as number) - 0.2);
+    expect(isPng(join(dir, s.png as string))).toBe(true);
+    const sample = arflow('sample', 'flow-moons-maf.safetensors', '--n', '500', '--out', 'maf.png', '--json');
+    expect(sample.status, sample.stderr).toBe(0);
+    expect(isPng(join(dir, 'maf.png'))).toBe(true);
+    const ev = arflow('eval', 'flow-moons-maf.safetensors', '--n', '1000', '--json');
+    expect(ev.status, ev.stderr).toBe(0);
+    const e = jsonLines(ev.stdout).at(-1) as Record<string, number | string>;
+    expect(e.data).toBe('moons');
+    expect(e.testNll as number).toBeLessThan(e.gaussianNll as number);
+  }, 120_000);
+
+  it.skipIf(!existsSync('/usr/share/datasets/fashion-mnist') && !process.env.ARFLOW_FASHION_MNIST)(
+    'trains a multi-scale Real NVP on Fashion-MNIST: testBpd below 8, sample grid and interpolation PNGs, eval',
+    () => {
+      const r = arflow(
+        'train',
+        'flow',
+        '--data',
+        'fashion-mnist',
+        '--steps',
+        '20',
+        '--n',
+        '1000',
+        '--test-n',
+        '100',
+        '--channels',
+        '8',
+        '--blocks',
+        '1',
+        '--conditional',
+        '--json',
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const s = jsonLines(r.stdout).at(-1) as Record<string, number | string>;
+      expect(s).toMatchObject({ type: 'summary', model: 'realnvp', out: 'flow-fashion-mnist.safetensors', testImages: 100 });
+      expect(s.testBpd as number).toBeLessThan(7.5);
+      expect(s.testNll as number).toBeCloseTo((s.testBpd as number) * 784 * Math.LN2, 3);
+      expect(isPng(join(dir, s.png as string))).toBe(true);
+      expect(isPng(join(dir, s.interpolationPng as string))).toBe(true);
+      const sample = arflow('sample', 'flow-fashion-mnist.safetensors', '--n', '9', '--label', '3', '--out', 'g.png');
+      expect(sample.status, sample.stderr).toBe(0);
+      expect(isPng(join(dir, 'g.png'))).toBe(true);
+      const badLabel = arflow('sample', 'flow-fashion-mnist.safetensors', '--label', '12', '--json');
+      expect(badLabel.status).toBe(2);
+      const ev = arflow('eval', 'flow-fashion-mnist.safetensors', '--n', '50', '--json');
+      expect(ev.status, ev.stderr).toBe(0);
+      expect(jsonLines(ev.stdout).at(-1)).toMatchObject({ type: 'summary', data: 'fashion-mnist', n: 50 });
+    },
+    120_000,
+  );
+
+  it('refuses IAF on images and the JS backend for FlowNet models, with exit code 2', () => {
+    const iaf = arflow('train', 'flow', '--data', 'fashion-mnist', '--model', 'iaf', '--json');
+    expect(iaf.status).toBe(2);
+    expect(jsonLines(iaf.stdout).at(-1)).toMatchObject({ type: 'error', code: 'E_CONFIG' });
+    const js = arflow('train', 'flow', '--model', 'glow', '--backend', 'js', '--json');
+    expect(js.status).toBe(2);
+  });
+});
