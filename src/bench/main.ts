@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: throughput of the char-GRU training step on Moby-Dick, native CPU vs the pure-TS
  * reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
- * of training at growing T; and the affine-coupling kernel of the flows. Prints a table and writes `bench/results/char-gru-<date>.json`.
+ * of training at growing T; the affine-coupling kernel of the flows; Fashion-MNIST Real NVP and Glow
+ * training and scoring images/s. Prints a table and writes `bench/results/char-gru-<date>.json`.
  * Figures are only comparable within one run: the machines are shared and noisy.
  */
 import { execFileSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CharLM } from '../models/char-lm.js';
 import { benchCoupling } from './coupling.js';
+import { benchImageFlows } from './flows.js';
 
 interface Size {
   embed: number;
@@ -109,6 +111,7 @@ async function main(): Promise<void> {
     };
   });
   const coupling = benchCoupling(addon, quick);
+  const imageFlows = await benchImageFlows(quick);
   const result = {
     date: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version },
@@ -116,6 +119,7 @@ async function main(): Promise<void> {
     training: rows,
     memory,
     coupling,
+    imageFlows,
   };
   console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
   console.log(
@@ -124,6 +128,8 @@ async function main(): Promise<void> {
   console.table(rows);
   console.table(memory);
   console.table([coupling]);
+  if (typeof imageFlows === 'string') console.log(`image flows: ${imageFlows}`);
+  else console.table(imageFlows);
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
   const file = `${dir}char-gru-${result.date.replace(/[:.]/g, '-')}.json`;

@@ -224,7 +224,7 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   const temperature = num(f, 'temperature') ?? (image ? 0.7 : 1);
   let interp: string | undefined;
   if (image && testImages) {
-    interp = png.replace(/\.png$/, '') + '-interp.png';
+    interp = `${png.replace(/\.png$/, '')}-interp.png`;
     imagePictures(flow, testImages, png, interp, temperature, seed + 1);
   } else {
     await a.densityPng(flow, png, train as Float32Array);
