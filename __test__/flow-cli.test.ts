@@ -146,7 +146,12 @@ describe('arflow train flow --model … (FlowNet models)', () => {
       );
       expect(r.status, r.stderr).toBe(0);
       const s = jsonLines(r.stdout).at(-1) as Record<string, number | string>;
-      expect(s).toMatchObject({ type: 'summary', model: 'realnvp', out: 'flow-fashion-mnist.safetensors', testImages: 100 });
+      expect(s).toMatchObject({
+        type: 'summary',
+        model: 'realnvp',
+        out: 'flow-fashion-mnist.safetensors',
+        testImages: 100,
+      });
       expect(s.testBpd as number).toBeLessThan(7.5);
       expect(s.testNll as number).toBeCloseTo((s.testBpd as number) * 784 * Math.LN2, 3);
       expect(isPng(join(dir, s.png as string))).toBe(true);

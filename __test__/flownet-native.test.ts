@@ -100,7 +100,13 @@ describe('native FlowNet against the TypeScript reference', () => {
       const { flow, js } = pair(spec, 3);
       const n = 4;
       const x = randomData(n, flow.dim, 5);
-      const ctx = spec.context > 0 ? oneHot([0, 1, 2, 1].map((l) => l % spec.context), spec.context) : undefined;
+      const ctx =
+        spec.context > 0
+          ? oneHot(
+              [0, 1, 2, 1].map((l) => l % spec.context),
+              spec.context,
+            )
+          : undefined;
       const want = js.forward(x, n, ctx);
       const r = flow.backend.encode(x, ctx ?? null, n);
       expectClose(`${name} z`, r.z, want.z, 1e-4);
@@ -190,12 +196,22 @@ describe('Flow: checkpoints and errors', () => {
     await flow.save(path, { train: { steps: 1 } });
     const back = Flow.load(path);
     expect(back.trainInfo).toEqual({ steps: 1 });
-    expectClose('reloaded logProb', await back.logProb(x, { context: ctx }), await flow.logProb(x, { context: ctx }), 1e-6);
-    expect(Array.from(back.backend.getBuffer('layers.3.perm'))).toEqual(Array.from(flow.backend.getBuffer('layers.3.perm')));
+    expectClose(
+      'reloaded logProb',
+      await back.logProb(x, { context: ctx }),
+      await flow.logProb(x, { context: ctx }),
+      1e-6,
+    );
+    expect(Array.from(back.backend.getBuffer('layers.3.perm'))).toEqual(
+      Array.from(flow.backend.getBuffer('layers.3.perm')),
+    );
     // A corrupt buffer (not a permutation), a truncated file and a foreign file.
     const bytes = readFileSync(path);
     const header = Number(bytes.readBigUInt64LE(0));
-    const meta = JSON.parse(bytes.subarray(8, 8 + header).toString()) as Record<string, { data_offsets: [number, number] }>;
+    const meta = JSON.parse(bytes.subarray(8, 8 + header).toString()) as Record<
+      string,
+      { data_offsets: [number, number] }
+    >;
     const [start] = meta['layers.3.perm'].data_offsets;
     const bad = Buffer.from(bytes);
     bad.writeFloatLE(0, 8 + header + start);
