@@ -168,6 +168,19 @@ describe('arflow train flow --model … (FlowNet models)', () => {
     120_000,
   );
 
+  for (const model of ['nice', 'glow', 'iaf']) {
+    it(`trains ${model} on two moons below the Gaussian baseline`, () => {
+      const r = arflow('train', 'flow', '--data', 'moons', '--model', model, '--steps', '300', '--n', '4000', '--json');
+      expect(r.status, r.stderr).toBe(0);
+      const s = jsonLines(r.stdout).at(-1) as Record<string, number | string>;
+      expect(s).toMatchObject({ type: 'summary', model, steps: 300 });
+      expect(s.testNll as number, `${model}: ${s.testNll} vs ${s.gaussianNll}`).toBeLessThan(s.gaussianNll as number);
+      const sample = arflow('sample', s.out as string, '--n', '300', '--temperature', '0.8', '--out', `${model}.png`);
+      expect(sample.status, sample.stderr).toBe(0);
+      expect(isPng(join(dir, `${model}.png`))).toBe(true);
+    }, 120_000);
+  }
+
   it('refuses IAF on images and the JS backend for FlowNet models, with exit code 2', () => {
     const iaf = arflow('train', 'flow', '--data', 'fashion-mnist', '--model', 'iaf', '--json');
     expect(iaf.status).toBe(2);

@@ -49,6 +49,8 @@ const VECTOR_STACK: FlowNetSpec = {
     { type: 'reverse' },
     { type: 'made', kind: 'iaf', hidden: 16, depth: 1, order: 'reverse' },
     { type: 'coupling', mask: 'alternate', parity: 1, affine: true, net: { type: 'mlp', hidden: 8, depth: 2 } },
+    { type: 'coupling', mask: 'halves', parity: 0, affine: false, net: { type: 'mlp', hidden: 8, depth: 1 } },
+    { type: 'coupling', mask: 'halves', parity: 1, affine: true, net: { type: 'mlp', hidden: 8, depth: 1 } },
     { type: 'inv1x1' },
   ],
 };

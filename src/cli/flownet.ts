@@ -58,8 +58,8 @@ function buildFlow(model: FlowModelName, image: boolean, f: Flags, dim: number, 
         return niceSpec({
           dim: dimOrShape,
           layers: num(f, 'layers'),
-          hidden: num(f, 'hidden'),
-          depth: num(f, 'depth'),
+          hidden: num(f, 'hidden') ?? (image ? 256 : 64),
+          depth: num(f, 'depth') ?? (image ? 4 : 2),
           context,
         });
       case 'maf':

@@ -45,7 +45,7 @@ const LAYER_FIELDS: Record<LayerSpec['type'], readonly string[]> = {
   made: ['kind', 'hidden', 'depth', 'order'],
 };
 const LAYER_TYPES = Object.keys(LAYER_FIELDS) as LayerSpec['type'][];
-const MASKS: readonly MaskKind[] = ['checkerboard', 'channel', 'alternate'];
+const MASKS: readonly MaskKind[] = ['checkerboard', 'channel', 'alternate', 'halves'];
 const LOG_2PI = Math.log(2 * Math.PI);
 
 // ---------------------------------------------------------------------------------------------------
@@ -154,7 +154,8 @@ function resolveLayer(k: number, l: unknown, input: Chw, K: number, plan: Plan):
       if (mask === 'checkerboard' && H * W < 2) {
         bad(where, `a checkerboard mask needs at least 2 pixels, got ${H}×${W} (shape ${fmt(input)})`);
       }
-      if (mask === 'alternate' && D < 2) bad(where, `an alternating mask needs at least 2 values, got D = ${D}`);
+      if ((mask === 'alternate' || mask === 'halves') && D < 2)
+        bad(where, `an alternating or halves mask needs at least 2 values, got D = ${D}`);
       const per = l.affine ? 2 : 1;
       const isMlp = isRecord(l.net) && l.net.type === 'mlp';
       params.push(...netTensors(where, k, l.net, isMlp ? D + K : C + K, isMlp ? per * D : per * C));
@@ -389,6 +390,7 @@ function couplingMask(kind: MaskKind, parity: number, [C, H, W]: Chw): Uint8Arra
         const d = (c * H + h) * W + w;
         if (kind === 'checkerboard') b[d] = (h + w + parity) % 2 === 0 ? 1 : 0;
         else if (kind === 'channel') b[d] = c < C / 2 !== (parity === 1) ? 1 : 0;
+        else if (kind === 'halves') b[d] = d < (C * H * W) / 2 !== (parity === 1) ? 1 : 0;
         else b[d] = (d + parity) % 2 === 0 ? 1 : 0;
       }
     }

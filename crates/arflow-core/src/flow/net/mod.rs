@@ -704,6 +704,7 @@ pub fn mask_values(kind: MaskKind, parity: u8, [c, h, w]: [usize; 3]) -> Vec<f64
                     MaskKind::Checkerboard => (y + x + p).is_multiple_of(2),
                     MaskKind::Channel => (ci < c / 2) != (p == 1),
                     MaskKind::Alternate => ((ci * h + y) * w + x + p).is_multiple_of(2),
+                    MaskKind::Halves => (2 * ((ci * h + y) * w + x) < c * h * w) != (p == 1),
                 };
                 m.push(if on { 1.0 } else { 0.0 });
             }

@@ -11,6 +11,7 @@ pub enum MaskKind {
     Checkerboard,
     Channel,
     Alternate,
+    Halves,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -204,8 +205,8 @@ impl Plan {
                     if *mask == MaskKind::Checkerboard && h * w < 2 {
                         bail!("flow config: layer {k}: a checkerboard mask needs at least 2 pixels, got {h}×{w}");
                     }
-                    if *mask == MaskKind::Alternate && d < 2 {
-                        bail!("flow config: layer {k}: an alternating mask needs at least 2 values, got {d}");
+                    if matches!(mask, MaskKind::Alternate | MaskKind::Halves) && d < 2 {
+                        bail!("flow config: layer {k}: an alternating or halves mask needs at least 2 values, got {d}");
                     }
                     let per = if *affine { 2 } else { 1 };
                     match net {

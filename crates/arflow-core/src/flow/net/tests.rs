@@ -123,6 +123,7 @@ fn every_layer_inverts_and_has_the_jacobians_log_det() {
         format!(r#"{{"type": "coupling", "mask": "channel", "parity": 0, "affine": false, "net": {resnet}}}"#),
         format!(r#"{{"type": "coupling", "mask": "alternate", "parity": 1, "affine": true, "net": {mlp}}}"#),
         format!(r#"{{"type": "coupling", "mask": "alternate", "parity": 0, "affine": false, "net": {mlp}}}"#),
+        format!(r#"{{"type": "coupling", "mask": "halves", "parity": 1, "affine": true, "net": {mlp}}}"#),
         r#"{"type": "actnorm"}"#.to_string(),
         r#"{"type": "batchnorm", "momentum": 0.1, "eps": 1e-4}"#.to_string(),
         r#"{"type": "inv1x1"}"#.to_string(),
