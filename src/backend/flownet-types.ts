@@ -68,6 +68,14 @@
  *   weight-normalised when norm = 'weight': weight = g · v / ‖v‖ (norm over each output channel's
  *   Cin·3·3 values) with `weight_v [F, Cin, 3, 3]`, `weight_g [F, 1, 1, 1]`, `bias [F]` (PyTorch's
  *   weight_norm names); with norm = 'none' they are `weight [F, Cin, 3, 3]`, `bias [F]`.
+ *   With norm = 'batch' they are plain (`weight`, `bias`) and each is followed by batch normalisation of
+ *   its F output channels (PyTorch's BatchNorm2d, eps 1e-5, momentum 0.1): y = (h − μ)/√(σ² + 1e-5) ·
+ *   `bn.weight` + `bn.bias`, parameters `{conv}.bn.weight [F]` (initially 1), `{conv}.bn.bias [F]`
+ *   (initially 0), listed right after that conv's `bias`; buffers `{conv}.bn.running_mean [F]`,
+ *   `{conv}.bn.running_var [F]` (initially 0 and 1), in conv order. Training passes use the batch's
+ *   statistics over N, H, W (biased variance) and move the running averages (unbiased variance);
+ *   evaluation and every inverse use the running averages. So a block is
+ *   h = h + bn2(conv2(relu(bn1(conv1(relu(h)))))) and the input is h = bn_in(conv_in(x)).
  *
  * ## Base distribution and log-likelihood
  * The latent is the concatenation, per example, of every split's factored-out part (in order) and the
@@ -79,7 +87,7 @@
 export type MaskKind = 'checkerboard' | 'channel' | 'alternate' | 'halves';
 export type NetSpec =
   | { type: 'mlp'; hidden: number; depth: number }
-  | { type: 'resnet'; channels: number; blocks: number; norm: 'weight' | 'none' };
+  | { type: 'resnet'; channels: number; blocks: number; norm: 'weight' | 'none' | 'batch' };
 
 export type LayerSpec =
   | { type: 'coupling'; mask: MaskKind; parity: 0 | 1; affine: boolean; net: NetSpec }
