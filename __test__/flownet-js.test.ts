@@ -4,7 +4,8 @@
  * parameters, inverse ∘ forward = id, the forward log-det against log|det J| of a central-difference
  * Jacobian, inverse log-det = −forward log-det; hand computations pinning the layouts the native side
  * must reproduce (masks, MLP/resnet outputs, context, squeeze order, inv1x1's P·L·U, MADE degrees,
- * latent order of splits, base densities); batchnorm in training mode; spec and input errors.
+ * latent order of splits, base densities); batchnorm in training mode; norm = 'batch' resnet conditioners
+ * (layout, eval- and train-mode formulas); spec and input errors.
  */
 import { describe, expect, it } from 'vitest';
 import type { FlowNetSpec, LayerSpec, NetSpec } from '../src/backend/flownet-types.js';
@@ -25,7 +26,7 @@ function flow(
 }
 
 const mlp = (hidden: number, depth: number): NetSpec => ({ type: 'mlp', hidden, depth });
-const resnet = (channels: number, blocks: number, norm: 'weight' | 'none' = 'weight'): NetSpec => ({
+const resnet = (channels: number, blocks: number, norm: 'weight' | 'none' | 'batch' = 'weight'): NetSpec => ({
   type: 'resnet',
   channels,
   blocks,
@@ -124,6 +125,14 @@ const layerCases: Case[] = [
     name: 'coupling checkerboard additive resnet(none), context',
     spec: flow([2, 4, 4], [coupling('checkerboard', 1, false, resnet(3, 2, 'none'))], 3),
   },
+  {
+    name: 'coupling checkerboard affine resnet(batch), context',
+    spec: flow([2, 4, 4], [coupling('checkerboard', 1, true, resnet(3, 2, 'batch'))], 2),
+  },
+  {
+    name: 'coupling channel additive resnet(batch)',
+    spec: flow([4, 2, 2], [coupling('channel', 0, false, resnet(3, 1, 'batch'))]),
+  },
   { name: 'coupling channel affine mlp', spec: flow([2, 3, 3], [coupling('channel', 1, true, mlp(8, 2))]) },
   {
     name: 'coupling channel affine resnet(weight), context',
@@ -202,6 +211,23 @@ const stackCases: Case[] = [
         { type: 'split' },
         made('maf', 'reverse', 8, 1),
       ],
+    ),
+  },
+  {
+    name: 'Glow-like stack with batch-normalised resnets, context',
+    spec: flow(
+      [2, 4, 4],
+      [
+        { type: 'actnorm' },
+        { type: 'inv1x1' },
+        coupling('checkerboard', 0, true, resnet(3, 1, 'batch')),
+        { type: 'squeeze' },
+        batchnorm,
+        coupling('channel', 1, true, resnet(4, 1, 'batch')),
+        { type: 'split' },
+        coupling('channel', 0, false, resnet(2, 0, 'batch')),
+      ],
+      2,
     ),
   },
 ];
@@ -342,6 +368,83 @@ describe('JsFlowNet tensors', () => {
     expect(net.paramInfo()).toEqual(params);
     expect(net.bufferInfo()).toEqual(buffers);
     expect(net.dim).toBe(32);
+  });
+
+  it("a norm 'batch' resnet: weight, bias, bn.weight, bn.bias per conv; its running stats are buffers", () => {
+    const spec = flow(
+      [2, 4, 4],
+      [
+        batchnorm,
+        coupling('checkerboard', 0, true, resnet(3, 1, 'batch')),
+        { type: 'squeeze' },
+        coupling('channel', 1, false, resnet(2, 0, 'batch')),
+        { type: 'actnorm' },
+      ],
+      1,
+    );
+    const L = (k: number, name: string, shape: number[]) => ({ name: `layers.${k}.${name}`, shape });
+    const params = [
+      L(0, 'log_gamma', [2]),
+      L(0, 'beta', [2]),
+      L(1, 'net.in.weight', [3, 3, 3, 3]),
+      L(1, 'net.in.bias', [3]),
+      L(1, 'net.in.bn.weight', [3]),
+      L(1, 'net.in.bn.bias', [3]),
+      L(1, 'net.blocks.0.conv1.weight', [3, 3, 3, 3]),
+      L(1, 'net.blocks.0.conv1.bias', [3]),
+      L(1, 'net.blocks.0.conv1.bn.weight', [3]),
+      L(1, 'net.blocks.0.conv1.bn.bias', [3]),
+      L(1, 'net.blocks.0.conv2.weight', [3, 3, 3, 3]),
+      L(1, 'net.blocks.0.conv2.bias', [3]),
+      L(1, 'net.blocks.0.conv2.bn.weight', [3]),
+      L(1, 'net.blocks.0.conv2.bn.bias', [3]),
+      L(1, 'net.out.weight', [4, 3, 3, 3]),
+      L(1, 'net.out.bias', [4]),
+      L(1, 'scale', [2]),
+      // After the squeeze: [8, 2, 2]; additive, no blocks.
+      L(3, 'net.in.weight', [2, 9, 3, 3]),
+      L(3, 'net.in.bias', [2]),
+      L(3, 'net.in.bn.weight', [2]),
+      L(3, 'net.in.bn.bias', [2]),
+      L(3, 'net.out.weight', [8, 2, 3, 3]),
+      L(3, 'net.out.bias', [8]),
+      L(4, 'bias', [8]),
+      L(4, 'logs', [8]),
+    ];
+    const buffers = [
+      L(0, 'running_mean', [2]),
+      L(0, 'running_var', [2]),
+      L(1, 'net.in.bn.running_mean', [3]),
+      L(1, 'net.in.bn.running_var', [3]),
+      L(1, 'net.blocks.0.conv1.bn.running_mean', [3]),
+      L(1, 'net.blocks.0.conv1.bn.running_var', [3]),
+      L(1, 'net.blocks.0.conv2.bn.running_mean', [3]),
+      L(1, 'net.blocks.0.conv2.bn.running_var', [3]),
+      L(3, 'net.in.bn.running_mean', [2]),
+      L(3, 'net.in.bn.running_var', [2]),
+      L(4, 'initialized', [1]),
+    ];
+    expect(flowNetTensorInfo(spec)).toEqual({ params, buffers });
+    const net = new JsFlowNet(spec);
+    expect(net.paramInfo()).toEqual(params);
+    expect(net.bufferInfo()).toEqual(buffers);
+    // Parameters start at zero (bn.weight included); running means at 0, running variances at 1.
+    for (const { name } of params)
+      expect(
+        Array.from(net.getTensor(name)).every((v) => v === 0),
+        name,
+      ).toBe(true);
+    for (const { name, shape } of buffers.filter((b) => b.name.includes('.bn.'))) {
+      expect(Array.from(net.getTensor(name)), name).toEqual(new Array(shape[0]).fill(name.endsWith('_var') ? 1 : 0));
+    }
+    // With conv_out at zero a fresh coupling is the identity, in eval and in training mode.
+    const fresh = new JsFlowNet(flow([2, 4, 4], [coupling('checkerboard', 0, true, resnet(3, 1, 'batch'))], 1));
+    const x = uniform(new Rng(1), 64, 1);
+    for (const train of [false, true]) {
+      const { z, logdet } = fresh.forward(x, 2, [0.5, -1], { train });
+      expect(Array.from(z), `train ${train}`).toEqual(Array.from(x));
+      expect(Array.from(logdet)).toEqual([0, 0]);
+    }
   });
 
   it('starts with zero parameters and the initial buffers', () => {
@@ -852,6 +955,223 @@ describe('JsFlowNet batchnorm in training mode', () => {
   });
 });
 
+describe("JsFlowNet resnet conditioner with norm 'batch'", () => {
+  // [1, 3, 3] checkerboard parity 0 (pixels with h + w odd are transformed), affine, F = 2, one block,
+  // K = 1. conv_in: channel o = taps[o][0]·x[h−1, w] + taps[o][1]·ctx (the context tap at the centre)
+  // + bias; every other conv uses its centre tap only, so it mixes the two channels of each pixel.
+  const inTaps = [
+    [0.6, 0.8],
+    [-0.5, 0.3],
+  ];
+  const inBias = [0.05, -0.1];
+  const M1 = [
+    [1.2, -0.4],
+    [0.3, 0.9],
+  ];
+  const b1 = [0.02, -0.05];
+  const M2 = [
+    [-0.6, 0.5],
+    [0.7, 0.2],
+  ];
+  const b2 = [0.03, 0.01];
+  // conv_out: row 0 gives s_raw, row 1 gives t.
+  const U = [
+    [0.5, -0.3],
+    [-1, 0.4],
+  ];
+  const bOut = [0, 0.25];
+  const scale = 0.9;
+  type Bn = { weight: number[]; bias: number[]; mean: number[]; variance: number[] };
+  const bn: Record<'in' | 'blocks.0.conv1' | 'blocks.0.conv2', Bn> = {
+    in: { weight: [1.5, -0.7], bias: [0.1, 0.4], mean: [0.2, -0.3], variance: [0.5, 2] },
+    'blocks.0.conv1': { weight: [0.9, 1.1], bias: [-0.2, 0.05], mean: [-0.1, 0.25], variance: [1.5, 0.8] },
+    'blocks.0.conv2': { weight: [1.3, -0.8], bias: [0.02, -0.04], mean: [0.05, -0.15], variance: [0.7, 1.3] },
+  };
+  const convs = Object.keys(bn) as (keyof typeof bn)[];
+
+  const build = () => {
+    const net = new JsFlowNet(flow([1, 3, 3], [coupling('checkerboard', 0, true, resnet(2, 1, 'batch'))], 1));
+    const set = (name: string, v: ArrayLike<number>) => net.setTensor(`layers.0.${name}`, v);
+    const centre = (M: number[][]) => {
+      const w = new Float64Array(M.length * M[0].length * 9);
+      M.forEach((r, o) => {
+        r.forEach((v, i) => {
+          w[(o * r.length + i) * 9 + 4] = v;
+        });
+      });
+      return w;
+    };
+    const wIn = new Float64Array(2 * 2 * 9);
+    inTaps.forEach(([above, k], o) => {
+      wIn[(o * 2 + 0) * 9 + 0 * 3 + 1] = above; // input channel 0 (data), tap dh = 0, dw = 1
+      wIn[(o * 2 + 1) * 9 + 1 * 3 + 1] = k; // input channel 1 (context), centre tap
+    });
+    set('net.in.weight', wIn);
+    set('net.in.bias', inBias);
+    set('net.blocks.0.conv1.weight', centre(M1));
+    set('net.blocks.0.conv1.bias', b1);
+    set('net.blocks.0.conv2.weight', centre(M2));
+    set('net.blocks.0.conv2.bias', b2);
+    set('net.out.weight', centre(U));
+    set('net.out.bias', bOut);
+    set('scale', [scale]);
+    for (const name of convs) {
+      set(`net.${name}.bn.weight`, bn[name].weight);
+      set(`net.${name}.bn.bias`, bn[name].bias);
+      set(`net.${name}.bn.running_mean`, bn[name].mean);
+      set(`net.${name}.bn.running_var`, bn[name].variance);
+    }
+    return net;
+  };
+
+  type Stats = { mean: number[]; variance: number[] };
+  /**
+   * z and the log-det computed pixel by pixel (each pixel a 2-vector of channels). `train`: every bn uses
+   * the mean and biased variance over all N·3·3 pixels, else its running averages. Also returns the
+   * statistics each bn used.
+   */
+  function expected(xs: number[][], ks: number[], train: boolean) {
+    const used = {} as Record<keyof typeof bn, Stats>;
+    const relu2 = (v: number[]) => v.map((a) => Math.max(a, 0));
+    const mix = (M: number[][], b: number[], v: number[]) => M.map((r, o) => r[0] * v[0] + r[1] * v[1] + b[o]);
+    const norm = (name: keyof typeof bn, hs: number[][]) => {
+      const p = bn[name];
+      let st: Stats = { mean: p.mean, variance: p.variance };
+      if (train) {
+        const mean = [0, 1].map((c) => hs.reduce((s, h) => s + h[c], 0) / hs.length);
+        const variance = [0, 1].map((c) => hs.reduce((s, h) => s + (h[c] - mean[c]) ** 2, 0) / hs.length);
+        st = { mean, variance };
+      }
+      used[name] = st;
+      return hs.map((h) =>
+        h.map((v, c) => ((v - st.mean[c]) / Math.sqrt(st.variance[c] + 1e-5)) * p.weight[c] + p.bias[c]),
+      );
+    };
+    const pre: number[][] = []; // conv_in at pixel (n, h, w), index n·9 + h·3 + w
+    xs.forEach((x, n) => {
+      for (let h = 0; h < 3; h++) {
+        for (let w = 0; w < 3; w++) {
+          // The conditioner sees only the passing pixels (h + w even); above (h − 1, w) is zero padding at h = 0.
+          const above = h > 0 && (h - 1 + w) % 2 === 0 ? x[(h - 1) * 3 + w] : 0;
+          pre.push(inTaps.map((t, o) => t[0] * above + t[1] * ks[n] + inBias[o]));
+        }
+      }
+    });
+    const h0 = norm('in', pre);
+    const a = norm(
+      'blocks.0.conv1',
+      h0.map((v) => mix(M1, b1, relu2(v))),
+    );
+    const r = norm(
+      'blocks.0.conv2',
+      a.map((v) => mix(M2, b2, relu2(v))),
+    );
+    const out = h0.map((v, i) => mix(U, bOut, relu2([v[0] + r[i][0], v[1] + r[i][1]])));
+    const z: number[] = [];
+    const logdet: number[] = [];
+    xs.forEach((x, n) => {
+      let ld = 0;
+      for (let p = 0; p < 9; p++) {
+        if ((Math.floor(p / 3) + (p % 3)) % 2 === 0) {
+          z.push(x[p]);
+          continue;
+        }
+        const s = scale * Math.tanh(out[n * 9 + p][0]);
+        z.push(x[p] * Math.exp(s) + out[n * 9 + p][1]);
+        ld += s;
+      }
+      logdet.push(ld);
+    });
+    return { z, logdet, used };
+  }
+
+  const xs = [
+    [0.3, -1.1, 0.8, 1.4, -0.2, 0.6, -0.9, 0.5, 1.7],
+    [-0.7, 0.4, -1.5, 0.2, 1.1, -0.3, 0.9, -1.2, 0.1],
+  ];
+  const ks = [0.4, -0.8];
+  const N = xs.length;
+  const x = xs.flat();
+
+  it('eval: y = (h − running_mean)/√(running_var + 1e-5)·bn.weight + bn.bias after each conv (hand computation)', () => {
+    const net = build();
+    for (const n of [0, 1]) {
+      const want = expected([xs[n]], [ks[n]], false);
+      const got = net.forward(xs[n], 1, [ks[n]]);
+      expect(maxAbsDiff(got.z, xs[n]), 'the layer does something').toBeGreaterThan(1e-2);
+      expectClose(`z[${n}]`, got.z, want.z, 1e-14);
+      expectClose(`logdet[${n}]`, got.logdet, want.logdet, 1e-14);
+    }
+    const want = expected(xs, ks, false);
+    const { z, logdet } = net.forward(x, N, ks);
+    expectClose('z', z, want.z, 1e-14);
+    expectClose('logdet', logdet, want.logdet, 1e-14);
+    expectClose('inverse', net.inverse(z, N, ks).x, x, 1e-13);
+  });
+
+  it('train: batch mean and biased variance over N, H, W per channel (hand computation); inverse stays in eval mode', () => {
+    const net = build();
+    const want = expected(xs, ks, true);
+    const { z, logdet } = net.forward(x, N, ks, { train: true });
+    expectClose('z', z, want.z, 1e-13);
+    expectClose('logdet', logdet, want.logdet, 1e-13);
+    expect(maxAbsDiff(z, net.forward(x, N, ks).z), 'train differs from eval').toBeGreaterThan(1e-2);
+    expect(maxAbsDiff(net.logProb(x, N, ks, { train: true }), net.logProb(x, N, ks)), 'logProb').toBeGreaterThan(1e-3);
+    // The inverse uses the running averages, so it undoes the eval forward, not the training one.
+    expect(maxAbsDiff(net.inverse(z, N, ks).x, x)).toBeGreaterThan(1e-2);
+    expectClose('inverse of eval', net.inverse(net.forward(x, N, ks).z, N, ks).x, x, 1e-13);
+  });
+
+  it('train ignores the running averages and the normalised convs’ biases, changes no buffer; eval depends on both', () => {
+    const net = build();
+    const before = net.bufferInfo().map(({ name }) => Array.from(net.getTensor(name)));
+    const train = net.forward(x, N, ks, { train: true });
+    const evalZ = net.forward(x, N, ks).z;
+    expect(net.bufferInfo().map(({ name }) => Array.from(net.getTensor(name)))).toEqual(before);
+    for (const name of convs) {
+      // A constant added to a channel before its batch normalisation cancels against the batch mean.
+      const shifted = build();
+      shifted.setTensor(`layers.0.net.${name}.bias`, [0.7, -0.45]);
+      expectClose(`${name}.bias, train`, shifted.forward(x, N, ks, { train: true }).z, train.z, 1e-12);
+      expect(maxAbsDiff(shifted.forward(x, N, ks).z, evalZ), `${name}.bias, eval`).toBeGreaterThan(1e-3);
+      for (const stat of ['running_mean', 'running_var']) {
+        const other = build();
+        other.setTensor(`layers.0.net.${name}.bn.${stat}`, [1.7, 0.35]);
+        expect(Array.from(other.forward(x, N, ks, { train: true }).z), `${name} ${stat}, train`).toEqual(
+          Array.from(train.z),
+        );
+        expect(maxAbsDiff(other.forward(x, N, ks).z, evalZ), `${name} ${stat}, eval`).toBeGreaterThan(1e-3);
+      }
+    }
+  });
+
+  it('train couples the examples through the batch statistics; eval does not', () => {
+    const net = build();
+    const other = x.slice();
+    for (let p = 9; p < 18; p++) other[p] += 0.5; // only example 1 changes
+    const a = net.forward(x, N, ks, { train: true }).z.slice(0, 9);
+    const b = net.forward(other, N, ks, { train: true }).z.slice(0, 9);
+    expect(maxAbsDiff(a, b), 'train').toBeGreaterThan(1e-3);
+    expect(Array.from(net.forward(other, N, ks).z.slice(0, 9)), 'eval').toEqual(
+      Array.from(net.forward(x, N, ks).z.slice(0, 9)),
+    );
+  });
+
+  it('eval equals train once every running average is the batch statistic of its conv', () => {
+    const net = build();
+    const train = net.forward(x, N, ks, { train: true });
+    expect(maxAbsDiff(net.forward(x, N, ks).z, train.z)).toBeGreaterThan(1e-2);
+    const { used } = expected(xs, ks, true);
+    for (const name of convs) {
+      net.setTensor(`layers.0.net.${name}.bn.running_mean`, used[name].mean);
+      net.setTensor(`layers.0.net.${name}.bn.running_var`, used[name].variance);
+    }
+    const ev = net.forward(x, N, ks);
+    expectClose('z', ev.z, train.z, 1e-12);
+    expectClose('logdet', ev.logdet, train.logdet, 1e-12);
+  });
+});
+
 describe('JsFlowNet base distributions', () => {
   it('normal: −½‖z‖² − (D/2)·log 2π', () => {
     const net = new JsFlowNet(flow([2, 1, 1], [{ type: 'scale' }]));
@@ -902,6 +1222,10 @@ describe('JsFlowNet errors', () => {
     expectConfig(flow([2, 1, 1], [coupling('alternate', 0, true, mlp(0, 1))]), /hidden/);
     expectConfig(flow([2, 1, 1], [coupling('alternate', 0, true, mlp(4, 1.5))]), /depth/);
     expectConfig(flow([2, 2, 2], [coupling('checkerboard', 0, true, resnet(-1, 1))]), /channels/);
+    expectConfig(
+      flow([2, 2, 2], [coupling('checkerboard', 0, true, resnet(2, 1, 'group' as 'batch'))]),
+      /layer 0 \(coupling\).*norm.*'batch'/,
+    );
     expectConfig(flow([2, 1, 1], [{ type: 'batchnorm', momentum: 0, eps: 1e-5 }]), /momentum/);
     expectConfig(flow([2, 1, 1], [{ type: 'batchnorm', momentum: 0.1, eps: 0 }]), /eps/);
     expectConfig(flow([2, 1, 1], [{ type: 'actnorm', bias: 1 } as LayerSpec]), /unknown field 'bias'/);

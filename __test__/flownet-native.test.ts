@@ -34,6 +34,7 @@ const IMAGE_STACK: FlowNetSpec = {
     { type: 'inv1x1' },
     { type: 'squeeze' },
     { type: 'coupling', mask: 'channel', parity: 1, affine: true, net: { ...resnet, norm: 'none' } },
+    { type: 'coupling', mask: 'checkerboard', parity: 0, affine: true, net: { ...resnet, norm: 'batch' } },
     { type: 'split' },
     { type: 'coupling', mask: 'checkerboard', parity: 1, affine: false, net: { type: 'mlp', hidden: 8, depth: 2 } },
     { type: 'reverse' },
@@ -130,6 +131,7 @@ describe('native FlowNet against the TypeScript reference', () => {
   it('the presets agree with the reference (Real NVP multi-scale with batch norm, Glow)', async () => {
     for (const spec of [
       realNvpImageSpec({ shape: [1, 8, 8], channels: 4, blocks: 1, norm: 'batchnorm' }),
+      realNvpImageSpec({ shape: [1, 8, 8], channels: 4, blocks: 1, convNorm: 'batch' }),
       glowSpec({ shape: [1, 8, 8], levels: 2, steps: 2, channels: 4 }),
     ]) {
       const { flow, js } = pair(spec, 9);
@@ -207,6 +209,8 @@ describe('Flow: checkpoints and errors', () => {
     expect(Array.from(back.backend.getBuffer('layers.3.perm'))).toEqual(
       Array.from(flow.backend.getBuffer('layers.3.perm')),
     );
+    const rv = 'layers.6.net.in.bn.running_var';
+    expect(Array.from(back.backend.getBuffer(rv))).toEqual(Array.from(flow.backend.getBuffer(rv)));
     // A corrupt buffer (not a permutation), a truncated file and a foreign file.
     const bytes = readFileSync(path);
     const header = Number(bytes.readBigUInt64LE(0));

@@ -46,6 +46,11 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
     help: 'realnvp on images: layer after each coupling (default actnorm)',
     choices: ['actnorm', 'batchnorm', 'none'],
   },
+  'conv-norm': {
+    type: 'string',
+    help: 'realnvp on images: normalisation inside the ResNet conditioners (default weight)',
+    choices: ['weight', 'batch', 'none'],
+  },
   levels: { type: 'int', help: 'glow: levels (default 2 on images)' },
   'flow-steps': { type: 'int', help: 'glow: steps (actnorm, 1x1 conv, coupling) per level (default 4 on images)' },
   conditional: { type: 'boolean', help: 'fashion-mnist: condition on the class label (samples: one row per class)' },

@@ -43,6 +43,7 @@ function buildFlow(model: FlowModelName, image: boolean, f: Flags, dim: number, 
           channels: num(f, 'channels'),
           blocks: num(f, 'blocks'),
           norm: str(f, 'norm') as 'actnorm' | 'batchnorm' | 'none' | undefined,
+          convNorm: str(f, 'conv-norm') as 'weight' | 'batch' | 'none' | undefined,
           context,
         });
       case 'glow':

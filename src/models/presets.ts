@@ -30,6 +30,8 @@ export interface RealNvpImageConfig {
   blocks?: number;
   /** Normalisation layer after each coupling. Default 'actnorm'. */
   norm?: 'actnorm' | 'batchnorm' | 'none';
+  /** Normalisation inside the ResNet conditioners: weight norm or batch norm (Real NVP used both). Default 'weight'. */
+  convNorm?: 'weight' | 'batch' | 'none';
   /** Context values per example (e.g. 10 for a one-hot class). Default 0. */
   context?: number;
 }
@@ -81,8 +83,10 @@ export function realNvpImageSpec(cfg: RealNvpImageConfig): FlowNetSpec {
     type: 'resnet',
     channels: whole('channels', cfg.channels ?? 32, 1),
     blocks: whole('blocks', cfg.blocks ?? 2, 0),
-    norm: 'weight',
+    norm: cfg.convNorm ?? 'weight',
   };
+  if (!['weight', 'batch', 'none'].includes(net.norm))
+    throw new ConfigError(`convNorm must be weight, batch or none, got ${JSON.stringify(net.norm)}`);
   const norm = cfg.norm ?? 'actnorm';
   if (!['actnorm', 'batchnorm', 'none'].includes(norm))
     throw new ConfigError(`norm must be actnorm, batchnorm or none, got ${JSON.stringify(norm)}`);

@@ -4,8 +4,9 @@
  * order of parameters and buffers, masks, MADE degrees, base distributions); this file follows it
  * literally, clarity over speed: plain loops over Float64Array.
  *
- * Only evaluation lives here: `forward` (data → latent; `train: true` switches batchnorm to the batch
- * statistics), `inverse` and `logProb`. Nothing here changes a buffer: no actnorm initialisation and no
+ * Only evaluation lives here: `forward` (data → latent; `train: true` switches batchnorm layers and the
+ * batch normalisation of norm = 'batch' resnet conditioners to the batch statistics), `inverse` and
+ * `logProb`. Nothing here changes a buffer: no actnorm initialisation and no
  * running-statistics update, which belong to a training step.
  *
  * Per example, the latent `z` is every split's factored-out part (in layer order) followed by the
@@ -106,32 +107,47 @@ function resnetConvs(blocks: number): string[] {
   return names;
 }
 
-/** Validates a conditioner spec and lists its parameters (`input`/`output`: values for an MLP, channels for a resnet). */
-function netTensors(where: string, k: number, net: unknown, input: number, output: number): TensorInfo[] {
+/**
+ * Validates a conditioner spec and lists its parameters and buffers (`input`/`output`: values for an
+ * MLP, channels for a resnet). Only a norm = 'batch' resnet has buffers: each normalised conv's
+ * `bn.running_mean` and `bn.running_var`, conv by conv.
+ */
+function netTensors(
+  where: string,
+  k: number,
+  net: unknown,
+  input: number,
+  output: number,
+): { params: TensorInfo[]; buffers: TensorInfo[] } {
   if (!isRecord(net)) bad(where, 'net must be an object with a type');
   const type = oneOf(where, 'net.type', net.type, ['mlp', 'resnet'] as const);
   if (type === 'mlp') {
     checkFields(`${where} net`, net, ['type', 'hidden', 'depth']);
     const hidden = intAtLeast(where, 'net.hidden', net.hidden, 1);
     const depth = intAtLeast(where, 'net.depth', net.depth, 1);
-    return mlpTensors(k, input, hidden, depth, output);
+    return { params: mlpTensors(k, input, hidden, depth, output), buffers: [] };
   }
   checkFields(`${where} net`, net, ['type', 'channels', 'blocks', 'norm']);
   const f = intAtLeast(where, 'net.channels', net.channels, 1);
   const blocks = intAtLeast(where, 'net.blocks', net.blocks, 0);
-  const norm = oneOf(where, 'net.norm', net.norm, ['weight', 'none'] as const);
-  const out: TensorInfo[] = [];
+  const norm = oneOf(where, 'net.norm', net.norm, ['weight', 'none', 'batch'] as const);
+  const params: TensorInfo[] = [];
+  const buffers: TensorInfo[] = [];
   for (const name of resnetConvs(blocks)) {
     const cin = name === 'in' ? input : f;
     if (norm === 'weight') {
-      out.push(tensor(k, `net.${name}.weight_v`, [f, cin, 3, 3]), tensor(k, `net.${name}.weight_g`, [f, 1, 1, 1]));
+      params.push(tensor(k, `net.${name}.weight_v`, [f, cin, 3, 3]), tensor(k, `net.${name}.weight_g`, [f, 1, 1, 1]));
     } else {
-      out.push(tensor(k, `net.${name}.weight`, [f, cin, 3, 3]));
+      params.push(tensor(k, `net.${name}.weight`, [f, cin, 3, 3]));
     }
-    out.push(tensor(k, `net.${name}.bias`, [f]));
+    params.push(tensor(k, `net.${name}.bias`, [f]));
+    if (norm === 'batch') {
+      params.push(tensor(k, `net.${name}.bn.weight`, [f]), tensor(k, `net.${name}.bn.bias`, [f]));
+      buffers.push(tensor(k, `net.${name}.bn.running_mean`, [f]), tensor(k, `net.${name}.bn.running_var`, [f]));
+    }
   }
-  out.push(tensor(k, 'net.out.weight', [output, f, 3, 3]), tensor(k, 'net.out.bias', [output]));
-  return out;
+  params.push(tensor(k, 'net.out.weight', [output, f, 3, 3]), tensor(k, 'net.out.bias', [output]));
+  return { params, buffers };
 }
 
 /** Validates layer k at input shape `input`, appends its tensors and returns its output shape. */
@@ -158,8 +174,10 @@ function resolveLayer(k: number, l: unknown, input: Chw, K: number, plan: Plan):
         bad(where, `an alternating or halves mask needs at least 2 values, got D = ${D}`);
       const per = l.affine ? 2 : 1;
       const isMlp = isRecord(l.net) && l.net.type === 'mlp';
-      params.push(...netTensors(where, k, l.net, isMlp ? D + K : C + K, isMlp ? per * D : per * C));
+      const net = netTensors(where, k, l.net, isMlp ? D + K : C + K, isMlp ? per * D : per * C);
+      params.push(...net.params);
       if (l.affine) params.push(tensor(k, 'scale', [C]));
+      buffers.push(...net.buffers);
       return input;
     }
     case 'actnorm':
@@ -475,14 +493,52 @@ function mlpLayers(env: Env, input: number, hidden: number, depth: number, outpu
   });
 }
 
-function resnetConv(env: Env, name: string, norm: 'weight' | 'none', cin: number, cout: number): Conv {
+type ResnetNorm = Extract<NetSpec, { type: 'resnet' }>['norm'];
+
+/** The weight and bias of a resnet conv (`in` or `blocks.{b}.conv1|conv2`): plain, or weight-normalised. */
+function resnetConv(env: Env, name: string, norm: ResnetNorm, cin: number, cout: number): Conv {
   const b = env.get(`net.${name}.bias`);
-  if (norm === 'none') return { w: env.get(`net.${name}.weight`), b, cin, cout };
+  if (norm !== 'weight') return { w: env.get(`net.${name}.weight`), b, cin, cout };
   return { w: weightNorm(env.get(`net.${name}.weight_v`), env.get(`net.${name}.weight_g`), cout), b, cin, cout };
 }
 
-/** The conditioner on the masked input `xm [N, D]`: `[N, per·D]` (`[s_raw | t]` or `t`). */
-function conditioner(net: NetSpec, env: Env, xm: Float64Array, per: number): Float64Array {
+/** eps of the batch normalisation in norm = 'batch' resnets (PyTorch's BatchNorm2d default). */
+const RESNET_BN_EPS = 1e-5;
+
+/**
+ * A resnet conv followed, when norm = 'batch', by its batch normalisation: y = (h − μ)/√(σ² + 1e-5) ·
+ * bn.weight + bn.bias per channel, with the batch's mean and biased variance over N, H, W when `train`,
+ * else the running averages. The running averages are read, never updated.
+ */
+function resnetLayer(
+  env: Env,
+  name: string,
+  norm: ResnetNorm,
+  x: Float64Array,
+  cin: number,
+  cout: number,
+  train: boolean,
+): Float64Array {
+  const [, H, W] = env.shape;
+  const h = conv3x3(x, env.N, H, W, resnetConv(env, name, norm, cin, cout));
+  if (norm !== 'batch') return h;
+  const HW = H * W;
+  const { mean, variance } = train
+    ? batchStats(h, env.N, cout, HW)
+    : { mean: env.get(`net.${name}.bn.running_mean`), variance: env.get(`net.${name}.bn.running_var`) };
+  const gamma = env.get(`net.${name}.bn.weight`);
+  const beta = env.get(`net.${name}.bn.bias`);
+  return h.map((v, i) => {
+    const c = Math.floor(i / HW) % cout;
+    return ((v - mean[c]) / Math.sqrt(variance[c] + RESNET_BN_EPS)) * gamma[c] + beta[c];
+  });
+}
+
+/**
+ * The conditioner on the masked input `xm [N, D]`: `[N, per·D]` (`[s_raw | t]` or `t`). `train` only
+ * matters to a norm = 'batch' resnet (batch statistics instead of the running averages).
+ */
+function conditioner(net: NetSpec, env: Env, xm: Float64Array, per: number, train: boolean): Float64Array {
   const { N, K, ctx } = env;
   const [C, H, W] = env.shape;
   const D = C * H * W;
@@ -490,16 +546,24 @@ function conditioner(net: NetSpec, env: Env, xm: Float64Array, per: number): Flo
     return mlp(mlpLayers(env, D + K, net.hidden, net.depth, per * D), concatRows([xm, ctx], [D, K], N), N);
   }
   const F = net.channels;
-  let h = conv3x3(withContextChannels(xm, ctx, N, C, H * W, K), N, H, W, resnetConv(env, 'in', net.norm, C + K, F));
+  let h = resnetLayer(env, 'in', net.norm, withContextChannels(xm, ctx, N, C, H * W, K), C + K, F, train);
   for (let b = 0; b < net.blocks; b++) {
-    const a = conv3x3(relu(h), N, H, W, resnetConv(env, `blocks.${b}.conv1`, net.norm, F, F));
-    const r = conv3x3(relu(a), N, H, W, resnetConv(env, `blocks.${b}.conv2`, net.norm, F, F));
+    const a = resnetLayer(env, `blocks.${b}.conv1`, net.norm, relu(h), F, F, train);
+    const r = resnetLayer(env, `blocks.${b}.conv2`, net.norm, relu(a), F, F, train);
     h = h.map((v, i) => v + r[i]);
   }
   return conv3x3(relu(h), N, H, W, { w: env.get('net.out.weight'), b: env.get('net.out.bias'), cin: F, cout: per * C });
 }
 
-function coupling(l: Coupling, env: Env, x: Float64Array, inverse: boolean, logdet: Float64Array): Float64Array {
+/** The coupling layer; `train` reaches the conditioner (the inverse always passes false: eval mode). */
+function coupling(
+  l: Coupling,
+  env: Env,
+  x: Float64Array,
+  inverse: boolean,
+  train: boolean,
+  logdet: Float64Array,
+): Float64Array {
   const { N } = env;
   const [C, H, W] = env.shape;
   const HW = H * W;
@@ -508,7 +572,7 @@ function coupling(l: Coupling, env: Env, x: Float64Array, inverse: boolean, logd
   // Masked values pass through unchanged, so forward and inverse give the conditioner the same input.
   const xm = x.map((v, i) => (b[i % D] === 1 ? v : 0));
   const per = l.affine ? 2 : 1;
-  const out = conditioner(l.net, env, xm, per);
+  const out = conditioner(l.net, env, xm, per, train);
   const scale = l.affine ? env.get('scale') : null;
   const y = new Float64Array(x.length);
   for (let n = 0; n < N; n++) {
@@ -804,6 +868,10 @@ export class JsFlowNet {
     }
     for (const { k, spec: l, input } of this.plan.layers) {
       if (l.type === 'batchnorm') this.tensors.get(`layers.${k}.running_var`)!.fill(1);
+      if (l.type === 'coupling' && l.net.type === 'resnet' && l.net.norm === 'batch') {
+        for (const name of resnetConvs(l.net.blocks))
+          this.tensors.get(`layers.${k}.net.${name}.bn.running_var`)!.fill(1);
+      }
       if (l.type === 'inv1x1') {
         this.tensors.set(
           `layers.${k}.perm`,
@@ -853,8 +921,9 @@ export class JsFlowNet {
   }
 
   /**
-   * z = f(x) `[batch, D]` and the per-example log|det ∂z/∂x|. `train: true` makes batchnorm use the
-   * batch's statistics (biased variance); no buffer changes either way and actnorm is not initialised.
+   * z = f(x) `[batch, D]` and the per-example log|det ∂z/∂x|. `train: true` makes batchnorm layers and
+   * the batch normalisation inside norm = 'batch' resnet conditioners use the batch's statistics (biased
+   * variance); no buffer changes either way and actnorm is not initialised.
    */
   forward(
     x: ArrayLike<number>,
@@ -957,7 +1026,7 @@ export class JsFlowNet {
     if (N === 0) return new Float64Array(0);
     switch (l.type) {
       case 'coupling':
-        return coupling(l, env, x, inverse, logdet);
+        return coupling(l, env, x, inverse, train, logdet);
       case 'actnorm':
         return actnorm(env, x, inverse, logdet);
       case 'batchnorm':

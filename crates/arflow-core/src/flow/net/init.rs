@@ -4,11 +4,12 @@
 //!   every coupling and autoregressive layer starts as the identity (up to its scale).
 //! - Convolutions: `weight_v` (or `weight`) U(±1/√(Cin·9)), `weight_g` = ‖v‖ per output channel (so the
 //!   effective weight is v), biases zero; `out` zero.
-//! - Coupling and MADE `scale`: ones. actnorm, batchnorm, `scale` layers: the identity.
+//! - Coupling and MADE `scale`, conditioner batch-norm weights: ones (their biases zero; running
+//!   means 0 and variances 1). actnorm, batchnorm, `scale` layers: the identity.
 //! - inv1x1: the LU factors of a random orthogonal matrix (Gram–Schmidt of a Gaussian one, LU with
 //!   partial pivoting).
 
-use super::spec::{LayerSpec, NetSpec, Plan};
+use super::spec::{LayerSpec, NetSpec, Norm, Plan};
 
 /// SplitMix64 with a Box–Muller normal: small, seedable, identical on every platform.
 pub struct SplitMix(u64);
@@ -134,6 +135,12 @@ pub fn initial_values(plan: &Plan, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) 
                 buffers.push(vec![0.0; c]);
                 buffers.push(vec![1.0; c]);
             }
+            LayerSpec::Coupling { net: NetSpec::Resnet { channels, blocks, norm: Norm::Batch }, .. } => {
+                for _ in 0..1 + 2 * blocks {
+                    buffers.push(vec![0.0; *channels]);
+                    buffers.push(vec![1.0; *channels]);
+                }
+            }
             _ => {}
         }
         let last_linear = match &layer.spec {
@@ -148,8 +155,10 @@ pub fn initial_values(plan: &Plan, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) 
             let short = info.name.split_once('.').and_then(|(_, r)| r.split_once('.')).map(|(_, r)| r).unwrap_or("");
             let fan_in: usize = info.shape.iter().skip(1).product::<usize>().max(1);
             let bound = 1.0 / (fan_in as f64).sqrt();
-            let v: Vec<f32> = if short == "scale" {
+            let v: Vec<f32> = if short == "scale" || short.ends_with(".bn.weight") {
                 vec![1.0; n]
+            } else if short.ends_with(".bn.bias") {
+                vec![0.0; n]
             } else if short.starts_with("net.out.") || last_linear.as_deref().is_some_and(|p| short.starts_with(p)) {
                 vec![0.0; n]
             } else if short.ends_with("weight_v") || (short.starts_with("net.") && short.ends_with(".weight")) {

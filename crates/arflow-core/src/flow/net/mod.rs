@@ -420,25 +420,7 @@ impl FlowNet {
             }
             LayerSpec::Batchnorm { momentum, eps } => {
                 let (lg, beta) = (&pass.p[ps], &pass.p[ps + 1]);
-                let (mean, var) = if pass.mode == Mode::Eval {
-                    (pass.b[bs].clone(), pass.b[bs + 1].clone())
-                } else {
-                    let mean = x.mean_keepdim((0, 2, 3))?;
-                    let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim((0, 2, 3))?;
-                    let (mean, var) = (mean.flatten_all()?, var.flatten_all()?);
-                    let m = (n * h * w) as f64;
-                    let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-                    let old_m = pass.b[bs].to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                    let old_v = pass.b[bs + 1].to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                    let bm = mean.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                    let bv = var.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                    let mo = *momentum;
-                    let nm = old_m.iter().zip(&bm).map(|(o, b)| ((1.0 - mo) * o + mo * b) as f32).collect();
-                    let nv = old_v.iter().zip(&bv).map(|(o, b)| ((1.0 - mo) * o + mo * b * unbiased) as f32).collect();
-                    pass.buffer_updates.push((bs, nm));
-                    pass.buffer_updates.push((bs + 1, nv));
-                    (mean, var)
-                };
+                let (mean, var) = norm_stats(pass, x, (0, 2, 3), bs, *momentum)?;
                 let inv_std = (var.clone() + *eps)?.sqrt()?.recip()?;
                 let gain = (inv_std * lg.exp()?)?;
                 let y = x.broadcast_sub(&per_channel(&mean)?)?.broadcast_mul(&per_channel(&gain)?)?;
@@ -609,10 +591,11 @@ impl FlowNet {
 
     /// The conditioner of coupling `k` on the masked input `xm [N, C, H, W]`: `[N, per·D]`, laid out as
     /// `per` consecutive `[C, H, W]` blocks (s_raw then t, or t alone).
-    fn conditioner(&self, k: usize, net: &NetSpec, xm: &Tensor, pass: &Pass, per: usize) -> Result<Tensor> {
+    fn conditioner(&self, k: usize, net: &NetSpec, xm: &Tensor, pass: &mut Pass, per: usize) -> Result<Tensor> {
         let ps = self.plan.param_start[k];
+        let bs = self.plan.buffer_start[k];
         let (n, c, h, w) = xm.dims4()?;
-        let p = &pass.p;
+        let p = pass.p;
         match *net {
             NetSpec::Mlp { depth, .. } => {
                 let mut a = xm.flatten_from(1)?;
@@ -634,8 +617,8 @@ impl FlowNet {
                     let cb = ctx.to_dtype(a.dtype())?.reshape((n, 1, 1, kk))?.broadcast_as((n, h, w, kk))?;
                     a = Tensor::cat(&[&a, &cb], 3)?;
                 }
-                let per_conv = if norm == Norm::Weight { 3 } else { 2 };
-                let conv = |a: &Tensor, i: usize| -> Result<Tensor> {
+                let per_conv = norm.params_per_conv();
+                let conv = |pass: &mut Pass, a: &Tensor, i: usize| -> Result<Tensor> {
                     let at = ps + i * per_conv;
                     let weight = match norm {
                         Norm::Weight => {
@@ -643,14 +626,22 @@ impl FlowNet {
                             let norm = v.sqr()?.sum_keepdim((1, 2, 3))?.sqrt()?;
                             v.broadcast_mul(&g.broadcast_div(&norm)?)?
                         }
-                        Norm::None => p[at].clone(),
+                        Norm::None | Norm::Batch => p[at].clone(),
                     };
-                    conv3x3_nhwc(a, &weight, &p[at + per_conv - 1])
+                    let bias = if norm == Norm::Weight { &p[at + 2] } else { &p[at + 1] };
+                    let out = conv3x3_nhwc(a, &weight, bias)?;
+                    if norm != Norm::Batch {
+                        return Ok(out);
+                    }
+                    // BatchNorm2d over N, H, W of the channels-last output.
+                    let (mean, var) = norm_stats(pass, &out, (0, 1, 2), bs + 2 * i, 0.1)?;
+                    let gain = (var + 1e-5)?.sqrt()?.recip()?.mul(&p[at + 2])?;
+                    out.broadcast_sub(&mean)?.broadcast_mul(&gain)?.broadcast_add(&p[at + 3])
                 };
-                let mut hcur = conv(&a, 0)?;
+                let mut hcur = conv(pass, &a, 0)?;
                 for b in 0..blocks {
-                    let r = conv(&hcur.relu()?, 1 + 2 * b)?;
-                    let r = conv(&r.relu()?, 2 + 2 * b)?;
+                    let r = conv(pass, &hcur.relu()?, 1 + 2 * b)?;
+                    let r = conv(pass, &r.relu()?, 2 + 2 * b)?;
                     hcur = (hcur + r)?;
                 }
                 let at = ps + (1 + 2 * blocks) * per_conv;
@@ -691,6 +682,34 @@ impl<'a> Pass<'a> {
     fn new(p: &'a [Tensor], b: &'a [Tensor], ctx: Option<&'a Tensor>, mode: Mode) -> Self {
         Pass { p, b, ctx, mode, buffer_updates: Vec::new(), param_updates: Vec::new() }
     }
+}
+
+/// Per-channel mean and variance `[C]` of `x` over `dims`: the batch's (biased variance) in training
+/// passes, which also record the running-average updates of buffers `bs` (mean) and `bs + 1`
+/// (variance, unbiased, as PyTorch); the running averages in evaluation passes.
+fn norm_stats<D: candle_core::shape::Dims + Copy>(
+    pass: &mut Pass,
+    x: &Tensor,
+    dims: D,
+    bs: usize,
+    momentum: f64,
+) -> Result<(Tensor, Tensor)> {
+    if pass.mode == Mode::Eval {
+        return Ok((pass.b[bs].clone(), pass.b[bs + 1].clone()));
+    }
+    let mean = x.mean_keepdim(dims)?;
+    let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(dims)?;
+    let (mean, var) = (mean.flatten_all()?, var.flatten_all()?);
+    let m = (x.elem_count() / mean.elem_count().max(1)) as f64;
+    let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+    let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+    let (old_m, old_v, bm, bv) = (host(&pass.b[bs])?, host(&pass.b[bs + 1])?, host(&mean)?, host(&var)?);
+    let mo = momentum;
+    let nm = old_m.iter().zip(&bm).map(|(o, b)| ((1.0 - mo) * o + mo * b) as f32).collect();
+    let nv = old_v.iter().zip(&bv).map(|(o, b)| ((1.0 - mo) * o + mo * b * unbiased) as f32).collect();
+    pass.buffer_updates.push((bs, nm));
+    pass.buffer_updates.push((bs + 1, nv));
+    Ok((mean, var))
 }
 
 /// The coupling mask over `[C, H, W]` as `[1, D]` (1 = passes through).

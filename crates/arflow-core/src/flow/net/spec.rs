@@ -19,6 +19,19 @@ pub enum MaskKind {
 pub enum Norm {
     Weight,
     None,
+    Batch,
+}
+
+impl Norm {
+    /// Parameters per hidden convolution: `weight_v, weight_g, bias`; `weight, bias`; or
+    /// `weight, bias, bn.weight, bn.bias`.
+    pub fn params_per_conv(self) -> usize {
+        match self {
+            Norm::Weight => 3,
+            Norm::None => 2,
+            Norm::Batch => 4,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -92,8 +105,9 @@ pub fn mlp_dims(input: usize, hidden: usize, depth: usize, output: usize, j: usi
 }
 
 impl NetSpec {
-    /// Parameters of this conditioner, from `input` values (channels for a resnet) to `output`.
-    fn tensors(&self, k: usize, input: usize, output: usize, out: &mut Vec<TensorInfo>) {
+    /// Parameters (and batch-norm buffers) of this conditioner, from `input` values (channels for a
+    /// resnet) to `output`.
+    fn tensors(&self, k: usize, input: usize, output: usize, out: &mut Vec<TensorInfo>, bufs: &mut Vec<TensorInfo>) {
         match *self {
             NetSpec::Mlp { hidden, depth } => {
                 for j in 0..=depth {
@@ -113,11 +127,24 @@ impl NetSpec {
                         out.push(t(k, &format!("net.{name}.weight"), &[f, cin, 3, 3]));
                         out.push(t(k, &format!("net.{name}.bias"), &[f]));
                     }
+                    Norm::Batch => {
+                        out.push(t(k, &format!("net.{name}.weight"), &[f, cin, 3, 3]));
+                        out.push(t(k, &format!("net.{name}.bias"), &[f]));
+                        out.push(t(k, &format!("net.{name}.bn.weight"), &[f]));
+                        out.push(t(k, &format!("net.{name}.bn.bias"), &[f]));
+                    }
                 };
-                conv("in", input, out);
+                let mut names = vec!["in".to_string()];
                 for b in 0..blocks {
-                    conv(&format!("blocks.{b}.conv1"), f, out);
-                    conv(&format!("blocks.{b}.conv2"), f, out);
+                    names.push(format!("blocks.{b}.conv1"));
+                    names.push(format!("blocks.{b}.conv2"));
+                }
+                for (i, name) in names.iter().enumerate() {
+                    conv(name, if i == 0 { input } else { f }, out);
+                    if norm == Norm::Batch {
+                        bufs.push(t(k, &format!("net.{name}.bn.running_mean"), &[f]));
+                        bufs.push(t(k, &format!("net.{name}.bn.running_var"), &[f]));
+                    }
                 }
                 out.push(t(k, "net.out.weight", &[output, f, 3, 3]));
                 out.push(t(k, "net.out.bias", &[output]));
@@ -210,8 +237,8 @@ impl Plan {
                     }
                     let per = if *affine { 2 } else { 1 };
                     match net {
-                        NetSpec::Mlp { .. } => net.tensors(k, d + ctx, per * d, &mut params),
-                        NetSpec::Resnet { .. } => net.tensors(k, c + ctx, per * c, &mut params),
+                        NetSpec::Mlp { .. } => net.tensors(k, d + ctx, per * d, &mut params, &mut buffers),
+                        NetSpec::Resnet { .. } => net.tensors(k, c + ctx, per * c, &mut params, &mut buffers),
                     }
                     if *affine {
                         params.push(t(k, "scale", &[c]));
@@ -260,7 +287,13 @@ impl Plan {
                         bail!("flow config: layer {k}: a MADE layer needs at least 2 values, got {d}");
                     }
                     NetSpec::Mlp { hidden: *hidden, depth: *depth }.check(k)?;
-                    NetSpec::Mlp { hidden: *hidden, depth: *depth }.tensors(k, d + ctx, 2 * d, &mut params);
+                    NetSpec::Mlp { hidden: *hidden, depth: *depth }.tensors(
+                        k,
+                        d + ctx,
+                        2 * d,
+                        &mut params,
+                        &mut buffers,
+                    );
                     params.push(t(k, "scale", &[d]));
                 }
             }

@@ -115,10 +115,12 @@ fn spec(head: &str, layers: &str) -> String {
 fn every_layer_inverts_and_has_the_jacobians_log_det() {
     let resnet = r#"{"type": "resnet", "channels": 4, "blocks": 1, "norm": "weight"}"#;
     let plain = r#"{"type": "resnet", "channels": 3, "blocks": 2, "norm": "none"}"#;
+    let batch = r#"{"type": "resnet", "channels": 3, "blocks": 1, "norm": "batch"}"#;
     let mlp = r#"{"type": "mlp", "hidden": 8, "depth": 2}"#;
     for layers in [
         format!(r#"{{"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {resnet}}}"#),
         format!(r#"{{"type": "coupling", "mask": "checkerboard", "parity": 1, "affine": true, "net": {plain}}}"#),
+        format!(r#"{{"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {batch}}}"#),
         format!(r#"{{"type": "coupling", "mask": "channel", "parity": 1, "affine": true, "net": {resnet}}}"#),
         format!(r#"{{"type": "coupling", "mask": "channel", "parity": 0, "affine": false, "net": {resnet}}}"#),
         format!(r#"{{"type": "coupling", "mask": "alternate", "parity": 1, "affine": true, "net": {mlp}}}"#),
@@ -150,6 +152,7 @@ const STACK: &str = r#"
   {"type": "actnorm"}, {"type": "batchnorm", "momentum": 0.1, "eps": 1e-4}, {"type": "inv1x1"},
   {"type": "squeeze"},
   {"type": "coupling", "mask": "channel", "parity": 1, "affine": true, "net": {"type": "resnet", "channels": 4, "blocks": 1, "norm": "weight"}},
+  {"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 3, "blocks": 1, "norm": "batch"}},
   {"type": "split"},
   {"type": "coupling", "mask": "checkerboard", "parity": 1, "affine": false, "net": {"type": "mlp", "hidden": 8, "depth": 1}},
   {"type": "scale"}"#;
@@ -244,7 +247,7 @@ fn training_lowers_the_nll_and_moves_running_stats_and_initialises_actnorm() {
     let s = spec(
         IMG,
         r#"{"type": "actnorm"}, {"type": "batchnorm", "momentum": 0.5, "eps": 1e-4},
-           {"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 4, "blocks": 1, "norm": "weight"}},
+           {"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 4, "blocks": 1, "norm": "batch"}},
            {"type": "inv1x1"}"#,
     );
     let mut net = FlowNet::new(&s, 1, Dev::Cpu).unwrap();
@@ -262,6 +265,9 @@ fn training_lowers_the_nll_and_moves_running_stats_and_initialises_actnorm() {
     let rm = net.get_buffer("layers.1.running_mean").unwrap();
     assert!(rm.iter().all(|v| v.abs() < 0.5), "running mean {rm:?}");
     assert!(net.get_buffer("layers.1.running_var").unwrap() != vec![1.0, 1.0]);
+    // The conditioner's batch norms track their convolutions' outputs too.
+    let cm = net.get_buffer("layers.2.net.blocks.0.conv1.bn.running_mean").unwrap();
+    assert!(cm.iter().any(|v| v.abs() > 1e-3), "conditioner running mean {cm:?}");
     let after = net.log_prob(&x, None, 16).unwrap().iter().map(|v| -*v as f64).sum::<f64>() / 16.0;
     assert!(after < before - 1.0, "NLL {before} → {after} (last train loss {last})");
 }
