@@ -157,9 +157,10 @@ pub fn initial_values(plan: &Plan, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) 
             let bound = 1.0 / (fan_in as f64).sqrt();
             let v: Vec<f32> = if short == "scale" || short.ends_with(".bn.weight") {
                 vec![1.0; n]
-            } else if short.ends_with(".bn.bias") {
-                vec![0.0; n]
-            } else if short.starts_with("net.out.") || last_linear.as_deref().is_some_and(|p| short.starts_with(p)) {
+            } else if short.ends_with(".bn.bias")
+                || short.starts_with("net.out.")
+                || last_linear.as_deref().is_some_and(|p| short.starts_with(p))
+            {
                 vec![0.0; n]
             } else if short.ends_with("weight_v") || (short.starts_with("net.") && short.ends_with(".weight")) {
                 let v: Vec<f32> = (0..n).map(|_| rng.range(-bound, bound) as f32).collect();
