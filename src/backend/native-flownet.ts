@@ -5,19 +5,12 @@
  */
 import { BackendError } from '../errors.js';
 import type { FlowNetSpec, TensorInfo } from './flownet-types.js';
-import { async, checkDevice, loadNative, NativeParameters, sync } from './native.js';
-import type { OptimConfig, OptimMoment, ParamInfo, StepStats } from './types.js';
+import { async, checkDevice, loadNative, NativeParameters, type NativeParamModel, sync } from './native.js';
+import type { OptimConfig, StepStats } from './types.js';
 
 type Ctx = Float32Array | null;
 
-interface NativeNet {
-  paramInfo(): ParamInfo[];
-  getParam(name: string): Float32Array;
-  setParam(name: string, data: Float32Array): void;
-  getOptimState(which: OptimMoment, name: string): Float32Array;
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
+interface NativeNet extends NativeParamModel {
   bufferInfo(): TensorInfo[];
   getBuffer(name: string): Float32Array;
   setBuffer(name: string, data: Float32Array): void;

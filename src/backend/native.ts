@@ -172,7 +172,7 @@ export function checkDevice(addon: Pick<NativeAddon, 'buildInfo'>, device: strin
 }
 
 /** What every native model class exposes for its parameters and optimizer state. */
-type NativeParamModel = Pick<
+export type NativeParamModel = Pick<
   CharLmBackend,
   'paramInfo' | 'getParam' | 'setParam' | 'getOptimState' | 'setOptimState' | 'getOptimStep' | 'setOptimStep'
 >;

@@ -8,9 +8,16 @@ import { ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
 import { heatmapRgb, savePng, scatterRgb } from '../io/png.js';
 import { checkpointKind, gaussianNll, RealNVP } from '../models/flow.js';
-import type { FlowTrainProgress } from '../train/flow-trainer.js';
 import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
-import { evalFlowNet, FLOW_MODELS, FLOWNET_KIND, type FlowModelName, sampleFlowNet, trainFlowNet } from './flownet.js';
+import {
+  evalFlowNet,
+  FLOW_MODELS,
+  FLOWNET_KIND,
+  type FlowModelName,
+  flowProgress,
+  sampleFlowNet,
+  trainFlowNet,
+} from './flownet.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 /** The densities `train flow --data` accepts. */
@@ -216,18 +223,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
-  const byTime = seconds !== undefined && seconds > 0;
-  const onProgress = (p: FlowTrainProgress) => {
-    if (json) {
-      emit({ type: 'progress', ...p, valNll: p.valNll ?? null, etaSec: Number.isFinite(p.etaSec) ? p.etaSec : null });
-      return;
-    }
-    bar?.update(
-      byTime ? p.elapsedSec / (seconds as number) : p.step / steps,
-      byTime ? `step ${p.step}` : `${p.step}/${steps}`,
-      `nll ${p.loss.toFixed(3)} · ${Math.round(p.samplesPerSec).toLocaleString('en-US')} pts/s · lr ${p.lr.toExponential(1)} · ${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(seconds as number)}` : `ETA ${formatDuration(p.etaSec)}`}`,
-    );
-  };
+  const onProgress = flowProgress({ json, bar, steps, seconds, unit: 'pts/s', digits: 3 });
   let summary: Awaited<ReturnType<RealNVP['fit']>>;
   try {
     summary = await model.fit(train, {

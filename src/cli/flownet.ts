@@ -140,6 +140,37 @@ function imagePictures(
   saveGrid(interp, all, rows * steps, steps);
 }
 
+/**
+ * The progress reporter of `train flow`: a JSON line per report with `--json`, else the progress bar
+ * (by steps, or by the clock with `--seconds`).
+ */
+export function flowProgress(o: {
+  json: boolean;
+  bar: ProgressBar | null;
+  steps: number;
+  seconds?: number;
+  unit: string;
+  digits: number;
+}): (p: FlowTrainProgress) => void {
+  const byTime = o.seconds !== undefined && o.seconds > 0;
+  const budget = o.seconds ?? 0;
+  return (p) => {
+    if (o.json) {
+      emit({ type: 'progress', ...p, valNll: p.valNll ?? null, etaSec: Number.isFinite(p.etaSec) ? p.etaSec : null });
+      return;
+    }
+    const rate = `${Math.round(p.samplesPerSec).toLocaleString('en-US')} ${o.unit}`;
+    const when = byTime
+      ? `${formatDuration(p.elapsedSec)} of ${formatDuration(budget)}`
+      : `ETA ${formatDuration(p.etaSec)}`;
+    o.bar?.update(
+      byTime ? p.elapsedSec / budget : p.step / o.steps,
+      byTime ? `step ${p.step}` : `${p.step}/${o.steps}`,
+      `nll ${p.loss.toFixed(o.digits)} · ${rate} · lr ${p.lr.toExponential(1)} · ${when}`,
+    );
+  };
+}
+
 export interface FlowNetTrainArgs {
   f: Flags;
   json: boolean;
@@ -186,19 +217,8 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
-  const byTime = seconds !== undefined && seconds > 0;
   const unit = image ? 'img/s' : 'pts/s';
-  const onProgress = (p: FlowTrainProgress) => {
-    if (json) {
-      emit({ type: 'progress', ...p, valNll: p.valNll ?? null, etaSec: Number.isFinite(p.etaSec) ? p.etaSec : null });
-      return;
-    }
-    bar?.update(
-      byTime ? p.elapsedSec / (seconds as number) : p.step / steps,
-      byTime ? `step ${p.step}` : `${p.step}/${steps}`,
-      `nll ${p.loss.toFixed(image ? 1 : 3)} · ${Math.round(p.samplesPerSec).toLocaleString('en-US')} ${unit} · lr ${p.lr.toExponential(1)} · ${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(seconds as number)}` : `ETA ${formatDuration(p.etaSec)}`}`,
-    );
-  };
+  const onProgress = flowProgress({ json, bar, steps, seconds, unit, digits: image ? 1 : 3 });
   let summary: Awaited<ReturnType<Flow['fit']>>;
   try {
     summary = await flow.fit(train, {
