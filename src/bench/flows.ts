@@ -33,7 +33,12 @@ export async function benchImageFlows(quick: boolean): Promise<Record<string, un
   const { images } = loadFashionMnist('train', { limit: 2048 });
   const shape: [number, number, number] = [1, 28, 28];
   return [
-    await measure('Real NVP multi-scale (2 scales, ResNet 32×2)', RealNVPImage.create({ shape }), images, quick),
+    await measure(
+      'Real NVP multi-scale (2 scales, ResNet width 32, 1 block)',
+      RealNVPImage.create({ shape }),
+      images,
+      quick,
+    ),
     await measure(
       'Glow (L=2, K=4, width 32)',
       Glow.create({ shape, levels: 2, steps: 4, channels: 32 }),

@@ -46,7 +46,7 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
   depth: { type: 'int', help: 'hidden layers per conditioner (default 2)' },
   layers: { type: 'int', help: 'nice: couplings (default 4); maf/iaf: MADE layers (default 5)' },
   channels: { type: 'int', help: 'ResNet width of image conditioners (default 32)' },
-  blocks: { type: 'int', help: 'residual blocks per ResNet conditioner (default 2 realnvp, 1 glow)' },
+  blocks: { type: 'int', help: 'residual blocks per ResNet conditioner (default 1)' },
   scales: { type: 'int', help: 'realnvp on images: scales (default 2)' },
   norm: {
     type: 'string',

@@ -26,7 +26,7 @@ export interface RealNvpImageConfig {
   scales?: number;
   /** ResNet width. Default 32. */
   channels?: number;
-  /** Residual blocks per conditioner. Default 2. */
+  /** Residual blocks per conditioner. Default 1 (sized for CPUs; the paper used 8 on CIFAR-10). */
   blocks?: number;
   /** Normalisation layer after each coupling. Default 'actnorm'. */
   norm?: 'actnorm' | 'batchnorm' | 'none';
@@ -82,7 +82,7 @@ export function realNvpImageSpec(cfg: RealNvpImageConfig): FlowNetSpec {
   const net: NetSpec = {
     type: 'resnet',
     channels: whole('channels', cfg.channels ?? 32, 1),
-    blocks: whole('blocks', cfg.blocks ?? 2, 0),
+    blocks: whole('blocks', cfg.blocks ?? 1, 0),
     norm: cfg.convNorm ?? 'weight',
   };
   if (!['weight', 'batch', 'none'].includes(net.norm))
