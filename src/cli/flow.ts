@@ -38,10 +38,10 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
   n: { type: 'int', help: 'training examples (default 20000 points; all 60000 images)' },
   'test-n': { type: 'int', help: 'held-out examples scored at the end (default 5000 points; 10000 images)' },
   steps: { type: 'int', help: 'training steps (default 2000)' },
-  batch: { type: 'int', help: 'points per minibatch (default 256)' },
+  batch: { type: 'int', help: 'examples per minibatch (default 256 points; 64 images)' },
   lr: { type: 'number', help: 'peak learning rate, cosine schedule (default 0.001)' },
-  clip: { type: 'number', help: 'clip the global gradient norm (default 1, 0 = off)' },
-  couplings: { type: 'int', help: 'affine couplings (default 8)' },
+  clip: { type: 'number', help: 'clip the global gradient norm (default 1; 100 for images; 0 = off)' },
+  couplings: { type: 'int', help: 'realnvp on points: affine couplings (default 8)' },
   hidden: { type: 'int', help: 'conditioner width (default 64)' },
   depth: { type: 'int', help: 'hidden layers per conditioner (default 2)' },
   layers: { type: 'int', help: 'nice: couplings (default 4); maf/iaf: MADE layers (default 5)' },
@@ -177,7 +177,7 @@ function dataName(f: Flags, fallback: unknown): string {
 }
 
 export async function cmdTrainFlow(argv: string[]): Promise<void> {
-  const usage = `usage: arflow train flow [options]\n\nFits a Real NVP flow to a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}`;
+  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}`;
   const { positional, flags: f } = parseArgs(argv, TRAIN_FLOW_FLAGS);
   if (f.help) {
     console.log(helpText(usage, TRAIN_FLOW_FLAGS));
