@@ -39,8 +39,9 @@ import {
 export const FLOWNET_KIND = 'flow-net';
 const FORMAT = 'arflow';
 const FORMAT_VERSION = '1';
-/** Examples per backend call when scoring or mapping large arrays. */
-const CHUNK = 1024;
+/** Examples per backend call when scoring or mapping large arrays: small enough that activations stay
+ * under the allocator's mmap threshold (1024 scored 3× slower than 64 on the Real NVP preset). */
+const CHUNK = 64;
 
 export interface FlowNetCreateOptions {
   device?: DeviceName;
