@@ -17,6 +17,10 @@
  *     channel:      b[c,h,w] = (c < C/2) XOR (parity == 1)          (C must be even)
  *     alternate:    b[d]     = (d + parity) % 2 == 0 on the flat index d = c·H·W + h·W + w
  *     halves:       b[d]     = (d < D/2) XOR (parity == 1)            (first or second half of the flat values)
+ *     random:       b[d]     = m[d] XOR (parity == 1) with m the buffer `mask [C, H, W]` (0/1, at least one
+ *                   of each): native initialisation draws ⌊D/2⌋ ones at seeded random places; the reference
+ *                   starts it at the alternating pattern (d % 2 == 0). It is the coupling's first buffer,
+ *                   before any of its conditioner's.
  *   The conditioner gets x ⊙ b (and the context) and returns `[s_raw | t]` (affine) or `t` (additive),
  *   each `[N, C, H, W]` (as channels 0..C and C..2C of a `[N, 2C, H, W]` output, or the first and second
  *   halves of a `[N, 2D]` MLP output). Affine: s = scale[c] · tanh(s_raw),
@@ -84,7 +88,7 @@
  * Sampling at temperature T draws z ~ N(0, T²I) (normal) or T · Logistic(0, 1).
  */
 
-export type MaskKind = 'checkerboard' | 'channel' | 'alternate' | 'halves';
+export type MaskKind = 'checkerboard' | 'channel' | 'alternate' | 'halves' | 'random';
 export type NetSpec =
   | { type: 'mlp'; hidden: number; depth: number }
   | { type: 'resnet'; channels: number; blocks: number; norm: 'weight' | 'none' | 'batch' };
