@@ -5,10 +5,11 @@
  * Jacobian, inverse log-det = −forward log-det; hand computations pinning the layouts the native side
  * must reproduce (masks, MLP/resnet outputs, context, squeeze order, inv1x1's P·L·U, MADE degrees,
  * latent order of splits, base densities); batchnorm in training mode; norm = 'batch' resnet conditioners
- * (layout, eval- and train-mode formulas); spec and input errors.
+ * (layout, eval- and train-mode formulas); random coupling masks held in a buffer (layout, initial
+ * pattern, parity, setTensor checks); spec and input errors.
  */
 import { describe, expect, it } from 'vitest';
-import type { FlowNetSpec, LayerSpec, NetSpec } from '../src/backend/flownet-types.js';
+import type { FlowNetSpec, LayerSpec, MaskKind, NetSpec } from '../src/backend/flownet-types.js';
 import { checkFlowNetSpec, flowNetTensorInfo, JsFlowNet } from '../src/backend/js/flownet.js';
 import { ConfigError, DataError, ShapeError } from '../src/errors.js';
 import { Rng } from '../src/util/rng.js';
@@ -32,12 +33,13 @@ const resnet = (channels: number, blocks: number, norm: 'weight' | 'none' | 'bat
   blocks,
   norm,
 });
-const coupling = (
-  mask: 'checkerboard' | 'channel' | 'alternate',
-  parity: 0 | 1,
-  affine: boolean,
-  net: NetSpec,
-): LayerSpec => ({ type: 'coupling', mask, parity, affine, net });
+const coupling = (mask: MaskKind, parity: 0 | 1, affine: boolean, net: NetSpec): LayerSpec => ({
+  type: 'coupling',
+  mask,
+  parity,
+  affine,
+  net,
+});
 const made = (kind: 'maf' | 'iaf', order: 'forward' | 'reverse', hidden = 12, depth = 2): LayerSpec => ({
   type: 'made',
   kind,
@@ -58,6 +60,17 @@ function shuffled(rng: Rng, n: number): number[] {
   return p;
 }
 
+/**
+ * A random 0/1 mask of n ≥ 2 values with both values present and not the reference's initial
+ * alternating pattern (1 on even indices), so a test cannot pass on the initial buffer.
+ */
+function randomMask(rng: Rng, n: number): number[] {
+  const m = Array.from({ length: n }, () => rng.int(2));
+  if (m.every((v) => v === m[0])) m[0] = 1 - m[0];
+  if (m.every((v, d) => v === (d % 2 === 0 ? 1 : 0))) [m[0], m[1]] = [m[1], m[0]];
+  return m;
+}
+
 /** Random non-zero parameters (conv_out and the last linear included) and non-trivial buffers. */
 function randomize(net: JsFlowNet, seed: number): JsFlowNet {
   const rng = new Rng(seed);
@@ -74,6 +87,7 @@ function randomize(net: JsFlowNet, seed: number): JsFlowNet {
         name,
         Float64Array.from({ length: n }, () => rng.range(0.5, 2)),
       );
+    else if (name.endsWith('.mask')) net.setTensor(name, randomMask(rng, n));
     else if (name.endsWith('perm')) net.setTensor(name, shuffled(rng, n));
     else if (name.endsWith('sign_s'))
       net.setTensor(
@@ -143,6 +157,16 @@ const layerCases: Case[] = [
     spec: flow([5, 1, 1], [coupling('alternate', 0, true, mlp(8, 1))], 3),
   },
   { name: 'coupling alternate additive mlp', spec: flow([3, 2, 1], [coupling('alternate', 1, false, mlp(6, 2))]) },
+  { name: 'coupling random affine mlp, context', spec: flow([3, 2, 2], [coupling('random', 0, true, mlp(8, 2))], 2) },
+  { name: 'coupling random additive mlp, parity 1', spec: flow([7, 1, 1], [coupling('random', 1, false, mlp(6, 1))]) },
+  {
+    name: 'coupling random affine resnet(weight), parity 1, context',
+    spec: flow([2, 3, 3], [coupling('random', 1, true, resnet(3, 1))], 2),
+  },
+  {
+    name: 'coupling random affine resnet(batch)',
+    spec: flow([2, 4, 4], [coupling('random', 0, true, resnet(3, 1, 'batch'))]),
+  },
   { name: 'actnorm', spec: flow([3, 2, 2], [{ type: 'actnorm' }]) },
   { name: 'batchnorm (eval)', spec: flow([3, 2, 2], [batchnorm]) },
   { name: 'inv1x1 on an image', spec: flow([3, 2, 2], [{ type: 'inv1x1' }]) },
@@ -226,6 +250,22 @@ const stackCases: Case[] = [
         coupling('channel', 1, true, resnet(4, 1, 'batch')),
         { type: 'split' },
         coupling('channel', 0, false, resnet(2, 0, 'batch')),
+      ],
+      2,
+    ),
+  },
+  {
+    name: 'stack of random-mask couplings (squeeze, split, batch-normalised resnet), context',
+    spec: flow(
+      [2, 4, 4],
+      [
+        coupling('random', 0, true, resnet(3, 1, 'batch')),
+        { type: 'actnorm' },
+        coupling('random', 1, true, resnet(3, 1, 'weight')),
+        { type: 'squeeze' },
+        coupling('random', 0, false, mlp(6, 1)),
+        { type: 'split' },
+        coupling('random', 1, true, resnet(2, 0, 'batch')),
       ],
       2,
     ),
@@ -447,6 +487,102 @@ describe('JsFlowNet tensors', () => {
     }
   });
 
+  it("a random mask is its coupling's first buffer [C, H, W], before the resnet's batch-norm buffers", () => {
+    const spec = flow(
+      [2, 4, 4],
+      [
+        batchnorm,
+        coupling('random', 1, true, resnet(3, 1, 'batch')),
+        { type: 'squeeze' },
+        coupling('random', 0, false, mlp(4, 1)),
+        { type: 'split' },
+        coupling('random', 0, false, resnet(2, 0, 'batch')),
+      ],
+      1,
+    );
+    const L = (k: number, name: string, shape: number[]) => ({ name: `layers.${k}.${name}`, shape });
+    const params = [
+      L(0, 'log_gamma', [2]),
+      L(0, 'beta', [2]),
+      L(1, 'net.in.weight', [3, 3, 3, 3]),
+      L(1, 'net.in.bias', [3]),
+      L(1, 'net.in.bn.weight', [3]),
+      L(1, 'net.in.bn.bias', [3]),
+      L(1, 'net.blocks.0.conv1.weight', [3, 3, 3, 3]),
+      L(1, 'net.blocks.0.conv1.bias', [3]),
+      L(1, 'net.blocks.0.conv1.bn.weight', [3]),
+      L(1, 'net.blocks.0.conv1.bn.bias', [3]),
+      L(1, 'net.blocks.0.conv2.weight', [3, 3, 3, 3]),
+      L(1, 'net.blocks.0.conv2.bias', [3]),
+      L(1, 'net.blocks.0.conv2.bn.weight', [3]),
+      L(1, 'net.blocks.0.conv2.bn.bias', [3]),
+      L(1, 'net.out.weight', [4, 3, 3, 3]),
+      L(1, 'net.out.bias', [4]),
+      L(1, 'scale', [2]),
+      // After the squeeze: [8, 2, 2], D = 32; the mask is no parameter.
+      L(3, 'net.0.weight', [4, 33]),
+      L(3, 'net.0.bias', [4]),
+      L(3, 'net.1.weight', [32, 4]),
+      L(3, 'net.1.bias', [32]),
+      // After the split: [4, 2, 2].
+      L(5, 'net.in.weight', [2, 5, 3, 3]),
+      L(5, 'net.in.bias', [2]),
+      L(5, 'net.in.bn.weight', [2]),
+      L(5, 'net.in.bn.bias', [2]),
+      L(5, 'net.out.weight', [4, 2, 3, 3]),
+      L(5, 'net.out.bias', [4]),
+    ];
+    const buffers = [
+      L(0, 'running_mean', [2]),
+      L(0, 'running_var', [2]),
+      L(1, 'mask', [2, 4, 4]),
+      L(1, 'net.in.bn.running_mean', [3]),
+      L(1, 'net.in.bn.running_var', [3]),
+      L(1, 'net.blocks.0.conv1.bn.running_mean', [3]),
+      L(1, 'net.blocks.0.conv1.bn.running_var', [3]),
+      L(1, 'net.blocks.0.conv2.bn.running_mean', [3]),
+      L(1, 'net.blocks.0.conv2.bn.running_var', [3]),
+      L(3, 'mask', [8, 2, 2]),
+      L(5, 'mask', [4, 2, 2]),
+      L(5, 'net.in.bn.running_mean', [2]),
+      L(5, 'net.in.bn.running_var', [2]),
+    ];
+    expect(flowNetTensorInfo(spec)).toEqual({ params, buffers });
+    const net = new JsFlowNet(spec);
+    expect(net.paramInfo()).toEqual(params);
+    expect(net.bufferInfo()).toEqual(buffers);
+    // The reference starts every random mask at the alternating pattern: 1 on even flat indices.
+    for (const [k, n] of [
+      [1, 32],
+      [3, 32],
+      [5, 16],
+    ]) {
+      expect(Array.from(net.getTensor(`layers.${k}.mask`)), `layer ${k}`).toEqual(
+        Array.from({ length: n }, (_, d) => (d % 2 === 0 ? 1 : 0)),
+      );
+    }
+  });
+
+  it('a fresh random mask acts as the alternate mask of the same parity', () => {
+    for (const parity of [0, 1] as const) {
+      for (const net of [mlp(6, 1), resnet(3, 1, 'batch')]) {
+        const shape: [number, number, number] = [2, 3, 3];
+        const random = new JsFlowNet(flow(shape, [coupling('random', parity, true, net)], 1));
+        const alternate = randomize(new JsFlowNet(flow(shape, [coupling('alternate', parity, true, net)], 1)), 4);
+        for (const { name } of [...alternate.paramInfo(), ...alternate.bufferInfo()])
+          random.setTensor(name, alternate.getTensor(name));
+        const x = uniform(new Rng(6), 36, 1);
+        const ctx = [0.3, -0.7];
+        for (const train of [false, true]) {
+          const a = alternate.forward(x, 2, ctx, { train });
+          const r = random.forward(x, 2, ctx, { train });
+          expect(Array.from(r.z), `parity ${parity} ${net.type} train ${train}`).toEqual(Array.from(a.z));
+          expect(Array.from(r.logdet)).toEqual(Array.from(a.logdet));
+        }
+      }
+    }
+  });
+
   it('starts with zero parameters and the initial buffers', () => {
     const net = new JsFlowNet(flow([3, 2, 2], [{ type: 'actnorm' }, batchnorm, { type: 'inv1x1' }]));
     for (const { name } of net.paramInfo())
@@ -467,6 +603,34 @@ describe('JsFlowNet tensors', () => {
     const { z, logdet } = net.forward(x, 2, [1, 0, 0, 1]);
     expect(Array.from(z)).toEqual(Array.from(x));
     expect(Array.from(logdet)).toEqual([0, 0]);
+  });
+
+  it('setTensor accepts a random mask of 0s and 1s with both present, else DataError and no change', () => {
+    const net = new JsFlowNet(flow([1, 2, 3], [coupling('random', 0, true, resnet(2, 1, 'batch'))]));
+    const initial = [1, 0, 1, 0, 1, 0];
+    expect(Array.from(net.getTensor('layers.0.mask'))).toEqual(initial);
+    for (const bad of [
+      [1, 1, 1, 1, 1, 1],
+      [0, 0, 0, 0, 0, 0],
+      [1, 0, 0.5, 0, 1, 0],
+      [1, 0, 2, 0, 1, 0],
+      [1, 0, -1, 0, 1, 0],
+    ]) {
+      expect(() => net.setTensor('layers.0.mask', bad), `[${bad}]`).toThrow(DataError);
+      expect(Array.from(net.getTensor('layers.0.mask')), `[${bad}]`).toEqual(initial);
+    }
+    expect(() => net.setTensor('layers.0.mask', [1, 0, Number.NaN, 0, 1, 0])).toThrow(DataError);
+    expect(() => net.setTensor('layers.0.mask', [1, 0, 1])).toThrow(ShapeError);
+    expect(Array.from(net.getTensor('layers.0.mask'))).toEqual(initial);
+    net.setTensor('layers.0.mask', [0, 0, 1, 1, 1, 0]);
+    expect(Array.from(net.getTensor('layers.0.mask'))).toEqual([0, 0, 1, 1, 1, 0]);
+    // A later bad value leaves the accepted one in place.
+    expect(() => net.setTensor('layers.0.mask', [0, 0, 0, 0, 0, 0])).toThrow(DataError);
+    expect(Array.from(net.getTensor('layers.0.mask'))).toEqual([0, 0, 1, 1, 1, 0]);
+    // A single 1 (or a single 0) is a valid mask.
+    net.setTensor('layers.0.mask', [0, 0, 0, 0, 1, 0]);
+    net.setTensor('layers.0.mask', [1, 1, 1, 0, 1, 1]);
+    expect(Array.from(net.getTensor('layers.0.mask'))).toEqual([1, 1, 1, 0, 1, 1]);
   });
 
   it('setTensor copies and checks, getTensor copies', () => {
@@ -525,6 +689,59 @@ describe('JsFlowNet layouts (hand computations)', () => {
       }
     }
   });
+
+  it.each([
+    ['mlp', mlp(6, 1)],
+    ['resnet', resnet(3, 1, 'batch')],
+  ] as const)(
+    'random mask (%s): pass-through exactly where buffer XOR parity = 1, the conditioner sees only those',
+    (_, cond) => {
+      const shape: [number, number, number] = [2, 3, 4];
+      const [C, H, W] = shape;
+      const D = C * H * W;
+      // A seeded random pattern (not the initial alternating one).
+      const m = randomMask(new Rng(8), D);
+      const build = (parity: 0 | 1, mask: number[]) => {
+        const net = randomize(new JsFlowNet(flow(shape, [coupling('random', parity, true, cond)])), 3);
+        net.setTensor('layers.0.mask', mask);
+        return net;
+      };
+      const x = uniform(new Rng(2), D, 1);
+      const zs: Float64Array[] = [];
+      for (const parity of [0, 1] as const) {
+        const net = build(parity, m);
+        expect(Array.from(net.getTensor('layers.0.mask'))).toEqual(m);
+        const { z, logdet } = net.forward(x, 1);
+        zs.push(z);
+        let passed = 0;
+        for (let d = 0; d < D; d++) {
+          const label = `parity ${parity} at ${d} (buffer ${m[d]})`;
+          if ((m[d] === 1) !== (parity === 1)) {
+            passed++;
+            expect(z[d], label).toBe(x[d]);
+          } else {
+            expect(Math.abs(z[d] - x[d]), label).toBeGreaterThan(1e-6);
+            // Changing a transformed value changes nothing else (the conditioner never sees it).
+            const x2 = x.slice();
+            x2[d] += 0.25;
+            const z2 = net.forward(x2, 1).z;
+            z2[d] = z[d];
+            expect(Array.from(z2), label).toEqual(Array.from(z));
+          }
+        }
+        expect(passed).toBe(parity === 0 ? m.filter((v) => v === 1).length : m.filter((v) => v === 0).length);
+        // Parity 1 on m is parity 0 on the complement of m (same parameters, same result).
+        const flipped = build(
+          (1 - parity) as 0 | 1,
+          m.map((v) => 1 - v),
+        ).forward(x, 1);
+        expect(Array.from(flipped.z)).toEqual(Array.from(z));
+        expect(Array.from(flipped.logdet)).toEqual(Array.from(logdet));
+      }
+      // The two parities transform complementary sets.
+      for (let d = 0; d < D; d++) expect(zs[0][d] === x[d], `${d}`).not.toBe(zs[1][d] === x[d]);
+    },
+  );
 
   it.each([true, false])('coupling with an MLP: [s_raw | t] halves, context after the data (affine %s)', (affine) => {
     // D = 2, alternate parity 0: value 0 passes, value 1 is transformed. Hidden 1, depth 1.
@@ -1208,6 +1425,9 @@ describe('JsFlowNet errors', () => {
     expectConfig(flow([2, 2, 2], [{ type: 'split' }, coupling('channel', 0, true, mlp(4, 1))]), /layer 1.*C = 1/);
     expectConfig(flow([2, 2, 2], [{ type: 'split' }, { type: 'split' }]), /layer 1 \(split\).*C = 1/);
     expectConfig(flow([1, 1, 1], [made('maf', 'forward')]), /layer 0 \(made\).*D = 1/);
+    expectConfig(flow([1, 1, 1], [coupling('random', 0, true, mlp(4, 1))]), /layer 0 \(coupling\).*random.*D = 1/);
+    expectConfig(flow([2, 1, 1], [{ type: 'split' }, coupling('random', 1, false, mlp(4, 1))]), /layer 1.*D = 1/);
+    expect(() => checkFlowNetSpec(flow([2, 1, 1], [coupling('random', 0, true, mlp(4, 1))]))).not.toThrow();
     expectConfig(
       flow([4, 1, 1], [{ type: 'split' }, { type: 'split' }, made('iaf', 'forward')]),
       /layer 2 \(made\).*D = 1/,

@@ -37,6 +37,7 @@ const IMAGE_STACK: FlowNetSpec = {
     { type: 'coupling', mask: 'checkerboard', parity: 0, affine: true, net: { ...resnet, norm: 'batch' } },
     { type: 'split' },
     { type: 'coupling', mask: 'checkerboard', parity: 1, affine: false, net: { type: 'mlp', hidden: 8, depth: 2 } },
+    { type: 'coupling', mask: 'random', parity: 1, affine: true, net: { ...resnet, norm: 'batch' } },
     { type: 'reverse' },
     { type: 'scale' },
   ],
@@ -52,6 +53,7 @@ const VECTOR_STACK: FlowNetSpec = {
     { type: 'coupling', mask: 'alternate', parity: 1, affine: true, net: { type: 'mlp', hidden: 8, depth: 2 } },
     { type: 'coupling', mask: 'halves', parity: 0, affine: false, net: { type: 'mlp', hidden: 8, depth: 1 } },
     { type: 'coupling', mask: 'halves', parity: 1, affine: true, net: { type: 'mlp', hidden: 8, depth: 1 } },
+    { type: 'coupling', mask: 'random', parity: 0, affine: true, net: { type: 'mlp', hidden: 8, depth: 1 } },
     { type: 'inv1x1' },
   ],
 };

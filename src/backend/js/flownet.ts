@@ -46,7 +46,7 @@ const LAYER_FIELDS: Record<LayerSpec['type'], readonly string[]> = {
   made: ['kind', 'hidden', 'depth', 'order'],
 };
 const LAYER_TYPES = Object.keys(LAYER_FIELDS) as LayerSpec['type'][];
-const MASKS: readonly MaskKind[] = ['checkerboard', 'channel', 'alternate', 'halves'];
+const MASKS: readonly MaskKind[] = ['checkerboard', 'channel', 'alternate', 'halves', 'random'];
 const LOG_2PI = Math.log(2 * Math.PI);
 
 // ---------------------------------------------------------------------------------------------------
@@ -170,13 +170,15 @@ function resolveLayer(k: number, l: unknown, input: Chw, K: number, plan: Plan):
       if (mask === 'checkerboard' && H * W < 2) {
         bad(where, `a checkerboard mask needs at least 2 pixels, got ${H}×${W} (shape ${fmt(input)})`);
       }
-      if ((mask === 'alternate' || mask === 'halves') && D < 2)
-        bad(where, `an alternating or halves mask needs at least 2 values, got D = ${D}`);
+      if ((mask === 'alternate' || mask === 'halves' || mask === 'random') && D < 2)
+        bad(where, `an alternating, halves or random mask needs at least 2 values, got D = ${D}`);
       const per = l.affine ? 2 : 1;
       const isMlp = isRecord(l.net) && l.net.type === 'mlp';
       const net = netTensors(where, k, l.net, isMlp ? D + K : C + K, isMlp ? per * D : per * C);
       params.push(...net.params);
       if (l.affine) params.push(tensor(k, 'scale', [C]));
+      // A random mask is held in a buffer: the coupling's first, before its conditioner's.
+      if (mask === 'random') buffers.push(tensor(k, 'mask', [C, H, W]));
       buffers.push(...net.buffers);
       return input;
     }
@@ -399,9 +401,17 @@ function baseLogProb(base: FlowNetSpec['base'], z: Float64Array, N: number, D: n
   return lp;
 }
 
-/** The coupling mask b over `[C, H, W]`, flattened: 1 = passes through and is seen by the conditioner. */
-function couplingMask(kind: MaskKind, parity: number, [C, H, W]: Chw): Uint8Array {
+/**
+ * The coupling mask b over `[C, H, W]`, flattened: 1 = passes through and is seen by the conditioner.
+ * `random` reads the layer's 0/1 buffer `m` (b = m XOR (parity == 1)).
+ */
+function couplingMask(kind: MaskKind, parity: number, [C, H, W]: Chw, m: Float64Array | null): Uint8Array {
   const b = new Uint8Array(C * H * W);
+  if (kind === 'random') {
+    if (!m || m.length !== b.length) throw new Error('unreachable: a random mask needs its buffer');
+    for (let d = 0; d < b.length; d++) b[d] = (m[d] === 1) !== (parity === 1) ? 1 : 0;
+    return b;
+  }
   for (let c = 0; c < C; c++) {
     for (let h = 0; h < H; h++) {
       for (let w = 0; w < W; w++) {
@@ -568,7 +578,7 @@ function coupling(
   const [C, H, W] = env.shape;
   const HW = H * W;
   const D = C * HW;
-  const b = couplingMask(l.mask, l.parity, env.shape);
+  const b = couplingMask(l.mask, l.parity, env.shape, l.mask === 'random' ? env.get('mask') : null);
   // Masked values pass through unchanged, so forward and inverse give the conditioner the same input.
   const xm = x.map((v, i) => (b[i % D] === 1 ? v : 0));
   const per = l.affine ? 2 : 1;
@@ -868,6 +878,11 @@ export class JsFlowNet {
     }
     for (const { k, spec: l, input } of this.plan.layers) {
       if (l.type === 'batchnorm') this.tensors.get(`layers.${k}.running_var`)!.fill(1);
+      // A random mask starts at the alternating pattern, 1 on even flat indices.
+      if (l.type === 'coupling' && l.mask === 'random') {
+        const m = this.tensors.get(`layers.${k}.mask`)!;
+        for (let d = 0; d < m.length; d += 2) m[d] = 1;
+      }
       if (l.type === 'coupling' && l.net.type === 'resnet' && l.net.norm === 'batch') {
         for (const name of resnetConvs(l.net.blocks))
           this.tensors.get(`layers.${k}.net.${name}.bn.running_var`)!.fill(1);
@@ -896,7 +911,10 @@ export class JsFlowNet {
     return this.plan.buffers.map(({ name, shape }) => ({ name, shape: [...shape] }));
   }
 
-  /** Sets a parameter or buffer by name (copied). `perm` must be a permutation and `sign_s` ±1. */
+  /**
+   * Sets a parameter or buffer by name (copied). `perm` must be a permutation, `sign_s` ±1 and a coupling
+   * `mask` 0/1 with both values present (DataError); a rejected value leaves the tensor unchanged.
+   */
   setTensor(name: string, data: ArrayLike<number>): void {
     const cur = this.tensors.get(name);
     if (!cur) throw new ConfigError(`setTensor: no parameter or buffer named '${name}'`);
@@ -909,6 +927,16 @@ export class JsFlowNet {
     }
     if (name.endsWith('.sign_s') && v.some((s) => s !== 1 && s !== -1)) {
       throw new DataError(`setTensor: ${name} must hold only +1 and −1, got [${v.join(', ')}]`);
+    }
+    if (name.endsWith('.mask')) {
+      if (v.some((b) => b !== 0 && b !== 1)) {
+        throw new DataError(`setTensor: ${name} must hold only 0 and 1, got [${v.join(', ')}]`);
+      }
+      if (!v.includes(0) || !v.includes(1)) {
+        throw new DataError(
+          `setTensor: ${name} must hold at least one 0 and one 1 (a coupling needs values on both sides), got [${v.join(', ')}]`,
+        );
+      }
     }
     cur.set(v);
   }

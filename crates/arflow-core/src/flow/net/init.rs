@@ -9,7 +9,7 @@
 //! - inv1x1: the LU factors of a random orthogonal matrix (Gram–Schmidt of a Gaussian one, LU with
 //!   partial pivoting).
 
-use super::spec::{LayerSpec, NetSpec, Norm, Plan};
+use super::spec::{LayerSpec, MaskKind, NetSpec, Norm, Plan};
 
 /// SplitMix64 with a Box–Muller normal: small, seedable, identical on every platform.
 pub struct SplitMix(u64);
@@ -135,10 +135,25 @@ pub fn initial_values(plan: &Plan, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) 
                 buffers.push(vec![0.0; c]);
                 buffers.push(vec![1.0; c]);
             }
-            LayerSpec::Coupling { net: NetSpec::Resnet { channels, blocks, norm: Norm::Batch }, .. } => {
-                for _ in 0..1 + 2 * blocks {
-                    buffers.push(vec![0.0; *channels]);
-                    buffers.push(vec![1.0; *channels]);
+            LayerSpec::Coupling { mask, net, .. } => {
+                if *mask == MaskKind::Random {
+                    // ⌊D/2⌋ ones at random places (a seeded Fisher–Yates shuffle).
+                    let d: usize = layer.input.iter().product();
+                    let mut order: Vec<usize> = (0..d).collect();
+                    for i in (1..d).rev() {
+                        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+                    }
+                    let mut m = vec![0.0f32; d];
+                    for &j in &order[..d / 2] {
+                        m[j] = 1.0;
+                    }
+                    buffers.push(m);
+                }
+                if let NetSpec::Resnet { channels, blocks, norm: Norm::Batch } = net {
+                    for _ in 0..1 + 2 * blocks {
+                        buffers.push(vec![0.0; *channels]);
+                        buffers.push(vec![1.0; *channels]);
+                    }
                 }
             }
             _ => {}

@@ -145,6 +145,8 @@ impl FlowNet {
             data.iter().all(|&v| v == 0.0 || v == 1.0)
         } else if name.ends_with(".running_var") {
             data.iter().all(|&v| v > 0.0)
+        } else if name.ends_with(".mask") {
+            data.iter().all(|&v| v == 0.0 || v == 1.0) && data.contains(&0.0) && data.contains(&1.0)
         } else {
             true
         };
@@ -387,7 +389,7 @@ impl FlowNet {
         let per_channel = |t: &Tensor| t.reshape((1, c, 1, 1));
         match &l.spec {
             LayerSpec::Coupling { mask, parity, affine, net } => {
-                let b = mask_tensor(*mask, *parity, l.input, x.dtype(), x.device())?;
+                let b = self.coupling_mask(k, *mask, *parity, pass, x)?;
                 let xm = x.broadcast_mul(&b.reshape((1, c, h, w))?)?;
                 let (nt, nets) = (*affine, net);
                 let out = self.conditioner(k, nets, &xm, pass, if nt { 2 } else { 1 })?;
@@ -467,7 +469,7 @@ impl FlowNet {
         let per_channel = |t: &Tensor| t.reshape((1, c, 1, 1));
         match &l.spec {
             LayerSpec::Coupling { mask, parity, affine, net } => {
-                let b = mask_tensor(*mask, *parity, l.input, y.dtype(), y.device())?;
+                let b = self.coupling_mask(k, *mask, *parity, pass, y)?;
                 // The pass-through part is unchanged, so the conditioner sees what it saw going forward.
                 let ym = y.broadcast_mul(&b.reshape((1, c, h, w))?)?;
                 let out = self.conditioner(k, net, &ym, pass, if *affine { 2 } else { 1 })?;
@@ -583,6 +585,21 @@ impl FlowNet {
         Ok((mu, alpha))
     }
 
+    /// Coupling `k`'s mask `[1, D]` in the dtype of `like`: computed, or for random masks its buffer
+    /// (XOR the parity).
+    fn coupling_mask(&self, k: usize, kind: MaskKind, parity: u8, pass: &Pass, like: &Tensor) -> Result<Tensor> {
+        let l = &self.plan.layers[k];
+        if kind != MaskKind::Random {
+            return mask_tensor(kind, parity, l.input, like.dtype(), like.device());
+        }
+        let m = pass.b[self.plan.buffer_start[k]].to_dtype(like.dtype())?.flatten_all()?.unsqueeze(0)?;
+        if parity == 1 {
+            m.affine(-1.0, 1.0)
+        } else {
+            Ok(m)
+        }
+    }
+
     /// The number of conditioner parameters of coupling `k` (its `scale` comes right after them).
     fn net_param_count(&self, k: usize) -> usize {
         let end = self.plan.param_start.get(k + 1).copied().unwrap_or(self.plan.params.len());
@@ -593,7 +610,9 @@ impl FlowNet {
     /// `per` consecutive `[C, H, W]` blocks (s_raw then t, or t alone).
     fn conditioner(&self, k: usize, net: &NetSpec, xm: &Tensor, pass: &mut Pass, per: usize) -> Result<Tensor> {
         let ps = self.plan.param_start[k];
-        let bs = self.plan.buffer_start[k];
+        // Batch-norm buffers follow a random mask's buffer.
+        let random = matches!(self.plan.layers[k].spec, LayerSpec::Coupling { mask: MaskKind::Random, .. });
+        let bs = self.plan.buffer_start[k] + usize::from(random);
         let (n, c, h, w) = xm.dims4()?;
         let p = pass.p;
         match *net {
@@ -722,7 +741,9 @@ pub fn mask_values(kind: MaskKind, parity: u8, [c, h, w]: [usize; 3]) -> Vec<f64
                 let on = match kind {
                     MaskKind::Checkerboard => (y + x + p).is_multiple_of(2),
                     MaskKind::Channel => (ci < c / 2) != (p == 1),
-                    MaskKind::Alternate => ((ci * h + y) * w + x + p).is_multiple_of(2),
+                    // A random mask lives in a buffer (see `coupling_mask`); its pattern before initialisation
+                    // is the alternating one.
+                    MaskKind::Alternate | MaskKind::Random => ((ci * h + y) * w + x + p).is_multiple_of(2),
                     MaskKind::Halves => (2 * ((ci * h + y) * w + x) < c * h * w) != (p == 1),
                 };
                 m.push(if on { 1.0 } else { 0.0 });

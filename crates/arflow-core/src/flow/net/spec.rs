@@ -12,6 +12,8 @@ pub enum MaskKind {
     Channel,
     Alternate,
     Halves,
+    /// Held in the buffer `mask [C, H, W]`, drawn at random by the initialisation.
+    Random,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -232,8 +234,11 @@ impl Plan {
                     if *mask == MaskKind::Checkerboard && h * w < 2 {
                         bail!("flow config: layer {k}: a checkerboard mask needs at least 2 pixels, got {h}×{w}");
                     }
-                    if matches!(mask, MaskKind::Alternate | MaskKind::Halves) && d < 2 {
-                        bail!("flow config: layer {k}: an alternating or halves mask needs at least 2 values, got {d}");
+                    if matches!(mask, MaskKind::Alternate | MaskKind::Halves | MaskKind::Random) && d < 2 {
+                        bail!("flow config: layer {k}: an alternating, halves or random mask needs at least 2 values, got {d}");
+                    }
+                    if *mask == MaskKind::Random {
+                        buffers.push(t(k, "mask", &[c, h, w]));
                     }
                     let per = if *affine { 2 } else { 1 };
                     match net {

@@ -32,6 +32,8 @@ fn random_net(spec: &str, seed: u64) -> FlowNet {
             (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect()
         } else if info.name.ends_with("running_var") {
             (0..n).map(|_| rng.range(0.5, 2.0) as f32).collect()
+        } else if info.name.ends_with(".mask") {
+            net.get_buffer(&info.name).unwrap()
         } else if info.name.ends_with("running_mean") {
             (0..n).map(|_| rng.range(-0.5, 0.5) as f32).collect()
         } else {
@@ -126,6 +128,8 @@ fn every_layer_inverts_and_has_the_jacobians_log_det() {
         format!(r#"{{"type": "coupling", "mask": "alternate", "parity": 1, "affine": true, "net": {mlp}}}"#),
         format!(r#"{{"type": "coupling", "mask": "alternate", "parity": 0, "affine": false, "net": {mlp}}}"#),
         format!(r#"{{"type": "coupling", "mask": "halves", "parity": 1, "affine": true, "net": {mlp}}}"#),
+        format!(r#"{{"type": "coupling", "mask": "random", "parity": 1, "affine": true, "net": {batch}}}"#),
+        format!(r#"{{"type": "coupling", "mask": "random", "parity": 0, "affine": false, "net": {mlp}}}"#),
         r#"{"type": "actnorm"}"#.to_string(),
         r#"{"type": "batchnorm", "momentum": 0.1, "eps": 1e-4}"#.to_string(),
         r#"{"type": "inv1x1"}"#.to_string(),
@@ -338,4 +342,34 @@ fn inv1x1_starts_orthogonal_and_lu_reconstructs() {
     let nz = z.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
     assert!((nx - nz).abs() < 1e-4 * nx, "{nx} vs {nz}");
     assert!(ld.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-5);
+}
+
+#[test]
+fn random_masks_are_seeded_half_masks_and_checked() {
+    let s = spec(
+        IMG,
+        r#"{"type": "coupling", "mask": "random", "parity": 0, "affine": true, "net": {"type": "mlp", "hidden": 4, "depth": 1}},
+           {"type": "coupling", "mask": "random", "parity": 1, "affine": true, "net": {"type": "mlp", "hidden": 4, "depth": 1}}"#,
+    );
+    let a = FlowNet::new(&s, 5, Dev::Cpu).unwrap();
+    let b = FlowNet::new(&s, 5, Dev::Cpu).unwrap();
+    let c = FlowNet::new(&s, 6, Dev::Cpu).unwrap();
+    let m0 = a.get_buffer("layers.0.mask").unwrap();
+    assert_eq!(m0.iter().filter(|&&v| v == 1.0).count(), 16, "half of 32 values pass through");
+    assert_eq!(m0, b.get_buffer("layers.0.mask").unwrap(), "same seed, same mask");
+    assert_ne!(m0, c.get_buffer("layers.0.mask").unwrap(), "another seed, another mask");
+    assert_ne!(m0, a.get_buffer("layers.1.mask").unwrap(), "each layer draws its own");
+    // Parity 1 flips the buffer: with a net whose output is non-zero, exactly the flipped places move.
+    let mut net = FlowNet::new(&spec(IMG, r#"{"type": "coupling", "mask": "random", "parity": 1, "affine": false, "net": {"type": "mlp", "hidden": 4, "depth": 1}}"#), 2, Dev::Cpu).unwrap();
+    net.params_mut().set_param("layers.0.net.1.bias", &[0.5; 32]).unwrap();
+    let m = net.get_buffer("layers.0.mask").unwrap();
+    let (z, _) = net.encode(&[0.0; 32], None, 1).unwrap();
+    for (j, (&zj, &mj)) in z.iter().zip(&m).enumerate() {
+        let moved = zj != 0.0;
+        assert_eq!(moved, mj == 1.0, "value {j}: buffer {mj}, moved {moved}");
+    }
+    for bad in [vec![1.0; 32], vec![0.0; 32], (0..32).map(|i| if i == 0 { 0.5 } else { (i % 2) as f32 }).collect()] {
+        assert!(net.set_buffer("layers.0.mask", &bad).is_err());
+    }
+    assert_eq!(net.get_buffer("layers.0.mask").unwrap(), m, "a rejected mask changes nothing");
 }
