@@ -86,6 +86,9 @@ fn slice<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
 /// Values per im2col chunk: 2 Mi f32 = 8 MiB, well under glibc's mmap threshold.
 const CHUNK_VALUES: usize = 1 << 21;
 
+/// Rows per task of the packed products (each task runs one thread's microkernel loop).
+const ROW_BLOCK: usize = 192;
+
 /// `x [N, H, W, Cin]`, `wmat [9·Cin + 1, Cout]` (the weight in im2col's row order, then the bias) ↦
 /// `[N, H, W, Cout]`.
 struct Conv3x3 {
@@ -110,13 +113,18 @@ impl Conv3x3 {
         let (hw, k, co) = (self.h * self.w, 9 * self.cin + 1, self.cout);
         let img = hw * self.cin;
         let mut out = vec![T::zero(); self.n * hw * co];
+        // The weight is packed once for the packed-panel microkernels (AVX-512 8×32 / AVX2 6×16):
+        // a conv's output width is a panel or two, so every row block streams its im2col rows once.
+        let packed = T::pack(k, co, wmat, co, 1);
         let step = self.chunk();
         for s in (0..self.n).step_by(step) {
             let e = (s + step).min(self.n);
             let cols = self.geometry(e - s).gather(&x[s * img..e * img]);
-            let rows = (e - s) * hw;
             let c = &mut out[s * hw * co..e * hw * co];
-            matmul(rows, co, k, c, co, false, View::rows(&cols, k), View::rows(wmat, co));
+            c.par_chunks_mut(ROW_BLOCK * co).enumerate().for_each(|(b, c)| {
+                let a = &cols[b * ROW_BLOCK * k..];
+                T::packed_matmul(&packed, c.len() / co, a, k, c, co, false);
+            });
         }
         out
     }
@@ -128,6 +136,8 @@ impl Conv3x3 {
         let mut dx = vec![T::zero(); self.n * img];
         let mut dw = vec![T::zero(); k * co];
         let step = self.chunk();
+        // dcols = g · Wᵀ through the packed kernels too: Wᵀ [Cout × 9·Cin + 1] packed once.
+        let packed_t = T::pack(co, k, wmat, 1, co);
         let mut dcols = Vec::new();
         for s in (0..self.n).step_by(step) {
             let e = (s + step).min(self.n);
@@ -139,7 +149,10 @@ impl Conv3x3 {
             matmul(k, co, rows, &mut dw, co, s > 0, View::transposed(&cols, k), View::rows(gs, co));
             // dcols = g · Wᵀ, then scattered back onto the pixels.
             dcols.resize(rows * k, T::zero());
-            matmul(rows, k, co, &mut dcols, k, false, View::rows(gs, co), View::transposed(wmat, co));
+            dcols.par_chunks_mut(ROW_BLOCK * k).enumerate().for_each(|(b, d)| {
+                let a = &gs[b * ROW_BLOCK * co..];
+                T::packed_matmul(&packed_t, d.len() / k, a, co, d, k, false);
+            });
             dx[s * img..e * img].copy_from_slice(&geo.scatter(&dcols));
         }
         (dx, dw)
