@@ -8,6 +8,14 @@ use arflow_core::flow::{
 use arflow_core::gru::{gru_backward, gru_forward, GruDims, GruWeights};
 use arflow_core::{AdamWConfig, CharLm, CharLmConfig, Dev};
 use napi::bindgen_prelude::*;
+
+/// Rust allocations of the addon go through mimalloc: training frees and re-allocates the same
+/// multi-megabyte tensors every step, and glibc returns them to the kernel (its per-thread heaps are
+/// unmapped whenever they empty), so each step paid page faults and page clearing for memory it had
+/// just released. mimalloc keeps and reuses it: a Fashion-MNIST Real NVP step ~10–25% faster
+/// (A/B, alternating builds), the GRU unchanged.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use napi_derive::napi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
