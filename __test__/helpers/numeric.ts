@@ -66,3 +66,25 @@ export function logAbsDet(a: Float64Array, n: number): number {
   }
   return logdet;
 }
+
+/**
+ * max |got − want| ≤ tol · max(floor, max |want|), and `want` is not all zeros (a comparison against
+ * zeros would pass for any kernel that writes nothing).
+ */
+export function expectCloseNonZero(
+  name: string,
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  floor = 1,
+): void {
+  expect(got.length, name).toBe(want.length);
+  let scale = 0;
+  let err = 0;
+  for (let i = 0; i < want.length; i++) {
+    scale = Math.max(scale, Math.abs(want[i]));
+    err = Math.max(err, Math.abs(got[i] - want[i]));
+  }
+  expect(scale, `${name} is all zeros`).toBeGreaterThan(0);
+  expect(err, name).toBeLessThanOrEqual(tol * Math.max(floor, scale));
+}

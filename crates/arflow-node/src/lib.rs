@@ -473,8 +473,14 @@ pub struct CouplingGrads {
     pub dscale: Float32Array,
 }
 
-/// Checks the sizes of one affine coupling call: x-like arrays `[N, D]`, `mask`/`scale` `[D]`.
-fn coupling_dims(n: u32, d: u32, rows: &[(&str, usize)], cols: &[(&str, usize)]) -> Result<(usize, usize)> {
+/// Checks one affine coupling call: x-like arrays `[N, D]`, `mask`/`scale` `[D]`, mask entries 0 or 1.
+fn coupling_dims(
+    n: u32,
+    d: u32,
+    rows: &[(&str, usize)],
+    cols: &[(&str, usize)],
+    mask: &[f32],
+) -> Result<(usize, usize)> {
     let (n, d) = (n as usize, d as usize);
     for &(what, len) in rows {
         if len != n * d {
@@ -485,6 +491,9 @@ fn coupling_dims(n: u32, d: u32, rows: &[(&str, usize)], cols: &[(&str, usize)])
         if len != d {
             return Err(tag(format!("affine coupling: {what} holds {len} values, expected [D] = [{d}]")));
         }
+    }
+    if mask.iter().any(|&b| b != 0.0 && b != 1.0) {
+        return Err(tag("affine coupling: mask entries must be 0 or 1".into()));
     }
     Ok((n, d))
 }
@@ -508,10 +517,8 @@ pub fn coupling_forward(
         d,
         &[("x", x.len()), ("sRaw", s_raw.len()), ("t", t.len())],
         &[("mask", mask.len()), ("scale", scale.len())],
+        &mask,
     )?;
-    if mask.iter().any(|&b| b != 0.0 && b != 1.0) {
-        return Err(tag("affine coupling: mask entries must be 0 or 1".into()));
-    }
     guarded(|| {
         let (mut out, mut logdet) = (vec![0f32; n * d], vec![0f32; n]);
         if inverse {
@@ -541,12 +548,10 @@ pub fn coupling_backward(
         d,
         &[("x", x.len()), ("sRaw", s_raw.len()), ("dy", dy.len())],
         &[("mask", mask.len()), ("scale", scale.len())],
+        &mask,
     )?;
     if dlogdet.len() != n {
         return Err(tag(format!("affine coupling: dlogdet holds {} values, expected [N] = [{n}]", dlogdet.len())));
-    }
-    if mask.iter().any(|&b| b != 0.0 && b != 1.0) {
-        return Err(tag("affine coupling: mask entries must be 0 or 1".into()));
     }
     guarded(|| {
         let (mut dx, mut ds_raw, mut dt, mut dscale) =
