@@ -50,7 +50,9 @@ export {
 } from './models/char-lm.js';
 export { type FlowConfig, gaussianNll, RealNVP } from './models/flow.js';
 export {
+  type ContextInput,
   Flow,
+  type FlowNetCondition,
   type FlowNetCreateOptions,
   type FlowNetSampleOptions,
   type FlowNetTrainOptions,

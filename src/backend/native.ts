@@ -161,6 +161,15 @@ export async function async<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * Checks a device name is one arflow knows (`cpu`, `cuda`, `cuda:N`): ConfigError otherwise. Whether
+ * that device can be opened here is the backend's question ({@link checkDevice}, BackendError).
+ */
+export function checkDeviceName(device: unknown): string {
+  if (typeof device === 'string' && (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device))) return device;
+  throw new ConfigError(`unknown device ${JSON.stringify(device) ?? String(device)}: expected cpu, cuda or cuda:N`);
+}
+
 /** Refuses a CUDA device on an addon built without CUDA, with what to do instead. */
 export function checkDevice(addon: Pick<NativeAddon, 'buildInfo'>, device: string): void {
   if (device.startsWith('cuda') && !addon.buildInfo().cuda) {

@@ -11,11 +11,14 @@
  * ```
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import type { FlowBackend, FlowShape } from '../backend/flow-types.js';
+import { type FlowBackend, type FlowShape, flowParamInfo } from '../backend/flow-types.js';
 import type { BackendName, DeviceName } from '../backend/index.js';
 import { checkFlowShape, JsRealNvp } from '../backend/js/realnvp.js';
+import { checkParamCount, describeValue } from '../backend/limits.js';
+import { checkDeviceName } from '../backend/native.js';
 import { NativeRealNvp } from '../backend/native-flow.js';
 import { BackendError, CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
+import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, trainFlow } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
@@ -44,8 +47,24 @@ export const FLOW_KIND = 'flow-realnvp';
 /** Samples per backend call when scoring or mapping large arrays. */
 const CHUNK = 8192;
 
+/** A seed must be a whole number ≥ 0 (NaN, −1 or 1.5 would quietly act as some other seed). */
+function checkSeed(seed: unknown): number {
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
+    throw new ConfigError(`seed must be a whole number ≥ 0, got ${describeValue(seed)}`);
+  return seed;
+}
+
+function jsBackend(shape: FlowShape): FlowBackend {
+  try {
+    return new JsRealNvp(shape);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new ConfigError(`the flow ${JSON.stringify(shape)} is too big for the TypeScript backend (${e.message})`);
+  }
+}
+
 function makeBackend(shape: FlowShape, backend: BackendName | undefined, device: DeviceName = 'cpu'): FlowBackend {
-  if (backend === 'js') return new JsRealNvp(shape);
+  if (backend === 'js') return jsBackend(shape);
   if (backend !== undefined && backend !== 'native') {
     throw new ConfigError(`unknown backend ${JSON.stringify(backend)}: expected native or js`);
   }
@@ -53,7 +72,7 @@ function makeBackend(shape: FlowShape, backend: BackendName | undefined, device:
     return new NativeRealNvp(shape, device);
   } catch (e) {
     // With no backend asked for, fall back to the TypeScript reference when the addon lacks the flow.
-    if (backend === undefined && e instanceof BackendError && device === 'cpu') return new JsRealNvp(shape);
+    if (backend === undefined && e instanceof BackendError && device === 'cpu') return jsBackend(shape);
     throw e;
   }
 }
@@ -62,6 +81,10 @@ function resolveConfig(config: Partial<FlowConfig>): FlowConfig {
   const cfg = { ...DEFAULT_FLOW };
   for (const k of ['dim', 'couplings', 'hidden', 'depth'] as const) if (config[k] !== undefined) cfg[k] = config[k];
   checkFlowShape(cfg);
+  checkParamCount('this flow', flowParamInfo(cfg), (big) => {
+    const field = big.shape.includes(cfg.hidden) ? `hidden ${cfg.hidden}` : `dim ${cfg.dim}`;
+    return `${field} (with couplings ${cfg.couplings}, depth ${cfg.depth}) makes it big; make it smaller`;
+  });
   return cfg;
 }
 
@@ -76,12 +99,13 @@ export class RealNVP {
 
   /**
    * A new flow: Linear weights and biases U(±1/√fan_in), except the last layer of every conditioner,
-   * which is zero (so the flow starts as the identity); scales are ones.
+   * which is zero (so the flow starts as the identity); scales are ones. A config of more than 2³¹
+   * parameters, or one the backend cannot allocate, is a ConfigError.
    */
   static create(config: Partial<FlowConfig> = {}, opts: FlowCreateOptions = {}): RealNVP {
     const cfg = resolveConfig(config);
+    const rng = new Rng(checkSeed(opts.seed ?? 0));
     const backend = makeBackend(cfg, opts.backend, opts.device);
-    const rng = new Rng(opts.seed ?? 0);
     for (const p of backend.paramInfo()) {
       const n = p.shape.reduce((a, b) => a * b, 1);
       const data = new Float32Array(n);
@@ -137,12 +161,28 @@ export class RealNVP {
     return out;
   }
 
-  /** Mean negative log-likelihood (nats per point). */
-  async nll(x: Float32Array): Promise<number> {
+  /**
+   * Mean negative log-likelihood (nats per point) of at least one point. A DataError when the flow's
+   * log-density is not finite for some point (broken weights — a corrupt checkpoint, diverged
+   * training — or data far outside what it was trained on); {@link logProb} returns such values as
+   * they are.
+   */
+  async nll(x: Float32Array, what = 'data'): Promise<number> {
+    const n = this.checkData(x, what);
+    if (n === 0) throw new ShapeError(`${what}: no points to score (an empty array has no mean NLL)`);
     const lp = await this.logProb(x);
+    const bad = lp.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      const count = lp.reduce((c, v) => c + (Number.isFinite(v) ? 0 : 1), 0);
+      throw new DataError(
+        `${what}: the flow's log-density is not finite for ${count} of ${n} points (point ${bad}: ${lp[bad]}), ` +
+          'so there is no NLL to report: its weights may be broken (a corrupt or tampered checkpoint, or training ' +
+          'that diverged), or the data lie far outside what it was trained on',
+      );
+    }
     let s = 0;
-    for (let i = 0; i < lp.length; i++) s -= lp[i];
-    return lp.length > 0 ? s / lp.length : Number.NaN;
+    for (let i = 0; i < n; i++) s -= lp[i];
+    return s / n;
   }
 
   private mapChunks(x: Float32Array, f: (c: Float32Array, b: number) => Float32Array): Float32Array {
@@ -172,8 +212,9 @@ export class RealNVP {
   sample(n: number, opts: FlowSampleOptions = {}): Float32Array {
     const T = opts.temperature ?? 1;
     if (!(Number.isFinite(T) && T > 0)) throw new ConfigError(`temperature must be a finite number > 0, got ${T}`);
-    if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`sample count must be a whole number ≥ 0, got ${n}`);
-    const rng = new Rng(opts.seed ?? 0);
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new ConfigError(`sample count must be a whole number ≥ 0, got ${describeValue(n)}`);
+    const rng = new Rng(checkSeed(opts.seed ?? 0));
     const z = new Float32Array(n * this.config.dim);
     for (let i = 0; i < z.length; i++) z[i] = T * rng.normal();
     return this.decode(z);
@@ -213,48 +254,45 @@ export class RealNVP {
     saveSafetensors(path, tensors, metadata);
   }
 
-  /** Loads a checkpoint of {@link RealNVP.save}; CheckpointError for foreign, mismatched or non-finite files. */
+  /**
+   * Loads a checkpoint of {@link RealNVP.save}; CheckpointError for foreign, mismatched or non-finite
+   * files. The config and every tensor's name, dtype and shape are checked against each other before
+   * a backend is built, so a tampered size is an error, not an allocation of whatever it says. An
+   * unknown device is a ConfigError, one not available here a BackendError.
+   */
   static load(path: string, opts: Omit<FlowCreateOptions, 'seed'> = {}): RealNVP {
+    const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
     const { tensors, metadata } = loadSafetensors(path);
     if (metadata.format !== FORMAT || metadata.kind !== FLOW_KIND) {
       throw new CheckpointError(
         `${path} is a safetensors file but not an arflow Real NVP checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );
     }
-    let cfg: FlowConfig;
+    let raw: Partial<FlowConfig>;
     try {
-      const raw = JSON.parse(metadata.config) as Partial<FlowConfig>;
+      raw = JSON.parse(metadata.config) as Partial<FlowConfig>;
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('config is not an object');
       if (raw.dim === undefined) throw new Error('config has no dim');
-      cfg = resolveConfig(raw);
     } catch (e) {
       throw new CheckpointError(`${path}: unreadable config in metadata (${(e as Error).message})`);
     }
-    const backend = makeBackend(cfg, opts.backend, opts.device);
-    const info = backend.paramInfo();
-    const expected = new Set(info.map((p) => p.name));
-    for (const name of Object.keys(tensors)) {
-      if (!expected.has(name))
-        throw new CheckpointError(`${path}: unexpected tensor ${name} for a flow of config ${JSON.stringify(cfg)}`);
+    let cfg: FlowConfig;
+    try {
+      cfg = resolveConfig(raw);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      throw new CheckpointError(`${path}: the config in its metadata is not a valid flow (${e.message})`);
     }
-    const params = info.map((p) => {
-      const t = tensors[p.name];
-      if (!t) throw new CheckpointError(`${path}: tensor ${p.name} is missing`);
-      if (t.dtype !== 'F32' || t.shape.join(',') !== p.shape.join(',')) {
-        throw new CheckpointError(
-          `${path}: tensor ${p.name} is ${t.dtype}[${t.shape}] but the config ${JSON.stringify(cfg)} needs F32[${p.shape}]`,
-        );
-      }
-      const data = t.data as Float32Array;
-      if (!data.every(Number.isFinite)) throw new CheckpointError(`${path}: tensor ${p.name} holds NaN or Inf`);
-      return [p.name, data] as const;
-    });
-    let train: Record<string, unknown> | null = null;
-    if (metadata.train !== undefined) {
-      try {
-        train = JSON.parse(metadata.train) as Record<string, unknown>;
-      } catch {
-        throw new CheckpointError(`${path}: unreadable training state in metadata`);
-      }
+    const params = expectTensors(path, tensors, flowParamInfo(cfg), `the config ${JSON.stringify(cfg)}`);
+    const train = readTrainInfo(path, metadata);
+    let backend: FlowBackend;
+    try {
+      backend = makeBackend(cfg, opts.backend, device);
+    } catch (e) {
+      // An unavailable device (BackendError) or backend name (ConfigError before any work) is not the
+      // file's fault; a size the backend cannot allocate is.
+      if (!(e instanceof ConfigError) || /unknown backend/.test(e.message)) throw e;
+      throw new CheckpointError(`${path}: cannot build the flow its config describes (${e.message})`);
     }
     for (const [name, data] of params) backend.setParam(name, data);
     const model = new RealNVP(cfg, backend);

@@ -15,6 +15,7 @@
  */
 
 import type { FlowNetSpec, LayerSpec, NetSpec } from '../backend/flownet-types.js';
+import { describeValue } from '../backend/limits.js';
 import { ConfigError } from '../errors.js';
 
 export type Shape3 = [number, number, number];
@@ -62,18 +63,22 @@ export interface VectorFlowConfig {
 }
 
 function whole(name: string, v: number, min: number): number {
-  if (!Number.isSafeInteger(v) || v < min) throw new ConfigError(`${name} must be a whole number ≥ ${min}, got ${v}`);
+  if (!Number.isSafeInteger(v) || v < min)
+    throw new ConfigError(`${name} must be a whole number ≥ ${min}, got ${describeValue(v)}`);
   return v;
 }
 
 function checkShape(shape: Shape3): Shape3 {
-  if (!Array.isArray(shape) || shape.length !== 3) throw new ConfigError('shape must be [C, H, W]');
+  if (!Array.isArray(shape) || shape.length !== 3)
+    throw new ConfigError(
+      `shape must be [C, H, W], got ${Array.isArray(shape) ? JSON.stringify(shape) : describeValue(shape)}`,
+    );
   for (let i = 0; i < 3; i++) whole(`shape[${i}]`, shape[i], 1);
   return shape;
 }
 
 function vectorShape(dim: number | Shape3): Shape3 {
-  return typeof dim === 'number' ? [whole('dim', dim, 2), 1, 1] : checkShape(dim);
+  return Array.isArray(dim) ? checkShape(dim) : [whole('dim', dim, 2), 1, 1];
 }
 
 export function realNvpImageSpec(cfg: RealNvpImageConfig): FlowNetSpec {

@@ -4,7 +4,7 @@
  * schedule, progress reports, an AbortSignal and a time budget, and optional held-out NLL.
  */
 import type { OptimConfig, StepStats } from '../backend/types.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, DataError } from '../errors.js';
 import type { RealNVP } from '../models/flow.js';
 import { Rng } from '../util/rng.js';
 import {
@@ -92,7 +92,16 @@ export async function trainFlow(
         for (let b = 0; b < idx.length; b++) x.set(data.subarray(idx[b] * dim, (idx[b] + 1) * dim), b * dim);
         return model.backend.trainStep(x, idx.length, opt);
       },
-      validate: val !== undefined && val.length > 0 ? () => model.nll(val) : undefined,
+      // A non-finite validation NLL (a diverging run) is reported as NaN, as the image flows do; the
+      // step's own divergence check ends the run.
+      validate:
+        val !== undefined && val.length > 0
+          ? () =>
+              model.nll(val, 'validation data').catch((e: unknown) => {
+                if (e instanceof DataError) return Number.NaN;
+                throw e;
+              })
+          : undefined,
     },
     opts,
   );

@@ -3,6 +3,7 @@
 
 use crate::optim::{AdamW, AdamWConfig};
 use candle_core::{backprop::GradStore, bail, DType, Device, Result, Tensor, Var};
+use std::alloc::{GlobalAlloc, Layout, System};
 
 /// Where one named tensor lives: variable `var`, elements `offset .. offset + shape.product()`.
 /// A variable may hold several tensors (a GRU layer packs its four into the input of one fused op).
@@ -45,13 +46,12 @@ pub struct ParamStore {
 }
 
 impl ParamStore {
-    /// Zero-filled f32 variables sized to hold every spec.
+    /// Zero-filled f32 variables sized to hold every spec. A model too big to build (more than
+    /// [`MAX_PARAMS`] values, or more memory than the allocator will give for them, their AdamW
+    /// moments and a staging copy) is an error before anything is allocated, never an abort.
     pub fn new(specs: Vec<ParamSpec>, device: Device, model: &'static str) -> Result<Self> {
-        let count = specs.iter().map(|s| s.var + 1).max().unwrap_or(0);
-        let mut sizes = vec![0usize; count];
-        for s in &specs {
-            sizes[s.var] = sizes[s.var].max(s.offset + s.len());
-        }
+        let sizes = var_sizes(&specs, model)?;
+        check_allocatable(&sizes, model)?;
         let vars = sizes.iter().map(|&n| Var::zeros(n, DType::F32, &device)).collect::<Result<Vec<_>>>()?;
         let opt = AdamW::new(&vars)?;
         Ok(ParamStore { device, vars, specs, opt, model })
@@ -167,10 +167,125 @@ impl ParamStore {
     }
 }
 
+/// Most values (parameters) a model may hold: 2³¹, 8 GiB of f32 before the optimizer's two moments.
+/// Far above any model of this crate; its job is to turn a typo'd or tampered size into an error.
+pub const MAX_PARAMS: usize = 1 << 31;
+
+/// Elements of each variable (the largest `offset + len` of its specs), with overflow and the
+/// [`MAX_PARAMS`] bound checked.
+fn var_sizes(specs: &[ParamSpec], model: &str) -> Result<Vec<usize>> {
+    let count = specs.iter().map(|s| s.var.saturating_add(1)).max().unwrap_or(0);
+    if count > specs.len() {
+        bail!("{model}: parameter variable {} out of range for {} specs", count - 1, specs.len());
+    }
+    let mut sizes = vec![0usize; count];
+    let mut total: usize = 0;
+    for s in specs {
+        let len = s.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let end = len.and_then(|n| n.checked_add(s.offset));
+        let Some(end) = end.filter(|&e| e <= MAX_PARAMS) else {
+            bail!(
+                "{model} config: parameter {} of shape {:?} is too large (more than {MAX_PARAMS} values); make the model smaller",
+                s.name,
+                s.shape
+            );
+        };
+        sizes[s.var] = sizes[s.var].max(end);
+        total = total.saturating_add(len.unwrap_or(usize::MAX));
+    }
+    let held: usize = sizes.iter().fold(0usize, |a, &b| a.saturating_add(b));
+    if held > MAX_PARAMS {
+        bail!(
+            "{model} config: {} parameters is more than the {MAX_PARAMS} a model may hold; make the model smaller",
+            held.max(total)
+        );
+    }
+    Ok(sizes)
+}
+
+/// Asks the system allocator, fallibly, for the memory the variables of `sizes` need with their two
+/// AdamW moments and one staging copy (4 × 4 bytes a value), and gives it straight back: candle
+/// allocates infallibly, so a refusal has to be found out here, as an error, rather than as an abort
+/// there. The probe goes to the system allocator rather than the global one because a host's
+/// allocator may reserve address space without committing it (mimalloc in the Node addon), which
+/// would grant any size; glibc's `malloc` of a block this big is an `mmap` the kernel refuses when
+/// it exceeds memory and swap (Linux's default, heuristic overcommit).
+fn check_allocatable(sizes: &[usize], model: &str) -> Result<()> {
+    let values: usize = sizes.iter().fold(0usize, |a, &b| a.saturating_add(b));
+    let bytes = values.saturating_mul(16);
+    let refused = || {
+        candle_core::Error::msg(format!(
+            "{model} config: its {values} parameters need {:.1} GiB with their optimizer state, which cannot be allocated here; make the model smaller",
+            bytes as f64 / (1u64 << 30) as f64
+        ))
+    };
+    if bytes == 0 {
+        return Ok(());
+    }
+    let layout = Layout::from_size_align(bytes, 64).map_err(|_| refused())?;
+    // SAFETY: `layout` has a non-zero size; the block is freed at once with the same layout and
+    // never read or written.
+    unsafe {
+        let p = System.alloc(layout);
+        if p.is_null() {
+            return Err(refused());
+        }
+        System.dealloc(p, layout);
+    }
+    Ok(())
+}
+
 /// Rejects a learning rate that is NaN, infinite or negative (checked before any work is done).
 pub fn check_lr(cfg: &AdamWConfig) -> Result<()> {
     if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
         bail!("learning rate must be a finite number ≥ 0, got {}", cfg.lr);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, shape: Vec<usize>, var: usize) -> ParamSpec {
+        ParamSpec { name: name.into(), shape, var, offset: 0 }
+    }
+
+    fn err(specs: Vec<ParamSpec>) -> String {
+        match ParamStore::new(specs, Device::Cpu, "test model") {
+            Ok(_) => panic!("a store was built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn params_store_of_a_small_model_is_built() {
+        let store = ParamStore::new(vec![spec("w", vec![3, 2], 0), spec("b", vec![3], 1)], Device::Cpu, "m").unwrap();
+        assert_eq!(store.get_param("w").unwrap(), vec![0.0; 6]);
+    }
+
+    #[test]
+    fn params_over_the_bound_are_a_config_error_not_an_abort() {
+        // hidden 10⁹: 10¹⁸ values, 4·10¹⁸ bytes — what aborted the process before.
+        let e = err(vec![spec("net.1.weight", vec![1_000_000_000, 1_000_000_000], 0)]);
+        assert!(e.contains("config") && e.contains("net.1.weight") && e.contains("too large"), "{e}");
+        // Many tensors each under the bound whose sum is over it.
+        let e = err((0..3).map(|i| spec(&format!("p{i}"), vec![1 << 30], i)).collect());
+        assert!(e.contains("config") && e.contains("3221225472 parameters"), "{e}");
+    }
+
+    #[test]
+    fn params_shape_products_that_overflow_are_an_error() {
+        let e = err(vec![spec("w", vec![usize::MAX / 2, 4], 0)]);
+        assert!(e.contains("too large"), "{e}");
+        let e = err(vec![ParamSpec { name: "w".into(), shape: vec![4], var: 0, offset: usize::MAX - 1 }]);
+        assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn params_allocation_refused_by_the_allocator_is_an_error() {
+        // 2⁵⁹ values: 8 EiB, which no allocator grants (the bound would stop it first in `new`).
+        let r = check_allocatable(&[usize::MAX / 32], "test model");
+        assert!(r.unwrap_err().to_string().contains("cannot be allocated"));
+    }
 }

@@ -16,6 +16,7 @@ use napi::bindgen_prelude::*;
 /// (A/B, alternating builds), the GRU unchanged.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use napi_derive::napi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +56,18 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             Err(Error::new(Status::GenericFailure, format!("E_INTERNAL: arflow-core panicked: {what}")))
         }
     }
+}
+
+/// The device named `name`: an unknown name is a config error (E_CONFIG); a known one this build or
+/// machine cannot open (CUDA missing, no such GPU) is a backend error (E_BACKEND), so that callers can
+/// tell it from a bad model spec or checkpoint.
+fn device_of(name: &str) -> Result<Dev> {
+    let dev = Dev::parse(name).map_err(core_err)?;
+    if let Err(e) = guarded(|| dev.device().map_err(core_err)) {
+        let msg = e.reason.split_once(": ").map_or(e.reason.as_str(), |(_, m)| m).to_string();
+        return Err(Error::new(Status::GenericFailure, format!("E_BACKEND: device {name}: {msg}")));
+    }
+    Ok(dev)
 }
 
 fn usize_of(v: u32, what: &str) -> Result<usize> {
@@ -212,7 +225,7 @@ impl NativeCharLm {
             hidden: usize_of(shape.hidden, "hidden")?,
             layers: usize_of(shape.layers, "layers")?,
         };
-        let dev = Dev::parse(&device).map_err(core_err)?;
+        let dev = device_of(&device)?;
         let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;
         Ok(NativeCharLm { inner: Arc::new(Mutex::new(model)) })
     }
@@ -626,7 +639,7 @@ impl NativeRealNvp {
             hidden: usize_of(shape.hidden, "hidden")?,
             depth: usize_of(shape.depth, "depth")?,
         };
-        let dev = Dev::parse(&device).map_err(core_err)?;
+        let dev = device_of(&device)?;
         let model = guarded(|| arflow_core::RealNvp::new(cfg, dev).map_err(core_err))?;
         Ok(NativeRealNvp { inner: Arc::new(Mutex::new(model)) })
     }
@@ -783,7 +796,7 @@ impl NativeFlowNet {
         if !(seed.is_finite() && seed >= 0.0 && seed.fract() == 0.0) {
             return Err(tag(format!("config: seed must be a whole number ≥ 0, got {seed}")));
         }
-        let dev = Dev::parse(&device).map_err(core_err)?;
+        let dev = device_of(&device)?;
         let model = guarded(|| arflow_core::FlowNet::new(&spec, seed as u64, dev).map_err(core_err))?;
         Ok(NativeFlowNet { inner: Arc::new(Mutex::new(model)) })
     }

@@ -14,6 +14,7 @@
  */
 import { ConfigError, DataError, ShapeError } from '../../errors.js';
 import type { FlowNetSpec, LayerSpec, MaskKind, NetSpec, TensorInfo } from '../flownet-types.js';
+import { describeValue, MAX_TENSORS } from '../limits.js';
 
 /** `[C, H, W]` of one example at some point of the flow. */
 type Chw = [number, number, number];
@@ -68,7 +69,7 @@ function checkFields(where: string, obj: Record<string, unknown>, allowed: reado
 
 function intAtLeast(where: string, name: string, v: unknown, least: number): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < least) {
-    bad(where, `${name} must be an integer ≥ ${least}, got ${String(v)}`);
+    bad(where, `${name} must be an integer ≥ ${least}, got ${describeValue(v)}`);
   }
   return v;
 }
@@ -125,12 +126,14 @@ function netTensors(
     checkFields(`${where} net`, net, ['type', 'hidden', 'depth']);
     const hidden = intAtLeast(where, 'net.hidden', net.hidden, 1);
     const depth = intAtLeast(where, 'net.depth', net.depth, 1);
+    checkTensorCount(where, 'net.depth', depth, 2 * (depth + 1));
     return { params: mlpTensors(k, input, hidden, depth, output), buffers: [] };
   }
   checkFields(`${where} net`, net, ['type', 'channels', 'blocks', 'norm']);
   const f = intAtLeast(where, 'net.channels', net.channels, 1);
   const blocks = intAtLeast(where, 'net.blocks', net.blocks, 0);
   const norm = oneOf(where, 'net.norm', net.norm, ['weight', 'none', 'batch'] as const);
+  checkTensorCount(where, 'net.blocks', blocks, (1 + 2 * blocks) * 4 + 2);
   const params: TensorInfo[] = [];
   const buffers: TensorInfo[] = [];
   for (const name of resnetConvs(blocks)) {
@@ -148,6 +151,11 @@ function netTensors(
   }
   params.push(tensor(k, 'net.out.weight', [output, f, 3, 3]), tensor(k, 'net.out.bias', [output]));
   return { params, buffers };
+}
+
+/** A size field whose value would list more than {@link MAX_TENSORS} tensors is an error. */
+function checkTensorCount(where: string, name: string, v: number, tensors: number): void {
+  if (tensors > MAX_TENSORS) bad(where, `${name} ${v} gives more than ${MAX_TENSORS} tensors; make it smaller`);
 }
 
 /** Validates layer k at input shape `input`, appends its tensors and returns its output shape. */
@@ -222,6 +230,7 @@ function resolveLayer(k: number, l: unknown, input: Chw, K: number, plan: Plan):
       oneOf(where, 'order', l.order, ['forward', 'reverse'] as const);
       const hidden = intAtLeast(where, 'hidden', l.hidden, 1);
       const depth = intAtLeast(where, 'depth', l.depth, 1);
+      checkTensorCount(where, 'depth', depth, 2 * (depth + 1));
       if (D < 2) bad(where, `a MADE layer needs at least 2 values, got D = ${D} (shape ${fmt(input)})`);
       params.push(...mlpTensors(k, D + K, hidden, depth, 2 * D), tensor(k, 'scale', [D]));
       return input;
@@ -241,6 +250,8 @@ function planOf(spec: FlowNetSpec): Plan {
   const plan: Plan = { layers: [], params: [], buffers: [] };
   let at: Chw = [shape[0], shape[1], shape[2]];
   spec.layers.forEach((l, k) => {
+    if (plan.params.length + plan.buffers.length > MAX_TENSORS)
+      bad(`layer ${k}`, `the flow has more than ${MAX_TENSORS} tensors; make it smaller`);
     const output = resolveLayer(k, l, at, K, plan);
     plan.layers.push({ k, spec: l, input: at, output });
     at = output;

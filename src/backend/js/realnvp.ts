@@ -5,6 +5,7 @@
  */
 import { ConfigError, DivergenceError, ShapeError } from '../../errors.js';
 import { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from '../flow-types.js';
+import { describeValue } from '../limits.js';
 import type { OptimConfig, StepStats } from '../types.js';
 import { clipScale, globalNorm, update } from './adamw.js';
 import { couplingBackward, couplingForward, couplingInverse } from './coupling.js';
@@ -18,7 +19,8 @@ const LOG_2PI = Math.log(2 * Math.PI);
 export function checkFlowShape(shape: FlowShape): void {
   for (const key of ['dim', 'couplings', 'hidden', 'depth'] as const) {
     const v = shape[key];
-    if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(`flow shape: ${key} must be an integer ≥ 1, got ${v}`);
+    if (!Number.isSafeInteger(v) || v < 1)
+      throw new ConfigError(`flow shape: ${key} must be an integer ≥ 1, got ${describeValue(v)}`);
   }
   if (shape.dim < 2)
     throw new ConfigError(`flow shape: dim must be ≥ 2 (a coupling needs two halves), got ${shape.dim}`);

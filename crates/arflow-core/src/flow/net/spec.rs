@@ -90,6 +90,11 @@ pub struct FlowNetSpec {
 /// `[C, H, W]` of one example.
 pub type Chw = [usize; 3];
 
+/// Most parameter and buffer tensors a flow may have: a bound that turns a typo'd or tampered depth
+/// into an error instead of a runaway list (the sizes of the tensors are bounded by
+/// [`crate::params::MAX_PARAMS`]).
+pub const MAX_TENSORS: usize = 1 << 20;
+
 /// A named tensor: a parameter or a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
@@ -154,6 +159,16 @@ impl NetSpec {
         }
     }
 
+    /// How many parameter tensors this conditioner has (saturating: a huge depth gives a huge count).
+    fn tensor_count(&self) -> usize {
+        match *self {
+            NetSpec::Mlp { depth, .. } => depth.saturating_add(1).saturating_mul(2),
+            NetSpec::Resnet { blocks, norm, .. } => {
+                blocks.saturating_mul(2).saturating_add(1).saturating_mul(norm.params_per_conv()).saturating_add(2)
+            }
+        }
+    }
+
     fn check(&self, k: usize) -> Result<()> {
         let (a, b) = match *self {
             NetSpec::Mlp { hidden, depth } => (("hidden", hidden), ("depth", depth)),
@@ -167,6 +182,11 @@ impl NetSpec {
         for (name, v) in [a, b] {
             if v == 0 {
                 bail!("flow config: layer {k}: {name} must be at least 1");
+            }
+        }
+        if let NetSpec::Mlp { depth, .. } = *self {
+            if self.tensor_count() > MAX_TENSORS {
+                bail!("flow config: layer {k}: depth {depth} gives more than {MAX_TENSORS} tensors; make it smaller");
             }
         }
         Ok(())
@@ -209,6 +229,14 @@ impl Plan {
         if c == 0 || h == 0 || w == 0 {
             bail!("flow config: shape must be [C, H, W] with every size at least 1, got {:?}", spec.shape);
         }
+        // Bounding D and K keeps every size derived from them (D + K, 2D, 4C) far from overflow.
+        let max = crate::params::MAX_PARAMS;
+        if c.checked_mul(h).and_then(|ch| ch.checked_mul(w)).is_none_or(|d| d > max) {
+            bail!("flow config: shape {:?} has more than {max} values per example", spec.shape);
+        }
+        if spec.context > max {
+            bail!("flow config: context {} is more than {max} values per example", spec.context);
+        }
         if spec.layers.is_empty() {
             bail!("flow config: a flow needs at least one layer");
         }
@@ -222,6 +250,9 @@ impl Plan {
             let [c, h, w] = shape;
             let d = c * h * w;
             let mut output = shape;
+            if params.len() + buffers.len() > MAX_TENSORS {
+                bail!("flow config: layer {k}: the flow has more than {MAX_TENSORS} tensors; make it smaller");
+            }
             match l {
                 LayerSpec::Coupling { mask, parity, affine, net } => {
                     if *parity > 1 {
@@ -311,5 +342,31 @@ impl Plan {
     /// D = C·H·W of the input (and of the latent).
     pub fn dim(&self) -> usize {
         self.spec.shape.iter().product()
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        Plan::from_json(json).expect_err("the spec was accepted").to_string()
+    }
+
+    #[test]
+    fn spec_params_bounds_turn_runaway_sizes_into_errors() {
+        // A depth that would list 2·10⁹ tensors, a shape whose C·H·W overflows, a context too large.
+        let made = r#"{"shape":[2,1,1],"context":0,"base":"normal","layers":[{"type":"made","kind":"maf","hidden":4,"depth":1000000000,"order":"forward"}]}"#;
+        assert!(err(made).contains("depth 1000000000 gives more than"), "{}", err(made));
+        let wide =
+            r#"{"shape":[4294967296,4294967296,4294967296],"context":0,"base":"normal","layers":[{"type":"reverse"}]}"#;
+        assert!(err(wide).contains("values per example"), "{}", err(wide));
+        let ctx = r#"{"shape":[2,1,1],"context":4294967296,"base":"normal","layers":[{"type":"reverse"}]}"#;
+        assert!(err(ctx).contains("context 4294967296"), "{}", err(ctx));
+        // Big but listable sizes pass the plan; the parameter store refuses them (params.rs).
+        let big = r#"{"shape":[2,1,1],"context":0,"base":"normal","layers":[{"type":"made","kind":"maf","hidden":1000000000,"depth":2,"order":"forward"}]}"#;
+        let plan = Plan::from_json(big).unwrap();
+        let e = super::super::FlowNet::from_plan(plan, 0, crate::Dev::Cpu).err().expect("built").to_string();
+        assert!(e.contains("too large"), "{e}");
     }
 }
