@@ -199,6 +199,27 @@ describe('arflow CLI', () => {
     expect(existsSync(join(dir, 'nan'))).toBe(false);
   });
 
+  it('sample/eval of a char-lm checkpoint with flow options names the option and the file', () => {
+    expect(existsSync(model), 'needs the checkpoint of the training test').toBe(true);
+    const s = arflow('sample', model, '--n', '10', '--json');
+    expect(s.status, show(s)).toBe(2);
+    const err = jsonLines(s.stdout);
+    expect(err).toEqual([expect.objectContaining({ type: 'error', code: 'E_CONFIG' })]);
+    expect(err[0].message).toContain('--n is an option of flow checkpoints');
+    expect(err[0].message).toContain(model);
+    const e = arflow('eval', model, '--data', 'moons');
+    expect(e.status, show(e)).toBe(2);
+    expect(e.stderr).toContain('--data is an option of flow checkpoints');
+    // A missing checkpoint is reported as missing, whatever the options.
+    const missing = arflow('eval', join(dir, 'none.safetensors'), '--data', 'moons');
+    expect(missing.status, show(missing)).toBe(1);
+    expect(missing.stderr).toContain('checkpoint not found');
+    // --help of sample and eval lists the options of both kinds of checkpoint.
+    const help = arflow('eval', '--help');
+    expect(help.status).toBe(0);
+    for (const flag of ['--text', '--corpus', '--data', '--n']) expect(help.stdout).toContain(flag);
+  });
+
   it('an unknown flag exits 2 with a hint', () => {
     const r = arflow('train', 'char', '--text', textFile, '--hiden', '32');
     expect(r.status, show(r)).toBe(2);

@@ -2,13 +2,13 @@
  * The PNG writer, checked by an independent decoder written here (chunk walk, bitwise CRC-32, zlib
  * inflate, filter type 0), and the grid / heatmap / scatter helpers.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FASHION_MNIST_DEFAULT_DIR, fashionMnistAvailable, loadFashionMnist } from '../src/data/fashion-mnist.js';
-import { ShapeError } from '../src/errors.js';
+import { ConfigError, ShapeError } from '../src/errors.js';
 import { sample2d } from '../src/flows/data2d.js';
 import { crc32, encodePng, heatmapRgb, imageGrid, savePng, scatterRgb, viridis } from '../src/io/png.js';
 
@@ -123,6 +123,29 @@ describe('encodePng', () => {
     const pixels = Uint8Array.from([0, 128, 255, 64]);
     savePng(path, 2, 2, pixels, 1);
     expect(new Uint8Array(readFileSync(path))).toEqual(encodePng(2, 2, pixels, 1));
+  });
+
+  it('savePng to a path it cannot write is a ConfigError naming the path, and leaves nothing behind', () => {
+    const box = join(tmp, 'unwritable');
+    mkdirSync(join(box, 'adir'), { recursive: true });
+    writeFileSync(join(box, 'afile'), 'a file, not a directory');
+    const pixels = Uint8Array.from([0, 128, 255, 64]);
+    for (const path of [join(box, 'afile', 'x.png'), join(box, 'adir')]) {
+      let err: unknown;
+      try {
+        savePng(path, 2, 2, pixels, 1);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, path).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toContain(`cannot write picture ${path}`);
+    }
+    expect(readdirSync(box).sort()).toEqual(['adir', 'afile']);
+    expect(readdirSync(join(box, 'adir'))).toEqual([]);
+    expect(statSync(join(box, 'afile')).isFile()).toBe(true);
+    // Bad pixels are still a ShapeError, before anything is written.
+    expect(() => savePng(join(box, 'bad.png'), 2, 2, new Uint8Array(3), 1)).toThrow(ShapeError);
+    expect(readdirSync(box).sort()).toEqual(['adir', 'afile']);
   });
 });
 

@@ -1,4 +1,9 @@
-/** A small, strict argument parser: `--name value`, `--name=value` and boolean `--flag`s. */
+/**
+ * A small, strict argument parser: `--name value`, `--name=value` and boolean `--flag`s; checks of
+ * numeric flags against their ranges, and of output paths before any work starts.
+ */
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 
 export interface FlagSpec {
@@ -51,12 +56,78 @@ export function parseArgs(argv: string[], spec: Record<string, FlagSpec>): { pos
   return { positional, flags };
 }
 
-export function helpText(usage: string, spec: Record<string, FlagSpec>): string {
+export function helpText(usage: string, spec: Record<string, FlagSpec>, heading = 'Options:'): string {
   const rows = Object.entries(spec).map(([k, s]) => {
     const arg =
       s.type === 'boolean' ? '' : s.choices ? ` <${s.choices.join('|')}>` : ` <${s.type === 'string' ? 'value' : 'n'}>`;
     return [`  --${k}${arg}`, s.help];
   });
   const w = Math.max(...rows.map((r) => r[0].length)) + 2;
-  return `${usage}\n\nOptions:\n${rows.map(([a, h]) => a.padEnd(w) + h).join('\n')}\n`;
+  return `${usage ? `${usage}\n\n` : ''}${heading}\n${rows.map(([a, h]) => a.padEnd(w) + h).join('\n')}\n`;
+}
+
+/**
+ * The whole-number flag `name`, if given, checked to lie in `min..max`: a ConfigError naming the flag
+ * otherwise (so `--flow-steps 0` is not reported as a bad `steps`, and `--n 1e12` never reaches an
+ * allocation).
+ */
+export function intFlag(f: Flags, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  const v = f[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    const range = max < Number.MAX_SAFE_INTEGER ? `in ${min}..${max.toLocaleString('en-US')}` : `≥ ${min}`;
+    throw new ConfigError(`--${name} must be a whole number ${range}, got ${v}`);
+  }
+  return v;
+}
+
+/** The number flag `name`, if given, checked to be finite and > 0 (or ≥ 0 with `allowZero`). */
+export function positiveFlag(f: Flags, name: string, allowZero = false): number | undefined {
+  const v = f[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0))
+    throw new ConfigError(`--${name} must be a finite number ${allowZero ? '≥' : '>'} 0, got ${v}`);
+  return v;
+}
+
+/** Whether two paths name the same file (after resolving them against the working directory). */
+export function samePath(a: string, b: string): boolean {
+  return resolve(a) === resolve(b);
+}
+
+/**
+ * Checks, before any work, that a file can be written at `path` (given by `flag`): it is not a
+ * directory, and its nearest existing ancestor is a writable directory (not a file). ConfigError
+ * naming the path otherwise. Creates nothing.
+ */
+export function checkOutputPath(path: string, flag: string): void {
+  if (path === '') throw new ConfigError(`${flag} must not be empty`);
+  const abs = resolve(path);
+  const stat = (p: string) => {
+    try {
+      return statSync(p, { throwIfNoEntry: false });
+    } catch (e) {
+      // ENOTDIR: some ancestor is a file.
+      if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      throw new ConfigError(`${flag} ${path}: cannot check ${p}: ${(e as Error).message}`);
+    }
+  };
+  if (stat(abs)?.isDirectory()) throw new ConfigError(`${flag} ${path} is a directory: give a file path`);
+  let dir = dirname(abs);
+  for (;;) {
+    const s = stat(dir);
+    if (s !== undefined) {
+      if (!s.isDirectory())
+        throw new ConfigError(`${flag} ${path} cannot be written: ${dir} is a file, not a directory`);
+      try {
+        accessSync(dir, constants.W_OK);
+      } catch {
+        throw new ConfigError(`${flag} ${path} cannot be written: directory ${dir} is not writable`);
+      }
+      return;
+    }
+    const up = dirname(dir);
+    if (up === dir) return;
+    dir = up;
+  }
 }

@@ -7,15 +7,24 @@ import { dirname, join, parse } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
 import { heatmapRgb, savePng, scatterRgb } from '../io/png.js';
-import { checkpointKind, gaussianNll, RealNVP } from '../models/flow.js';
-import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
+import { checkpointKind, RealNVP } from '../models/flow.js';
+import { checkOutputPath, type FlagSpec, type Flags, helpText, intFlag, parseArgs, positiveFlag } from './args.js';
 import {
+  baselineFields,
+  baselineText,
+  checkPicturePath,
   evalFlowNet,
+  evalPoints,
   FLOW_MODELS,
   FLOWNET_KIND,
   type FlowModelName,
   flowProgress,
+  gaussianBaseline,
+  MAX_POINTS,
   sampleFlowNet,
+  sampleSettings,
+  scoreAfterTraining,
+  TEST_SEED_OFFSET,
   trainFlowNet,
 } from './flownet.js';
 import { formatDuration, ProgressBar } from './progress.js';
@@ -35,18 +44,21 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
     help: 'realnvp (vector MLP couplings; multi-scale ResNet on images), glow, nice, maf or iaf (default realnvp)',
     choices: FLOW_MODELS,
   },
-  n: { type: 'int', help: 'training examples (default 20000 points; all 60000 images)' },
-  'test-n': { type: 'int', help: 'held-out examples scored at the end (default 5000 points; 10000 images)' },
+  n: { type: 'int', help: 'training examples, at most 10000000 (default 20000 points; all 60000 images)' },
+  'test-n': {
+    type: 'int',
+    help: 'held-out examples scored at the end (default 5000 points; 10000 images; images need ≥ 2)',
+  },
   steps: { type: 'int', help: 'training steps (default 2000)' },
-  batch: { type: 'int', help: 'examples per minibatch (default 256 points; 64 images)' },
+  batch: { type: 'int', help: 'examples per minibatch (default 256 points, at most 1000000; 64 images, at most 4096)' },
   lr: { type: 'number', help: 'peak learning rate, cosine schedule (default 0.001)' },
   clip: { type: 'number', help: 'clip the global gradient norm (default 1; 100 for images; 0 = off)' },
   couplings: { type: 'int', help: 'realnvp on points: affine couplings (default 8)' },
-  hidden: { type: 'int', help: 'conditioner width (default 64)' },
-  depth: { type: 'int', help: 'hidden layers per conditioner (default 2)' },
+  hidden: { type: 'int', help: 'MLP conditioner width (default 64 on points; nice 256, maf 1024 on images)' },
+  depth: { type: 'int', help: 'hidden layers per MLP conditioner (default 2; nice on images 4)' },
   layers: { type: 'int', help: 'nice: couplings (default 4); maf/iaf: MADE layers (default 5)' },
-  channels: { type: 'int', help: 'ResNet width of image conditioners (default 32)' },
-  blocks: { type: 'int', help: 'residual blocks per ResNet conditioner (default 1)' },
+  channels: { type: 'int', help: 'realnvp/glow on images: ResNet width of the conditioners (default 32)' },
+  blocks: { type: 'int', help: 'realnvp/glow on images: residual blocks per ResNet conditioner (default 1)' },
   scales: { type: 'int', help: 'realnvp on images: scales (default 2)' },
   norm: {
     type: 'string',
@@ -58,41 +70,59 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
     help: 'realnvp on images: normalisation inside the ResNet conditioners (default weight)',
     choices: ['weight', 'batch', 'none'],
   },
-  levels: { type: 'int', help: 'glow: levels (default 2 on images)' },
+  levels: { type: 'int', help: 'glow: levels (default 2 on images, 1 on points)' },
   'flow-steps': { type: 'int', help: 'glow: steps (actnorm, 1x1 conv, coupling) per level (default 4 on images)' },
   conditional: { type: 'boolean', help: 'fashion-mnist: condition on the class label (samples: one row per class)' },
-  temperature: { type: 'number', help: 'temperature of the sample picture (default 0.7 images, 1 points)' },
-  seed: { type: 'int', help: 'seed of data, initialisation and minibatches (default 0)' },
-  backend: { type: 'string', help: 'native or js (default: native when available)', choices: ['native', 'js'] },
-  seconds: { type: 'number', help: 'stop after this many seconds of training; the schedule follows the clock' },
-  out: { type: 'string', help: 'checkpoint path (default flow-<data>.safetensors)' },
-  png: { type: 'string', help: 'density + samples picture (default: the checkpoint path with .png)' },
+  temperature: { type: 'number', help: 'temperature (> 0) of the sample picture (default 0.7 images, 1 points)' },
+  seed: { type: 'int', help: 'seed (≥ 0) of data, initialisation and minibatches (default 0)' },
+  backend: {
+    type: 'string',
+    help: 'native or js, js for realnvp on points only (default: native when available)',
+    choices: ['native', 'js'],
+  },
+  seconds: {
+    type: 'number',
+    help: 'stop after this many seconds of training; the schedule follows the clock (default 0 = no limit)',
+  },
+  out: { type: 'string', help: 'checkpoint path (default flow-<data>[-<model>].safetensors)' },
+  png: {
+    type: 'string',
+    help: 'density + samples picture, or the image sample grid (default: the checkpoint path with .png; images also write <png>-interp.png)',
+  },
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
 
 export const SAMPLE_FLOW_FLAGS: Record<string, FlagSpec> = {
-  n: { type: 'int', help: 'points to sample (default 5000)' },
-  temperature: { type: 'number', help: 'standard deviation of the base samples (default 1)' },
-  seed: { type: 'int', help: 'sampling seed (default 0)' },
+  n: { type: 'int', help: 'points (default 5000) or images (default 64, at most 10000) to sample' },
+  temperature: {
+    type: 'number',
+    help: 'standard deviation (> 0) of the base samples (default 1 points, 0.7 images)',
+  },
+  seed: { type: 'int', help: 'sampling seed, ≥ 0 (default 0)' },
   label: {
     type: 'int',
     help: 'class of every sample, for a class-conditional image flow (default: cycle through classes)',
   },
-  out: { type: 'string', help: 'scatter plot or image grid PNG (default: the checkpoint path with -samples.png)' },
+  out: {
+    type: 'string',
+    help: 'scatter plot or image grid PNG, never the checkpoint (default: the checkpoint path with -samples.png)',
+  },
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
 
 export const EVAL_FLOW_FLAGS: Record<string, FlagSpec> = {
-  data: { type: 'string', help: 'density to score (default: the one it was trained on)', choices: FLOW_DATA },
+  data: {
+    type: 'string',
+    help: 'data to score: a 2-D density for a 2-D flow, fashion-mnist for an image flow (default: what it was trained on)',
+    choices: TRAIN_FLOW_DATA,
+  },
   n: { type: 'int', help: 'held-out points (default 5000) or test images (default 10000)' },
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
 
-/** The held-out set is drawn with this offset from the training seed. */
-const TEST_SEED_OFFSET = 1_000_003;
 const TEST_N = 5000;
 
 function emit(obj: Record<string, unknown>): void {
@@ -176,8 +206,71 @@ function dataName(f: Flags, fallback: unknown): string {
   return name;
 }
 
+/** Architecture flags, the runs that use them and, for the message, which those are. */
+const ARCH_FLAGS: Record<string, { uses: (model: FlowModelName, image: boolean) => boolean; for: string }> = {
+  couplings: { uses: (m, img) => m === 'realnvp' && !img, for: 'realnvp on 2-D data' },
+  hidden: {
+    uses: (m, img) => !img || m === 'nice' || m === 'maf',
+    for: 'every model on 2-D data, and nice or maf on images',
+  },
+  depth: {
+    uses: (m, img) => !img || m === 'nice' || m === 'maf',
+    for: 'every model on 2-D data, and nice or maf on images',
+  },
+  layers: { uses: (m) => m === 'nice' || m === 'maf' || m === 'iaf', for: 'nice, maf and iaf' },
+  channels: { uses: (m, img) => img && (m === 'realnvp' || m === 'glow'), for: 'realnvp and glow on images' },
+  blocks: { uses: (m, img) => img && (m === 'realnvp' || m === 'glow'), for: 'realnvp and glow on images' },
+  scales: { uses: (m, img) => img && m === 'realnvp', for: 'realnvp on images' },
+  norm: { uses: (m, img) => img && m === 'realnvp', for: 'realnvp on images' },
+  'conv-norm': { uses: (m, img) => img && m === 'realnvp', for: 'realnvp on images' },
+  levels: { uses: (m) => m === 'glow', for: 'glow' },
+  'flow-steps': { uses: (m) => m === 'glow', for: 'glow' },
+  conditional: { uses: (_m, img) => img, for: 'labelled data: --data fashion-mnist' },
+};
+
+/**
+ * Every `train flow` flag checked before any data is loaded or any training starts: flags the run
+ * would ignore, ranges (with the flag's name), and the output paths.
+ */
+function checkTrainFlags(
+  f: Flags,
+  model: FlowModelName,
+  data: string,
+  paths: { out: string; png: string; interp?: string },
+) {
+  const image = data === 'fashion-mnist';
+  if (model === 'iaf' && image)
+    throw new ConfigError(
+      'IAF scores data with D sequential passes per layer (784 for Fashion-MNIST): train it on 2-D data, or use maf for images',
+    );
+  if (str(f, 'backend') === 'js' && (image || model !== 'realnvp'))
+    throw new ConfigError(`--model ${model} and image data run on the native backend only`);
+  for (const [flag, a] of Object.entries(ARCH_FLAGS)) {
+    if (f[flag] !== undefined && !a.uses(model, image))
+      throw new ConfigError(
+        `--${flag} does not apply to --model ${model} on ${image ? 'fashion-mnist' : '2-D data'} (it would be ignored): it is for ${a.for}`,
+      );
+  }
+  for (const flag of ['couplings', 'hidden', 'depth', 'layers', 'channels', 'scales', 'levels', 'flow-steps'])
+    intFlag(f, flag, 1);
+  intFlag(f, 'blocks', 0);
+  intFlag(f, 'batch', 1, image ? 4096 : 1_000_000);
+  positiveFlag(f, 'lr');
+  positiveFlag(f, 'clip', true);
+  positiveFlag(f, 'seconds', true);
+  const seed = intFlag(f, 'seed', 0) ?? 0;
+  const steps = intFlag(f, 'steps', 1) ?? 2000;
+  const n = intFlag(f, 'n', 1, MAX_POINTS) ?? (image ? 60000 : 20000);
+  const testN = intFlag(f, 'test-n', image ? 2 : 1, MAX_POINTS) ?? (image ? 10000 : TEST_N);
+  const temperature = positiveFlag(f, 'temperature') ?? (image ? 0.7 : 1);
+  checkOutputPath(paths.out, '--out');
+  checkPicturePath(paths.png, '--png', [paths.out]);
+  if (paths.interp !== undefined) checkPicturePath(paths.interp, 'the interpolation picture', [paths.out, paths.png]);
+  return { seed, steps, n, testN, temperature };
+}
+
 export async function cmdTrainFlow(argv: string[]): Promise<void> {
-  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}`;
+  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}.\nArchitecture options that the chosen model and data would ignore are refused. Ctrl-C stops training and still saves the checkpoint.`;
   const { positional, flags: f } = parseArgs(argv, TRAIN_FLOW_FLAGS);
   if (f.help) {
     console.log(helpText(usage, TRAIN_FLOW_FLAGS));
@@ -186,15 +279,14 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   if (positional.length) throw new ConfigError(`unexpected argument ${JSON.stringify(positional[0])}`);
   const json = Boolean(f.json);
   const data = str(f, 'data') === 'fashion-mnist' ? 'fashion-mnist' : dataName(f, 'moons');
+  const image = data === 'fashion-mnist';
   const modelName = (str(f, 'model') ?? 'realnvp') as FlowModelName;
-  const seed = num(f, 'seed') ?? 0;
-  const steps = num(f, 'steps') ?? 2000;
-  const seconds = num(f, 'seconds');
   const out = str(f, 'out') ?? `flow-${data}${modelName === 'realnvp' ? '' : `-${modelName}`}.safetensors`;
   const png = str(f, 'png') ?? withExt(out, '.png');
-  if (data === 'fashion-mnist' || modelName !== 'realnvp') {
-    if (str(f, 'backend') === 'js')
-      throw new ConfigError(`--model ${modelName} and image data run on the native backend only`);
+  const interp = image ? `${png.replace(/\.png$/, '')}-interp.png` : undefined;
+  const { seed, steps, n, testN, temperature } = checkTrainFlags(f, modelName, data, { out, png, interp });
+  const seconds = num(f, 'seconds');
+  if (image || modelName !== 'realnvp') {
     return trainFlowNet({
       f,
       json,
@@ -203,14 +295,18 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       seed,
       steps,
       seconds,
+      n,
+      testN,
+      temperature,
       out,
       png,
-      densityPng: (m, path, train) => densityPng(m, path, extentOf(train), m.sample(5000, { seed: seed + 1 })),
+      interp,
+      densityPng: (m, path, train) =>
+        densityPng(m, path, extentOf(train), m.sample(5000, { seed: seed + 1, temperature })),
     });
   }
-  const n = num(f, 'n') ?? 20000;
   const train = sample2d(data, n, seed);
-  const test = sample2d(data, TEST_N, seed + TEST_SEED_OFFSET);
+  const test = sample2d(data, testN, seed + TEST_SEED_OFFSET);
   const model = RealNVP.create(
     { dim: 2, couplings: num(f, 'couplings'), hidden: num(f, 'hidden'), depth: num(f, 'depth') },
     { backend: str(f, 'backend') as 'native' | 'js' | undefined, seed },
@@ -236,21 +332,23 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       signal: stop.signal,
       onProgress,
       logEvery: Math.max(1, Math.min(50, Math.floor(steps / 20))),
-      valData: test,
     });
   } finally {
     process.off('SIGINT', onSigint);
     bar?.end();
   }
+  // Saved before scoring: Ctrl-C or an error while scoring the held-out set cannot lose the model.
   await model.save(out, { train: { data, n, seed, steps: summary.steps } });
-  const samples = model.sample(5000, { seed: seed + 1 });
+  const { nll: testNll } = await scoreAfterTraining(async () => ({ nll: await model.nll(test) }), out);
+  const samples = model.sample(5000, { seed: seed + 1, temperature });
   await densityPng(model, png, extentOf(train), samples);
+  const gauss = gaussianBaseline(train, test);
   const result = {
     steps: summary.steps,
     samplesPerSec: summary.samplesPerSec,
     trainLoss: summary.trainLoss,
-    testNll: summary.valNll,
-    gaussianNll: gaussianNll(train, test, 2),
+    testNll,
+    ...baselineFields(gauss),
     out,
     png,
     elapsedSec: summary.elapsedSec,
@@ -266,9 +364,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
     `\n${summary.aborted ? `interrupted at step ${summary.steps}` : summary.outOfTime ? `time budget spent at step ${summary.steps}` : `done: ${summary.steps} steps`} in ${formatDuration(summary.elapsedSec)}; ` +
       `${Math.round(summary.samplesPerSec).toLocaleString('en-US')} points/s; train NLL ${summary.trainLoss.toFixed(3)} nats`,
   );
-  console.log(
-    `held-out NLL ${result.testNll.toFixed(3)} nats (full-covariance Gaussian: ${result.gaussianNll.toFixed(3)})`,
-  );
+  console.log(`held-out NLL ${result.testNll.toFixed(3)} nats ${baselineText(gauss, 3, 'full-covariance Gaussian:')}`);
   console.log(`saved ${out}\npicture ${png} (log-density | samples)`);
 }
 
@@ -279,18 +375,21 @@ export async function cmdSampleFlow(path: string, argv: string[]): Promise<void>
     return;
   }
   if (positional.length !== 1) throw new ConfigError('arflow sample needs exactly one checkpoint FILE');
+  const defaultOut = withExt(path, '-samples.png');
   if (checkpointKind(path) === FLOWNET_KIND) {
-    return sampleFlowNet(path, f, withExt(path, '-samples.png'), (xs, out) => {
+    return sampleFlowNet(path, f, defaultOut, (xs, out) => {
       savePng(out, 256, 256, scatterRgb(xs, 256, 256, extentOf(xs)), 3);
     });
   }
   const model = RealNVP.load(path);
   if (model.config.dim !== 2)
     throw new ConfigError(`sample pictures need a 2-D flow; this one has dim ${model.config.dim}`);
-  const n = num(f, 'n') ?? 5000;
-  const temperature = num(f, 'temperature') ?? 1;
-  const seed = num(f, 'seed') ?? 0;
-  const out = str(f, 'out') ?? withExt(path, '-samples.png');
+  const { n, temperature, seed, out } = sampleSettings(path, f, {
+    pixels: false,
+    classes: 0,
+    defaultOut,
+    defaultTemperature: 1,
+  });
   const t0 = performance.now();
   const xs = model.sample(n, { temperature, seed });
   const sec = (performance.now() - t0) / 1000;
@@ -313,16 +412,5 @@ export async function cmdEvalFlow(path: string, argv: string[]): Promise<void> {
   if (positional.length !== 1) throw new ConfigError('arflow eval needs exactly one checkpoint FILE');
   if (checkpointKind(path) === FLOWNET_KIND) return evalFlowNet(path, f);
   const model = RealNVP.load(path);
-  if (model.config.dim !== 2)
-    throw new ConfigError(`eval on the 2-D densities needs a 2-D flow; this one has dim ${model.config.dim}`);
-  const info = model.trainInfo ?? {};
-  const data = dataName(f, info.data);
-  const seed = typeof info.seed === 'number' ? info.seed : 0;
-  const trainN = typeof info.n === 'number' ? info.n : 20000;
-  const n = num(f, 'n') ?? TEST_N;
-  const test = sample2d(data, n, seed + TEST_SEED_OFFSET);
-  const testNll = await model.nll(test);
-  const gauss = gaussianNll(sample2d(data, trainN, seed), test, 2);
-  if (f.json) emit({ type: 'summary', data, n, testNll, gaussianNll: gauss });
-  else console.log(`${data}: held-out NLL ${testNll.toFixed(4)} nats over ${n} points (Gaussian ${gauss.toFixed(4)})`);
+  return evalPoints(path, f, model.trainInfo ?? {}, model.config.dim, (x) => model.nll(x));
 }

@@ -5,15 +5,16 @@
  * interpolations; 2-D runs write the density heat map beside a scatter of samples.
  */
 
+import { closeSync, openSync, readSync } from 'node:fs';
 import { loadFashionMnist } from '../data/fashion-mnist.js';
-import { ConfigError } from '../errors.js';
-import { sample2d } from '../flows/data2d.js';
+import { CheckpointError, ConfigError, DataError, DivergenceError } from '../errors.js';
+import { DENSITIES, isDensity2dName, sample2d } from '../flows/data2d.js';
 import { imageGrid, savePng } from '../io/png.js';
 import { gaussianNll } from '../models/flow.js';
 import { FLOWNET_KIND, type Flow, Flow as FlowModel } from '../models/flownet.js';
 import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec } from '../models/presets.js';
 import type { FlowTrainProgress } from '../train/flow-trainer.js';
-import type { Flags } from './args.js';
+import { checkOutputPath, type Flags, intFlag, positiveFlag, samePath } from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 export const FLOW_MODELS = ['realnvp', 'glow', 'nice', 'maf', 'iaf'] as const;
@@ -22,7 +23,9 @@ export { FLOWNET_KIND };
 
 const num = (f: Flags, k: string) => f[k] as number | undefined;
 const str = (f: Flags, k: string) => f[k] as string | undefined;
-const SHAPE: [number, number, number] = [1, 28, 28];
+/** The shape of a Fashion-MNIST image, `[C, H, W]`. */
+const FASHION_SHAPE: [number, number, number] = [1, 28, 28];
+const SHAPE = FASHION_SHAPE;
 const CLASSES = 10;
 
 function emit(obj: Record<string, unknown>): void {
@@ -103,18 +106,57 @@ function describe(flow: Flow): string {
   return `${[...counts].map(([k, v]) => `${v} ${k}`).join(', ')}; ${params.toLocaleString('en-US')} parameters`;
 }
 
-/** `[rows · cols]` grid of 28×28 images, upscaled ×`scale`, saved as a grayscale PNG. */
-function saveGrid(path: string, images: Uint8Array, n: number, columns: number, scale = 2): void {
-  const g = imageGrid(images, n, 28, 28, { columns, pad: 2, padValue: 255 });
-  const w = g.width * scale;
-  const h = g.height * scale;
-  const px = new Uint8Array(w * h);
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++) px[y * w + x] = 255 - g.pixels[Math.floor(y / scale) * g.width + Math.floor(x / scale)];
-  savePng(path, w, h, px, 1);
+/** Channels a picture can show: 1 (gray) or 3 (RGB). ConfigError for the others, before any work. */
+export function checkPictureShape(shape: readonly number[], path: string): void {
+  const [C] = shape;
+  if (C !== 1 && C !== 3)
+    throw new ConfigError(
+      `${path} is an image flow of shape [${shape.join(', ')}]: pictures need 1 (gray) or 3 (RGB) channels, not ${C}`,
+    );
 }
 
-/** Samples (one row per class for a conditional flow) and interpolations between test images. */
+/**
+ * `[n, C, H, W]` images (C = 1: gray, drawn dark on white as Fashion-MNIST's ink; C = 3: RGB) tiled
+ * `columns` to a row, upscaled ×`scale`, saved as a PNG.
+ */
+function saveGrid(
+  path: string,
+  images: Uint8Array,
+  n: number,
+  shape: readonly number[],
+  columns: number,
+  scale = 2,
+): void {
+  const [C, H, W] = shape;
+  checkPictureShape(shape, path);
+  const plane = H * W;
+  const grids = Array.from({ length: C }, (_, c) => {
+    const p = new Uint8Array(n * plane);
+    for (let k = 0; k < n; k++) p.set(images.subarray((k * C + c) * plane, (k * C + c + 1) * plane), k * plane);
+    return imageGrid(p, n, H, W, { columns, pad: 2, padValue: 255 });
+  });
+  const g = grids[0];
+  const w = g.width * scale;
+  const h = g.height * scale;
+  const px = new Uint8Array(w * h * C);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const src = Math.floor(y / scale) * g.width + Math.floor(x / scale);
+      for (let c = 0; c < C; c++) {
+        const v = grids[c].pixels[src];
+        px[(y * w + x) * C + c] = C === 1 ? 255 - v : v;
+      }
+    }
+  }
+  savePng(path, w, h, px, C as 1 | 3);
+}
+
+/** Rows of the interpolation picture: one per pair of test images, at most 6. */
+export function interpolationRows(testImages: number): number {
+  return Math.min(6, Math.floor(testImages / 2));
+}
+
+/** Samples (one row per class for a conditional flow) and interpolations between pairs of test images. */
 function imagePictures(
   flow: Flow,
   test: { images: Uint8Array; labels: Uint8Array },
@@ -124,12 +166,14 @@ function imagePictures(
   seed: number,
 ): void {
   const conditional = flow.contextSize > 0;
+  const shape = flow.spec.shape;
   const n = 100;
-  const labels = conditional ? Array.from({ length: n }, (_, i) => Math.floor(i / 10)) : undefined;
-  saveGrid(out, flow.sampleImages(n, { temperature, seed, labels }), n, 10);
-  const rows = 6;
+  const labels = conditional ? Array.from({ length: n }, (_, i) => Math.floor(i / 10) % flow.contextSize) : undefined;
+  saveGrid(out, flow.sampleImages(n, { temperature, seed, labels }), n, shape, 10);
+  const rows = interpolationRows(test.labels.length);
+  if (rows < 1) throw new ConfigError('the interpolation picture needs at least 2 test images');
   const steps = 10;
-  const D = 784;
+  const D = flow.dim;
   const all = new Uint8Array(rows * steps * D);
   for (let r = 0; r < rows; r++) {
     const a = test.images.subarray(2 * r * D, (2 * r + 1) * D);
@@ -137,7 +181,7 @@ function imagePictures(
     const label = conditional ? test.labels[2 * r] : undefined;
     all.set(flow.interpolate(a, b, steps, { label }) as Uint8Array, r * steps * D);
   }
-  saveGrid(interp, all, rows * steps, steps);
+  saveGrid(interp, all, rows * steps, shape, steps);
 }
 
 /**
@@ -171,6 +215,207 @@ export function flowProgress(o: {
   };
 }
 
+/** Largest `--n` / `--test-n` of 2-D points (and of training images asked for), a sane bound on memory. */
+export const MAX_POINTS = 10_000_000;
+/** Largest `sample --n` of an image flow (the grid of 10 000 images is ~6000 px wide). */
+export const MAX_SAMPLE_IMAGES = 10_000;
+/** The held-out set of 2-D points is drawn with this offset from the training seed. */
+export const TEST_SEED_OFFSET = 1_000_003;
+
+/** Whether `path` is an existing safetensors file (a readable header of a JSON object), of arflow or not. */
+function isSafetensorsFile(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const head = Buffer.alloc(8);
+    if (readSync(fd, head, 0, 8, 0) !== 8) return false;
+    const len = Number(head.readBigUInt64LE(0));
+    if (!(len >= 2 && len < 100_000_000)) return false;
+    const json = Buffer.alloc(len);
+    if (readSync(fd, json, 0, len, 8) !== len) return false;
+    const header: unknown = JSON.parse(json.toString('utf8'));
+    return typeof header === 'object' && header !== null && !Array.isArray(header);
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Checks that a picture may be written at `path` (given by `flag`): a writable file path that is not
+ * one of the `checkpoints` (the one being read or written) and not an existing safetensors checkpoint.
+ */
+export function checkPicturePath(path: string, flag: string, checkpoints: string[]): void {
+  for (const c of checkpoints)
+    if (samePath(path, c))
+      throw new ConfigError(`${flag} ${path} is the checkpoint itself: give the picture another path`);
+  checkOutputPath(path, flag);
+  if (isSafetensorsFile(path))
+    throw new ConfigError(
+      `${flag} ${path} is an existing safetensors checkpoint: refusing to overwrite it with a picture`,
+    );
+}
+
+/**
+ * The full-covariance Gaussian baseline of a 2-D run, or null with the reason when it cannot be fitted
+ * (a singular covariance: too few or collinear training points). A missing baseline never fails a run.
+ */
+export function gaussianBaseline(train: Float32Array, test: Float32Array): { nll: number | null; note?: string } {
+  try {
+    const nll = gaussianNll(train, test, 2);
+    if (Number.isFinite(nll)) return { nll };
+    return { nll: null, note: `the Gaussian baseline is not finite (${nll})` };
+  } catch (e) {
+    if (!(e instanceof DataError)) throw e;
+    return {
+      nll: null,
+      note: `no Gaussian baseline: ${e.message.replace(/^gaussianNll: /, '')} (${train.length / 2} training points)`,
+    };
+  }
+}
+
+/** The human-readable baseline in parentheses after a 2-D NLL. */
+export function baselineText(g: { nll: number | null; note?: string }, digits: number, label: string): string {
+  return g.nll === null ? `(${g.note})` : `(${label} ${g.nll.toFixed(digits)})`;
+}
+
+/** The `--json` fields of a baseline: `gaussianNll` (null when missing) and, then, `gaussianNote`. */
+export function baselineFields(g: { nll: number | null; note?: string }): Record<string, unknown> {
+  return g.nll === null ? { gaussianNll: null, gaussianNote: g.note } : { gaussianNll: g.nll };
+}
+
+export interface SampleSettings {
+  n: number;
+  temperature: number;
+  seed: number;
+  label?: number;
+  out: string;
+}
+
+/**
+ * `sample` flags of a flow checkpoint at `path`, checked before any sampling: `--n` in 1..max (64
+ * images or 5000 points by default), `--temperature` > 0, `--seed` ≥ 0, `--label` a class of a
+ * conditional flow (`classes` > 0) and refused otherwise, `--out` a writable picture path that is not
+ * the checkpoint.
+ */
+export function sampleSettings(
+  path: string,
+  f: Flags,
+  o: { pixels: boolean; classes: number; defaultOut: string; defaultTemperature: number },
+): SampleSettings {
+  const n = intFlag(f, 'n', 1, o.pixels ? MAX_SAMPLE_IMAGES : MAX_POINTS) ?? (o.pixels ? 64 : 5000);
+  const temperature = positiveFlag(f, 'temperature') ?? o.defaultTemperature;
+  const seed = intFlag(f, 'seed', 0) ?? 0;
+  const label = num(f, 'label');
+  if (label !== undefined) {
+    if (o.classes === 0)
+      throw new ConfigError(
+        `--label needs a class-conditional flow (trained with --conditional); ${path} is unconditional`,
+      );
+    if (!(Number.isInteger(label) && label >= 0 && label < o.classes))
+      throw new ConfigError(`--label must be a class in 0..${o.classes - 1}, got ${label}`);
+  }
+  const out = str(f, 'out') ?? o.defaultOut;
+  checkPicturePath(out, '--out', [path]);
+  return { n, temperature, seed, label, out };
+}
+
+/**
+ * A non-finite held-out NLL from `eval`: never a result. The likely causes are a corrupt checkpoint
+ * (edited or damaged weights) or a model that diverged in training.
+ */
+function nonFiniteEval(path: string, nll: number, data: string): CheckpointError {
+  return new CheckpointError(
+    `${path}: the flow's held-out NLL on ${data} is ${nll}, not a number: the checkpoint is probably corrupt ` +
+      '(damaged or edited weights) or its model diverged in training; retrain it or use another checkpoint',
+  );
+}
+
+/**
+ * Scores the held-out set at the end of `train flow`, after the checkpoint was saved to `out`: a
+ * non-finite NLL (returned, or thrown as a DataError by the model) is a DivergenceError that says so.
+ */
+export async function scoreAfterTraining<T extends { nll: number }>(score: () => Promise<T>, out: string): Promise<T> {
+  const fail = (detail: string) =>
+    new DivergenceError(
+      `training ended with a model whose held-out NLL is not finite (${detail}): it diverged or is numerically ` +
+        `unstable on the test data (try a lower --lr, a smaller --clip or fewer --steps); the checkpoint was saved to ${out} but is likely unusable`,
+    );
+  let r: T;
+  try {
+    r = await score();
+  } catch (e) {
+    if (e instanceof DataError) throw fail(e.message);
+    throw e;
+  }
+  if (!Number.isFinite(r.nll)) throw fail(`NLL ${r.nll}`);
+  return r;
+}
+
+/** Scores for `eval` of the checkpoint at `path`: a non-finite NLL is never reported as a result. */
+async function scoreCheckpoint<T extends { nll: number }>(
+  path: string,
+  data: string,
+  score: () => Promise<T>,
+): Promise<T> {
+  let r: T;
+  try {
+    r = await score();
+  } catch (e) {
+    if (e instanceof DataError) throw new DataError(`${path}: ${e.message}`);
+    throw e;
+  }
+  if (!Number.isFinite(r.nll)) throw nonFiniteEval(path, r.nll, data);
+  return r;
+}
+
+/** `train.n` and `train.seed` of a 2-D checkpoint's metadata, checked (a corrupt value is a CheckpointError). */
+export function pointsTrainInfo(path: string, info: Record<string, unknown>): { n: number; seed: number } {
+  const n = info.n ?? 20000;
+  const seed = info.seed ?? 0;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1 || n > MAX_POINTS)
+    throw new CheckpointError(
+      `${path}: train.n in its metadata is ${JSON.stringify(n)}, not a count of training points in 1..${MAX_POINTS.toLocaleString('en-US')}`,
+    );
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
+    throw new CheckpointError(`${path}: train.seed in its metadata is ${JSON.stringify(seed)}, not a whole number ≥ 0`);
+  return { n, seed };
+}
+
+/**
+ * `eval` of a 2-D flow: the held-out NLL on `--data` (default: the density it was trained on, from
+ * its metadata) against the Gaussian baseline. `nll` scores `[n, 2]` points.
+ */
+export async function evalPoints(
+  path: string,
+  f: Flags,
+  info: Record<string, unknown>,
+  dim: number,
+  nll: (x: Float32Array) => Promise<number>,
+): Promise<void> {
+  const asked = str(f, 'data');
+  if (asked === 'fashion-mnist')
+    throw new ConfigError(`${path} is a flow on ${dim}-D points: it cannot score fashion-mnist images`);
+  const data = asked ?? (typeof info.data === 'string' ? info.data : undefined);
+  if (data === undefined) throw new ConfigError('give --data NAME: the checkpoint does not record its data set');
+  if (!isDensity2dName(data))
+    throw new ConfigError(
+      `${path} was trained on ${JSON.stringify(data)}, not a 2-D density: give --data with one of ${Object.keys(DENSITIES).join(', ')}`,
+    );
+  if (dim !== 2) throw new ConfigError(`eval on the 2-D densities needs a 2-D flow; this one has dim ${dim}`);
+  const n = intFlag(f, 'n', 1, MAX_POINTS) ?? 5000;
+  const trained = pointsTrainInfo(path, info);
+  const test = sample2d(data, n, trained.seed + TEST_SEED_OFFSET);
+  const testNll = (await scoreCheckpoint(path, data, async () => ({ nll: await nll(test) }))).nll;
+  const gauss = gaussianBaseline(sample2d(data, trained.n, trained.seed), test);
+  if (f.json) emit({ type: 'summary', data, n, testNll, ...baselineFields(gauss) });
+  else
+    console.log(
+      `${data}: held-out NLL ${testNll.toFixed(4)} nats over ${n} points ${baselineText(gauss, 4, 'Gaussian')}`,
+    );
+}
+
 export interface FlowNetTrainArgs {
   f: Flags;
   json: boolean;
@@ -179,13 +424,21 @@ export interface FlowNetTrainArgs {
   seed: number;
   steps: number;
   seconds?: number;
+  /** Training examples asked for (images: at most the 60 000 of the split). */
+  n: number;
+  /** Held-out examples asked for (images: at most 10 000, at least 2). */
+  testN: number;
+  temperature: number;
   out: string;
   png: string;
+  /** The interpolation picture of an image run. */
+  interp?: string;
   densityPng: (model: Flow, path: string, train: Float32Array) => Promise<void>;
 }
 
+/** `train flow` of a FlowNet model; every flag is checked by the caller before this starts. */
 export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
-  const { f, json, data, model: modelName, seed, steps, seconds, out, png } = a;
+  const { f, json, data, model: modelName, seed, steps, seconds, out, png, n, testN, temperature } = a;
   const image = data === 'fashion-mnist';
   const bar = json ? null : new ProgressBar();
   let train: Float32Array | Uint8Array;
@@ -193,8 +446,6 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   let trainLabels: Uint8Array | undefined;
   let testLabels: Uint8Array | undefined;
   let testImages: { images: Uint8Array; labels: Uint8Array } | undefined;
-  const n = num(f, 'n') ?? (image ? 60000 : 20000);
-  const testN = num(f, 'test-n') ?? (image ? 10000 : 5000);
   if (image) {
     const tr = loadFashionMnist('train', { limit: n });
     const te = loadFashionMnist('test', { limit: testN });
@@ -204,9 +455,8 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     testLabels = te.labels;
     testImages = te;
   } else {
-    if (f.conditional) throw new ConfigError('--conditional needs labelled data: use --data fashion-mnist');
     train = sample2d(data, n, seed);
-    test = sample2d(data, testN, seed + 1_000_003);
+    test = sample2d(data, testN, seed + TEST_SEED_OFFSET);
   }
   const flow = buildFlow(modelName, image, f, 2, seed);
   const conditional = flow.contextSize > 0;
@@ -237,15 +487,18 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     process.off('SIGINT', onSigint);
     bar?.end();
   }
-  bar?.log('scoring the test set…');
-  const t0 = performance.now();
-  const scored = await flow.testNll(test, { labels: conditional ? testLabels : undefined, seed: seed + 7 });
-  const evalSec = (performance.now() - t0) / 1000;
+  // Saved before scoring: Ctrl-C or an error while scoring the test set cannot lose the trained model.
   await flow.save(out, { train: { data, n: nTrain, seed, steps: summary.steps, model: modelName } });
-  const temperature = num(f, 'temperature') ?? (image ? 0.7 : 1);
+  bar?.log(`saved ${out}; scoring the test set…`);
+  const t0 = performance.now();
+  const scored = await scoreAfterTraining(
+    () => flow.testNll(test, { labels: conditional ? testLabels : undefined, seed: seed + 7 }),
+    out,
+  );
+  const evalSec = (performance.now() - t0) / 1000;
   let interp: string | undefined;
   if (image && testImages) {
-    interp = `${png.replace(/\.png$/, '')}-interp.png`;
+    interp = a.interp ?? `${png.replace(/\.png$/, '')}-interp.png`;
     imagePictures(flow, testImages, png, interp, temperature, seed + 1);
   } else {
     await a.densityPng(flow, png, train as Float32Array);
@@ -263,13 +516,15 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     model: modelName,
     backend: 'native',
   };
+  let gauss: { nll: number | null; note?: string } | undefined;
   if (image) {
     result.testBpd = scored.bpd;
     result.testImages = test.length / flow.dim;
     result.interpolationPng = interp;
     result.evalImagesPerSec = (result.testImages as number) / evalSec;
   } else {
-    result.gaussianNll = gaussianNll(train as Float32Array, test as Float32Array, 2);
+    gauss = gaussianBaseline(train as Float32Array, test as Float32Array);
+    Object.assign(result, baselineFields(gauss));
   }
   if (json) {
     emit({ type: 'summary', ...result });
@@ -285,7 +540,7 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     console.log(`saved ${out}\nsamples ${png} (temperature ${temperature})\ninterpolations ${interp}`);
   } else {
     console.log(
-      `held-out NLL ${scored.nll.toFixed(3)} nats (full-covariance Gaussian: ${(result.gaussianNll as number).toFixed(3)})`,
+      `held-out NLL ${scored.nll.toFixed(3)} nats ${baselineText(gauss ?? { nll: null }, 3, 'full-covariance Gaussian:')}`,
     );
     console.log(`saved ${out}\npicture ${png} (log-density | samples)`);
   }
@@ -298,29 +553,29 @@ export async function sampleFlowNet(
   scatter: (xs: Float32Array, out: string) => void,
 ): Promise<void> {
   const flow = FlowModel.load(path);
-  const temperature = num(f, 'temperature') ?? (flow.space === 'pixels' ? 0.7 : 1);
-  const seed = num(f, 'seed') ?? 0;
-  const label = num(f, 'label');
-  const out = str(f, 'out') ?? defaultOut;
+  const pixels = flow.space === 'pixels';
+  if (pixels) checkPictureShape(flow.spec.shape, path);
+  else if (flow.dim !== 2)
+    throw new ConfigError(`sample pictures need a 2-D or image flow; ${path} has dim ${flow.dim}`);
+  const s = sampleSettings(path, f, {
+    pixels,
+    classes: flow.contextSize,
+    defaultOut,
+    defaultTemperature: pixels ? 0.7 : 1,
+  });
+  const { n, temperature, seed, out } = s;
+  const K = flow.contextSize;
+  const labels = K > 0 ? Array.from({ length: n }, (_, i) => s.label ?? i % K) : undefined;
   const t0 = performance.now();
-  if (flow.space === 'pixels') {
-    const n = num(f, 'n') ?? 64;
-    const conditional = flow.contextSize > 0;
-    if (conditional && label !== undefined && !(Number.isInteger(label) && label >= 0 && label < flow.contextSize))
-      throw new ConfigError(`--label must be a class in 0..${flow.contextSize - 1}, got ${label}`);
-    const labels = conditional ? Array.from({ length: n }, (_, i) => label ?? i % flow.contextSize) : undefined;
-    if (!conditional && label !== undefined)
-      throw new ConfigError('--label needs a class-conditional flow (trained with --conditional)');
+  if (pixels) {
     const imgs = flow.sampleImages(n, { temperature, seed, labels });
     const sec = (performance.now() - t0) / 1000;
-    saveGrid(out, imgs, n, Math.ceil(Math.sqrt(n)));
+    saveGrid(out, imgs, n, flow.spec.shape, Math.ceil(Math.sqrt(n)));
     if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
     else console.log(`${n} samples (temperature ${temperature}) → ${out}`);
     return;
   }
-  if (flow.dim !== 2) throw new ConfigError(`sample pictures need a 2-D or image flow; this one has dim ${flow.dim}`);
-  const n = num(f, 'n') ?? 5000;
-  const xs = flow.sample(n, { temperature, seed });
+  const xs = flow.sample(n, { temperature, seed, labels });
   const sec = (performance.now() - t0) / 1000;
   scatter(xs, out);
   if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
@@ -330,37 +585,39 @@ export async function sampleFlowNet(
 export async function evalFlowNet(path: string, f: Flags): Promise<void> {
   const flow = FlowModel.load(path);
   const info = flow.trainInfo ?? {};
-  const seed = typeof info.seed === 'number' ? info.seed : 0;
   const conditional = flow.contextSize > 0;
-  if (flow.space === 'pixels') {
-    const n = num(f, 'n') ?? 10000;
-    const te = loadFashionMnist('test', { limit: n });
-    const t0 = performance.now();
-    const r = await flow.testNll(te.images, { labels: conditional ? te.labels : undefined, seed: seed + 7 });
-    const sec = (performance.now() - t0) / 1000;
-    if (f.json)
-      emit({
-        type: 'summary',
-        data: 'fashion-mnist',
-        n: te.n,
-        testNll: r.nll,
-        testBpd: r.bpd,
-        imagesPerSec: te.n / sec,
-      });
-    else
-      console.log(
-        `fashion-mnist test: ${r.bpd.toFixed(4)} bits/dim (${r.nll.toFixed(2)} nats per image) over ${te.n} images`,
-      );
-    return;
+  if (flow.space !== 'pixels') {
+    if (conditional)
+      throw new ConfigError(`${path} is a class-conditional flow on points: eval has no labels to give it`);
+    return evalPoints(path, f, info, flow.dim, async (x) => (await flow.testNll(x)).nll);
   }
-  const data = str(f, 'data') ?? (typeof info.data === 'string' ? info.data : undefined);
-  if (data === undefined) throw new ConfigError('give --data NAME: the checkpoint does not record its data set');
-  if (flow.dim !== 2) throw new ConfigError(`eval on the 2-D densities needs a 2-D flow; this one has dim ${flow.dim}`);
-  const n = num(f, 'n') ?? 5000;
-  const test = sample2d(data, n, seed + 1_000_003);
-  const r = await flow.testNll(test);
-  const trainN = typeof info.n === 'number' ? info.n : 20000;
-  const gauss = gaussianNll(sample2d(data, trainN, seed), test, 2);
-  if (f.json) emit({ type: 'summary', data, n, testNll: r.nll, gaussianNll: gauss });
-  else console.log(`${data}: held-out NLL ${r.nll.toFixed(4)} nats over ${n} points (Gaussian ${gauss.toFixed(4)})`);
+  const data = str(f, 'data') ?? 'fashion-mnist';
+  if (data !== 'fashion-mnist')
+    throw new ConfigError(`${path} is an image flow: it scores fashion-mnist images, not --data ${data}`);
+  const shape = flow.spec.shape;
+  if (shape.join(',') !== FASHION_SHAPE.join(','))
+    throw new ConfigError(
+      `${path} is an image flow of shape [${shape.join(', ')}]; eval scores Fashion-MNIST test images, which are [${FASHION_SHAPE.join(', ')}]`,
+    );
+  const seed = typeof info.seed === 'number' && Number.isSafeInteger(info.seed) ? info.seed : 0;
+  const n = intFlag(f, 'n', 1, MAX_POINTS) ?? 10000;
+  const te = loadFashionMnist('test', { limit: n });
+  const t0 = performance.now();
+  const r = await scoreCheckpoint(path, 'fashion-mnist', () =>
+    flow.testNll(te.images, { labels: conditional ? te.labels : undefined, seed: seed + 7 }),
+  );
+  const sec = (performance.now() - t0) / 1000;
+  if (f.json)
+    emit({
+      type: 'summary',
+      data: 'fashion-mnist',
+      n: te.n,
+      testNll: r.nll,
+      testBpd: r.bpd,
+      imagesPerSec: te.n / sec,
+    });
+  else
+    console.log(
+      `fashion-mnist test: ${r.bpd.toFixed(4)} bits/dim (${r.nll.toFixed(2)} nats per image) over ${te.n} images`,
+    );
 }

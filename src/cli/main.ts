@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { statSync } from 'node:fs';
 /**
  * The `arflow` command line. Every command takes `--json`: it then prints one JSON object per line
  * (`{"type":"progress",…}` while working, one `{"type":"summary",…}` at the end, or
@@ -8,13 +9,13 @@ import { splitTrainVal } from '../data/batches.js';
 import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corpora.js';
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
-import { ArflowError, ConfigError } from '../errors.js';
+import { ArflowError, CheckpointError, ConfigError } from '../errors.js';
 import { CharLM } from '../models/char-lm.js';
 import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
 import type { TrainProgress } from '../train/char-trainer.js';
 import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
-import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
+import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow, EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
@@ -46,7 +47,10 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
   clip: { type: 'number', help: 'clip the global gradient norm (default 1, 0 = off)' },
   'weight-decay': { type: 'number', help: 'AdamW weight decay (default 0)' },
   'val-every': { type: 'int', help: 'validate every N steps (default 100)' },
-  seconds: { type: 'number', help: 'stop after this many seconds of training; the schedule follows the clock' },
+  seconds: {
+    type: 'number',
+    help: 'stop after this many seconds of training; the schedule follows the clock (default 0 = no limit)',
+  },
   'sample-every': { type: 'int', help: 'print a sample at every Nth validation (default 0 = never)' },
   device: { type: 'string', help: 'cpu (default) or cuda', choices: ['cpu', 'cuda'] },
   backend: { type: 'string', help: 'native (default) or js (pure TypeScript, slow)', choices: ['native', 'js'] },
@@ -272,23 +276,83 @@ async function cmdDemo(argv: string[]): Promise<void> {
   });
 }
 
-/** The first argument that names a flow checkpoint (by its metadata kind), if any. */
-function flowCheckpoint(argv: string[]): string | undefined {
-  return argv.find((a) => {
-    if (a.startsWith('--')) return false;
-    const kind = checkpointKind(a);
-    return kind === FLOW_KIND || kind === FLOWNET_KIND;
-  });
+/** The metadata kind of a character-model checkpoint (src/models/char-lm.ts). */
+const CHAR_LM_KIND = 'char-lm';
+
+/**
+ * The checkpoint FILE of `sample` / `eval`: the first argument that is neither an option nor the value
+ * of an option (of either the character-model or the flow options).
+ */
+function checkpointArg(argv: string[], specs: Record<string, FlagSpec>[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) return a;
+    if (a.includes('=')) continue;
+    const spec = specs.map((s) => s[a.slice(2)]).find((s) => s !== undefined);
+    if (spec !== undefined && spec.type !== 'boolean') i++;
+  }
+  return undefined;
 }
 
+/**
+ * `FILE`, known not to be a flow checkpoint, checked to be a character-model checkpoint before the
+ * flags are read, so that a missing file, a directory or a foreign file is reported as such rather
+ * than as an option the character model lacks. Then flow-only options are refused by name.
+ */
+function checkCharCheckpoint(
+  cmd: 'sample' | 'eval',
+  file: string,
+  argv: string[],
+  charFlags: Record<string, FlagSpec>,
+  flowFlags: Record<string, FlagSpec>,
+): void {
+  let isDir = false;
+  try {
+    isDir = statSync(file).isDirectory();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new CheckpointError(`checkpoint not found: ${file}`);
+    throw new CheckpointError(`cannot read checkpoint ${file}: ${(e as Error).message}`);
+  }
+  if (isDir) throw new CheckpointError(`${file} is a directory, not a checkpoint file`);
+  const kind = checkpointKind(file);
+  // Not a char-lm: loading it reports what is wrong with the file (not safetensors, foreign kind…).
+  if (kind !== CHAR_LM_KIND) CharLM.load(file);
+  for (const a of argv) {
+    if (!a.startsWith('--')) continue;
+    const name = a.slice(2).split('=')[0];
+    if (charFlags[name] === undefined && flowFlags[name] !== undefined)
+      throw new ConfigError(
+        `--${name} is an option of flow checkpoints, but ${file} is a character language model (char-lm): see arflow ${cmd} --help`,
+      );
+  }
+}
+
+/** `sample --help` / `eval --help` without a flow checkpoint: the options of both kinds of checkpoint. */
+function bothHelp(usage: string, charFlags: Record<string, FlagSpec>, flowFlags: Record<string, FlagSpec>): string {
+  return `${helpText(usage, charFlags, 'Options of a character-model checkpoint (text):')}\n${helpText('', flowFlags, 'Options of a flow checkpoint (a PNG of samples, held-out NLL):')}`;
+}
+
+const SAMPLE_USAGE =
+  'usage: arflow sample FILE [options]\n\nText from a character-model checkpoint, or a PNG of samples from a flow checkpoint.';
+const EVAL_USAGE =
+  'usage: arflow eval FILE [options]\n\nBits per character of a character model on held-out text, or the held-out NLL of a flow.';
+
 async function cmdSample(argv: string[]): Promise<void> {
-  const flow = flowCheckpoint(argv);
-  if (flow !== undefined) return cmdSampleFlow(flow, argv);
-  const { positional, flags } = parseArgs(argv, SAMPLE_FLAGS);
-  if (flags.help || positional.length !== 1) {
-    console.log(helpText('usage: arflow sample FILE [options]', SAMPLE_FLAGS));
-    if (!flags.help) throw new ConfigError('arflow sample needs exactly one checkpoint FILE');
+  const ckpt = checkpointArg(argv, [SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS]);
+  const kind = ckpt === undefined ? null : checkpointKind(ckpt);
+  if (ckpt !== undefined && (kind === FLOW_KIND || kind === FLOWNET_KIND)) return cmdSampleFlow(ckpt, argv);
+  if (argv.includes('--help')) {
+    console.log(bothHelp(SAMPLE_USAGE, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS));
     return;
+  }
+  // Options of neither kind of checkpoint are reported first, as such (with a hint).
+  parseArgs(argv, { ...SAMPLE_FLOW_FLAGS, ...SAMPLE_FLAGS });
+  if (ckpt !== undefined) checkCharCheckpoint('sample', ckpt, argv, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS);
+  const { positional, flags } = parseArgs(argv, SAMPLE_FLAGS);
+  if (positional.length !== 1) {
+    console.log(bothHelp(SAMPLE_USAGE, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS));
+    throw new ConfigError('arflow sample needs exactly one checkpoint FILE');
   }
   const { model } = CharLM.load(positional[0]);
   const opts = {
@@ -308,13 +372,20 @@ async function cmdSample(argv: string[]): Promise<void> {
 }
 
 async function cmdEval(argv: string[]): Promise<void> {
-  const flow = flowCheckpoint(argv);
-  if (flow !== undefined) return cmdEvalFlow(flow, argv);
-  const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
-  if (flags.help || positional.length !== 1) {
-    console.log(helpText('usage: arflow eval FILE [options]', EVAL_FLAGS));
-    if (!flags.help) throw new ConfigError('arflow eval needs exactly one checkpoint FILE');
+  const ckpt = checkpointArg(argv, [EVAL_FLAGS, EVAL_FLOW_FLAGS]);
+  const kind = ckpt === undefined ? null : checkpointKind(ckpt);
+  if (ckpt !== undefined && (kind === FLOW_KIND || kind === FLOWNET_KIND)) return cmdEvalFlow(ckpt, argv);
+  if (argv.includes('--help')) {
+    console.log(bothHelp(EVAL_USAGE, EVAL_FLAGS, EVAL_FLOW_FLAGS));
     return;
+  }
+  // Options of neither kind of checkpoint are reported first, as such (with a hint).
+  parseArgs(argv, { ...EVAL_FLOW_FLAGS, ...EVAL_FLAGS });
+  if (ckpt !== undefined) checkCharCheckpoint('eval', ckpt, argv, EVAL_FLAGS, EVAL_FLOW_FLAGS);
+  const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
+  if (positional.length !== 1) {
+    console.log(bothHelp(EVAL_USAGE, EVAL_FLAGS, EVAL_FLOW_FLAGS));
+    throw new ConfigError('arflow eval needs exactly one checkpoint FILE');
   }
   const { model, train } = CharLM.load(positional[0]);
   let ids: Uint32Array;
@@ -344,9 +415,9 @@ const USAGE = `arflow — autoregressive and invertible generative models for No
 usage:
   arflow demo                     train a GRU on Moby-Dick for ~2 minutes and watch it write
   arflow train char [options]     train a character language model (arflow train char --help)
-  arflow train flow [options]     fit a Real NVP flow to a 2-D density (arflow train flow --help)
-  arflow sample FILE [options]    generate text (or, from a flow, a PNG of samples) from a checkpoint
-  arflow eval FILE [options]      bits per character on held-out text (a flow: held-out NLL in nats)
+  arflow train flow [options]     fit a normalizing flow to a 2-D density or Fashion-MNIST (arflow train flow --help)
+  arflow sample FILE [options]    generate text (or, from a flow, a PNG of samples) from a checkpoint (--help)
+  arflow eval FILE [options]      bits per character on held-out text (a flow: held-out NLL in nats) (--help)
 
 Corpora: ${CORPORA.map((c) => `${c.name} (${c.description})`).join('; ')}
 Every command takes --json for machine-readable output.`;

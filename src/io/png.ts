@@ -13,7 +13,7 @@
  * raw pixels for {@link encodePng}.
  */
 import { deflateSync } from 'node:zlib';
-import { ShapeError } from '../errors.js';
+import { ConfigError, ShapeError } from '../errors.js';
 import { writeFileAtomic } from './safetensors.js';
 
 export type PngChannels = 1 | 3 | 4;
@@ -95,9 +95,18 @@ export function encodePng(width: number, height: number, pixels: Uint8Array, cha
   return out;
 }
 
-/** {@link encodePng} written atomically to `path` (a crash never leaves half a picture). */
+/**
+ * {@link encodePng} written atomically to `path` (a crash never leaves half a picture). ShapeError for
+ * bad pixels (nothing written); a path that cannot be written (a directory, a parent that is a file, no
+ * permission, a full disk) is a ConfigError naming the path.
+ */
 export function savePng(path: string, width: number, height: number, pixels: Uint8Array, channels: PngChannels): void {
-  writeFileAtomic(path, encodePng(width, height, pixels, channels));
+  const bytes = encodePng(width, height, pixels, channels);
+  try {
+    writeFileAtomic(path, bytes);
+  } catch (err) {
+    throw new ConfigError(`cannot write picture ${path}: ${(err as Error).message}`);
+  }
 }
 
 export interface RawImage {
