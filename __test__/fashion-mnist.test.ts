@@ -11,12 +11,12 @@ import {
   FASHION_MNIST_CLASSES,
   FASHION_MNIST_DEFAULT_DIR,
   FASHION_MNIST_ENV,
-  fashionMnistAvailable,
   loadFashionMnist,
 } from '../src/data/fashion-mnist.js';
 import { ConfigError, DataError } from '../src/errors.js';
+import { fashionMnist } from './helpers/skip.js';
 
-const present = fashionMnistAvailable(FASHION_MNIST_DEFAULT_DIR);
+const real = fashionMnist(FASHION_MNIST_DEFAULT_DIR);
 const tmp = mkdtempSync(join(tmpdir(), 'arflow-fmnist-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -61,47 +61,50 @@ describe('Fashion-MNIST', () => {
     else process.env[FASHION_MNIST_ENV] = savedEnv;
   });
 
-  it.skipIf(!present)('loads the real Debian files: 60000 train / 10000 test, plausible pixels', () => {
-    const train = loadFashionMnist('train', { dir: FASHION_MNIST_DEFAULT_DIR });
-    const test = loadFashionMnist('test', { dir: FASHION_MNIST_DEFAULT_DIR });
-    expect(train.n).toBe(60000);
-    expect(test.n).toBe(10000);
-    for (const split of [train, test]) {
-      expect(split.rows).toBe(28);
-      expect(split.cols).toBe(28);
-      expect(split.images.length).toBe(split.n * 784);
-      expect(split.labels.length).toBe(split.n);
-      // Balanced classes: exactly n/10 of each label.
-      const counts = new Array(10).fill(0);
-      for (const l of split.labels) counts[l]++;
-      expect(counts).toEqual(new Array(10).fill(split.n / 10));
-      // Mean pixel of Fashion-MNIST is ≈ 72.9 (0.286 · 255), about half the pixels are background.
-      let sum = 0;
-      let zeros = 0;
-      let max = 0;
-      for (const p of split.images) {
-        sum += p;
-        if (p === 0) zeros++;
-        if (p > max) max = p;
+  it.skipIf(!real.present)(
+    `loads the real Debian files: 60000 train / 10000 test, plausible pixels${real.note}`,
+    () => {
+      const train = loadFashionMnist('train', { dir: FASHION_MNIST_DEFAULT_DIR });
+      const test = loadFashionMnist('test', { dir: FASHION_MNIST_DEFAULT_DIR });
+      expect(train.n).toBe(60000);
+      expect(test.n).toBe(10000);
+      for (const split of [train, test]) {
+        expect(split.rows).toBe(28);
+        expect(split.cols).toBe(28);
+        expect(split.images.length).toBe(split.n * 784);
+        expect(split.labels.length).toBe(split.n);
+        // Balanced classes: exactly n/10 of each label.
+        const counts = new Array(10).fill(0);
+        for (const l of split.labels) counts[l]++;
+        expect(counts).toEqual(new Array(10).fill(split.n / 10));
+        // Mean pixel of Fashion-MNIST is ≈ 72.9 (0.286 · 255), about half the pixels are background.
+        let sum = 0;
+        let zeros = 0;
+        let max = 0;
+        for (const p of split.images) {
+          sum += p;
+          if (p === 0) zeros++;
+          if (p > max) max = p;
+        }
+        expect(sum / split.images.length).toBeGreaterThan(68);
+        expect(sum / split.images.length).toBeLessThan(78);
+        expect(zeros / split.images.length).toBeGreaterThan(0.3);
+        expect(zeros / split.images.length).toBeLessThan(0.7);
+        expect(max).toBe(255);
+        // Image borders are mostly background.
+        let corner = 0;
+        for (let i = 0; i < split.n; i++) corner += split.images[i * 784];
+        expect(corner / split.n).toBeLessThan(5);
       }
-      expect(sum / split.images.length).toBeGreaterThan(68);
-      expect(sum / split.images.length).toBeLessThan(78);
-      expect(zeros / split.images.length).toBeGreaterThan(0.3);
-      expect(zeros / split.images.length).toBeLessThan(0.7);
-      expect(max).toBe(255);
-      // Image borders are mostly background.
-      let corner = 0;
-      for (let i = 0; i < split.n; i++) corner += split.images[i * 784];
-      expect(corner / split.n).toBeLessThan(5);
-    }
-    // The first training example of the official files is an ankle boot (label 9); the first test one too.
-    expect(train.labels[0]).toBe(9);
-    expect(test.labels[0]).toBe(9);
-    const head = loadFashionMnist('test', { dir: FASHION_MNIST_DEFAULT_DIR, limit: 16 });
-    expect(head.n).toBe(16);
-    expect(head.images).toEqual(test.images.subarray(0, 16 * 784));
-    expect(head.labels).toEqual(test.labels.subarray(0, 16));
-  });
+      // The first training example of the official files is an ankle boot (label 9); the first test one too.
+      expect(train.labels[0]).toBe(9);
+      expect(test.labels[0]).toBe(9);
+      const head = loadFashionMnist('test', { dir: FASHION_MNIST_DEFAULT_DIR, limit: 16 });
+      expect(head.n).toBe(16);
+      expect(head.images).toEqual(test.images.subarray(0, 16 * 784));
+      expect(head.labels).toEqual(test.labels.subarray(0, 16));
+    },
+  );
 
   it('has the 10 class names in label order', () => {
     expect(FASHION_MNIST_CLASSES).toHaveLength(10);

@@ -157,6 +157,19 @@ const layerCases: Case[] = [
     spec: flow([5, 1, 1], [coupling('alternate', 0, true, mlp(8, 1))], 3),
   },
   { name: 'coupling alternate additive mlp', spec: flow([3, 2, 1], [coupling('alternate', 1, false, mlp(6, 2))]) },
+  {
+    name: 'coupling halves affine mlp, odd D, context',
+    spec: flow([5, 1, 1], [coupling('halves', 0, true, mlp(8, 2))], 2),
+  },
+  {
+    name: 'coupling halves additive resnet(weight), parity 1',
+    spec: flow([3, 2, 2], [coupling('halves', 1, false, resnet(3, 1))]),
+  },
+  {
+    name: 'coupling halves affine resnet(batch), context',
+    spec: flow([3, 2, 2], [coupling('halves', 0, true, resnet(3, 1, 'batch'))], 2),
+  },
+  { name: 'coupling halves additive mlp, parity 1', spec: flow([3, 1, 2], [coupling('halves', 1, false, mlp(6, 1))]) },
   { name: 'coupling random affine mlp, context', spec: flow([3, 2, 2], [coupling('random', 0, true, mlp(8, 2))], 2) },
   { name: 'coupling random additive mlp, parity 1', spec: flow([7, 1, 1], [coupling('random', 1, false, mlp(6, 1))]) },
   {
@@ -655,24 +668,44 @@ describe('JsFlowNet tensors', () => {
 
 describe('JsFlowNet layouts (hand computations)', () => {
   it('coupling masks: masked values pass through, the conditioner never sees the others', () => {
-    const shape: [number, number, number] = [2, 3, 4];
-    const [C, H, W] = shape;
-    const masks = {
-      checkerboard: (_c: number, h: number, w: number, p: number) => (h + w + p) % 2 === 0,
-      channel: (c: number, _h: number, _w: number, p: number) => c < C / 2 !== (p === 1),
-      alternate: (c: number, h: number, w: number, p: number) => (c * H * W + h * W + w + p) % 2 === 0,
-    };
-    for (const [kind, b] of Object.entries(masks) as [keyof typeof masks, (typeof masks)['channel']][]) {
+    type Shape = [number, number, number];
+    type Rule = (c: number, h: number, w: number, p: number) => boolean;
+    const image: Shape = [2, 3, 4];
+    const [, H0, W0] = image;
+    // halves on the flat index d = c·H·W + h·W + w: on [2, 3, 4] it is the channel mask, so it also
+    // runs on shapes where it is not ([3, 2, 2]: channel 0 and half of channel 1) and with odd D
+    // ([5, 1, 1]: d < 2.5, the first 3 pass for parity 0).
+    const halves =
+      ([C, H, W]: Shape): Rule =>
+      (c, h, w, p) =>
+        c * H * W + h * W + w < (C * H * W) / 2 !== (p === 1);
+    const masks: [MaskKind, Shape, Rule][] = [
+      ['checkerboard', image, (_c, h, w, p) => (h + w + p) % 2 === 0],
+      ['channel', image, (c, _h, _w, p) => c < image[0] / 2 !== (p === 1)],
+      ['alternate', image, (c, h, w, p) => (c * H0 * W0 + h * W0 + w + p) % 2 === 0],
+      ['halves', image, halves(image)],
+      ['halves', [3, 2, 2], halves([3, 2, 2])],
+      ['halves', [5, 1, 1], halves([5, 1, 1])],
+    ];
+    // The hand rule for halves on [3, 2, 2], parity 0: the first six flat values pass.
+    expect(
+      Array.from({ length: 12 }, (_, d) => halves([3, 2, 2])(Math.floor(d / 4), Math.floor(d / 2) % 2, d % 2, 0)),
+    ).toEqual([...new Array(6).fill(true), ...new Array(6).fill(false)]);
+    for (const [kind, shape, b] of masks) {
+      const [C, H, W] = shape;
+      const D = C * H * W;
       for (const parity of [0, 1] as const) {
         const net = randomize(new JsFlowNet(flow(shape, [coupling(kind, parity, true, mlp(6, 1))])), 3);
-        const x = uniform(new Rng(2), 24, 1);
+        const x = uniform(new Rng(2), D, 1);
         const { z } = net.forward(x, 1);
+        let passed = 0;
         for (let c = 0; c < C; c++) {
           for (let h = 0; h < H; h++) {
             for (let w = 0; w < W; w++) {
               const d = (c * H + h) * W + w;
-              const label = `${kind} parity ${parity} at ${c},${h},${w}`;
+              const label = `${kind} [${shape}] parity ${parity} at ${c},${h},${w}`;
               if (b(c, h, w, parity)) {
+                passed++;
                 expect(z[d], label).toBe(x[d]);
               } else {
                 expect(Math.abs(z[d] - x[d]), label).toBeGreaterThan(1e-6);
@@ -686,6 +719,8 @@ describe('JsFlowNet layouts (hand computations)', () => {
             }
           }
         }
+        expect(passed, `${kind} [${shape}] parity ${parity}: both sides non-empty`).toBeGreaterThan(0);
+        expect(passed).toBeLessThan(D);
       }
     }
   });
