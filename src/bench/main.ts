@@ -14,7 +14,7 @@ import { StreamBatcher } from '../data/batches.js';
 import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CharLM } from '../models/char-lm.js';
-import { benchCoupling } from './coupling.js';
+import { benchCoupling, benchCouplingStack } from './coupling.js';
 import { benchImageFlows } from './flows.js';
 
 interface Size {
@@ -111,6 +111,7 @@ async function main(): Promise<void> {
     };
   });
   const coupling = benchCoupling(addon, quick);
+  const couplingStack = await benchCouplingStack(quick);
   const imageFlows = await benchImageFlows(quick);
   const result = {
     date: new Date().toISOString(),
@@ -119,6 +120,7 @@ async function main(): Promise<void> {
     training: rows,
     memory,
     coupling,
+    couplingStack,
     imageFlows,
   };
   console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
@@ -128,6 +130,7 @@ async function main(): Promise<void> {
   console.table(rows);
   console.table(memory);
   console.table([coupling]);
+  console.table([couplingStack]);
   if (typeof imageFlows === 'string') console.log(`image flows: ${imageFlows}`);
   else console.table(imageFlows);
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
