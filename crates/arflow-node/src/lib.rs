@@ -21,34 +21,6 @@ use napi_derive::napi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-extern "C" {
-    /// mimalloc's option setter (exported by the linked libmimalloc; not re-exported by the crate
-    /// without its `extended` feature, whose enum lacks `purge_delay` anyway).
-    fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
-    fn mi_option_get(option: std::os::raw::c_int) -> std::os::raw::c_long;
-}
-
-/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (include/mimalloc.h); its default is 10 ms,
-/// which is checked before the option is changed, so a mimalloc whose enum moved is left alone.
-const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
-
-/// mimalloc hands memory that stays free for 10 ms back to the kernel ("purge"). A training step
-/// lasts far longer than that, so the next step faulted the same pages in again and the kernel cleared
-/// them (2 MiB transparent huge pages): `perf` put ~8% of a Real NVP step in `clear_page`. Never purging
-/// keeps the process at its peak footprint, as a training process is anyway; page faults per step
-/// fall 4–6×. `MIMALLOC_PURGE_DELAY`, when set, still wins.
-#[napi_derive::module_init]
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: reads and sets one integer option; mimalloc allows both at any time.
-        unsafe {
-            if mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
-                mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-            }
-        }
-    }
-}
-
 /// Errors reach JS as `"<CODE>: message"`; `src/backend/native.ts` maps the code to an error class.
 fn tag(msg: String) -> Error {
     let code = if msg.contains("diverged") {
