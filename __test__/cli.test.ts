@@ -8,7 +8,7 @@
  * current source. The native addon is the one in the package root.
  */
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -218,6 +218,25 @@ describe('arflow CLI', () => {
     const help = arflow('eval', '--help');
     expect(help.status).toBe(0);
     for (const flag of ['--text', '--corpus', '--data', '--n']) expect(help.stdout).toContain(flag);
+  });
+
+  it('train char and demo check --out before training: a directory or a parent that is a file is exit code 2', () => {
+    mkdirSync(join(dir, 'adir'));
+    writeFileSync(join(dir, 'afile'), 'not a directory');
+    for (const args of [
+      ['train', 'char', '--text', textFile, '--seconds', '1', '--hidden', '8', '--out', 'adir'],
+      ['train', 'char', '--text', textFile, '--seconds', '1', '--hidden', '8', '--out', 'afile/x.safetensors'],
+      ['demo', '--seconds', '1', '--out', 'adir'],
+    ]) {
+      const r = arflow(...args, '--json');
+      expect(r.status, show(r)).toBe(2);
+      // One error line and nothing before it: no training started.
+      const lines = jsonLines(r.stdout);
+      expect(lines).toEqual([expect.objectContaining({ type: 'error', code: 'E_CONFIG' })]);
+      expect(lines[0].message).toContain(args.at(-1)?.split('/')[0]);
+    }
+    expect(readdirSync(join(dir, 'adir'))).toEqual([]);
+    expect(statSync(join(dir, 'afile')).isFile()).toBe(true);
   });
 
   it('an unknown flag exits 2 with a hint', () => {

@@ -3,7 +3,16 @@
  * (`node dist/cli/main.js`; run `npx tsc -p tsconfig.json` first, as `npm test` does).
  */
 import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -524,4 +533,224 @@ describe('arflow train flow / sample / eval on bad input: a clear error, nothing
     },
     60_000,
   );
+});
+
+/** `arflow` that must end by itself within `ms` (a FIFO opened by mistake would block it forever). */
+function arflowWithin(ms: number, ...args: string[]): SpawnSyncReturns<string> {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, encoding: 'utf8', timeout: ms });
+  expect(r.error, `${args.join(' ')}: did not exit by itself within ${ms} ms`).toBeUndefined();
+  expect(r.signal, args.join(' ')).toBeNull();
+  return r;
+}
+
+describe('re-check: special files, non-finite samples, messages, exit codes and help', () => {
+  const moons = { data: 'moons', n: 1000, seed: 0 };
+
+  beforeAll(async () => {
+    mkdirSync(join(dir, 'rc'));
+    await MAF.create({ dim: 2, layers: 2, hidden: 8 }).save(join(dir, 'rc', 'maf.safetensors'), { train: moons });
+    await RealNVP.create({ dim: 2, couplings: 2, hidden: 8 }).save(join(dir, 'rc', 'rnvp.safetensors'), {
+      train: moons,
+    });
+    await Glow.create({ shape: [1, 4, 4], levels: 1, steps: 1, channels: 4 }).save(join(dir, 'rc', 'g4.safetensors'));
+    await Glow.create({ shape: [1, 28, 28], levels: 1, steps: 1, channels: 4 }).save(
+      join(dir, 'rc', 'g28.safetensors'),
+    );
+  });
+
+  it.skipIf(process.platform === 'win32')(
+    'a FIFO, a device or a symbolic link as --out, --png or FILE is refused at once: nothing hangs, nothing is replaced',
+    () => {
+      const fifo = join('rc', 'fifo');
+      const mk = spawnSync('mkfifo', [join(dir, fifo)]);
+      expect(mk.status, String(mk.stderr)).toBe(0);
+      const link = join('rc', 'null-link');
+      symlinkSync('/dev/null', join(dir, link));
+      // A link to a regular file: the rename would replace the link, not write through it.
+      writeFileSync(join(dir, 'rc', 'real.png'), 'old picture');
+      symlinkSync('real.png', join(dir, 'rc', 'png-link'));
+      const train = ['train', 'flow', '--model', 'maf', '--steps', '3', '--n', '100', '--test-n', '50'];
+      for (const [args, mentions] of [
+        [[...train, '--out', 'rc/f1.safetensors', '--png', fifo], 'FIFO'],
+        [[...train, '--out', fifo, '--png', 'rc/f2.png'], 'FIFO'],
+        [[...train, '--out', 'rc/f3.safetensors', '--png', link], 'character device'],
+        [['sample', 'rc/maf.safetensors', '--out', fifo], 'FIFO'],
+        [['sample', 'rc/rnvp.safetensors', '--out', link], 'character device'],
+        [['sample', 'rc/maf.safetensors', '--out', 'rc/png-link'], 'symbolic link'],
+        [['train', 'char', '--steps', '2', '--hidden', '8', '--out', fifo], 'FIFO'],
+      ] as const) {
+        const r = arflowWithin(20_000, ...args, '--json');
+        expect(r.status, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2);
+        expect(errorLine(r)).toMatchObject({ code: 'E_CONFIG', message: expect.stringContaining(mentions) });
+      }
+      for (const cmd of ['sample', 'eval']) {
+        const r = arflowWithin(20_000, cmd, fifo, '--json');
+        expect(r.status, `${cmd} ${fifo}: ${r.stdout}${r.stderr}`).toBe(1);
+        expect(errorLine(r)).toMatchObject({ code: 'E_CHECKPOINT', message: expect.stringContaining('FIFO') });
+      }
+      expect(lstatSync(join(dir, fifo)).isFIFO()).toBe(true);
+      expect(lstatSync(join(dir, link)).isSymbolicLink()).toBe(true);
+      expect(lstatSync(join(dir, 'rc', 'png-link')).isSymbolicLink()).toBe(true);
+      expect(readFileSync(join(dir, 'rc', 'real.png'), 'utf8')).toBe('old picture');
+      for (const f of ['f1.safetensors', 'f2.png', 'f3.safetensors'])
+        expect(existsSync(join(dir, 'rc', f)), f).toBe(false);
+    },
+    60_000,
+  );
+
+  it('sample of a checkpoint whose samples are not finite is an error naming it, for 2-D and image flows', () => {
+    tamper(join(dir, 'rc', 'rnvp.safetensors'), join(dir, 'rc', 'rnvp-w.safetensors'), /weight/, 1e30);
+    tamper(join(dir, 'rc', 'maf.safetensors'), join(dir, 'rc', 'maf-w.safetensors'), /scale|weight/, 1e4);
+    // Decoding an actnorm multiplies by exp(−logs): exp(100) overflows float32.
+    tamper(join(dir, 'rc', 'g4.safetensors'), join(dir, 'rc', 'g4-logs.safetensors'), /logs$/, -100);
+    for (const ckpt of ['rnvp-w', 'maf-w', 'g4-logs']) {
+      const r = arflow('sample', `rc/${ckpt}.safetensors`, '--n', '50', '--out', `rc/${ckpt}.png`, '--json');
+      expect(r.status, `${ckpt}: ${r.stdout}${r.stderr}`).toBe(1);
+      const err = errorLine(r);
+      expect(err.code).toBe('E_DATA');
+      expect(err.message).toContain(`${ckpt}.safetensors`);
+      expect(err.message).toMatch(/not finite|non-finite/);
+      expect(err.message).toMatch(/corrupt|diverged/);
+      expect(existsSync(join(dir, 'rc', `${ckpt}.png`)), ckpt).toBe(false);
+    }
+  });
+
+  it('messages: a missing FILE, the other kind’s options, the picture over the checkpoint; --json stdout stays JSON', () => {
+    for (const args of [['sample', '--n', '10'], ['eval', '--n', '5'], ['eval'], ['sample', '--length', '5']]) {
+      const r = arflow(...args, '--json');
+      expect(r.status, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2);
+      // jsonLines parses every stdout line: no help text before the error.
+      const lines = jsonLines(r.stdout);
+      expect(lines, args.join(' ')).toHaveLength(1);
+      expect(lines[0]).toMatchObject({ type: 'error', code: 'E_CONFIG' });
+      expect(lines[0].message).toContain('needs a checkpoint FILE');
+      expect(lines[0].message).not.toContain('unknown option');
+    }
+    for (const [args, flag] of [
+      [['sample', 'rc/maf.safetensors', '--length', '5'], '--length'],
+      [['sample', 'rc/rnvp.safetensors', '--prime', 'x'], '--prime'],
+      [['eval', 'rc/maf.safetensors', '--text', 'x.txt'], '--text'],
+    ] as const) {
+      const r = arflow(...args, '--json');
+      expect(r.status, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2);
+      expect(errorLine(r).message).toContain(`${flag} is an option of character-model checkpoints`);
+    }
+    const over = arflow('train', 'flow', '--steps', '3', '--out', 'rc/over.png', '--json');
+    expect(over.status).toBe(2);
+    const msg = errorLine(over).message as string;
+    expect(msg).toContain('--out rc/over.png: the picture would be written over the checkpoint');
+    expect(msg).not.toContain('--png rc/over.png');
+  });
+
+  it('a picture that cannot be written at the end is an I/O error (exit code 1), and the checkpoint is saved', async () => {
+    // --png's directory is created at the end; a file put in its way during training makes that fail.
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'train',
+        'flow',
+        '--model',
+        'maf',
+        '--steps',
+        '1000000',
+        '--seconds',
+        '1',
+        '--n',
+        '500',
+        '--test-n',
+        '50',
+        '--out',
+        'rc/w.safetensors',
+        '--png',
+        'rc/wsub/w.png',
+        '--json',
+      ],
+      { cwd: dir },
+    );
+    let stdout = '';
+    child.stdout.on('data', (d) => {
+      if (stdout === '') writeFileSync(join(dir, 'rc', 'wsub'), 'in the way');
+      stdout += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stdout).toBe(1);
+    const last = jsonLines(stdout).at(-1);
+    expect(last).toMatchObject({ type: 'error', code: 'E_IO', message: expect.stringContaining('rc/wsub/w.png') });
+    const e = arflow('eval', 'rc/w.safetensors', '--n', '50', '--json');
+    expect(e.status, e.stdout + e.stderr).toBe(0);
+  }, 60_000);
+
+  it('2-D Real NVP runs report model realnvp and a periodic held-out valNll in their progress lines', () => {
+    const r = arflow(
+      'train',
+      'flow',
+      '--steps',
+      '100',
+      '--n',
+      '500',
+      '--test-n',
+      '100',
+      '--out',
+      'rc/v.safetensors',
+      '--json',
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const lines = jsonLines(r.stdout);
+    const summary = lines.at(-1) as Record<string, unknown>;
+    expect(summary).toMatchObject({ type: 'summary', model: 'realnvp', backend: 'native' });
+    const validated = lines.filter((l) => l.type === 'progress' && typeof l.valNll === 'number');
+    // Every 5th report (every 25 steps here) and at the end.
+    expect(validated.map((l) => l.step)).toEqual([25, 50, 75, 100]);
+    expect(validated.at(-1)?.valNll).toBeCloseTo(summary.testNll as number, 4);
+  });
+
+  it('help: sample and eval have their own headings and --json text; defaults and limits are documented and enforced', () => {
+    const headings = (cmd: string) => {
+      const h = arflow(cmd, '--help');
+      expect(h.status).toBe(0);
+      expect(h.stdout).toMatch(/--json\s+print the result \(or the error\) as one JSON object/);
+      expect(h.stdout).not.toContain('progress');
+      return h.stdout.split('\n').filter((l) => l.startsWith('Options of'));
+    };
+    const s = headings('sample');
+    const e = headings('eval');
+    expect(s).toHaveLength(2);
+    expect(e).toHaveLength(2);
+    for (const l of s) expect(e).not.toContain(l);
+    expect(s.join('\n')).toContain('PNG of samples');
+    expect(e.join('\n')).toContain('held-out NLL');
+    const flowHelp = arflow('sample', 'rc/maf.safetensors', '--help').stdout;
+    expect(flowHelp).not.toContain('progress');
+    const train = arflow('train', 'flow', '--help').stdout;
+    expect(train).toMatch(/--flow-steps[^\n]*8 on points/);
+    expect(train).toMatch(/--n [^\n]*60000/);
+    expect(train).toMatch(/--test-n [^\n]*10000 images|--test-n [^\n]*images \(2 to 10000/);
+    for (const [args, flag] of [
+      [
+        ['train', 'flow', '--data', 'fashion-mnist', '--model', 'glow', '--n', '60001', '--out', 'rc/n.safetensors'],
+        '--n',
+      ],
+      [
+        [
+          'train',
+          'flow',
+          '--data',
+          'fashion-mnist',
+          '--model',
+          'glow',
+          '--test-n',
+          '10001',
+          '--out',
+          'rc/n.safetensors',
+        ],
+        '--test-n',
+      ],
+      [['eval', 'rc/g28.safetensors', '--n', '10001'], '--n'],
+    ] as const) {
+      const r = arflow(...args, '--json');
+      expect(r.status, `${args.join(' ')}: ${r.stdout}${r.stderr}`).toBe(2);
+      expect(errorLine(r).message).toContain(flag);
+    }
+  });
 });

@@ -139,6 +139,57 @@ describe('non-finite scores are errors, not NLLs (finding 10)', () => {
   });
 });
 
+describe('samples: counts and non-finite results (re-check items 3 and API)', () => {
+  it('RealNVP.sample, like Flow.sample, refuses a count that is not a whole number ≥ 1', () => {
+    const rnvp = RealNVP.create({ dim: 2, hidden: 4, couplings: 1 });
+    const maf = MAF.create({ dim: 2, hidden: 4, layers: 1 });
+    for (const n of [0, -1, 1.5, Number.NaN]) {
+      for (const flow of [rnvp, maf]) {
+        const e = (() => {
+          try {
+            flow.sample(n);
+          } catch (err) {
+            return err as Error;
+          }
+          throw new Error(`sample(${n}) returned`);
+        })();
+        expect(e).toBeInstanceOf(ConfigError);
+        expect(e.message).toMatch(/sample count must be a whole number ≥ 1/);
+      }
+    }
+    expect(rnvp.sample(1)).toHaveLength(2);
+  });
+
+  it('samples that are not finite (broken weights) are a DataError, never returned', () => {
+    const rnvp = RealNVP.create({ dim: 2, hidden: 4, couplings: 2 });
+    for (const { name } of rnvp.backend.paramInfo())
+      if (/weight/.test(name)) rnvp.backend.setParam(name, rnvp.backend.getParam(name).fill(1e30));
+    expect(() => rnvp.sample(50)).toThrow(DataError);
+    expect(() => rnvp.sample(50)).toThrow(/non-finite values .*corrupt or tampered checkpoint/);
+    const spec: FlowNetSpec = { shape: [1, 2, 2], context: 0, base: 'normal', layers: [{ type: 'actnorm' }] };
+    const img = Flow.create(spec, { pixels: true });
+    img.backend.setParam('layers.0.logs', Float32Array.from([-100])); // decoding multiplies by exp(100)
+    expect(() => img.sampleImages(3)).toThrow(/maps 3 of 3 base samples to non-finite values/);
+    expect(() => img.sample(3)).toThrow(DataError);
+  });
+});
+
+describe('a tensor the native side refuses (re-check item 4)', () => {
+  it('is named once in the CheckpointError, not twice', async () => {
+    const src = join(dir, 'glow-perm.safetensors');
+    await Glow.create({ shape: [1, 4, 4], levels: 1, steps: 1, channels: 4 }).save(src);
+    const { tensors, metadata } = loadSafetensors(src);
+    const perm = Object.keys(tensors).find((n) => n.endsWith('.perm')) as string;
+    (tensors[perm].data as Float32Array).fill(0); // not a permutation
+    const bad = join(dir, 'glow-perm-zero.safetensors');
+    saveSafetensors(bad, tensors, metadata);
+    const e = await thrown(() => Flow.load(bad));
+    expect(e).toBeInstanceOf(CheckpointError);
+    expect(e.message).toContain(`${bad}: tensor ${perm}: invalid values`);
+    expect(e.message.split(perm)).toHaveLength(2);
+  });
+});
+
 describe('contexts and labels (finding 12)', () => {
   const cond = () => MAF.create({ dim: 3, hidden: 8, layers: 2, context: 3 }, { seed: 1 });
   const y = Float32Array.from([0.1, -0.2, 0.3, 1, 0.5, -1]);

@@ -2,15 +2,27 @@
  * The PNG writer, checked by an independent decoder written here (chunk walk, bitwise CRC-32, zlib
  * inflate, filter type 0), and the grid / heatmap / scatter helpers.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FASHION_MNIST_DEFAULT_DIR, fashionMnistAvailable, loadFashionMnist } from '../src/data/fashion-mnist.js';
-import { ConfigError, ShapeError } from '../src/errors.js';
+import { CheckpointError, ConfigError, ShapeError } from '../src/errors.js';
 import { sample2d } from '../src/flows/data2d.js';
 import { crc32, encodePng, heatmapRgb, imageGrid, savePng, scatterRgb, viridis } from '../src/io/png.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'arflow-png-'));
 afterAll(() => {
@@ -147,6 +159,34 @@ describe('encodePng', () => {
     expect(() => savePng(join(box, 'bad.png'), 2, 2, new Uint8Array(3), 1)).toThrow(ShapeError);
     expect(readdirSync(box).sort()).toEqual(['adir', 'afile']);
   });
+
+  it.skipIf(process.platform === 'win32')(
+    'savePng and saveSafetensors refuse a FIFO or a link to a device, and leave them as they were',
+    () => {
+      const box = join(tmp, 'special');
+      mkdirSync(box);
+      const fifo = join(box, 'fifo');
+      const mk = spawnSync('mkfifo', [fifo]);
+      expect(mk.status, String(mk.stderr)).toBe(0);
+      const link = join(box, 'null-link');
+      symlinkSync('/dev/null', link);
+      const pixels = Uint8Array.from([0, 128, 255, 64]);
+      for (const [path, what] of [
+        [fifo, 'a FIFO'],
+        [link, 'a character device'],
+      ]) {
+        expect(() => savePng(path, 2, 2, pixels, 1)).toThrow(ConfigError);
+        expect(() => savePng(path, 2, 2, pixels, 1)).toThrow(`${path} is ${what}`);
+        const t = { x: { dtype: 'F32' as const, shape: [1], data: new Float32Array(1) } };
+        expect(() => saveSafetensors(path, t)).toThrow(CheckpointError);
+      }
+      expect(lstatSync(fifo).isFIFO()).toBe(true);
+      expect(lstatSync(link).isSymbolicLink()).toBe(true);
+      expect(statSync(link).isCharacterDevice()).toBe(true);
+      // No temp file left behind.
+      expect(readdirSync(box).sort()).toEqual(['fifo', 'null-link']);
+    },
+  );
 });
 
 describe('imageGrid', () => {

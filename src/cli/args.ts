@@ -2,9 +2,11 @@
  * A small, strict argument parser: `--name value`, `--name=value` and boolean `--flag`s; checks of
  * numeric flags against their ranges, and of output paths before any work starts.
  */
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { ConfigError } from '../errors.js';
+import { ArflowError, ConfigError } from '../errors.js';
+import { type PngChannels, savePng } from '../io/png.js';
+import { specialFileKind } from '../io/safetensors.js';
 
 export interface FlagSpec {
   type: 'string' | 'number' | 'int' | 'boolean';
@@ -96,9 +98,10 @@ export function samePath(a: string, b: string): boolean {
 }
 
 /**
- * Checks, before any work, that a file can be written at `path` (given by `flag`): it is not a
- * directory, and its nearest existing ancestor is a writable directory (not a file). ConfigError
- * naming the path otherwise. Creates nothing.
+ * Checks, before any work, that a file can be written at `path` (given by `flag`): it does not exist
+ * or is a regular file (never a directory, FIFO, device, socket or symbolic link), and its nearest
+ * existing ancestor is a writable directory (not a file). ConfigError naming the path otherwise.
+ * Creates nothing.
  */
 export function checkOutputPath(path: string, flag: string): void {
   if (path === '') throw new ConfigError(`${flag} must not be empty`);
@@ -112,7 +115,32 @@ export function checkOutputPath(path: string, flag: string): void {
       throw new ConfigError(`${flag} ${path}: cannot check ${p}: ${(e as Error).message}`);
     }
   };
-  if (stat(abs)?.isDirectory()) throw new ConfigError(`${flag} ${path} is a directory: give a file path`);
+  const special = specialFileKind(abs);
+  if (special === 'a directory') throw new ConfigError(`${flag} ${path} is a directory: give a file path`);
+  // A FIFO would block the write, and the rename would replace a device such as /dev/null.
+  if (special !== null)
+    throw new ConfigError(
+      `${flag} ${path} is ${special}, not a regular file: refusing to replace it; give a file path`,
+    );
+  // The write renames a new file over the path: over a symbolic link, that replaces the link (say
+  // /dev/stdout redirected to a file), not the file it points to. Refused; the target is named.
+  let link = false;
+  try {
+    link = lstatSync(abs).isSymbolicLink();
+  } catch {
+    // missing, or some ancestor is not a directory: checked below
+  }
+  if (link) {
+    let target: string;
+    try {
+      target = realpathSync(abs);
+    } catch {
+      target = readlinkSync(abs);
+    }
+    throw new ConfigError(
+      `${flag} ${path} is a symbolic link to ${target}: refusing to replace the link; give the file's own path`,
+    );
+  }
   let dir = dirname(abs);
   for (;;) {
     const s = stat(dir);
@@ -129,5 +157,28 @@ export function checkOutputPath(path: string, flag: string): void {
     const up = dirname(dir);
     if (up === dir) return;
     dir = up;
+  }
+}
+
+/**
+ * A file that could not be written at the end of a run although its path passed the checks made
+ * before it (a full disk, a directory removed meanwhile…): an I/O failure, exit code 1, code E_IO.
+ */
+export class WriteError extends ArflowError {
+  constructor(message: string) {
+    super('E_IO', message);
+  }
+}
+
+/**
+ * {@link savePng} for the CLI: a picture that cannot be written is a {@link WriteError} (exit code 1),
+ * not a usage error; the flags were checked before any work.
+ */
+export function savePicture(path: string, width: number, height: number, pixels: Uint8Array, channels: PngChannels) {
+  try {
+    savePng(path, width, height, pixels, channels);
+  } catch (e) {
+    if (e instanceof ConfigError) throw new WriteError(e.message);
+    throw e;
   }
 }

@@ -6,15 +6,28 @@
 import { dirname, join, parse } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
-import { heatmapRgb, savePng, scatterRgb } from '../io/png.js';
+import { heatmapRgb, scatterRgb } from '../io/png.js';
 import { checkpointKind, RealNVP } from '../models/flow.js';
-import { checkOutputPath, type FlagSpec, type Flags, helpText, intFlag, parseArgs, positiveFlag } from './args.js';
+import {
+  checkOutputPath,
+  type FlagSpec,
+  type Flags,
+  helpText,
+  intFlag,
+  parseArgs,
+  positiveFlag,
+  samePath,
+  savePicture,
+} from './args.js';
 import {
   baselineFields,
   baselineText,
   checkPicturePath,
+  checkpointSamples,
   evalFlowNet,
   evalPoints,
+  FASHION_TEST_IMAGES,
+  FASHION_TRAIN_IMAGES,
   FLOW_MODELS,
   FLOWNET_KIND,
   type FlowModelName,
@@ -35,6 +48,8 @@ export const FLOW_DATA = ['moons', '8gaussians', 'checkerboard', 'pinwheel', 'ri
 export const TRAIN_FLOW_DATA = [...FLOW_DATA, 'fashion-mnist'] as const;
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
+/** `--json` of `sample` and `eval`, which report no progress. */
+const JSON_RESULT_FLAG: FlagSpec = { type: 'boolean', help: 'print the result (or the error) as one JSON object' };
 const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 
 export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
@@ -44,10 +59,13 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
     help: 'realnvp (vector MLP couplings; multi-scale ResNet on images), glow, nice, maf or iaf (default realnvp)',
     choices: FLOW_MODELS,
   },
-  n: { type: 'int', help: 'training examples, at most 10000000 (default 20000 points; all 60000 images)' },
+  n: {
+    type: 'int',
+    help: 'training examples: points (default 20000, at most 10000000) or images (default and at most all 60000)',
+  },
   'test-n': {
     type: 'int',
-    help: 'held-out examples scored at the end (default 5000 points; 10000 images; images need ≥ 2)',
+    help: 'held-out examples scored at the end: points (default 5000, at most 10000000) or images (2 to 10000, default 10000)',
   },
   steps: { type: 'int', help: 'training steps (default 2000)' },
   batch: { type: 'int', help: 'examples per minibatch (default 256 points, at most 1000000; 64 images, at most 4096)' },
@@ -71,7 +89,10 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
     choices: ['weight', 'batch', 'none'],
   },
   levels: { type: 'int', help: 'glow: levels (default 2 on images, 1 on points)' },
-  'flow-steps': { type: 'int', help: 'glow: steps (actnorm, 1x1 conv, coupling) per level (default 4 on images)' },
+  'flow-steps': {
+    type: 'int',
+    help: 'glow: steps (actnorm, 1x1 conv, coupling) per level (default 4 on images, 8 on points)',
+  },
   conditional: { type: 'boolean', help: 'fashion-mnist: condition on the class label (samples: one row per class)' },
   temperature: { type: 'number', help: 'temperature (> 0) of the sample picture (default 0.7 images, 1 points)' },
   seed: { type: 'int', help: 'seed (≥ 0) of data, initialisation and minibatches (default 0)' },
@@ -108,7 +129,7 @@ export const SAMPLE_FLOW_FLAGS: Record<string, FlagSpec> = {
     type: 'string',
     help: 'scatter plot or image grid PNG, never the checkpoint (default: the checkpoint path with -samples.png)',
   },
-  json: JSON_FLAG,
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
@@ -118,12 +139,17 @@ export const EVAL_FLOW_FLAGS: Record<string, FlagSpec> = {
     help: 'data to score: a 2-D density for a 2-D flow, fashion-mnist for an image flow (default: what it was trained on)',
     choices: TRAIN_FLOW_DATA,
   },
-  n: { type: 'int', help: 'held-out points (default 5000) or test images (default 10000)' },
-  json: JSON_FLAG,
+  n: {
+    type: 'int',
+    help: 'held-out points (default 5000, at most 10000000) or test images (default and at most all 10000)',
+  },
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
 const TEST_N = 5000;
+/** Held-out points scored for the progress lines of a 2-D Real NVP run (the first of the test set). */
+const VAL_POINTS = 5000;
 
 function emit(obj: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -194,7 +220,7 @@ async function densityPng(
   const heat = heatmapRgb(lp, W, H);
   const scatter = scatterRgb(samples, W, H, extent);
   const { width, pixels } = sideBySide([heat, scatter], W, H);
-  savePng(path, width, H, pixels, 3);
+  savePicture(path, width, H, pixels, 3);
 }
 
 function dataName(f: Flags, fallback: unknown): string {
@@ -260,10 +286,17 @@ function checkTrainFlags(
   positiveFlag(f, 'seconds', true);
   const seed = intFlag(f, 'seed', 0) ?? 0;
   const steps = intFlag(f, 'steps', 1) ?? 2000;
-  const n = intFlag(f, 'n', 1, MAX_POINTS) ?? (image ? 60000 : 20000);
-  const testN = intFlag(f, 'test-n', image ? 2 : 1, MAX_POINTS) ?? (image ? 10000 : TEST_N);
+  const n = intFlag(f, 'n', 1, image ? FASHION_TRAIN_IMAGES : MAX_POINTS) ?? (image ? FASHION_TRAIN_IMAGES : 20000);
+  const testN =
+    intFlag(f, 'test-n', image ? 2 : 1, image ? FASHION_TEST_IMAGES : MAX_POINTS) ??
+    (image ? FASHION_TEST_IMAGES : TEST_N);
   const temperature = positiveFlag(f, 'temperature') ?? (image ? 0.7 : 1);
   checkOutputPath(paths.out, '--out');
+  // Without --png the picture's path is --out's with .png: say so rather than blame a --png never given.
+  if (f.png === undefined && samePath(paths.png, paths.out))
+    throw new ConfigError(
+      `--out ${paths.out}: the picture would be written over the checkpoint; give --out a .safetensors name or set --png`,
+    );
   checkPicturePath(paths.png, '--png', [paths.out]);
   if (paths.interp !== undefined) checkPicturePath(paths.interp, 'the interpolation picture', [paths.out, paths.png]);
   return { seed, steps, n, testN, temperature };
@@ -320,6 +353,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
   const onProgress = flowProgress({ json, bar, steps, seconds, unit: 'pts/s', digits: 3 });
+  const logEvery = Math.max(1, Math.min(50, Math.floor(steps / 20)));
   let summary: Awaited<ReturnType<RealNVP['fit']>>;
   try {
     summary = await model.fit(train, {
@@ -331,7 +365,11 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       seconds,
       signal: stop.signal,
       onProgress,
-      logEvery: Math.max(1, Math.min(50, Math.floor(steps / 20))),
+      logEvery,
+      // Progress lines carry the held-out NLL (valNll) every 5th report, on at most the first
+      // VAL_POINTS test points (milliseconds in 2-D). The reported testNll scores all of them, after saving.
+      valData: test.subarray(0, Math.min(testN, VAL_POINTS) * 2),
+      valEvery: 5 * logEvery,
     });
   } finally {
     process.off('SIGINT', onSigint);
@@ -354,6 +392,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
     elapsedSec: summary.elapsedSec,
     stoppedEarly: summary.aborted || summary.outOfTime,
     data,
+    model: 'realnvp',
     backend: model.backend.kind,
   };
   if (json) {
@@ -378,7 +417,7 @@ export async function cmdSampleFlow(path: string, argv: string[]): Promise<void>
   const defaultOut = withExt(path, '-samples.png');
   if (checkpointKind(path) === FLOWNET_KIND) {
     return sampleFlowNet(path, f, defaultOut, (xs, out) => {
-      savePng(out, 256, 256, scatterRgb(xs, 256, 256, extentOf(xs)), 3);
+      savePicture(out, 256, 256, scatterRgb(xs, 256, 256, extentOf(xs)), 3);
     });
   }
   const model = RealNVP.load(path);
@@ -391,14 +430,14 @@ export async function cmdSampleFlow(path: string, argv: string[]): Promise<void>
     defaultTemperature: 1,
   });
   const t0 = performance.now();
-  const xs = model.sample(n, { temperature, seed });
+  const xs = checkpointSamples(path, () => model.sample(n, { temperature, seed }));
   const sec = (performance.now() - t0) / 1000;
   const info = model.trainInfo;
   const extent =
     info && typeof info.data === 'string' && (FLOW_DATA as readonly string[]).includes(info.data)
       ? extentOf(sample2d(info.data, 5000, 0))
       : extentOf(xs);
-  savePng(out, 256, 256, scatterRgb(xs, 256, 256, extent), 3);
+  savePicture(out, 256, 256, scatterRgb(xs, 256, 256, extent), 3);
   if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
   else console.log(`${n} samples (temperature ${temperature}) → ${out}`);
 }

@@ -5,16 +5,16 @@
  * interpolations; 2-D runs write the density heat map beside a scatter of samples.
  */
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { loadFashionMnist } from '../data/fashion-mnist.js';
 import { CheckpointError, ConfigError, DataError, DivergenceError } from '../errors.js';
 import { DENSITIES, isDensity2dName, sample2d } from '../flows/data2d.js';
-import { imageGrid, savePng } from '../io/png.js';
+import { imageGrid } from '../io/png.js';
 import { gaussianNll } from '../models/flow.js';
 import { FLOWNET_KIND, type Flow, Flow as FlowModel } from '../models/flownet.js';
 import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec } from '../models/presets.js';
 import type { FlowTrainProgress } from '../train/flow-trainer.js';
-import { checkOutputPath, type Flags, intFlag, positiveFlag, samePath } from './args.js';
+import { checkOutputPath, type Flags, intFlag, positiveFlag, samePath, savePicture } from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 export const FLOW_MODELS = ['realnvp', 'glow', 'nice', 'maf', 'iaf'] as const;
@@ -148,7 +148,7 @@ function saveGrid(
       }
     }
   }
-  savePng(path, w, h, px, C as 1 | 3);
+  savePicture(path, w, h, px, C as 1 | 3);
 }
 
 /** Rows of the interpolation picture: one per pair of test images, at most 6. */
@@ -215,17 +215,24 @@ export function flowProgress(o: {
   };
 }
 
-/** Largest `--n` / `--test-n` of 2-D points (and of training images asked for), a sane bound on memory. */
+/** Largest `--n` / `--test-n` of 2-D points, a sane bound on memory. */
 export const MAX_POINTS = 10_000_000;
+/** Images in Fashion-MNIST's training and test splits: the most `--n` and `--test-n` can ask for. */
+export const FASHION_TRAIN_IMAGES = 60_000;
+export const FASHION_TEST_IMAGES = 10_000;
 /** Largest `sample --n` of an image flow (the grid of 10 000 images is ~6000 px wide). */
 export const MAX_SAMPLE_IMAGES = 10_000;
 /** The held-out set of 2-D points is drawn with this offset from the training seed. */
 export const TEST_SEED_OFFSET = 1_000_003;
 
-/** Whether `path` is an existing safetensors file (a readable header of a JSON object), of arflow or not. */
+/**
+ * Whether `path` is an existing safetensors file (a readable header of a JSON object), of arflow or not.
+ * Only regular files are opened: opening a FIFO would block until something writes to it.
+ */
 function isSafetensorsFile(path: string): boolean {
   let fd: number | undefined;
   try {
+    if (!statSync(path).isFile()) return false;
     fd = openSync(path, 'r');
     const head = Buffer.alloc(8);
     if (readSync(fd, head, 0, 8, 0) !== 8) return false;
@@ -319,6 +326,19 @@ export function sampleSettings(
   const out = str(f, 'out') ?? o.defaultOut;
   checkPicturePath(out, '--out', [path]);
   return { n, temperature, seed, label, out };
+}
+
+/**
+ * Samples drawn by `draw` from the checkpoint at `path`: non-finite samples (a DataError of the model:
+ * broken weights) are an error naming the checkpoint, never a picture with points missing.
+ */
+export function checkpointSamples<T>(path: string, draw: () => T): T {
+  try {
+    return draw();
+  } catch (e) {
+    if (e instanceof DataError) throw new DataError(`${path}: ${e.message}`);
+    throw e;
+  }
 }
 
 /**
@@ -568,14 +588,14 @@ export async function sampleFlowNet(
   const labels = K > 0 ? Array.from({ length: n }, (_, i) => s.label ?? i % K) : undefined;
   const t0 = performance.now();
   if (pixels) {
-    const imgs = flow.sampleImages(n, { temperature, seed, labels });
+    const imgs = checkpointSamples(path, () => flow.sampleImages(n, { temperature, seed, labels }));
     const sec = (performance.now() - t0) / 1000;
     saveGrid(out, imgs, n, flow.spec.shape, Math.ceil(Math.sqrt(n)));
     if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
     else console.log(`${n} samples (temperature ${temperature}) → ${out}`);
     return;
   }
-  const xs = flow.sample(n, { temperature, seed, labels });
+  const xs = checkpointSamples(path, () => flow.sample(n, { temperature, seed, labels }));
   const sec = (performance.now() - t0) / 1000;
   scatter(xs, out);
   if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
@@ -600,7 +620,7 @@ export async function evalFlowNet(path: string, f: Flags): Promise<void> {
       `${path} is an image flow of shape [${shape.join(', ')}]; eval scores Fashion-MNIST test images, which are [${FASHION_SHAPE.join(', ')}]`,
     );
   const seed = typeof info.seed === 'number' && Number.isSafeInteger(info.seed) ? info.seed : 0;
-  const n = intFlag(f, 'n', 1, MAX_POINTS) ?? 10000;
+  const n = intFlag(f, 'n', 1, FASHION_TEST_IMAGES) ?? FASHION_TEST_IMAGES;
   const te = loadFashionMnist('test', { limit: n });
   const t0 = performance.now();
   const r = await scoreCheckpoint(path, 'fashion-mnist', () =>

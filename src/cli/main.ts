@@ -10,17 +10,20 @@ import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corp
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, CheckpointError, ConfigError } from '../errors.js';
+import { specialFileKind } from '../io/safetensors.js';
 import { CharLM } from '../models/char-lm.js';
 import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
 import type { TrainProgress } from '../train/char-trainer.js';
-import { type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
+import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
 import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow, EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
 
 const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
+/** `--json` of `sample` and `eval`, which report no progress. */
+const JSON_RESULT_FLAG: FlagSpec = { type: 'boolean', help: 'print the result (or the error) as one JSON object' };
 const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 const UNKNOWN_FLAG: FlagSpec = {
   type: 'string',
@@ -70,7 +73,7 @@ const SAMPLE_FLAGS: Record<string, FlagSpec> = {
   'top-p': { type: 'number', help: 'nucleus sampling mass (default 1 = off)' },
   seed: { type: 'int', help: 'sampling seed (default 0)' },
   unknown: UNKNOWN_FLAG,
-  json: JSON_FLAG,
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
@@ -78,7 +81,7 @@ const EVAL_FLAGS: Record<string, FlagSpec> = {
   text: { type: 'string', help: 'score this text file (default: the held-out tail of the training corpus)' },
   corpus: { type: 'string', help: 'score the held-out tail of this built-in corpus', choices: CORPUS_NAMES },
   unknown: UNKNOWN_FLAG,
-  json: JSON_FLAG,
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
@@ -241,13 +244,16 @@ async function cmdTrain(argv: string[]): Promise<void> {
     return;
   }
   if (positional.length) throw new ConfigError(`unexpected argument ${JSON.stringify(positional[0])}`);
+  // Checked before any training: a run must never end in a checkpoint that cannot be written.
+  const out = str(flags, 'out') ?? 'char-lm.safetensors';
+  checkOutputPath(out, '--out');
   const { text, corpus } = corpusText(flags);
   await runTraining({
     text,
     corpus,
     flags,
     seconds: num(flags, 'seconds'),
-    out: str(flags, 'out') ?? 'char-lm.safetensors',
+    out,
     sampleEvery: num(flags, 'sample-every') ?? 0,
   });
 }
@@ -265,11 +271,13 @@ async function cmdDemo(argv: string[]): Promise<void> {
   }
   const seconds = num(flags, 'seconds') ?? 120;
   if (!(seconds > 0)) throw new ConfigError(`--seconds must be > 0, got ${seconds}`);
+  const out = str(flags, 'out') ?? 'arflow-demo.safetensors';
+  checkOutputPath(out, '--out');
   await runTraining({
     text: loadCorpus('moby-dick'),
     corpus: 'moby-dick',
     flags: { ...flags, steps: 100_000, lr: 3e-3, 'val-every': 100, hidden: 256, batch: 32, seq: 64 },
-    out: str(flags, 'out') ?? 'arflow-demo.safetensors',
+    out,
     seconds,
     sampleEvery: 2,
     title: 'arflow demo',
@@ -294,6 +302,57 @@ function checkpointArg(argv: string[], specs: Record<string, FlagSpec>[]): strin
   return undefined;
 }
 
+/** The names of the options in `argv` (values of options skipped), known by one of `specs` or not. */
+function optionNames(argv: string[], specs: Record<string, FlagSpec>[]): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) continue;
+    const name = a.slice(2).split('=')[0];
+    names.push(name);
+    const spec = specs.map((s) => s[name]).find((s) => s !== undefined);
+    if (!a.includes('=') && spec !== undefined && spec.type !== 'boolean') i++;
+  }
+  return names;
+}
+
+/**
+ * Refuses, by name, an option of the other kind of checkpoint than `file` is: `--n` on a character
+ * model, `--length` on a flow.
+ */
+function refuseOtherKindOptions(
+  cmd: 'sample' | 'eval',
+  file: string,
+  argv: string[],
+  own: { flags: Record<string, FlagSpec>; is: string },
+  other: { flags: Record<string, FlagSpec>; of: string },
+): void {
+  for (const name of optionNames(argv, [own.flags, other.flags])) {
+    if (own.flags[name] === undefined && other.flags[name] !== undefined)
+      throw new ConfigError(
+        `--${name} is an option of ${other.of}, but ${file} is ${own.is}: see arflow ${cmd} --help`,
+      );
+  }
+}
+
+const OF_CHAR = 'character-model checkpoints';
+const OF_FLOW = 'flow checkpoints';
+const IS_CHAR = 'a character language model (char-lm)';
+const IS_FLOW = 'a flow checkpoint';
+
+/**
+ * The kind in the metadata of `file` when it is a regular file (null otherwise, or when it has none).
+ * Nothing but a regular file is opened: opening a FIFO would block until something writes to it.
+ */
+function regularFileKind(file: string): string | null {
+  try {
+    if (!statSync(file).isFile()) return null;
+  } catch {
+    return null;
+  }
+  return checkpointKind(file);
+}
+
 /**
  * `FILE`, known not to be a flow checkpoint, checked to be a character-model checkpoint before the
  * flags are read, so that a missing file, a directory or a foreign file is reported as such rather
@@ -306,31 +365,28 @@ function checkCharCheckpoint(
   charFlags: Record<string, FlagSpec>,
   flowFlags: Record<string, FlagSpec>,
 ): void {
-  let isDir = false;
   try {
-    isDir = statSync(file).isDirectory();
+    statSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') throw new CheckpointError(`checkpoint not found: ${file}`);
     throw new CheckpointError(`cannot read checkpoint ${file}: ${(e as Error).message}`);
   }
-  if (isDir) throw new CheckpointError(`${file} is a directory, not a checkpoint file`);
+  const special = specialFileKind(file);
+  if (special !== null) throw new CheckpointError(`${file} is ${special}, not a checkpoint file`);
   const kind = checkpointKind(file);
   // Not a char-lm: loading it reports what is wrong with the file (not safetensors, foreign kind…).
   if (kind !== CHAR_LM_KIND) CharLM.load(file);
-  for (const a of argv) {
-    if (!a.startsWith('--')) continue;
-    const name = a.slice(2).split('=')[0];
-    if (charFlags[name] === undefined && flowFlags[name] !== undefined)
-      throw new ConfigError(
-        `--${name} is an option of flow checkpoints, but ${file} is a character language model (char-lm): see arflow ${cmd} --help`,
-      );
-  }
+  refuseOtherKindOptions(cmd, file, argv, { flags: charFlags, is: IS_CHAR }, { flags: flowFlags, of: OF_FLOW });
 }
 
 /** `sample --help` / `eval --help` without a flow checkpoint: the options of both kinds of checkpoint. */
-function bothHelp(usage: string, charFlags: Record<string, FlagSpec>, flowFlags: Record<string, FlagSpec>): string {
-  return `${helpText(usage, charFlags, 'Options of a character-model checkpoint (text):')}\n${helpText('', flowFlags, 'Options of a flow checkpoint (a PNG of samples, held-out NLL):')}`;
+function bothHelp(
+  usage: string,
+  char: { flags: Record<string, FlagSpec>; heading: string },
+  flow: { flags: Record<string, FlagSpec>; heading: string },
+): string {
+  return `${helpText(usage, char.flags, char.heading)}\n${helpText('', flow.flags, flow.heading)}`;
 }
 
 const SAMPLE_USAGE =
@@ -338,22 +394,53 @@ const SAMPLE_USAGE =
 const EVAL_USAGE =
   'usage: arflow eval FILE [options]\n\nBits per character of a character model on held-out text, or the held-out NLL of a flow.';
 
-async function cmdSample(argv: string[]): Promise<void> {
-  const ckpt = checkpointArg(argv, [SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS]);
-  const kind = ckpt === undefined ? null : checkpointKind(ckpt);
-  if (ckpt !== undefined && (kind === FLOW_KIND || kind === FLOWNET_KIND)) return cmdSampleFlow(ckpt, argv);
+/**
+ * What `sample` / `eval` do before the options of a character model are read: a flow checkpoint goes
+ * to the flow command (char-model options refused by name), `--help` shows both kinds' options, an
+ * option of neither kind is reported as unknown, a missing FILE as missing. Returns true when done.
+ */
+async function dispatchCheckpoint(
+  cmd: 'sample' | 'eval',
+  argv: string[],
+  charFlags: Record<string, FlagSpec>,
+  flowFlags: Record<string, FlagSpec>,
+  help: string,
+  runFlow: (file: string, argv: string[]) => Promise<void>,
+): Promise<boolean> {
+  const ckpt = checkpointArg(argv, [charFlags, flowFlags]);
+  const kind = ckpt === undefined ? null : regularFileKind(ckpt);
+  if (ckpt !== undefined && (kind === FLOW_KIND || kind === FLOWNET_KIND)) {
+    if (!argv.includes('--help'))
+      refuseOtherKindOptions(cmd, ckpt, argv, { flags: flowFlags, is: IS_FLOW }, { flags: charFlags, of: OF_CHAR });
+    await runFlow(ckpt, argv);
+    return true;
+  }
   if (argv.includes('--help')) {
-    console.log(bothHelp(SAMPLE_USAGE, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS));
-    return;
+    console.log(help);
+    return true;
   }
   // Options of neither kind of checkpoint are reported first, as such (with a hint).
-  parseArgs(argv, { ...SAMPLE_FLOW_FLAGS, ...SAMPLE_FLAGS });
-  if (ckpt !== undefined) checkCharCheckpoint('sample', ckpt, argv, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS);
+  parseArgs(argv, { ...flowFlags, ...charFlags });
+  if (ckpt === undefined)
+    throw new ConfigError(
+      `arflow ${cmd} needs a checkpoint FILE: arflow ${cmd} FILE [options] (see arflow ${cmd} --help)`,
+    );
+  checkCharCheckpoint(cmd, ckpt, argv, charFlags, flowFlags);
+  return false;
+}
+
+async function cmdSample(argv: string[]): Promise<void> {
+  const help = bothHelp(
+    SAMPLE_USAGE,
+    { flags: SAMPLE_FLAGS, heading: 'Options of a character-model checkpoint (text):' },
+    { flags: SAMPLE_FLOW_FLAGS, heading: 'Options of a flow checkpoint (a PNG of samples):' },
+  );
+  if (await dispatchCheckpoint('sample', argv, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS, help, cmdSampleFlow)) return;
   const { positional, flags } = parseArgs(argv, SAMPLE_FLAGS);
-  if (positional.length !== 1) {
-    console.log(bothHelp(SAMPLE_USAGE, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS));
-    throw new ConfigError('arflow sample needs exactly one checkpoint FILE');
-  }
+  if (positional.length !== 1)
+    throw new ConfigError(
+      `arflow sample needs exactly one checkpoint FILE, got ${positional.length}: ${positional.join(' ')}`,
+    );
   const { model } = CharLM.load(positional[0]);
   const opts = {
     prime: str(flags, 'prime') ?? '',
@@ -372,21 +459,17 @@ async function cmdSample(argv: string[]): Promise<void> {
 }
 
 async function cmdEval(argv: string[]): Promise<void> {
-  const ckpt = checkpointArg(argv, [EVAL_FLAGS, EVAL_FLOW_FLAGS]);
-  const kind = ckpt === undefined ? null : checkpointKind(ckpt);
-  if (ckpt !== undefined && (kind === FLOW_KIND || kind === FLOWNET_KIND)) return cmdEvalFlow(ckpt, argv);
-  if (argv.includes('--help')) {
-    console.log(bothHelp(EVAL_USAGE, EVAL_FLAGS, EVAL_FLOW_FLAGS));
-    return;
-  }
-  // Options of neither kind of checkpoint are reported first, as such (with a hint).
-  parseArgs(argv, { ...EVAL_FLOW_FLAGS, ...EVAL_FLAGS });
-  if (ckpt !== undefined) checkCharCheckpoint('eval', ckpt, argv, EVAL_FLAGS, EVAL_FLOW_FLAGS);
+  const help = bothHelp(
+    EVAL_USAGE,
+    { flags: EVAL_FLAGS, heading: 'Options of a character-model checkpoint (bits per character):' },
+    { flags: EVAL_FLOW_FLAGS, heading: 'Options of a flow checkpoint (held-out NLL):' },
+  );
+  if (await dispatchCheckpoint('eval', argv, EVAL_FLAGS, EVAL_FLOW_FLAGS, help, cmdEvalFlow)) return;
   const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
-  if (positional.length !== 1) {
-    console.log(bothHelp(EVAL_USAGE, EVAL_FLAGS, EVAL_FLOW_FLAGS));
-    throw new ConfigError('arflow eval needs exactly one checkpoint FILE');
-  }
+  if (positional.length !== 1)
+    throw new ConfigError(
+      `arflow eval needs exactly one checkpoint FILE, got ${positional.length}: ${positional.join(' ')}`,
+    );
   const { model, train } = CharLM.load(positional[0]);
   let ids: Uint32Array;
   let source: string;

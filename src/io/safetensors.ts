@@ -14,7 +14,17 @@
  * checkpoint where a good one used to be.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { CheckpointError } from '../errors.js';
 
@@ -252,14 +262,40 @@ export function decodeSafetensors(bytes: Uint8Array, source = '<bytes>'): Safete
 }
 
 /**
+ * What `path` is when it exists and is not a regular file (after following symbolic links): 'a
+ * directory', 'a FIFO (named pipe)', 'a character device', 'a block device', 'a socket' or 'not a
+ * regular file'. Null for a regular file, a missing path or one that cannot be examined (the write
+ * itself then reports why).
+ */
+export function specialFileKind(path: string): string | null {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return null;
+  }
+  if (st === undefined || st.isFile()) return null;
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
  * Replaces `path` with `bytes` all-or-nothing: the bytes go to a temporary file in the same directory
  * (same filesystem, so the rename is atomic), are fsynced, and the temp file is renamed over the
  * target. Readers see the old file or the new one, never a mix; on any failure the temp file is
  * removed, an existing target is left untouched and the original error is rethrown. Parent
- * directories are created. Synchronous: a checkpoint is written between training steps, and nothing
- * else should touch the model while it is.
+ * directories are created. A `path` that exists but is not a regular file (a directory, a FIFO, a
+ * device such as /dev/null, a socket; symbolic links followed) is refused, never replaced by the
+ * rename. Synchronous: a checkpoint is written between training steps, and nothing else should touch
+ * the model while it is.
  */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  const special = specialFileKind(path);
+  if (special !== null) throw new Error(`${path} is ${special}, not a regular file: refusing to replace it`);
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `.tmp-${basename(path)}-${process.pid}-${randomBytes(6).toString('hex')}`);

@@ -212,12 +212,12 @@ export class RealNVP {
   sample(n: number, opts: FlowSampleOptions = {}): Float32Array {
     const T = opts.temperature ?? 1;
     if (!(Number.isFinite(T) && T > 0)) throw new ConfigError(`temperature must be a finite number > 0, got ${T}`);
-    if (!Number.isSafeInteger(n) || n < 0)
-      throw new ConfigError(`sample count must be a whole number ≥ 0, got ${describeValue(n)}`);
+    if (!Number.isSafeInteger(n) || n < 1)
+      throw new ConfigError(`sample count must be a whole number ≥ 1, got ${describeValue(n)}`);
     const rng = new Rng(checkSeed(opts.seed ?? 0));
     const z = new Float32Array(n * this.config.dim);
     for (let i = 0; i < z.length; i++) z[i] = T * rng.normal();
-    return this.decode(z);
+    return checkFiniteSamples(this.decode(z), this.config.dim);
   }
 
   /** `steps` points (≥ 2) from x0 to x1, linear in z; `[steps, dim]`. */
@@ -319,6 +319,30 @@ export function checkpointKind(path: string): string | null {
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+/**
+ * `xs`, samples `[n, dim]` of a flow, unchanged; a DataError when some are not finite: the flow's
+ * weights are broken (a corrupt or tampered checkpoint, training that diverged) or the temperature is
+ * far too high. Samples are never returned with NaN or ±Infinity in them.
+ */
+export function checkFiniteSamples<T extends Float32Array>(xs: T, dim: number): T {
+  let rows = 0;
+  let first = -1;
+  for (let r = 0; r * dim < xs.length; r++) {
+    for (let d = 0; d < dim; d++) {
+      if (!Number.isFinite(xs[r * dim + d])) {
+        if (first < 0) first = r * dim + d;
+        rows++;
+        break;
+      }
+    }
+  }
+  if (rows === 0) return xs;
+  throw new DataError(
+    `samples: the flow maps ${rows} of ${xs.length / dim} base samples to non-finite values (sample ${Math.floor(first / dim)}: ${xs[first]}): ` +
+      'its weights may be broken (a corrupt or tampered checkpoint, or training that diverged), or the temperature is far too high',
+  );
 }
 
 /**

@@ -37,6 +37,7 @@ import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
+import { checkFiniteSamples } from './flow.js';
 import {
   type GlowConfig,
   glowSpec,
@@ -389,7 +390,7 @@ export class Flow {
   /** `n` samples in flow space `[n, D]`. */
   sample(n: number, opts: FlowNetSampleOptions = {}): Float32Array {
     const z = this.sampleLatent(n, opts);
-    return this.decode(z, { labels: opts.labels, context: opts.context });
+    return checkFiniteSamples(this.decode(z, { labels: opts.labels, context: opts.context }), this.dim);
   }
 
   /** `n` sampled images as 8-bit pixels `[n, D]` (image flows). */
@@ -526,7 +527,10 @@ export class Flow {
         if (bufferNames.has(name)) flow.backend.setBuffer(name, data);
         else flow.backend.setParam(name, data);
       } catch (e) {
-        throw new CheckpointError(`${path}: tensor ${name}: ${(e as Error).message}`);
+        const m = (e as Error).message;
+        throw new CheckpointError(
+          `${path}: tensor ${name}: ${m.startsWith(`${name}: `) ? m.slice(name.length + 2) : m}`,
+        );
       }
     }
     flow.trainInfo = trainInfo;
