@@ -53,6 +53,7 @@ export interface NativeAddon {
   buildInfo(): { version: string; cuda: boolean; threads: number };
   /** GFLOP/s of `reps` f32 products [m×k]·[k×n] with the kernels' GEMM. */
   benchGemm(m: number, n: number, k: number, reps: number): number;
+  benchCoupling(n: number, d: number, reps: number): number;
   /** Real NVP affine coupling `[N, D]` (or its inverse), with the per-sample log-det. */
   couplingForward(
     n: number,
