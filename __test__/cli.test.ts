@@ -14,9 +14,9 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCorpus } from '../src/data/corpora.js';
+import { CLI, jsonLines, runCli } from './helpers/cli.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 
 function tsFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -65,22 +65,7 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function arflow(...args: string[]): SpawnSyncReturns<string> {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
-  if (r.error) throw r.error;
-  return r;
-}
-
-function jsonLines(stdout: string): Record<string, unknown>[] {
-  const lines = stdout.split('\n').filter((l) => l.length > 0);
-  return lines.map((l, i) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      throw new Error(`stdout line ${i + 1} is not JSON: ${l}`);
-    }
-  });
-}
+const arflow = (...args: string[]): SpawnSyncReturns<string> => runCli(dir, args, 60_000);
 
 function show(r: SpawnSyncReturns<string>): string {
   return `exit ${r.status}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;

@@ -21,9 +21,9 @@ import { fashionMnistAvailable } from '../src/data/fashion-mnist.js';
 import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
 import { RealNVP } from '../src/models/flow.js';
 import { Glow, MAF, RealNVPImage } from '../src/models/flownet.js';
+import { CLI, jsonLines, runCli } from './helpers/cli.js';
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const _ROOT = fileURLToPath(new URL('../', import.meta.url));
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 /**
  * How far below the full-covariance Gaussian a trained flow's held-out NLL on two moons must be (nats).
@@ -48,18 +48,7 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function arflow(...args: string[]): SpawnSyncReturns<string> {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
-  if (r.error) throw r.error;
-  return r;
-}
-
-function jsonLines(stdout: string): Record<string, unknown>[] {
-  return stdout
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
+const arflow = (...args: string[]): SpawnSyncReturns<string> => runCli(dir, args);
 
 function isPng(path: string): boolean {
   const b = readFileSync(path);

@@ -4,10 +4,14 @@
  * samples. Output conventions as in main.ts (`--json`: progress lines, one summary).
  */
 import { dirname, join, parse } from 'node:path';
-import { ConfigError } from '../errors.js';
+import { CheckpointError, ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
+import { readTrainInfo } from '../io/checkpoint.js';
 import { heatmapRgb, scatterRgb } from '../io/png.js';
-import { checkpointKind, RealNVP } from '../models/flow.js';
+import { loadSafetensors, specialFileKind } from '../io/safetensors.js';
+import { checkpointKind, FLOW_KIND, RealNVP } from '../models/flow.js';
+import { Flow } from '../models/flownet.js';
+import { FLOW_TRAIN_DEFAULTS } from '../train/flow-trainer.js';
 import {
   checkOutputPath,
   type FlagSpec,
@@ -32,6 +36,7 @@ import {
   FLOWNET_KIND,
   type FlowModelName,
   flowProgress,
+  flowSpec,
   gaussianBaseline,
   MAX_POINTS,
   sampleFlowNet,
@@ -105,7 +110,14 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
     type: 'number',
     help: 'stop after this many seconds of training; the schedule follows the clock (default 0 = no limit)',
   },
-  out: { type: 'string', help: 'checkpoint path (default flow-<data>[-<model>].safetensors)' },
+  out: {
+    type: 'string',
+    help: 'checkpoint path, saved with the optimizer state (default flow-<data>[-<model>].safetensors; with --resume, that file)',
+  },
+  resume: {
+    type: 'string',
+    help: 'continue the run saved in this checkpoint: model, data, seed and settings come from it; --steps counts its steps too (default: the total it was started with)',
+  },
   png: {
     type: 'string',
     help: 'density + samples picture, or the image sample grid (default: the checkpoint path with .png; images also write <png>-interp.png)',
@@ -302,8 +314,188 @@ function checkTrainFlags(
   return { seed, steps, n, testN, temperature };
 }
 
+/** The facts of a run that `--resume` takes from its checkpoint, and flags that must agree with them. */
+const RUN_FLAGS = ['data', 'model', 'n', 'seed', 'batch', 'lr', 'clip'] as const;
+
+/** A run to continue: its flow and how far it got, and the flags with the run's own settings filled in. */
+interface Resumed {
+  from: string;
+  step: number;
+  flags: Flags;
+  /** What the checkpoint recorded of its architecture flags (those given to the run it continues). */
+  arch: Record<string, string | number | boolean>;
+  flow?: Flow;
+  realnvp?: RealNVP;
+}
+
+const show = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+
+/**
+ * Opens the checkpoint of `--resume` (a FlowNet or 2-D Real NVP checkpoint saved by `train flow`, with
+ * its optimizer state) and fills `f` with the settings of its run. A flag that contradicts them is a
+ * ConfigError naming it; a checkpoint without training or optimizer state a ConfigError that says so;
+ * a damaged one a CheckpointError.
+ */
+function openResume(path: string, f: Flags): Resumed {
+  const special = specialFileKind(path);
+  if (special !== null) throw new CheckpointError(`--resume ${path} is ${special}, not a checkpoint file`);
+  const kind = checkpointKind(path);
+  if (kind === 'char-lm')
+    throw new ConfigError(
+      `--resume ${path} is a character-model checkpoint: continue it with arflow train char --resume ${path}`,
+    );
+  let flow: Flow | undefined;
+  let realnvp: RealNVP | undefined;
+  if (kind === FLOW_KIND) {
+    // The backend the run used, unless --backend says otherwise (a small 2-D model: read twice).
+    const recorded = readTrainInfo(path, loadSafetensors(path).metadata)?.backend;
+    const backend = str(f, 'backend') ?? (recorded === 'js' ? 'js' : undefined);
+    realnvp = RealNVP.load(path, { backend: backend as 'native' | 'js' | undefined });
+  } else {
+    flow = Flow.load(path);
+  }
+  const model = (realnvp ?? flow) as RealNVP | Flow;
+  const info = model.trainInfo;
+  if (info === null)
+    throw new ConfigError(
+      `--resume ${path} holds no training state: it was not saved by arflow train flow, so there is no run to continue`,
+    );
+  if (!model.hasOptimizerState)
+    throw new ConfigError(
+      `--resume ${path} holds no optimizer state (it was saved without it: by an older arflow, or by Flow.save without { optimizer: true }), so its run cannot be continued exactly; start a new run`,
+    );
+  const bad = (key: string, what: string) =>
+    new CheckpointError(`${path}: train.${key} in its metadata is ${show(info[key])}, not ${what}`);
+  const whole = (key: string, min: number, fallback?: number): number => {
+    const v = info[key] ?? fallback;
+    if (v === undefined)
+      throw new ConfigError(
+        `--resume ${path}: its training state has no ${key}: it was not saved by arflow train flow, so there is no run to continue`,
+      );
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(key, `a whole number ≥ ${min}`);
+    return v;
+  };
+  const positive = (key: string, allowZero: boolean): number | undefined => {
+    const v = info[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0))
+      throw bad(key, `a number ${allowZero ? '≥' : '>'} 0`);
+    return v;
+  };
+  const data = info.data;
+  if (data === undefined)
+    throw new ConfigError(`--resume ${path}: its training state does not record its data: give it to a new run`);
+  if (typeof data !== 'string' || !(TRAIN_FLOW_DATA as readonly string[]).includes(data))
+    throw bad('data', `one of ${TRAIN_FLOW_DATA.join(', ')}`);
+  const image = data === 'fashion-mnist';
+  let modelName: FlowModelName;
+  if (realnvp) {
+    if (info.model !== undefined && info.model !== 'realnvp') throw bad('model', 'realnvp (a Real NVP checkpoint)');
+    if (image || realnvp.config.dim !== 2)
+      throw new CheckpointError(
+        `${path}: a Real NVP of dim ${realnvp.config.dim} whose training state says data ${data}: train flow resumes 2-D Real NVPs on the 2-D densities`,
+      );
+    modelName = 'realnvp';
+  } else {
+    const m = info.model;
+    if (m === undefined)
+      throw new ConfigError(
+        `--resume ${path}: its training state does not record its model: it was not saved by arflow train flow`,
+      );
+    if (typeof m !== 'string' || !(FLOW_MODELS as readonly string[]).includes(m))
+      throw bad('model', `one of ${FLOW_MODELS.join(', ')}`);
+    modelName = m as FlowModelName;
+    const fl = flow as Flow;
+    const fits = image
+      ? fl.space === 'pixels' && fl.spec.shape.join(',') === '1,28,28'
+      : fl.space === 'real' && fl.dim === 2 && modelName !== 'realnvp';
+    if (!fits)
+      throw new CheckpointError(
+        `${path}: its training state says ${modelName} on ${data}, but it holds a ${fl.space === 'pixels' ? 'pixel' : 'vector'} flow of shape [${fl.spec.shape.join(', ')}]`,
+      );
+  }
+  const step = whole('steps', 0);
+  const maxN = image ? FASHION_TRAIN_IMAGES : MAX_POINTS;
+  const n = whole('n', 1);
+  if (n > maxN) throw bad('n', `a count of training examples in 1..${maxN}`);
+  const seed = whole('seed', 0);
+  const total = whole('totalSteps', 1, Math.max(1, step));
+  const batch = info.batch === undefined ? undefined : whole('batch', 1);
+  const testN = info.testN === undefined ? undefined : whole('testN', image ? 2 : 1);
+  const lr = positive('lr', false);
+  const clip = positive('clip', true);
+  const archRaw = info.arch ?? {};
+  if (archRaw === null || typeof archRaw !== 'object' || Array.isArray(archRaw)) throw bad('arch', 'an object');
+  const arch: Record<string, string | number | boolean> = {};
+  for (const [k, v] of Object.entries(archRaw)) {
+    if (!(k in ARCH_FLAGS) || !['string', 'number', 'boolean'].includes(typeof v))
+      throw new CheckpointError(`${path}: train.arch.${k} in its metadata (${show(v)}) is not an architecture flag`);
+    arch[k] = v as string | number | boolean;
+  }
+  const run: Record<string, unknown> = { data, model: modelName, n, seed, batch, lr, clip };
+  for (const k of RUN_FLAGS) {
+    if (f[k] === undefined || run[k] === undefined || f[k] === run[k]) continue;
+    throw new ConfigError(
+      `--${k} ${show(f[k])} contradicts --resume ${path}, whose run used --${k} ${show(run[k])}: a resumed run keeps its own settings (leave --${k} out, or start a new run)`,
+    );
+  }
+  const flags: Flags = { ...f };
+  const fill: Record<string, unknown> = { ...run, 'test-n': testN, ...arch, steps: total };
+  for (const [k, v] of Object.entries(fill))
+    if (flags[k] === undefined && v !== undefined) flags[k] = v as string | number | boolean;
+  return { from: path, step, flags, arch, flow, realnvp };
+}
+
+/**
+ * Checks, once the flags are known good, that the architecture flags given with `--resume` describe
+ * the flow in the checkpoint, and that `steps` (a total, counting the steps taken) leaves steps to take.
+ */
+function checkResume(r: Resumed, f: Flags, model: FlowModelName, image: boolean, steps: number): void {
+  for (const k of Object.keys(ARCH_FLAGS)) {
+    const v = f[k];
+    if (v === undefined) continue;
+    const was = r.arch[k] !== undefined ? `--${k} ${show(r.arch[k])}` : `the default ${k}`;
+    const fail = () =>
+      new ConfigError(
+        `--${k} ${show(v)} contradicts --resume ${r.from}, whose flow was built with ${was}: a resumed run keeps its architecture (leave --${k} out, or start a new run)`,
+      );
+    if (r.realnvp) {
+      const c = r.realnvp.config as unknown as Record<string, unknown>;
+      if (c[k] !== v) throw fail();
+    } else if (r.flow) {
+      const spec = flowSpec(model, image, { ...r.arch, [k]: v }, 2);
+      if (canonical(spec) !== canonical(r.flow.spec)) throw fail();
+    }
+  }
+  if (steps <= r.step) {
+    if (f.steps === undefined)
+      throw new ConfigError(
+        `--resume ${r.from} has taken all ${r.step} steps of its run: give --steps with a larger total (it counts the ${r.step} taken)`,
+      );
+    throw new ConfigError(
+      `--steps ${steps} leaves nothing to do: --resume ${r.from} has taken ${r.step} steps and --steps counts them; give a larger total`,
+    );
+  }
+}
+
+/** JSON with the keys of every object sorted: equal for equal specs whatever their key order. */
+function canonical(x: unknown): string {
+  return JSON.stringify(x, (_k, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v,
+  );
+}
+
+/** The architecture flags of a run, as given (what `--resume` checks new flags against). */
+function archOf(f: Flags): Record<string, string | number | boolean> {
+  const arch: Record<string, string | number | boolean> = {};
+  for (const k of Object.keys(ARCH_FLAGS)) if (f[k] !== undefined) arch[k] = f[k] as string | number | boolean;
+  return arch;
+}
+
 export async function cmdTrainFlow(argv: string[]): Promise<void> {
-  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}.\nArchitecture options that the chosen model and data would ignore are refused. Ctrl-C stops training and still saves the checkpoint.`;
+  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}.\nArchitecture options that the chosen model and data would ignore are refused. Ctrl-C stops training and still saves the checkpoint, with the optimizer state: --resume FILE continues that run with its model, data, seed and settings, to --steps in all (default: the run's own total, which ends where the run would have ended had it never stopped).`;
   const { positional, flags: f } = parseArgs(argv, TRAIN_FLOW_FLAGS);
   if (f.help) {
     console.log(helpText(usage, TRAIN_FLOW_FLAGS));
@@ -311,17 +503,28 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   }
   if (positional.length) throw new ConfigError(`unexpected argument ${JSON.stringify(positional[0])}`);
   const json = Boolean(f.json);
-  const data = str(f, 'data') === 'fashion-mnist' ? 'fashion-mnist' : dataName(f, 'moons');
+  const resumePath = str(f, 'resume');
+  // A resumed run takes its model, data and settings from the checkpoint: `g` is `f` with them filled in.
+  const resumed = resumePath === undefined ? null : openResume(resumePath, f);
+  const g = resumed?.flags ?? f;
+  const data = str(g, 'data') === 'fashion-mnist' ? 'fashion-mnist' : dataName(g, 'moons');
   const image = data === 'fashion-mnist';
-  const modelName = (str(f, 'model') ?? 'realnvp') as FlowModelName;
-  const out = str(f, 'out') ?? `flow-${data}${modelName === 'realnvp' ? '' : `-${modelName}`}.safetensors`;
+  const modelName = (str(g, 'model') ?? 'realnvp') as FlowModelName;
+  const out =
+    str(f, 'out') ?? resumePath ?? `flow-${data}${modelName === 'realnvp' ? '' : `-${modelName}`}.safetensors`;
   const png = str(f, 'png') ?? withExt(out, '.png');
   const interp = image ? `${png.replace(/\.png$/, '')}-interp.png` : undefined;
-  const { seed, steps, n, testN, temperature } = checkTrainFlags(f, modelName, data, { out, png, interp });
+  const { seed, steps, n, testN, temperature } = checkTrainFlags(g, modelName, data, { out, png, interp });
+  if (resumed) checkResume(resumed, f, modelName, image, steps);
   const seconds = num(f, 'seconds');
+  // Resolved here (no defaults left to the trainer) so that the checkpoint records what the run used.
+  const batch = num(g, 'batch') ?? (image ? 64 : FLOW_TRAIN_DEFAULTS.batchSize);
+  const lr = num(g, 'lr') ?? FLOW_TRAIN_DEFAULTS.lr;
+  const clip = num(g, 'clip') ?? (image ? 100 : FLOW_TRAIN_DEFAULTS.clip);
+  const record = { totalSteps: steps, batch, lr, clip, testN, arch: archOf(g) };
   if (image || modelName !== 'realnvp') {
     return trainFlowNet({
-      f,
+      f: g,
       json,
       data,
       model: modelName,
@@ -336,19 +539,27 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       interp,
       densityPng: (m, path, train) =>
         densityPng(m, path, extentOf(train), m.sample(5000, { seed: seed + 1, temperature })),
+      batch,
+      lr,
+      clip,
+      record,
+      resume: resumed?.flow && { flow: resumed.flow, step: resumed.step, from: resumed.from },
     });
   }
   const train = sample2d(data, n, seed);
   const test = sample2d(data, testN, seed + TEST_SEED_OFFSET);
-  const model = RealNVP.create(
-    { dim: 2, couplings: num(f, 'couplings'), hidden: num(f, 'hidden'), depth: num(f, 'depth') },
-    { backend: str(f, 'backend') as 'native' | 'js' | undefined, seed },
-  );
+  const model =
+    resumed?.realnvp ??
+    RealNVP.create(
+      { dim: 2, couplings: num(f, 'couplings'), hidden: num(f, 'hidden'), depth: num(f, 'depth') },
+      { backend: str(f, 'backend') as 'native' | 'js' | undefined, seed },
+    );
   const bar = json ? null : new ProgressBar();
   const c = model.config;
   bar?.log(
     `train flow: ${data}, ${n.toLocaleString('en-US')} points; Real NVP ${c.couplings} couplings, MLP ${c.hidden} × ${c.depth}, ${model.backend.kind} backend`,
   );
+  if (resumed) bar?.log(`resuming ${resumed.from} at step ${resumed.step} of ${steps}`);
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
@@ -358,9 +569,9 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   try {
     summary = await model.fit(train, {
       steps,
-      batchSize: num(f, 'batch'),
-      lr: num(f, 'lr'),
-      clip: num(f, 'clip'),
+      batchSize: batch,
+      lr,
+      clip,
       seed,
       seconds,
       signal: stop.signal,
@@ -370,13 +581,18 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       // VAL_POINTS test points (milliseconds in 2-D). The reported testNll scores all of them, after saving.
       valData: test.subarray(0, Math.min(testN, VAL_POINTS) * 2),
       valEvery: 5 * logEvery,
+      resume: resumed ? { step: resumed.step } : undefined,
     });
   } finally {
     process.off('SIGINT', onSigint);
     bar?.end();
   }
   // Saved before scoring: Ctrl-C or an error while scoring the held-out set cannot lose the model.
-  await model.save(out, { train: { data, n, seed, steps: summary.steps } });
+  // With the optimizer state, so that every run can be continued (`--resume`).
+  await model.save(out, {
+    optimizer: true,
+    train: { data, n, seed, steps: summary.steps, model: 'realnvp', backend: model.backend.kind, ...record },
+  });
   const { nll: testNll } = await scoreAfterTraining(async () => ({ nll: await model.nll(test) }), out);
   const samples = model.sample(5000, { seed: seed + 1, temperature });
   await densityPng(model, png, extentOf(train), samples);
@@ -394,6 +610,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
     data,
     model: 'realnvp',
     backend: model.backend.kind,
+    ...(resumed ? { resumedFrom: resumed.from, resumedAtStep: resumed.step } : {}),
   };
   if (json) {
     emit({ type: 'summary', ...result });

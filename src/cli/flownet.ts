@@ -6,6 +6,7 @@
  */
 
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import type { FlowNetSpec } from '../backend/flownet-types.js';
 import { loadFashionMnist } from '../data/fashion-mnist.js';
 import { CheckpointError, ConfigError, DataError, DivergenceError } from '../errors.js';
 import { DENSITIES, isDensity2dName, sample2d } from '../flows/data2d.js';
@@ -32,8 +33,8 @@ function emit(obj: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
-/** The FlowNet of `--model` for images (`[1, 28, 28]`) or `dim`-vectors, from the flags. */
-function buildFlow(model: FlowModelName, image: boolean, f: Flags, dim: number, seed: number): Flow {
+/** The FlowNet spec of `--model` for images (`[1, 28, 28]`) or `dim`-vectors, from the flags. */
+export function flowSpec(model: FlowModelName, image: boolean, f: Flags, dim: number): FlowNetSpec {
   const context = f.conditional ? CLASSES : 0;
   const dimOrShape = image ? SHAPE : dim;
   const spec = (() => {
@@ -96,7 +97,12 @@ function buildFlow(model: FlowModelName, image: boolean, f: Flags, dim: number, 
           : l,
       );
   }
-  return FlowModel.create(spec, { seed, pixels: image });
+  return spec;
+}
+
+/** A new flow of {@link flowSpec}, initialised from `seed`. */
+function buildFlow(model: FlowModelName, image: boolean, f: Flags, dim: number, seed: number): Flow {
+  return FlowModel.create(flowSpec(model, image, f, dim), { seed, pixels: image });
 }
 
 function describe(flow: Flow): string {
@@ -454,6 +460,14 @@ export interface FlowNetTrainArgs {
   /** The interpolation picture of an image run. */
   interp?: string;
   densityPng: (model: Flow, path: string, train: Float32Array) => Promise<void>;
+  /** Minibatch size, peak learning rate and clipping norm of the run (resolved: no defaults left). */
+  batch: number;
+  lr: number;
+  clip: number;
+  /** What the checkpoint's `train` records besides data, n, seed, steps and model (for `--resume`). */
+  record: Record<string, unknown>;
+  /** Continue this run: the flow loaded (with its optimizer state) from `from`, which took `step` steps. */
+  resume?: { flow: Flow; step: number; from: string };
 }
 
 /** `train flow` of a FlowNet model; every flag is checked by the caller before this starts. */
@@ -478,12 +492,14 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     train = sample2d(data, n, seed);
     test = sample2d(data, testN, seed + TEST_SEED_OFFSET);
   }
-  const flow = buildFlow(modelName, image, f, 2, seed);
+  const resume = a.resume;
+  const flow = resume?.flow ?? buildFlow(modelName, image, f, 2, seed);
   const conditional = flow.contextSize > 0;
   const nTrain = train.length / flow.dim;
   bar?.log(
     `train flow: ${data}, ${nTrain.toLocaleString('en-US')} examples; ${modelName}${conditional ? ' (class-conditional)' : ''}: ${describe(flow)}`,
   );
+  if (resume) bar?.log(`resuming ${resume.from} at step ${resume.step} of ${steps}`);
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
@@ -493,22 +509,27 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   try {
     summary = await flow.fit(train, {
       steps,
-      batchSize: num(f, 'batch') ?? (image ? 64 : 256),
-      lr: num(f, 'lr'),
-      clip: num(f, 'clip') ?? (image ? 100 : undefined),
+      batchSize: a.batch,
+      lr: a.lr,
+      clip: a.clip,
       seed,
       seconds,
       signal: stop.signal,
       onProgress,
       logEvery: Math.max(1, Math.min(image ? 10 : 50, Math.floor(steps / 20))),
       labels: conditional ? trainLabels : undefined,
+      resume: resume ? { step: resume.step } : undefined,
     });
   } finally {
     process.off('SIGINT', onSigint);
     bar?.end();
   }
   // Saved before scoring: Ctrl-C or an error while scoring the test set cannot lose the trained model.
-  await flow.save(out, { train: { data, n: nTrain, seed, steps: summary.steps, model: modelName } });
+  // With the optimizer state, so that every run can be continued (`--resume`).
+  await flow.save(out, {
+    optimizer: true,
+    train: { data, n: nTrain, seed, steps: summary.steps, model: modelName, ...a.record },
+  });
   bar?.log(`saved ${out}; scoring the test set…`);
   const t0 = performance.now();
   const scored = await scoreAfterTraining(
@@ -536,6 +557,7 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     model: modelName,
     backend: 'native',
   };
+  if (resume) Object.assign(result, { resumedFrom: resume.from, resumedAtStep: resume.step });
   let gauss: { nll: number | null; note?: string } | undefined;
   if (image) {
     result.testBpd = scored.bpd;

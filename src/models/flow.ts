@@ -17,9 +17,10 @@ import { checkFlowShape, JsRealNvp } from '../backend/js/realnvp.js';
 import { checkParamCount, describeValue } from '../backend/limits.js';
 import { checkDeviceName } from '../backend/native.js';
 import { NativeRealNvp } from '../backend/native-flow.js';
+import type { OptimMoment } from '../backend/types.js';
 import { BackendError, CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
 import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import { loadSafetensors, type SafetensorsContents, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, trainFlow } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
 
@@ -91,6 +92,8 @@ function resolveConfig(config: Partial<FlowConfig>): FlowConfig {
 export class RealNVP {
   /** What the checkpoint recorded about training (`save(path, { train })`), or null. */
   trainInfo: Record<string, unknown> | null = null;
+  /** Whether the checkpoint this flow was loaded from held optimizer state (now restored). */
+  hasOptimizerState = false;
 
   private constructor(
     readonly config: FlowConfig,
@@ -145,6 +148,7 @@ export class RealNVP {
     return x.length / this.config.dim;
   }
 
+  /** Trains on `data`; `resume` continues a run saved with `{ optimizer: true }` (see {@link FlowTrainOptions}). */
   fit(data: Float32Array, opts: FlowTrainOptions = {}): Promise<FlowTrainSummary> {
     return trainFlow(this, data, opts);
   }
@@ -237,26 +241,29 @@ export class RealNVP {
   }
 
   /**
-   * One safetensors file: weights under their state_dict names, config (and `train`, facts about the
-   * training run, such as the data set) in the metadata.
+   * One safetensors file (written atomically): weights under their state_dict names, config (and
+   * `train`, facts about the training run, such as the data set) in the metadata. With `optimizer`,
+   * also the AdamW moments (`optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>`) and
+   * `optimizer_step`, so that training can continue exactly (`fit` with `resume`).
    */
-  async save(path: string, opts: { train?: Record<string, unknown> } = {}): Promise<void> {
+  async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
     const tensors: Record<string, TensorEntry> = {};
-    for (const p of this.backend.paramInfo())
-      tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
+    const params = this.backend.paramInfo();
+    for (const p of params) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
     const metadata: Record<string, string> = {
       format: FORMAT,
       format_version: FORMAT_VERSION,
       kind: FLOW_KIND,
       config: JSON.stringify(this.config),
     };
+    if (opts.optimizer) addOptimizerState(this.backend, params, tensors, metadata);
     if (opts.train) metadata.train = JSON.stringify(opts.train);
     saveSafetensors(path, tensors, metadata);
   }
 
   /**
-   * Loads a checkpoint of {@link RealNVP.save}; CheckpointError for foreign, mismatched or non-finite
-   * files. The config and every tensor's name, dtype and shape are checked against each other before
+   * Loads a checkpoint of {@link RealNVP.save} (with its optimizer state, when it has one: see
+   * {@link hasOptimizerState}); CheckpointError for foreign, mismatched or non-finite files. The config and every tensor's name, dtype and shape are checked against each other before
    * a backend is built, so a tampered size is an error, not an allocation of whatever it says. An
    * unknown device is a ConfigError, one not available here a BackendError.
    */
@@ -283,7 +290,10 @@ export class RealNVP {
       if (!(e instanceof ConfigError)) throw e;
       throw new CheckpointError(`${path}: the config in its metadata is not a valid flow (${e.message})`);
     }
-    const params = expectTensors(path, tensors, flowParamInfo(cfg), `the config ${JSON.stringify(cfg)}`);
+    const info = flowParamInfo(cfg);
+    const needs = `the config ${JSON.stringify(cfg)}`;
+    const { rest, optimizer } = readOptimizerState(path, tensors, metadata, info, needs);
+    const params = expectTensors(path, rest, info, needs);
     const train = readTrainInfo(path, metadata);
     let backend: FlowBackend;
     try {
@@ -295,9 +305,119 @@ export class RealNVP {
       throw new CheckpointError(`${path}: cannot build the flow its config describes (${e.message})`);
     }
     for (const [name, data] of params) backend.setParam(name, data);
+    if (optimizer) applyOptimizerState(path, backend, optimizer);
     const model = new RealNVP(cfg, backend);
     model.trainInfo = train;
+    model.hasOptimizerState = optimizer !== null;
     return model;
+  }
+}
+
+// ---- optimizer state in flow checkpoints ----------------------------------------------------------
+
+/**
+ * Prefix of the AdamW moments in a checkpoint, as the char LM writes them (PyTorch's names):
+ * `optimizer.exp_avg.<param>` and `optimizer.exp_avg_sq.<param>`, one of each per parameter (never for
+ * buffers), with the optimizer's step count in the metadata as `optimizer_step`.
+ */
+export const OPTIM_PREFIX = 'optimizer.';
+const MOMENTS: readonly OptimMoment[] = ['exp_avg', 'exp_avg_sq'];
+
+/** What a backend offers of its optimizer (both flow backends and the FlowNet have it). */
+export interface OptimizerAccess {
+  getOptimState(which: OptimMoment, name: string): Float32Array;
+  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
+  getOptimStep(): number;
+  setOptimStep(step: number): void;
+}
+
+/** AdamW state read from a checkpoint and checked: the step and every moment of every parameter. */
+export interface OptimizerState {
+  step: number;
+  moments: [OptimMoment, string, Float32Array][];
+}
+
+/** Adds the optimizer's moments of every parameter in `params` and its step to a checkpoint being written. */
+export function addOptimizerState(
+  backend: OptimizerAccess,
+  params: readonly { name: string; shape: readonly number[] }[],
+  tensors: Record<string, TensorEntry>,
+  metadata: Record<string, string>,
+): void {
+  for (const which of MOMENTS) {
+    for (const p of params) {
+      tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
+        dtype: 'F32',
+        shape: [...p.shape],
+        data: backend.getOptimState(which, p.name),
+      };
+    }
+  }
+  metadata.optimizer_step = String(backend.getOptimStep());
+}
+
+/**
+ * Splits a checkpoint's tensors into the optimizer's (`optimizer.*`) and the rest, and checks the
+ * optimizer's: none at all (no `optimizer_step`, no `optimizer.*` tensor) is `null`; otherwise
+ * `optimizer_step` must be a whole number ≥ 0 and the tensors exactly one `exp_avg` and one
+ * `exp_avg_sq` per parameter, F32 of the parameter's shape, finite (and `exp_avg_sq` ≥ 0). Some but
+ * not all of it is a CheckpointError, as is anything else wrong.
+ */
+export function readOptimizerState(
+  path: string,
+  tensors: SafetensorsContents['tensors'],
+  metadata: Record<string, string>,
+  params: readonly { name: string; shape: readonly number[] }[],
+  needs: string,
+): { rest: SafetensorsContents['tensors']; optimizer: OptimizerState | null } {
+  const rest: SafetensorsContents['tensors'] = {};
+  const mine: SafetensorsContents['tensors'] = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    if (name.startsWith(OPTIM_PREFIX)) mine[name] = t;
+    else rest[name] = t;
+  }
+  const raw = metadata.optimizer_step;
+  const names = Object.keys(mine);
+  if (raw === undefined) {
+    if (names.length === 0) return { rest, optimizer: null };
+    throw new CheckpointError(
+      `${path}: it holds optimizer state (${names[0]}…) but no optimizer_step in its metadata: the optimizer state is incomplete`,
+    );
+  }
+  const step = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(step))
+    throw new CheckpointError(`${path}: optimizer_step ${JSON.stringify(raw)} is not a whole number ≥ 0`);
+  const expected = MOMENTS.flatMap((which) =>
+    params.map((p) => ({ which, param: p.name, name: `${OPTIM_PREFIX}${which}.${p.name}`, shape: p.shape })),
+  );
+  const checked = expectTensors(path, mine, expected, `the optimizer state of ${needs}`);
+  const moments = checked.map(([name, data], i): [OptimMoment, string, Float32Array] => {
+    const { which, param } = expected[i];
+    if (which === 'exp_avg_sq') {
+      const bad = data.findIndex((v) => v < 0);
+      if (bad >= 0)
+        throw new CheckpointError(
+          `${path}: tensor ${name} holds a negative value (${data[bad]} at ${bad}); a second moment is never negative`,
+        );
+    }
+    return [which, param, data];
+  });
+  return { rest, optimizer: { step, moments } };
+}
+
+/** Loads checked optimizer state into a backend; what it refuses is the checkpoint's fault. */
+export function applyOptimizerState(path: string, backend: OptimizerAccess, state: OptimizerState): void {
+  for (const [which, name, data] of state.moments) {
+    try {
+      backend.setOptimState(which, name, data);
+    } catch (e) {
+      throw new CheckpointError(`${path}: tensor ${OPTIM_PREFIX}${which}.${name}: ${(e as Error).message}`);
+    }
+  }
+  try {
+    backend.setOptimStep(state.step);
+  } catch (e) {
+    throw new CheckpointError(`${path}: optimizer_step: ${(e as Error).message}`);
   }
 }
 

@@ -37,7 +37,7 @@ import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
-import { checkFiniteSamples } from './flow.js';
+import { addOptimizerState, applyOptimizerState, checkFiniteSamples, readOptimizerState } from './flow.js';
 import {
   type GlowConfig,
   glowSpec,
@@ -128,6 +128,8 @@ function checkFlowNetSize(spec: FlowNetSpec, params: TensorInfo[]): void {
 export class Flow {
   /** What the checkpoint recorded about training, or null. */
   trainInfo: Record<string, unknown> | null = null;
+  /** Whether the checkpoint this flow was loaded from held optimizer state (now restored). */
+  hasOptimizerState = false;
   /** D = C·H·W. */
   readonly dim: number;
 
@@ -239,6 +241,11 @@ export class Flow {
     return { y: r.y as Float32Array, logdet: r.logdet };
   }
 
+  /**
+   * Trains on `data` (see {@link FlowNetTrainOptions}). To continue a run: save it with
+   * `{ optimizer: true }`, load it, and fit the same data with the same seed and options plus
+   * `resume: { step }` (the steps it took; `steps` counts them too).
+   */
   async fit(data: Data, opts: FlowNetTrainOptions = {}): Promise<FlowTrainSummary> {
     const D = this.dim;
     const n = this.checkData(data, 'training data');
@@ -273,6 +280,10 @@ export class Flow {
           return this.backend.trainStep(y, ctx ? c : null, B, opt);
         },
         validate,
+        // Each step of an image flow draws one uniform per pixel of its batch to dequantise it.
+        skip: (steps, batch) => {
+          if (bytes) for (let i = steps * batch * D; i > 0; i--) rng.u32();
+        },
       },
       opts,
     );
@@ -460,11 +471,17 @@ export class Flow {
     return { params: this.backend.paramInfo(), buffers: this.backend.bufferInfo() };
   }
 
-  /** One safetensors file: parameters and buffers under their names; spec, space and `train` in the metadata. */
-  async save(path: string, opts: { train?: Record<string, unknown> } = {}): Promise<void> {
+  /**
+   * One safetensors file (written atomically): parameters and buffers under their names; spec, space
+   * and `train` in the metadata. With `optimizer`, also the AdamW moments of every parameter (not the
+   * buffers) as `optimizer.exp_avg.<name>` / `optimizer.exp_avg_sq.<name>` and the step count as
+   * `optimizer_step` (the char LM's names), so that training can continue exactly: {@link Flow.load},
+   * then `fit` with `resume`.
+   */
+  async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
     const tensors: Record<string, TensorEntry> = {};
-    for (const p of this.backend.paramInfo())
-      tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
+    const params = this.backend.paramInfo();
+    for (const p of params) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
     for (const b of this.backend.bufferInfo())
       tensors[b.name] = { dtype: 'F32', shape: b.shape, data: this.backend.getBuffer(b.name) };
     const metadata: Record<string, string> = {
@@ -474,6 +491,7 @@ export class Flow {
       spec: JSON.stringify(this.spec),
       space: this.space,
     };
+    if (opts.optimizer) addOptimizerState(this.backend, params, tensors, metadata);
     if (opts.train) metadata.train = JSON.stringify(opts.train);
     saveSafetensors(path, tensors, metadata);
   }
@@ -482,8 +500,10 @@ export class Flow {
    * Loads a checkpoint of {@link Flow.save}. CheckpointError for foreign, corrupt or mismatched files:
    * the spec in the metadata is validated and every tensor of the file checked against the names,
    * shapes and dtype it implies (and for finite values) before any native model is built, so a
-   * tampered size is an error, not an allocation of whatever it says. A device that is unknown
-   * (ConfigError) or cannot be opened here (BackendError) is not the checkpoint's fault.
+   * tampered size is an error, not an allocation of whatever it says. Optimizer state, when the file
+   * has it, is checked the same way (all of it or none: see {@link Flow.save}) and restored
+   * ({@link hasOptimizerState}). A device that is unknown (ConfigError) or cannot be opened here
+   * (BackendError) is not the checkpoint's fault.
    */
   static load(path: string, opts: { device?: DeviceName } = {}): Flow {
     const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
@@ -510,7 +530,8 @@ export class Flow {
       if (!(e instanceof ConfigError)) throw e;
       throw new CheckpointError(`${path}: the spec in its metadata is not a valid flow (${e.message})`);
     }
-    const checked = expectTensors(path, tensors, [...params, ...buffers], 'the spec');
+    const { rest, optimizer } = readOptimizerState(path, tensors, metadata, params, 'the spec');
+    const checked = expectTensors(path, rest, [...params, ...buffers], 'the spec');
     const trainInfo = readTrainInfo(path, metadata);
     let flow: Flow;
     try {
@@ -533,7 +554,9 @@ export class Flow {
         );
       }
     }
+    if (optimizer) applyOptimizerState(path, flow.backend, optimizer);
     flow.trainInfo = trainInfo;
+    flow.hasOptimizerState = optimizer !== null;
     return flow;
   }
 }

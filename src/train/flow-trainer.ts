@@ -27,6 +27,13 @@ export interface FlowTrainOptions extends ScheduleOptions {
   valData?: Float32Array;
   /** Default 0: only at the end. */
   valEvery?: number;
+  /**
+   * Continue a run that has taken `step` steps (saved with its optimizer state and loaded again):
+   * the step count, the learning-rate schedule and the minibatch order (and, for images, the
+   * dequantisation noise) pick up where it stopped, so with the same data, seed and options the
+   * continued run ends where the uninterrupted one would. `steps` counts the steps already taken.
+   */
+  resume?: { step: number } | null;
 }
 
 export interface FlowTrainProgress {
@@ -44,6 +51,7 @@ export interface FlowTrainProgress {
 }
 
 export interface FlowTrainSummary {
+  /** Steps taken in all, counting those of a resumed run. */
   steps: number;
   samplesPerSec: number;
   /** Mean training NLL (nats) over the last reporting window. */
@@ -53,12 +61,15 @@ export interface FlowTrainSummary {
   elapsedSec: number;
   aborted: boolean;
   outOfTime: boolean;
+  /** The loss of every step of this call (not those of the run it resumed). */
   losses: number[];
 }
 
 type Resolved = ResolvedSchedule & { batchSize: number; valEvery: number };
 
 const DEFAULTS: Resolved = { ...SCHEDULE_DEFAULTS, lr: 1e-3, batchSize: 256, valEvery: 0 };
+/** The defaults of the flow training options (what a run used when an option was left out). */
+export const FLOW_TRAIN_DEFAULTS: Readonly<Resolved> = Object.freeze({ ...DEFAULTS });
 
 function resolve(o: FlowTrainOptions): Resolved {
   return resolveOptions(DEFAULTS, o, { batchSize: 1, valEvery: 0 });
@@ -72,6 +83,11 @@ export interface FlowTrainSource {
   step(indices: Int32Array, opt: OptimConfig): Promise<StepStats>;
   /** Held-out NLL (nats per example), or undefined when there is no held-out data. */
   validate?: () => Promise<number>;
+  /**
+   * Advances whatever randomness `step` draws of its own (the dequantisation noise of images) past
+   * `steps` steps of `batch` examples: called once, before the first step of a resumed run.
+   */
+  skip?: (steps: number, batch: number) => void;
 }
 
 export async function trainFlow(
@@ -118,11 +134,22 @@ export async function runFlowTraining(
   const r = resolve(opts);
   const n = src.n;
   if (n < 1) throw new ConfigError('training data is empty');
+  const start = opts.resume?.step ?? 0;
+  if (!Number.isSafeInteger(start) || start < 0)
+    throw new ConfigError(`resume.step must be a whole number ≥ 0, got ${start}`);
+  if (start > r.steps)
+    throw new ConfigError(
+      `resume.step ${start} is past steps ${r.steps}: steps counts the steps of the resumed run too, so give more`,
+    );
   const rng = new Rng(r.seed);
   const B = r.batchSize;
+  // The minibatch order is a function of the seed and the step: each step draws B indices, one
+  // 32-bit draw each. A resumed run skips the draws of the steps already taken.
+  for (let i = start * B; i > 0; i--) rng.u32();
+  if (start > 0) src.skip?.(start, B);
   const idx = new Int32Array(B);
   const t0 = performance.now();
-  let step = 0;
+  let step = start;
   let trainMs = 0;
   let windowMs = 0;
   let windowLoss = 0;
@@ -153,7 +180,7 @@ export async function runFlowTraining(
       samplesPerSec: lastSamplesPerSec,
       valNll: withVal ? valNll : undefined,
       elapsedSec: elapsed,
-      etaSec: step > 0 ? (elapsed / step) * (r.steps - step) : Number.NaN,
+      etaSec: step > start ? (elapsed / (step - start)) * (r.steps - step) : Number.NaN,
     });
     windowMs = 0;
     windowLoss = 0;
@@ -192,7 +219,7 @@ export async function runFlowTraining(
   if (windowSteps > 0 || !aborted) report(lr, hasVal);
   return {
     steps: step,
-    samplesPerSec: trainMs > 0 ? (step * B) / (trainMs / 1000) : 0,
+    samplesPerSec: trainMs > 0 ? ((step - start) * B) / (trainMs / 1000) : 0,
     trainLoss: lastLoss,
     valNll,
     elapsedSec,
