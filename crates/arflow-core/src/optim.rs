@@ -192,9 +192,11 @@ impl AdamW {
     /// `p ← p(1 − lr·wd) − lr · m̂ / (√v̂ + eps)` with bias-corrected moments m̂, v̂.
     pub fn update(&mut self, vars: &[Var], grads: &GradStore, cfg: &AdamWConfig, scale: f64) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        let bc1 = 1.0 - cfg.beta1.powi(t);
-        let bc2 = 1.0 - cfg.beta2.powi(t);
+        // A real exponent, as PyTorch's `1 - beta ** step`: `powi` takes an i32, which a restored step
+        // count past 2³¹ would wrap negative (bias corrections of ±∞, then NaN parameters).
+        let t = self.step as f64;
+        let bc1 = 1.0 - cfg.beta1.powf(t);
+        let bc2 = 1.0 - cfg.beta2.powf(t);
         for (i, v) in vars.iter().enumerate() {
             let Some(g) = grads.get(v.as_tensor()) else {
                 continue;
@@ -224,6 +226,26 @@ mod tests {
 
     /// The fused host update (f32 vars) and the tensor-op update (taken by f64 vars, and by every
     /// var on other devices) are the same AdamW, step after step.
+    /// A step count restored from a checkpoint can be far past 2³¹: the bias corrections are then 1
+    /// and the update is finite, the plain AdamW step without warm-up correction.
+    #[test]
+    fn update_after_a_huge_restored_step_is_finite() -> Result<()> {
+        let dev = Device::Cpu;
+        let v = Var::from_vec(vec![1f32, -2.0, 0.5], 3, &dev)?;
+        let mut opt = AdamW::new(std::slice::from_ref(&v))?;
+        opt.step = (1u64 << 53) - 1;
+        let cfg = AdamWConfig { lr: 0.1, ..Default::default() };
+        let g = (v.as_tensor().sqr()?.sum_all()? * 0.5)?.backward()?;
+        opt.update(std::slice::from_ref(&v), &g, &cfg, 1.0)?;
+        // m = 0.1·g, s = 0.001·g², no bias correction: p − lr·0.1·g/(√0.001·|g| + eps) per element.
+        let want = [1.0f64, -2.0, 0.5].map(|p| p - 0.1 * 0.1 * p / (0.001f64.sqrt() * p.abs() + 1e-8));
+        let got = v.as_tensor().to_vec1::<f32>()?;
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn fused_cpu_update_matches_tensor_update() -> Result<()> {
         // One chunk (serial), and several chunks with a ragged last one (split across threads).
