@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { flowSpec } from '../src/cli/flownet.js';
 import { fashionMnistAvailable, loadFashionMnist } from '../src/data/fashion-mnist.js';
 import { Vocabulary } from '../src/data/vocab.js';
-import { CheckpointError } from '../src/errors.js';
+import { CheckpointError, ConfigError } from '../src/errors.js';
 import { sample2d } from '../src/flows/data2d.js';
 import { encodeSafetensors, loadSafetensors, type SafetensorsContents } from '../src/io/safetensors.js';
 import { CharLM } from '../src/models/char-lm.js';
@@ -173,12 +174,12 @@ describe('optimizer state in flow checkpoints', () => {
           metadata,
           /unexpected tensor optimizer\.exp_avg\.nope/,
         ],
-        ...['1.5', '-1', 'abc', ''].map(
+        ...['1.5', '-1', 'abc', '', '9007199254740992'].map(
           (s): [string, SafetensorsContents['tensors'], Record<string, string>, RegExp] => [
             `step-${s}`,
             tensors,
             { ...metadata, optimizer_step: s },
-            /optimizer_step/,
+            /optimizer_step "[^"]*" in its metadata is not a whole number from 0 to 9007199254740991/,
           ],
         ),
       ];
@@ -238,6 +239,7 @@ async function resumeDiff(
 
 describe('resumed training equals uninterrupted training (N + M vs N+M)', () => {
   const moons = sample2d('moons', 600, 5);
+  const fitMoons = (m: AnyFlow, o: FlowTrainOptions) => (m instanceof RealNVP ? m.fit(moons, o) : m.fit(moons, o));
   const fitFlow = (data: Float32Array | Uint8Array, extra: { labels?: number[] } = {}) => {
     return (m: AnyFlow, o: FlowTrainOptions) => (m as Flow).fit(data, { ...o, ...extra });
   };
@@ -312,16 +314,103 @@ describe('resumed training equals uninterrupted training (N + M vs N+M)', () => 
     expect(maxDiff(loaded, full)).toBe(0);
   });
 
-  it('resume.step past steps, or not a whole number, is a ConfigError', async () => {
+  it('resume.step at or past steps, or not a whole number, is a ConfigError (nothing left to train)', async () => {
     const m = MAF.create({ dim: 2, layers: 1, hidden: 4 });
+    await m.fit(moons, { steps: 3 });
     await expect(m.fit(moons, { steps: 3, resume: { step: 4 } })).rejects.toThrow(/resume\.step 4 is past steps 3/);
     await expect(m.fit(moons, { steps: 3, resume: { step: 1.5 } })).rejects.toThrow(/resume\.step/);
+    const r = RealNVP.create({ dim: 2, couplings: 2, hidden: 4 });
+    await r.fit(moons, { steps: 3 });
+    for (const model of [m, r]) {
+      const fit = (o: FlowTrainOptions) => fitMoons(model, o);
+      await expect(fit({ steps: 3, resume: { step: 3 } })).rejects.toThrow(ConfigError);
+      await expect(fit({ steps: 3, resume: { step: 3 } })).rejects.toThrow(/equals steps 3: nothing left to train/);
+      await expect(fit({ steps: 9, seconds: 2, resume: { step: 3, trainSec: 2 } })).rejects.toThrow(
+        /trainSec 2 has spent the time budget of seconds 2: nothing left to train/,
+      );
+    }
+  });
+
+  it('fit({ resume }) needs optimizer state: a flow that is new or loaded without it is refused; one trained in this process continues', async () => {
+    const make = () => MAF.create({ dim: 2, layers: 1, hidden: 4 }, { seed: 1 });
+    const plain = fresh('maf-noopt');
+    await make().save(plain, { train: { steps: 2 } });
+    const plainR = fresh('rnvp-noopt');
+    await RealNVP.create({ dim: 2, couplings: 2, hidden: 4 }).save(plainR);
+    for (const m of [
+      make(),
+      Flow.load(plain),
+      RealNVP.create({ dim: 2, couplings: 2, hidden: 4 }),
+      RealNVP.load(plainR),
+    ]) {
+      expect(m.hasOptimizerState).toBe(false);
+      const fit = () => fitMoons(m, { steps: 4, resume: { step: 2 } });
+      await expect(fit()).rejects.toThrow(ConfigError);
+      await expect(fit()).rejects.toThrow(/holds no optimizer state/);
+      // Nothing was trained.
+      expect(m.backend.getOptimStep()).toBe(0);
+      expect(m.hasOptimizerState).toBe(false);
+    }
+    // Trained here, the flow holds the optimizer state of its steps: resuming it in place continues
+    // the run (a constant schedule: the same as one fit of all the steps).
+    const opts = { batchSize: 32, seed: 3, schedule: 'constant' as const };
+    const part = make();
+    await part.fit(moons, { ...opts, steps: 3 });
+    expect(part.hasOptimizerState).toBe(true);
+    await part.fit(moons, { ...opts, steps: 7, resume: { step: 3 } });
+    const full = make();
+    await full.fit(moons, { ...opts, steps: 7 });
+    expect(maxDiff(part, full)).toBe(0);
+  });
+
+  it('a timed run resumed with resume.trainSec continues the clock-driven schedule and counts the time spent', async () => {
+    const m = MAF.create({ dim: 2, layers: 1, hidden: 4 }, { seed: 2 });
+    await m.fit(moons, { steps: 4, batchSize: 16 });
+    const lrs: number[] = [];
+    const trainSecs: number[] = [];
+    const s = await m.fit(moons, {
+      steps: 8,
+      batchSize: 16,
+      lr: 1e-3,
+      seconds: 100,
+      logEvery: 1,
+      resume: { step: 4, trainSec: 50 },
+      onProgress: (p) => {
+        lrs.push(p.lr);
+        trainSecs.push(p.trainSec);
+      },
+    });
+    // Step 4 starts at half the budget: the cosine is at its midpoint, not at its peak.
+    expect(lrs[0]).toBeCloseTo(5e-4, 9);
+    for (let i = 1; i < lrs.length; i++) expect(lrs[i]).toBeLessThanOrEqual(lrs[i - 1]);
+    expect(trainSecs[0]).toBeGreaterThan(50);
+    expect(s.trainSec).toBeGreaterThan(50);
+    expect(s.trainSec).toBeLessThan(60);
+    expect(s.elapsedSec).toBeLessThan(10);
+    expect(s.steps).toBe(8);
   });
 });
 
 // ---- the CLI -------------------------------------------------------------------------------------
 
 const arflow = (...args: string[]): SpawnSyncReturns<string> => runCli(dir, args);
+
+/** Runs `arflow train flow ...args --json`, Ctrl-C at its first progress line: every line it printed. */
+async function interruptedRun(args: string[]): Promise<Record<string, unknown>[]> {
+  const child = spawn(process.execPath, [CLI, 'train', 'flow', ...args, '--json'], { cwd: dir });
+  let stdout = '';
+  let signalled = false;
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  child.stdout.on('data', (d) => {
+    stdout += d;
+    if (!signalled && stdout.includes('"type":"progress"')) {
+      signalled = true;
+      child.kill('SIGINT');
+    }
+  });
+  expect(await exited, stdout).toBe(0);
+  return jsonLines(stdout);
+}
 
 function summaryOf(r: SpawnSyncReturns<string>): Record<string, unknown> {
   expect(r.status, r.stdout + r.stderr).toBe(0);
@@ -370,7 +459,10 @@ describe('arflow train flow --resume', () => {
       clip: 1,
       testN: 50,
       arch: { hidden: 16, layers: 2 },
+      seconds: 0,
     });
+    expect(saved.trainInfo?.trainSec).toBeGreaterThan(0);
+    expect(saved.trainInfo?.trainSec).toBe(s1.trainSec);
     copyFileSync(join(dir, 'maf.safetensors'), join(dir, 'maf-6.safetensors'));
 
     const s2 = summaryOf(arflow('train', 'flow', '--resume', 'maf.safetensors', '--steps', '10', '--json'));
@@ -386,6 +478,9 @@ describe('arflow train flow --resume', () => {
     const resumed = Flow.load(join(dir, 'maf.safetensors'));
     expect(resumed.backend.getOptimStep()).toBe(10);
     expect(resumed.trainInfo).toMatchObject({ steps: 10, totalSteps: 10, arch: { hidden: 16, layers: 2 } });
+    // The training time counts both parts of the run.
+    expect(resumed.trainInfo?.trainSec).toBe(s2.trainSec);
+    expect(s2.trainSec).toBeGreaterThan(s1.trainSec as number);
 
     // The same continuation through the API, from the 6-step file: the CLI used the run's data, seed
     // and settings.
@@ -426,21 +521,7 @@ describe('arflow train flow --resume', () => {
       '3000',
     ];
     summaryOf(arflow('train', 'flow', ...run, '--out', 'full.safetensors', '--json'));
-    const child = spawn(process.execPath, [CLI, 'train', 'flow', ...run, '--out', 'part.safetensors', '--json'], {
-      cwd: dir,
-    });
-    let stdout = '';
-    let signalled = false;
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    child.stdout.on('data', (d) => {
-      stdout += d;
-      if (!signalled && stdout.includes('"type":"progress"')) {
-        signalled = true;
-        child.kill('SIGINT');
-      }
-    });
-    expect(await exited, stdout).toBe(0);
-    const cut = jsonLines(stdout).at(-1) as Record<string, unknown>;
+    const cut = (await interruptedRun([...run, '--out', 'part.safetensors'])).at(-1) as Record<string, unknown>;
     expect(cut).toMatchObject({ type: 'summary', stoppedEarly: true });
     const at = cut.steps as number;
     expect(at).toBeGreaterThan(0);
@@ -493,6 +574,7 @@ describe('arflow train flow --resume', () => {
       [['--depth', '3'], 'the default depth'],
       [['--channels', '4'], '--channels does not apply'],
       [['--steps', '4'], '--steps 4 leaves nothing to do'],
+      [['--seconds', '5'], '--seconds 5 contradicts --resume c.safetensors, whose run had no time budget'],
       [[], 'has taken all 4 steps'],
     ] as const) {
       const msg = errorOf(arflow('train', 'flow', '--resume', 'c.safetensors', ...args, '--json'), 2, 'E_CONFIG');
@@ -546,5 +628,198 @@ describe('arflow train flow --resume', () => {
     writeFileSync(join(dir, 't-bad.safetensors'), encodeSafetensors(tensors, metadata));
     const msg = errorOf(arflow('train', 'flow', '--resume', 't-bad.safetensors', '--json'), 1, 'E_CHECKPOINT');
     expect(msg).toContain(`tensor ${victim} is missing`);
+  }, 60_000);
+
+  /** A copy of checkpoint `src` (in `dir`) as `dst` with `edit` applied to its tensors' metadata and training state. */
+  function tampered(
+    src: string,
+    dst: string,
+    edit: (train: Record<string, unknown>, metadata: Record<string, string>) => void,
+  ): string {
+    const { tensors, metadata } = loadSafetensors(join(dir, src));
+    const train = JSON.parse(metadata.train ?? '{}') as Record<string, unknown>;
+    edit(train, metadata);
+    writeFileSync(join(dir, dst), encodeSafetensors(tensors, { ...metadata, train: JSON.stringify(train) }));
+    return dst;
+  }
+
+  const progressLrs = (lines: Record<string, unknown>[]) =>
+    lines.filter((l) => l.type === 'progress').map((l) => l.lr as number);
+  /** The cosine schedule's learning rate (peak 1e-3, floor 0) at `fraction` of the run. */
+  const cosineLr = (fraction: number) => 0.5e-3 * (1 + Math.cos(Math.PI * Math.min(1, fraction)));
+
+  it('a --seconds run records its budget and the time spent; resumed, its schedule continues on the clock and it stops when the budget is spent', async () => {
+    const BUDGET = 2;
+    const cutLines = await interruptedRun([
+      ...mafRun,
+      '--steps',
+      '1000000',
+      '--seconds',
+      String(BUDGET),
+      '--out',
+      'timed.safetensors',
+    ]);
+    const cut = cutLines.at(-1) as Record<string, unknown>;
+    expect(cut).toMatchObject({ type: 'summary', stoppedEarly: true });
+    const spent = cut.trainSec as number;
+    expect(spent).toBeGreaterThan(0);
+    expect(spent).toBeLessThan(BUDGET);
+    expect(Flow.load(join(dir, 'timed.safetensors')).trainInfo).toMatchObject({
+      steps: cut.steps,
+      totalSteps: 1_000_000,
+      seconds: BUDGET,
+      trainSec: spent,
+    });
+    const cutLr = progressLrs(cutLines).at(-1) as number;
+    expect(cutLr).toBeLessThan(1e-3);
+
+    // Resumed with no flags: the schedule goes on from the time spent (never back to the peak), and
+    // the run ends when the original budget is spent, long before its million steps.
+    const lines = jsonLines(arflow('train', 'flow', '--resume', 'timed.safetensors', '--json').stdout);
+    const s = lines.at(-1) as Record<string, unknown>;
+    expect(s).toMatchObject({ type: 'summary', resumedAtStep: cut.steps, stoppedEarly: true });
+    const lrs = progressLrs(lines);
+    expect(lrs[0]).toBeLessThanOrEqual(cutLr);
+    expect(lrs[0]).toBeLessThanOrEqual(cosineLr(spent / BUDGET) + 1e-12);
+    expect(lrs.at(-1)).toBeLessThan(1e-5);
+    expect(s.steps as number).toBeLessThan(1_000_000);
+    expect(s.trainSec as number).toBeGreaterThanOrEqual(BUDGET);
+    const done = Flow.load(join(dir, 'timed.safetensors')).trainInfo as Record<string, unknown>;
+    expect(done).toMatchObject({ steps: s.steps, seconds: BUDGET, trainSec: s.trainSec, totalSteps: 1_000_000 });
+
+    // Its budget is spent: resuming needs a larger total, which counts the time spent.
+    for (const [args, mentions] of [
+      [[], `has spent all ${BUDGET} s of its time budget`],
+      [['--seconds', '1'], '--seconds 1 leaves nothing to do'],
+      [
+        ['--seconds', '0'],
+        `--seconds 0 contradicts --resume timed.safetensors, whose run had a time budget of ${BUDGET} s`,
+      ],
+    ] as const) {
+      const msg = errorOf(arflow('train', 'flow', '--resume', 'timed.safetensors', ...args, '--json'), 2, 'E_CONFIG');
+      expect(msg, args.join(' ')).toContain(mentions);
+    }
+    const total = (s.trainSec as number) + 0.3;
+    const more = jsonLines(
+      arflow('train', 'flow', '--resume', 'timed.safetensors', '--seconds', String(total), '--json').stdout,
+    );
+    const s2 = more.at(-1) as Record<string, unknown>;
+    expect(s2).toMatchObject({ type: 'summary', stoppedEarly: true, resumedAtStep: s.steps });
+    expect(progressLrs(more)[0]).toBeLessThanOrEqual(cosineLr((s.trainSec as number) / total) + 1e-12);
+    expect(s2.trainSec as number).toBeGreaterThanOrEqual(total);
+    expect(Flow.load(join(dir, 'timed.safetensors')).trainInfo).toMatchObject({
+      seconds: total,
+      trainSec: s2.trainSec,
+    });
+  }, 120_000);
+
+  it('train flow --help says what --seconds counts on resume and which runs resume exactly', () => {
+    const h = arflow('train', 'flow', '--help');
+    expect(h.status).toBe(0);
+    expect(h.stdout).toContain('within --seconds in all');
+    expect(h.stdout).toContain('A run driven by its steps, resumed to its own total, ends exactly where');
+    expect(h.stdout).toContain("depends on the machine's speed");
+    expect(h.stdout).toMatch(/--seconds <n>\s+stop after .*a new one is a total counting the time spent/);
+  });
+
+  it("an optimizer_step that is not the run's step count is a CheckpointError (exit 1)", () => {
+    summaryOf(arflow('train', 'flow', ...mafRun, '--steps', '6', '--out', 'os.safetensors', '--json'));
+    for (const step of ['0', '5', '7']) {
+      const f = tampered('os.safetensors', `os-${step}.safetensors`, (_t, m) => {
+        m.optimizer_step = step;
+      });
+      const msg = errorOf(arflow('train', 'flow', '--resume', f, '--steps', '10', '--json'), 1, 'E_CHECKPOINT');
+      expect(msg).toContain(`${f}: optimizer_step ${step} in its metadata is not the 6 steps`);
+      expect(msg).toContain('train.steps');
+    }
+  }, 60_000);
+
+  it('invalid training state in a checkpoint is a CheckpointError naming the file and the field (exit 1), never a flag error', () => {
+    summaryOf(arflow('train', 'flow', ...mafRun, '--steps', '3', '--out', 'ts.safetensors', '--json'));
+    const cases: [Record<string, unknown>, string][] = [
+      [{ model: 'glow' }, 'train.arch.layers in its metadata is 2, but --layers does not apply to glow'],
+      [
+        { model: 'nice' },
+        '(train.model nice, train.arch {"hidden":16,"layers":2}) does not describe the flow it holds',
+      ],
+      [{ arch: { hidden: 32, layers: 2 } }, 'does not describe the flow it holds'],
+      [
+        { arch: { hidden: 'abc', layers: 2 } },
+        'train.arch.hidden in its metadata is "abc" (a string), not a whole number ≥ 1',
+      ],
+      [
+        { arch: { hidden: 16, layers: 2, couplings: 4 } },
+        'train.arch.couplings in its metadata is 4, but --couplings does not apply',
+      ],
+      [{ arch: { hidden: 16, layers: 2, depth: 0 } }, 'train.arch.depth in its metadata is 0, not a whole number ≥ 1'],
+      [{ arch: { hidden: 16, layers: 2, bogus: 1 } }, 'train.arch.bogus'],
+      [{ batch: 2_000_000 }, 'train.batch in its metadata is 2000000, not a whole number in 1..1000000'],
+      [{ lr: '0.1' }, 'train.lr in its metadata is "0.1" (a string), not a number > 0'],
+      [{ testN: 0 }, 'train.testN in its metadata is 0'],
+      [{ seconds: -1 }, 'train.seconds in its metadata is -1'],
+      [{ trainSec: '3' }, 'train.trainSec in its metadata is "3" (a string)'],
+      [{ steps: 5 }, 'train.steps in its metadata is 5, not a count of steps taken ≤ its totalSteps 3'],
+    ];
+    cases.forEach(([edit, mentions], i) => {
+      const f = tampered('ts.safetensors', `ts-${i}.safetensors`, (t) => Object.assign(t, edit));
+      const msg = errorOf(arflow('train', 'flow', '--resume', f, '--steps', '6', '--json'), 1, 'E_CHECKPOINT');
+      expect(msg, JSON.stringify(edit)).toContain(`${f}: `);
+      expect(msg, JSON.stringify(edit)).toContain(mentions);
+    });
+  }, 60_000);
+
+  it('a checkpoint saved through the API without the settings train flow records is refused, naming what it lacks', async () => {
+    const moons = sample2d('moons', 100, 0);
+    const maf = MAF.create({ dim: 2, layers: 2, hidden: 8 });
+    await maf.fit(moons, { steps: 3, batchSize: 16 });
+    await maf.save(join(dir, 'api.safetensors'), {
+      optimizer: true,
+      train: { data: 'moons', n: 100, seed: 0, steps: 3, model: 'maf' },
+    });
+    const rnvp = RealNVP.create({ dim: 2, couplings: 2, hidden: 8 });
+    await rnvp.fit(moons, { steps: 3, batchSize: 16 });
+    await rnvp.save(join(dir, 'api-rnvp.safetensors'), {
+      optimizer: true,
+      train: { data: 'moons', n: 100, seed: 0, steps: 3, model: 'realnvp', lr: 0.001 },
+    });
+    for (const [f, lacks] of [
+      ['api.safetensors', 'totalSteps, batch, lr, clip, testN, arch'],
+      ['api-rnvp.safetensors', 'totalSteps, batch, clip, testN, arch'],
+    ]) {
+      const msg = errorOf(arflow('train', 'flow', '--resume', f, '--steps', '6', '--json'), 2, 'E_CONFIG');
+      expect(msg).toContain(`--resume ${f}: its training state has no ${lacks}: it was not saved by arflow train flow`);
+    }
+  }, 60_000);
+
+  it('a contradicting --conditional is named as typed (no "true")', async () => {
+    const arch = { levels: 1, 'flow-steps': 1, channels: 4 };
+    const glow = Flow.create(flowSpec('glow', true, arch, 2), { pixels: true });
+    await glow.save(join(dir, 'uncond.safetensors'), {
+      optimizer: true,
+      train: {
+        data: 'fashion-mnist',
+        model: 'glow',
+        n: 64,
+        seed: 0,
+        steps: 0,
+        totalSteps: 2,
+        batch: 16,
+        lr: 0.001,
+        clip: 100,
+        testN: 4,
+        arch,
+        seconds: 0,
+        trainSec: 0,
+      },
+    });
+    const msg = errorOf(
+      arflow('train', 'flow', '--resume', 'uncond.safetensors', '--conditional', '--json'),
+      2,
+      'E_CONFIG',
+    );
+    expect(msg).toContain(
+      '--conditional contradicts --resume uncond.safetensors, whose flow was built without --conditional',
+    );
+    expect(msg).not.toContain('true');
   }, 60_000);
 });

@@ -78,9 +78,14 @@ export function intFlag(f: Flags, name: string, min: number, max = Number.MAX_SA
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
     const range = max < Number.MAX_SAFE_INTEGER ? `in ${min}..${max.toLocaleString('en-US')}` : `≥ ${min}`;
-    throw new ConfigError(`--${name} must be a whole number ${range}, got ${v}`);
+    throw new ConfigError(`--${name} must be a whole number ${range}, got ${gotText(v)}`);
   }
   return v;
+}
+
+/** A flag's value for a message: a string (not a parsed number) says that it is one. */
+function gotText(v: unknown): string {
+  return typeof v === 'string' ? `${JSON.stringify(v)} (a string)` : String(v);
 }
 
 /** The number flag `name`, if given, checked to be finite and > 0 (or ≥ 0 with `allowZero`). */
@@ -88,7 +93,7 @@ export function positiveFlag(f: Flags, name: string, allowZero = false): number 
   const v = f[name];
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0))
-    throw new ConfigError(`--${name} must be a finite number ${allowZero ? '≥' : '>'} 0, got ${v}`);
+    throw new ConfigError(`--${name} must be a finite number ${allowZero ? '≥' : '>'} 0, got ${gotText(v)}`);
   return v;
 }
 

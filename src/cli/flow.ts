@@ -9,7 +9,7 @@ import { DENSITIES, sample2d } from '../flows/data2d.js';
 import { readTrainInfo } from '../io/checkpoint.js';
 import { heatmapRgb, scatterRgb } from '../io/png.js';
 import { loadSafetensors, specialFileKind } from '../io/safetensors.js';
-import { checkpointKind, FLOW_KIND, RealNVP } from '../models/flow.js';
+import { checkpointKind, DEFAULT_FLOW, FLOW_KIND, RealNVP } from '../models/flow.js';
 import { Flow } from '../models/flownet.js';
 import { FLOW_TRAIN_DEFAULTS } from '../train/flow-trainer.js';
 import {
@@ -108,7 +108,7 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
   },
   seconds: {
     type: 'number',
-    help: 'stop after this many seconds of training; the schedule follows the clock (default 0 = no limit)',
+    help: "stop after this many seconds of training; the schedule follows the clock (default 0 = no limit; with --resume: the run's own budget, and a new one is a total counting the time spent)",
   },
   out: {
     type: 'string',
@@ -116,7 +116,7 @@ export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
   },
   resume: {
     type: 'string',
-    help: 'continue the run saved in this checkpoint: model, data, seed and settings come from it; --steps counts its steps too (default: the total it was started with)',
+    help: 'continue the run saved in this checkpoint: model, data, seed, settings and time budget come from it; --steps and --seconds count its steps and training time too (default: the totals it was started with)',
   },
   png: {
     type: 'string',
@@ -317,10 +317,21 @@ function checkTrainFlags(
 /** The facts of a run that `--resume` takes from its checkpoint, and flags that must agree with them. */
 const RUN_FLAGS = ['data', 'model', 'n', 'seed', 'batch', 'lr', 'clip'] as const;
 
+/**
+ * What `train flow` records in a checkpoint's `train` metadata besides `seconds` and `trainSec` (which
+ * checkpoints written before time budgets were recorded lack: their runs resume without one). A file
+ * saved through the API without them holds no run's settings to continue with.
+ */
+const RECORDED = ['data', 'model', 'n', 'seed', 'steps', 'totalSteps', 'batch', 'lr', 'clip', 'testN', 'arch'] as const;
+
 /** A run to continue: its flow and how far it got, and the flags with the run's own settings filled in. */
 interface Resumed {
   from: string;
   step: number;
+  /** The run's time budget in seconds (0: none, the schedule follows the steps). */
+  seconds: number;
+  /** Seconds of training the run has spent (what its budget counts). */
+  trainSec: number;
   flags: Flags;
   /** What the checkpoint recorded of its architecture flags (those given to the run it continues). */
   arch: Record<string, string | number | boolean>;
@@ -329,12 +340,20 @@ interface Resumed {
 }
 
 const show = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v));
+/** A value read from a file, for a message: a string says that it is one. */
+const shown = (v: unknown) => (typeof v === 'string' ? `${JSON.stringify(v)} (a string)` : JSON.stringify(v));
+/** A flag as typed: `--conditional`, `--hidden 16`. */
+const flagText = (k: string, v: unknown) => (v === true ? `--${k}` : `--${k} ${show(v)}`);
+/** Seconds for a message, to 0.01 s. */
+const secs = (s: number) => `${Number(s.toFixed(2))} s`;
 
 /**
  * Opens the checkpoint of `--resume` (a FlowNet or 2-D Real NVP checkpoint saved by `train flow`, with
  * its optimizer state) and fills `f` with the settings of its run. A flag that contradicts them is a
- * ConfigError naming it; a checkpoint without training or optimizer state a ConfigError that says so;
- * a damaged one a CheckpointError.
+ * ConfigError naming it; a checkpoint without training or optimizer state, or without the settings
+ * `train flow` records (one saved through the API), a ConfigError that says so; a damaged one (a value
+ * of its training state out of range, an architecture that is not the flow it holds, an optimizer
+ * step that is not the run's) a CheckpointError naming the file and the field.
  */
 function openResume(path: string, f: Flags): Resumed {
   const special = specialFileKind(path);
@@ -364,47 +383,40 @@ function openResume(path: string, f: Flags): Resumed {
     throw new ConfigError(
       `--resume ${path} holds no optimizer state (it was saved without it: by an older arflow, or by Flow.save without { optimizer: true }), so its run cannot be continued exactly; start a new run`,
     );
-  const bad = (key: string, what: string) =>
-    new CheckpointError(`${path}: train.${key} in its metadata is ${show(info[key])}, not ${what}`);
-  const whole = (key: string, min: number, fallback?: number): number => {
-    const v = info[key] ?? fallback;
-    if (v === undefined)
-      throw new ConfigError(
-        `--resume ${path}: its training state has no ${key}: it was not saved by arflow train flow, so there is no run to continue`,
-      );
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(key, `a whole number ≥ ${min}`);
+  const missing = RECORDED.filter((k) => info[k] === undefined);
+  if (missing.length > 0)
+    throw new ConfigError(
+      `--resume ${path}: its training state has no ${missing.join(', ')}: it was not saved by arflow train flow, so the settings of its run are unknown; continue it through the API (fit with resume and the run's own options), or start a new run`,
+    );
+  const bad = (key: string, what: string, v: unknown = info[key]) =>
+    new CheckpointError(`${path}: train.${key} in its metadata is ${shown(v)}, not ${what}`);
+  const whole = (key: string, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const v = info[key];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max)
+      throw bad(key, max < Number.MAX_SAFE_INTEGER ? `a whole number in ${min}..${max}` : `a whole number ≥ ${min}`);
     return v;
   };
-  const positive = (key: string, allowZero: boolean): number | undefined => {
-    const v = info[key];
-    if (v === undefined) return undefined;
+  const positive = (key: string, allowZero: boolean, fallback?: number): number => {
+    const v = info[key] ?? fallback;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (!allowZero && v === 0))
       throw bad(key, `a number ${allowZero ? '≥' : '>'} 0`);
     return v;
   };
   const data = info.data;
-  if (data === undefined)
-    throw new ConfigError(`--resume ${path}: its training state does not record its data: give it to a new run`);
   if (typeof data !== 'string' || !(TRAIN_FLOW_DATA as readonly string[]).includes(data))
     throw bad('data', `one of ${TRAIN_FLOW_DATA.join(', ')}`);
   const image = data === 'fashion-mnist';
-  let modelName: FlowModelName;
+  const m = info.model;
+  if (typeof m !== 'string' || !(FLOW_MODELS as readonly string[]).includes(m))
+    throw bad('model', `one of ${FLOW_MODELS.join(', ')}`);
+  const modelName = m as FlowModelName;
   if (realnvp) {
-    if (info.model !== undefined && info.model !== 'realnvp') throw bad('model', 'realnvp (a Real NVP checkpoint)');
+    if (modelName !== 'realnvp') throw bad('model', 'realnvp (a Real NVP checkpoint)');
     if (image || realnvp.config.dim !== 2)
       throw new CheckpointError(
         `${path}: a Real NVP of dim ${realnvp.config.dim} whose training state says data ${data}: train flow resumes 2-D Real NVPs on the 2-D densities`,
       );
-    modelName = 'realnvp';
   } else {
-    const m = info.model;
-    if (m === undefined)
-      throw new ConfigError(
-        `--resume ${path}: its training state does not record its model: it was not saved by arflow train flow`,
-      );
-    if (typeof m !== 'string' || !(FLOW_MODELS as readonly string[]).includes(m))
-      throw bad('model', `one of ${FLOW_MODELS.join(', ')}`);
-    modelName = m as FlowModelName;
     const fl = flow as Flow;
     const fits = image
       ? fl.space === 'pixels' && fl.spec.shape.join(',') === '1,28,28'
@@ -415,49 +427,102 @@ function openResume(path: string, f: Flags): Resumed {
       );
   }
   const step = whole('steps', 0);
-  const maxN = image ? FASHION_TRAIN_IMAGES : MAX_POINTS;
-  const n = whole('n', 1);
-  if (n > maxN) throw bad('n', `a count of training examples in 1..${maxN}`);
+  const n = whole('n', 1, image ? FASHION_TRAIN_IMAGES : MAX_POINTS);
   const seed = whole('seed', 0);
-  const total = whole('totalSteps', 1, Math.max(1, step));
-  const batch = info.batch === undefined ? undefined : whole('batch', 1);
-  const testN = info.testN === undefined ? undefined : whole('testN', image ? 2 : 1);
+  const total = whole('totalSteps', 1);
+  if (step > total) throw bad('steps', `a count of steps taken ≤ its totalSteps ${total}`);
+  const batch = whole('batch', 1, image ? 4096 : 1_000_000);
+  const testN = whole('testN', image ? 2 : 1, image ? FASHION_TEST_IMAGES : MAX_POINTS);
   const lr = positive('lr', false);
   const clip = positive('clip', true);
-  const archRaw = info.arch ?? {};
-  if (archRaw === null || typeof archRaw !== 'object' || Array.isArray(archRaw)) throw bad('arch', 'an object');
-  const arch: Record<string, string | number | boolean> = {};
-  for (const [k, v] of Object.entries(archRaw)) {
-    if (!(k in ARCH_FLAGS) || !['string', 'number', 'boolean'].includes(typeof v))
-      throw new CheckpointError(`${path}: train.arch.${k} in its metadata (${show(v)}) is not an architecture flag`);
-    arch[k] = v as string | number | boolean;
-  }
+  const seconds = positive('seconds', true, 0);
+  const trainSec = positive('trainSec', true, 0);
+  // The optimizer state must be that of the run's last step: AdamW's bias correction counts its steps.
+  const optimStep = model.backend.getOptimStep();
+  if (optimStep !== step)
+    throw new CheckpointError(
+      `${path}: optimizer_step ${optimStep} in its metadata is not the ${step} steps its training state records (train.steps): its optimizer state is not that of the run's last step, so the run cannot be continued exactly`,
+    );
+  const arch = readArch(path, info.arch, modelName, image);
+  // The architecture recorded must describe the flow in the file (and so must the model's name: a
+  // MAF labelled glow is not a Glow).
+  const describes = realnvp
+    ? (['couplings', 'hidden', 'depth'] as const).every((k) => (arch[k] ?? DEFAULT_FLOW[k]) === realnvp.config[k])
+    : canonical(flowSpec(modelName, image, arch, 2)) === canonical((flow as Flow).spec);
+  if (!describes)
+    throw new CheckpointError(
+      `${path}: its training state (train.model ${modelName}, train.arch ${JSON.stringify(arch)}) does not describe the flow it holds: the metadata is not that of these tensors`,
+    );
   const run: Record<string, unknown> = { data, model: modelName, n, seed, batch, lr, clip };
   for (const k of RUN_FLAGS) {
-    if (f[k] === undefined || run[k] === undefined || f[k] === run[k]) continue;
+    if (f[k] === undefined || f[k] === run[k]) continue;
     throw new ConfigError(
-      `--${k} ${show(f[k])} contradicts --resume ${path}, whose run used --${k} ${show(run[k])}: a resumed run keeps its own settings (leave --${k} out, or start a new run)`,
+      `${flagText(k, f[k])} contradicts --resume ${path}, whose run used ${flagText(k, run[k])}: a resumed run keeps its own settings (leave --${k} out, or start a new run)`,
     );
   }
   const flags: Flags = { ...f };
-  const fill: Record<string, unknown> = { ...run, 'test-n': testN, ...arch, steps: total };
+  const fill: Record<string, unknown> = { ...run, 'test-n': testN, ...arch, steps: total, seconds };
   for (const [k, v] of Object.entries(fill))
     if (flags[k] === undefined && v !== undefined) flags[k] = v as string | number | boolean;
-  return { from: path, step, flags, arch, flow, realnvp };
+  return { from: path, step, seconds, trainSec, flags, arch, flow, realnvp };
+}
+
+/**
+ * The architecture flags a checkpoint's `train.arch` records, checked as the flags are (type and range)
+ * and against the model and data (a flag the run would have refused): a CheckpointError naming the
+ * file and the field otherwise.
+ */
+function readArch(
+  path: string,
+  raw: unknown,
+  model: FlowModelName,
+  image: boolean,
+): Record<string, string | number | boolean> {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new CheckpointError(`${path}: train.arch in its metadata is ${shown(raw)}, not an object`);
+  const arch: Record<string, string | number | boolean> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    const a = ARCH_FLAGS[k];
+    const spec = TRAIN_FLOW_FLAGS[k];
+    const bad = (what: string) =>
+      new CheckpointError(`${path}: train.arch.${k} in its metadata is ${shown(v)}, not ${what}`);
+    if (a === undefined || spec === undefined) throw bad('an architecture flag (no such flag)');
+    if (spec.type === 'int') {
+      const min = k === 'blocks' ? 0 : 1;
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(`a whole number ≥ ${min}`);
+    } else if (spec.type === 'boolean') {
+      if (v !== true) throw bad('true (a flag that was given)');
+    } else if (typeof v !== 'string' || !(spec.choices ?? []).includes(v)) {
+      throw bad(`one of ${(spec.choices ?? []).join(', ')}`);
+    }
+    if (!a.uses(model, image))
+      throw new CheckpointError(
+        `${path}: train.arch.${k} in its metadata is ${shown(v)}, but --${k} does not apply to ${model} on ${image ? 'fashion-mnist' : '2-D data'} (it is for ${a.for})`,
+      );
+    arch[k] = v as string | number | boolean;
+  }
+  return arch;
 }
 
 /**
  * Checks, once the flags are known good, that the architecture flags given with `--resume` describe
- * the flow in the checkpoint, and that `steps` (a total, counting the steps taken) leaves steps to take.
+ * the flow in the checkpoint, and that `steps` (a total, counting the steps taken) and `seconds` (a
+ * total budget, counting the training time spent) leave something to do. A run keeps the kind of
+ * schedule it had: `--seconds` cannot give a step-driven run a budget, nor take a timed run's away.
  */
-function checkResume(r: Resumed, f: Flags, model: FlowModelName, image: boolean, steps: number): void {
+function checkResume(r: Resumed, f: Flags, model: FlowModelName, image: boolean, steps: number, seconds: number): void {
   for (const k of Object.keys(ARCH_FLAGS)) {
     const v = f[k];
     if (v === undefined) continue;
-    const was = r.arch[k] !== undefined ? `--${k} ${show(r.arch[k])}` : `the default ${k}`;
+    const was =
+      r.arch[k] !== undefined
+        ? `with ${flagText(k, r.arch[k])}`
+        : TRAIN_FLOW_FLAGS[k].type === 'boolean'
+          ? `without --${k}`
+          : `with the default ${k}`;
     const fail = () =>
       new ConfigError(
-        `--${k} ${show(v)} contradicts --resume ${r.from}, whose flow was built with ${was}: a resumed run keeps its architecture (leave --${k} out, or start a new run)`,
+        `${flagText(k, v)} contradicts --resume ${r.from}, whose flow was built ${was}: a resumed run keeps its architecture (leave --${k} out, or start a new run)`,
       );
     if (r.realnvp) {
       const c = r.realnvp.config as unknown as Record<string, unknown>;
@@ -467,6 +532,13 @@ function checkResume(r: Resumed, f: Flags, model: FlowModelName, image: boolean,
       if (canonical(spec) !== canonical(r.flow.spec)) throw fail();
     }
   }
+  const given = num(f, 'seconds');
+  if (given !== undefined && given > 0 !== r.seconds > 0)
+    throw new ConfigError(
+      r.seconds > 0
+        ? `--seconds ${given} contradicts --resume ${r.from}, whose run had a time budget of ${secs(r.seconds)}: its learning-rate schedule follows the clock, and a step-driven one would not continue it (leave --seconds out, or give a larger total than the ${secs(r.trainSec)} spent)`
+        : `--seconds ${given} contradicts --resume ${r.from}, whose run had no time budget: its learning-rate schedule follows its steps, and a clock-driven one would not continue it (leave --seconds out, or start a new run)`,
+    );
   if (steps <= r.step) {
     if (f.steps === undefined)
       throw new ConfigError(
@@ -476,6 +548,22 @@ function checkResume(r: Resumed, f: Flags, model: FlowModelName, image: boolean,
       `--steps ${steps} leaves nothing to do: --resume ${r.from} has taken ${r.step} steps and --steps counts them; give a larger total`,
     );
   }
+  if (seconds > 0 && seconds <= r.trainSec) {
+    if (given === undefined)
+      throw new ConfigError(
+        `--resume ${r.from} has spent all ${secs(r.seconds)} of its time budget (it trained for ${secs(r.trainSec)}): give --seconds with a larger total (it counts the time spent)`,
+      );
+    throw new ConfigError(
+      `--seconds ${given} leaves nothing to do: --resume ${r.from} has trained for ${secs(r.trainSec)} and --seconds counts that time; give a larger total`,
+    );
+  }
+}
+
+/** The line a resumed run starts with: where it stopped, of its steps and of its time budget. */
+function resumingText(r: Resumed, steps: number, seconds: number | undefined): string {
+  const budget =
+    seconds !== undefined && seconds > 0 ? `, ${secs(r.trainSec)} of its ${secs(seconds)} budget spent` : '';
+  return `resuming ${r.from} at step ${r.step} of ${steps}${budget}`;
 }
 
 /** JSON with the keys of every object sorted: equal for equal specs whatever their key order. */
@@ -495,7 +583,7 @@ function archOf(f: Flags): Record<string, string | number | boolean> {
 }
 
 export async function cmdTrainFlow(argv: string[]): Promise<void> {
-  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}.\nArchitecture options that the chosen model and data would ignore are refused. Ctrl-C stops training and still saves the checkpoint, with the optimizer state: --resume FILE continues that run with its model, data, seed and settings, to --steps in all (default: the run's own total, which ends where the run would have ended had it never stopped).`;
+  const usage = `usage: arflow train flow [options]\n\nFits a normalizing flow (--model realnvp, glow, nice, maf or iaf) to fashion-mnist or a 2-D density: ${FLOW_DATA.map((d) => `${d} (${DENSITIES[d].description})`).join('; ')}.\nArchitecture options that the chosen model and data would ignore are refused. Ctrl-C stops training and still saves the checkpoint, with the optimizer state: --resume FILE continues that run with its model, data, seed, settings and time budget, to --steps in all and within --seconds in all (both count what the run has done already; defaults: the run's own totals). A run driven by its steps, resumed to its own total, ends exactly where it would have ended had it never stopped. A --seconds run continues its clock-driven schedule and stops when its budget is spent, but how many steps that takes depends on the machine's speed, so it does not end on the same step or weights as an unstopped run.`;
   const { positional, flags: f } = parseArgs(argv, TRAIN_FLOW_FLAGS);
   if (f.help) {
     console.log(helpText(usage, TRAIN_FLOW_FLAGS));
@@ -515,13 +603,15 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   const png = str(f, 'png') ?? withExt(out, '.png');
   const interp = image ? `${png.replace(/\.png$/, '')}-interp.png` : undefined;
   const { seed, steps, n, testN, temperature } = checkTrainFlags(g, modelName, data, { out, png, interp });
-  if (resumed) checkResume(resumed, f, modelName, image, steps);
-  const seconds = num(f, 'seconds');
+  // With --resume, the run's own budget unless --seconds gives a new total (counting the time spent).
+  const seconds = num(g, 'seconds');
+  if (resumed) checkResume(resumed, f, modelName, image, steps, seconds ?? 0);
   // Resolved here (no defaults left to the trainer) so that the checkpoint records what the run used.
   const batch = num(g, 'batch') ?? (image ? 64 : FLOW_TRAIN_DEFAULTS.batchSize);
   const lr = num(g, 'lr') ?? FLOW_TRAIN_DEFAULTS.lr;
   const clip = num(g, 'clip') ?? (image ? 100 : FLOW_TRAIN_DEFAULTS.clip);
-  const record = { totalSteps: steps, batch, lr, clip, testN, arch: archOf(g) };
+  // `seconds` is the run's time budget (0: none); the checkpoint adds `trainSec`, the training time spent.
+  const record = { totalSteps: steps, batch, lr, clip, testN, arch: archOf(g), seconds: seconds ?? 0 };
   if (image || modelName !== 'realnvp') {
     return trainFlowNet({
       f: g,
@@ -543,7 +633,12 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       lr,
       clip,
       record,
-      resume: resumed?.flow && { flow: resumed.flow, step: resumed.step, from: resumed.from },
+      resume: resumed?.flow && {
+        flow: resumed.flow,
+        step: resumed.step,
+        trainSec: resumed.trainSec,
+        from: resumed.from,
+      },
     });
   }
   const train = sample2d(data, n, seed);
@@ -559,7 +654,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   bar?.log(
     `train flow: ${data}, ${n.toLocaleString('en-US')} points; Real NVP ${c.couplings} couplings, MLP ${c.hidden} × ${c.depth}, ${model.backend.kind} backend`,
   );
-  if (resumed) bar?.log(`resuming ${resumed.from} at step ${resumed.step} of ${steps}`);
+  if (resumed) bar?.log(resumingText(resumed, steps, seconds));
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
@@ -581,7 +676,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
       // VAL_POINTS test points (milliseconds in 2-D). The reported testNll scores all of them, after saving.
       valData: test.subarray(0, Math.min(testN, VAL_POINTS) * 2),
       valEvery: 5 * logEvery,
-      resume: resumed ? { step: resumed.step } : undefined,
+      resume: resumed ? { step: resumed.step, trainSec: resumed.trainSec } : undefined,
     });
   } finally {
     process.off('SIGINT', onSigint);
@@ -591,7 +686,16 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
   // With the optimizer state, so that every run can be continued (`--resume`).
   await model.save(out, {
     optimizer: true,
-    train: { data, n, seed, steps: summary.steps, model: 'realnvp', backend: model.backend.kind, ...record },
+    train: {
+      data,
+      n,
+      seed,
+      steps: summary.steps,
+      model: 'realnvp',
+      backend: model.backend.kind,
+      ...record,
+      trainSec: summary.trainSec,
+    },
   });
   const { nll: testNll } = await scoreAfterTraining(async () => ({ nll: await model.nll(test) }), out);
   const samples = model.sample(5000, { seed: seed + 1, temperature });
@@ -606,6 +710,7 @@ export async function cmdTrainFlow(argv: string[]): Promise<void> {
     out,
     png,
     elapsedSec: summary.elapsedSec,
+    trainSec: summary.trainSec,
     stoppedEarly: summary.aborted || summary.outOfTime,
     data,
     model: 'realnvp',

@@ -210,11 +210,12 @@ export function flowProgress(o: {
       return;
     }
     const rate = `${Math.round(p.samplesPerSec).toLocaleString('en-US')} ${o.unit}`;
+    // A timed run's clock counts the training time of the run it resumes (trainSec).
     const when = byTime
-      ? `${formatDuration(p.elapsedSec)} of ${formatDuration(budget)}`
+      ? `${formatDuration(p.trainSec)} of ${formatDuration(budget)}`
       : `ETA ${formatDuration(p.etaSec)}`;
     o.bar?.update(
-      byTime ? p.elapsedSec / budget : p.step / o.steps,
+      byTime ? p.trainSec / budget : p.step / o.steps,
       byTime ? `step ${p.step}` : `${p.step}/${o.steps}`,
       `nll ${p.loss.toFixed(o.digits)} · ${rate} · lr ${p.lr.toExponential(1)} · ${when}`,
     );
@@ -464,10 +465,16 @@ export interface FlowNetTrainArgs {
   batch: number;
   lr: number;
   clip: number;
-  /** What the checkpoint's `train` records besides data, n, seed, steps and model (for `--resume`). */
+  /**
+   * What the checkpoint's `train` records besides data, n, seed, steps, model and the training time
+   * spent, `trainSec` (for `--resume`).
+   */
   record: Record<string, unknown>;
-  /** Continue this run: the flow loaded (with its optimizer state) from `from`, which took `step` steps. */
-  resume?: { flow: Flow; step: number; from: string };
+  /**
+   * Continue this run: the flow loaded (with its optimizer state) from `from`, which took `step` steps
+   * in `trainSec` seconds of training.
+   */
+  resume?: { flow: Flow; step: number; trainSec: number; from: string };
 }
 
 /** `train flow` of a FlowNet model; every flag is checked by the caller before this starts. */
@@ -499,7 +506,12 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   bar?.log(
     `train flow: ${data}, ${nTrain.toLocaleString('en-US')} examples; ${modelName}${conditional ? ' (class-conditional)' : ''}: ${describe(flow)}`,
   );
-  if (resume) bar?.log(`resuming ${resume.from} at step ${resume.step} of ${steps}`);
+  if (resume) {
+    const secs = (t: number) => `${Number(t.toFixed(2))} s`;
+    const budget =
+      seconds !== undefined && seconds > 0 ? `, ${secs(resume.trainSec)} of its ${secs(seconds)} budget spent` : '';
+    bar?.log(`resuming ${resume.from} at step ${resume.step} of ${steps}${budget}`);
+  }
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
@@ -518,7 +530,7 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
       onProgress,
       logEvery: Math.max(1, Math.min(image ? 10 : 50, Math.floor(steps / 20))),
       labels: conditional ? trainLabels : undefined,
-      resume: resume ? { step: resume.step } : undefined,
+      resume: resume ? { step: resume.step, trainSec: resume.trainSec } : undefined,
     });
   } finally {
     process.off('SIGINT', onSigint);
@@ -528,7 +540,7 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   // With the optimizer state, so that every run can be continued (`--resume`).
   await flow.save(out, {
     optimizer: true,
-    train: { data, n: nTrain, seed, steps: summary.steps, model: modelName, ...a.record },
+    train: { data, n: nTrain, seed, steps: summary.steps, model: modelName, ...a.record, trainSec: summary.trainSec },
   });
   bar?.log(`saved ${out}; scoring the test set…`);
   const t0 = performance.now();
@@ -552,6 +564,7 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
     out,
     png,
     elapsedSec: summary.elapsedSec,
+    trainSec: summary.trainSec,
     stoppedEarly: summary.aborted || summary.outOfTime,
     data,
     model: modelName,

@@ -92,7 +92,11 @@ function resolveConfig(config: Partial<FlowConfig>): FlowConfig {
 export class RealNVP {
   /** What the checkpoint recorded about training (`save(path, { train })`), or null. */
   trainInfo: Record<string, unknown> | null = null;
-  /** Whether the checkpoint this flow was loaded from held optimizer state (now restored). */
+  /**
+   * Whether this flow holds optimizer state a run can continue from (`fit` with `resume`): loaded from
+   * a checkpoint that had it (now restored), or trained by `fit` in this process. False for a new flow
+   * and for one loaded from a checkpoint saved without `{ optimizer: true }`.
+   */
   hasOptimizerState = false;
 
   private constructor(
@@ -148,9 +152,18 @@ export class RealNVP {
     return x.length / this.config.dim;
   }
 
-  /** Trains on `data`; `resume` continues a run saved with `{ optimizer: true }` (see {@link FlowTrainOptions}). */
-  fit(data: Float32Array, opts: FlowTrainOptions = {}): Promise<FlowTrainSummary> {
-    return trainFlow(this, data, opts);
+  /**
+   * Trains on `data`; `resume` continues a run saved with `{ optimizer: true }` (see
+   * {@link FlowTrainOptions}): a ConfigError when this flow holds no optimizer state
+   * ({@link hasOptimizerState}).
+   */
+  async fit(data: Float32Array, opts: FlowTrainOptions = {}): Promise<FlowTrainSummary> {
+    checkResumable(this.hasOptimizerState, opts.resume);
+    try {
+      return await trainFlow(this, data, opts);
+    } finally {
+      if (this.backend.getOptimStep() > 0) this.hasOptimizerState = true;
+    }
   }
 
   /** Per-point log-density (nats), `[n]`. */
@@ -386,7 +399,9 @@ export function readOptimizerState(
   }
   const step = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(step))
-    throw new CheckpointError(`${path}: optimizer_step ${JSON.stringify(raw)} is not a whole number ≥ 0`);
+    throw new CheckpointError(
+      `${path}: optimizer_step ${JSON.stringify(raw)} in its metadata is not a whole number from 0 to ${MAX_OPTIM_STEP} (2^53 − 1)`,
+    );
   const expected = MOMENTS.flatMap((which) =>
     params.map((p) => ({ which, param: p.name, name: `${OPTIM_PREFIX}${which}.${p.name}`, shape: p.shape })),
   );
@@ -417,8 +432,28 @@ export function applyOptimizerState(path: string, backend: OptimizerAccess, stat
   try {
     backend.setOptimStep(state.step);
   } catch (e) {
-    throw new CheckpointError(`${path}: optimizer_step: ${(e as Error).message}`);
+    throw new CheckpointError(`${path}: optimizer_step ${state.step}: ${(e as Error).message}`);
   }
+  // A step the backend cannot hold would come back changed (and bias-correct the moments wrongly).
+  const held = backend.getOptimStep();
+  if (held !== state.step)
+    throw new CheckpointError(
+      `${path}: optimizer_step ${state.step} in its metadata cannot be restored: the optimizer holds ${held}`,
+    );
+}
+
+/** Largest `optimizer_step` a checkpoint may hold: 2^53 − 1, the largest whole number a double holds exactly. */
+export const MAX_OPTIM_STEP = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Checks `fit`'s `resume` against the model: continuing a run needs the optimizer state of its steps
+ * (a model loaded with it, or trained in this process); a ConfigError otherwise.
+ */
+export function checkResumable(hasOptimizerState: boolean, resume: { step: number } | null | undefined): void {
+  if (resume == null || hasOptimizerState) return;
+  throw new ConfigError(
+    `resume: this flow holds no optimizer state (it is new, or its checkpoint was saved without { optimizer: true }), so there is no run to continue; train it without resume, or load a checkpoint saved with { optimizer: true }`,
+  );
 }
 
 /** The metadata `kind` of a safetensors checkpoint (reads only its header), or null if unreadable. */

@@ -37,7 +37,13 @@ import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
-import { addOptimizerState, applyOptimizerState, checkFiniteSamples, readOptimizerState } from './flow.js';
+import {
+  addOptimizerState,
+  applyOptimizerState,
+  checkFiniteSamples,
+  checkResumable,
+  readOptimizerState,
+} from './flow.js';
 import {
   type GlowConfig,
   glowSpec,
@@ -128,7 +134,11 @@ function checkFlowNetSize(spec: FlowNetSpec, params: TensorInfo[]): void {
 export class Flow {
   /** What the checkpoint recorded about training, or null. */
   trainInfo: Record<string, unknown> | null = null;
-  /** Whether the checkpoint this flow was loaded from held optimizer state (now restored). */
+  /**
+   * Whether this flow holds optimizer state a run can continue from (`fit` with `resume`): loaded from
+   * a checkpoint that had it (now restored), or trained by `fit` in this process. False for a new flow
+   * and for one loaded from a checkpoint saved without `{ optimizer: true }`.
+   */
   hasOptimizerState = false;
   /** D = C·H·W. */
   readonly dim: number;
@@ -244,9 +254,19 @@ export class Flow {
   /**
    * Trains on `data` (see {@link FlowNetTrainOptions}). To continue a run: save it with
    * `{ optimizer: true }`, load it, and fit the same data with the same seed and options plus
-   * `resume: { step }` (the steps it took; `steps` counts them too).
+   * `resume: { step }` (the steps it took; `steps` counts them too). A ConfigError when this flow
+   * holds no optimizer state to continue ({@link hasOptimizerState}).
    */
   async fit(data: Data, opts: FlowNetTrainOptions = {}): Promise<FlowTrainSummary> {
+    checkResumable(this.hasOptimizerState, opts.resume);
+    try {
+      return await this.train(data, opts);
+    } finally {
+      if (this.backend.getOptimStep() > 0) this.hasOptimizerState = true;
+    }
+  }
+
+  private async train(data: Data, opts: FlowNetTrainOptions): Promise<FlowTrainSummary> {
     const D = this.dim;
     const n = this.checkData(data, 'training data');
     const ctx = this.contextFor(n, opts.labels, opts.context, 'training data');

@@ -32,8 +32,12 @@ export interface FlowTrainOptions extends ScheduleOptions {
    * the step count, the learning-rate schedule and the minibatch order (and, for images, the
    * dequantisation noise) pick up where it stopped, so with the same data, seed and options the
    * continued run ends where the uninterrupted one would. `steps` counts the steps already taken.
+   * `trainSec` (default 0) is the training time the run has spent already (its summary's
+   * `trainSec`): a timed run (`seconds`) continues its clock-driven schedule from
+   * (trainSec + time spent now) / seconds and stops when `seconds` is spent in all. Which step a timed
+   * run reaches depends on the machine's speed, so only step-driven runs continue exactly.
    */
-  resume?: { step: number } | null;
+  resume?: { step: number; trainSec?: number } | null;
 }
 
 export interface FlowTrainProgress {
@@ -46,7 +50,10 @@ export interface FlowTrainProgress {
   samplesPerSec: number;
   /** Held-out NLL (nats), when this report follows a validation. */
   valNll?: number;
+  /** Wall-clock seconds of this call. */
   elapsedSec: number;
+  /** Seconds of training steps in all, counting those of a resumed run (what `seconds` budgets). */
+  trainSec: number;
   etaSec: number;
 }
 
@@ -58,7 +65,10 @@ export interface FlowTrainSummary {
   trainLoss: number;
   /** Held-out NLL at the end (NaN without `valData`). */
   valNll: number;
+  /** Wall-clock seconds of this call. */
   elapsedSec: number;
+  /** Seconds of training steps in all, counting `resume.trainSec` (what `seconds` budgets). */
+  trainSec: number;
   aborted: boolean;
   outOfTime: boolean;
   /** The loss of every step of this call (not those of the run it resumed). */
@@ -141,6 +151,17 @@ export async function runFlowTraining(
     throw new ConfigError(
       `resume.step ${start} is past steps ${r.steps}: steps counts the steps of the resumed run too, so give more`,
     );
+  if (start === r.steps)
+    throw new ConfigError(
+      `resume.step ${start} equals steps ${r.steps}: nothing left to train (steps counts the steps of the resumed run too, so give more)`,
+    );
+  const priorSec = opts.resume?.trainSec ?? 0;
+  if (typeof priorSec !== 'number' || !Number.isFinite(priorSec) || priorSec < 0)
+    throw new ConfigError(`resume.trainSec must be a finite number ≥ 0, got ${String(priorSec)}`);
+  if (r.seconds > 0 && priorSec >= r.seconds)
+    throw new ConfigError(
+      `resume.trainSec ${priorSec} has spent the time budget of seconds ${r.seconds}: nothing left to train (seconds counts the resumed run's training time too, so give more)`,
+    );
   const rng = new Rng(r.seed);
   const B = r.batchSize;
   // The minibatch order is a function of the seed and the step: each step draws B indices, one
@@ -150,7 +171,9 @@ export async function runFlowTraining(
   const idx = new Int32Array(B);
   const t0 = performance.now();
   let step = start;
-  let trainMs = 0;
+  // Training time in all (ms), counting the resumed run's: the budget and the clock-driven schedule use it.
+  let trainMs = priorSec * 1000;
+  let thisMs = 0;
   let windowMs = 0;
   let windowLoss = 0;
   let windowSteps = 0;
@@ -180,6 +203,7 @@ export async function runFlowTraining(
       samplesPerSec: lastSamplesPerSec,
       valNll: withVal ? valNll : undefined,
       elapsedSec: elapsed,
+      trainSec: trainMs / 1000,
       etaSec: step > start ? (elapsed / (step - start)) * (r.steps - step) : Number.NaN,
     });
     windowMs = 0;
@@ -188,7 +212,8 @@ export async function runFlowTraining(
   };
   const budgetMs = r.seconds * 1000;
   const spent = () => budgetMs > 0 && trainMs >= budgetMs;
-  let lr = learningRate(r, 0);
+  const fraction = () => (budgetMs > 0 ? trainMs / budgetMs : undefined);
+  let lr = learningRate(r, start, fraction());
   while (step < r.steps) {
     if (opts.signal?.aborted) {
       aborted = true;
@@ -199,11 +224,12 @@ export async function runFlowTraining(
       break;
     }
     for (let b = 0; b < B; b++) idx[b] = rng.int(n);
-    lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
+    lr = learningRate(r, step, fraction());
     const ts = performance.now();
     const s = await src.step(idx, optimConfig(r, lr));
     const dt = performance.now() - ts;
     trainMs += dt;
+    thisMs += dt;
     windowMs += dt;
     step++;
     losses.push(s.loss);
@@ -219,10 +245,11 @@ export async function runFlowTraining(
   if (windowSteps > 0 || !aborted) report(lr, hasVal);
   return {
     steps: step,
-    samplesPerSec: trainMs > 0 ? ((step - start) * B) / (trainMs / 1000) : 0,
+    samplesPerSec: thisMs > 0 ? ((step - start) * B) / (thisMs / 1000) : 0,
     trainLoss: lastLoss,
     valNll,
     elapsedSec,
+    trainSec: trainMs / 1000,
     aborted,
     outOfTime,
     losses,
