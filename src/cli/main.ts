@@ -16,7 +16,8 @@ import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
 import type { TrainProgress } from '../train/char-trainer.js';
 import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
-import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow, EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow.js';
+import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
+import { EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow-flags.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
