@@ -2,7 +2,7 @@
  * `arflow train flow`, and `sample` / `eval` of a flow checkpoint, through the compiled CLI
  * (`node dist/cli/main.js`; run `npx tsc -p tsconfig.json` first, as `npm test` does).
  */
-import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import {
   existsSync,
   lstatSync,
@@ -21,7 +21,7 @@ import { fashionMnistAvailable } from '../src/data/fashion-mnist.js';
 import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
 import { RealNVP } from '../src/models/flow.js';
 import { Glow, MAF, RealNVPImage } from '../src/models/flownet.js';
-import { CLI, jsonLines, runCli } from './helpers/cli.js';
+import { CLI, interruptAt, jsonLines, runCli, watchCli } from './helpers/cli.js';
 
 const _ROOT = fileURLToPath(new URL('../', import.meta.url));
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -448,40 +448,10 @@ describe('arflow train flow / sample / eval on bad input: a clear error, nothing
 
   it('Ctrl-C while the test set is scored leaves the trained checkpoint saved', async () => {
     // A million held-out points take a second or more to score; the checkpoint must already be on disk.
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        'train',
-        'flow',
-        '--model',
-        'maf',
-        '--steps',
-        '5',
-        '--n',
-        '1000',
-        '--test-n',
-        '1000000',
-        '--out',
-        'sigint.safetensors',
-      ],
-      { cwd: dir },
-    );
-    let stdout = '';
-    let signalled = false;
-    const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
-      child.on('exit', (c, s) => resolve(s ?? c)),
-    );
-    child.stdout.on('data', (d) => {
-      stdout += d;
-      if (!signalled && stdout.includes('scoring the test set')) {
-        signalled = true;
-        child.kill('SIGINT');
-      }
-    });
-    const how = await exited;
-    expect(signalled, stdout).toBe(true);
-    expect(how).toBe('SIGINT');
+    const args = ['train', 'flow', '--model', 'maf', '--steps', '5', '--n', '1000', '--test-n', '1000000'];
+    const run = await interruptAt(dir, [...args, '--out', 'sigint.safetensors'], 'scoring the test set');
+    expect(run.signalled, run.stdout).toBe(true);
+    expect(run.signal ?? run.code).toBe('SIGINT');
     const e = arflow('eval', 'sigint.safetensors', '--n', '100', '--json');
     expect(e.status, e.stdout + e.stderr).toBe(0);
     expect(jsonLines(e.stdout).at(-1)).toMatchObject({ type: 'summary', data: 'moons', n: 100 });
@@ -633,36 +603,13 @@ describe('re-check: special files, non-finite samples, messages, exit codes and 
 
   it('a picture that cannot be written at the end is an I/O error (exit code 1), and the checkpoint is saved', async () => {
     // --png's directory is created at the end; a file put in its way during training makes that fail.
-    const child = spawn(
-      process.execPath,
-      [
-        CLI,
-        'train',
-        'flow',
-        '--model',
-        'maf',
-        '--steps',
-        '1000000',
-        '--seconds',
-        '1',
-        '--n',
-        '500',
-        '--test-n',
-        '50',
-        '--out',
-        'rc/w.safetensors',
-        '--png',
-        'rc/wsub/w.png',
-        '--json',
-      ],
-      { cwd: dir },
-    );
-    let stdout = '';
-    child.stdout.on('data', (d) => {
-      if (stdout === '') writeFileSync(join(dir, 'rc', 'wsub'), 'in the way');
-      stdout += d;
+    const args = ['train', 'flow', '--model', 'maf', '--steps', '1000000', '--seconds', '1', '--n', '500'];
+    const out = ['--test-n', '50', '--out', 'rc/w.safetensors', '--png', 'rc/wsub/w.png', '--json'];
+    let blocked = false;
+    const { code, stdout } = await watchCli(dir, [...args, ...out], () => {
+      if (!blocked) writeFileSync(join(dir, 'rc', 'wsub'), 'in the way');
+      blocked = true;
     });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     expect(code, stdout).toBe(1);
     const last = jsonLines(stdout).at(-1);
     expect(last).toMatchObject({ type: 'error', code: 'E_IO', message: expect.stringContaining('rc/wsub/w.png') });

@@ -4,7 +4,7 @@
  * equals N + M in one go), and `arflow train flow --resume FILE` through the compiled CLI (run
  * `npx tsc -p tsconfig.json` first, as `npm test` does).
  */
-import { type SpawnSyncReturns, spawn } from 'node:child_process';
+import type { SpawnSyncReturns } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ import { RealNVP } from '../src/models/flow.js';
 import { Flow, Glow, MAF, RealNVPImage } from '../src/models/flownet.js';
 import type { FlowTrainOptions, FlowTrainSummary } from '../src/train/flow-trainer.js';
 import { Rng } from '../src/util/rng.js';
-import { CLI, jsonLines, runCli } from './helpers/cli.js';
+import { CLI, interruptAt, jsonLines, runCli } from './helpers/cli.js';
 
 const _ROOT = fileURLToPath(new URL('../', import.meta.url));
 const fm = fashionMnistAvailable();
@@ -397,19 +397,9 @@ const arflow = (...args: string[]): SpawnSyncReturns<string> => runCli(dir, args
 
 /** Runs `arflow train flow ...args --json`, Ctrl-C at its first progress line: every line it printed. */
 async function interruptedRun(args: string[]): Promise<Record<string, unknown>[]> {
-  const child = spawn(process.execPath, [CLI, 'train', 'flow', ...args, '--json'], { cwd: dir });
-  let stdout = '';
-  let signalled = false;
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-  child.stdout.on('data', (d) => {
-    stdout += d;
-    if (!signalled && stdout.includes('"type":"progress"')) {
-      signalled = true;
-      child.kill('SIGINT');
-    }
-  });
-  expect(await exited, stdout).toBe(0);
-  return jsonLines(stdout);
+  const run = await interruptAt(dir, ['train', 'flow', ...args, '--json'], '"type":"progress"');
+  expect(run.code, run.stdout).toBe(0);
+  return jsonLines(run.stdout);
 }
 
 function summaryOf(r: SpawnSyncReturns<string>): Record<string, unknown> {

@@ -116,6 +116,23 @@ function jacobian(net: JsFlowNet, x0: Float64Array, ctx?: Float64Array): Float64
   return J;
 }
 
+/**
+ * A coupling's output at `d`: `x[d]` passed through exactly where `passes`, else moved, and then
+ * changing `x[d]` changes no other output (the conditioner never saw it).
+ */
+function expectCouplingAt(net: JsFlowNet, x: Float64Array, z: Float64Array, d: number, passes: boolean, label: string) {
+  if (passes) {
+    expect(z[d], label).toBe(x[d]);
+    return;
+  }
+  expect(Math.abs(z[d] - x[d]), label).toBeGreaterThan(1e-6);
+  const x2 = x.slice();
+  x2[d] += 0.25;
+  const z2 = net.forward(x2, 1).z;
+  z2[d] = z[d];
+  expect(Array.from(z2), label).toEqual(Array.from(z));
+}
+
 const row = (a: Float64Array, n: number, width: number) => a.slice(n * width, (n + 1) * width);
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -704,18 +721,9 @@ describe('JsFlowNet layouts (hand computations)', () => {
             for (let w = 0; w < W; w++) {
               const d = (c * H + h) * W + w;
               const label = `${kind} [${shape}] parity ${parity} at ${c},${h},${w}`;
-              if (b(c, h, w, parity)) {
-                passed++;
-                expect(z[d], label).toBe(x[d]);
-              } else {
-                expect(Math.abs(z[d] - x[d]), label).toBeGreaterThan(1e-6);
-                // Changing a transformed value changes nothing else.
-                const x2 = x.slice();
-                x2[d] += 0.25;
-                const z2 = net.forward(x2, 1).z;
-                z2[d] = z[d];
-                expect(Array.from(z2), label).toEqual(Array.from(z));
-              }
+              const passes = b(c, h, w, parity);
+              if (passes) passed++;
+              expectCouplingAt(net, x, z, d, passes, label);
             }
           }
         }
@@ -751,18 +759,9 @@ describe('JsFlowNet layouts (hand computations)', () => {
         let passed = 0;
         for (let d = 0; d < D; d++) {
           const label = `parity ${parity} at ${d} (buffer ${m[d]})`;
-          if ((m[d] === 1) !== (parity === 1)) {
-            passed++;
-            expect(z[d], label).toBe(x[d]);
-          } else {
-            expect(Math.abs(z[d] - x[d]), label).toBeGreaterThan(1e-6);
-            // Changing a transformed value changes nothing else (the conditioner never sees it).
-            const x2 = x.slice();
-            x2[d] += 0.25;
-            const z2 = net.forward(x2, 1).z;
-            z2[d] = z[d];
-            expect(Array.from(z2), label).toEqual(Array.from(z));
-          }
+          const passes = (m[d] === 1) !== (parity === 1);
+          if (passes) passed++;
+          expectCouplingAt(net, x, z, d, passes, label);
         }
         expect(passed).toBe(parity === 0 ? m.filter((v) => v === 1).length : m.filter((v) => v === 0).length);
         // Parity 1 on m is parity 0 on the complement of m (same parameters, same result).

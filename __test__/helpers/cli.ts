@@ -1,5 +1,5 @@
 /** Running the compiled `arflow` CLI from tests, and reading its `--json` output. */
-import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { type ChildProcess, type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,4 +23,44 @@ export function jsonLines(stdout: string): Record<string, unknown>[] {
       throw new Error(`stdout line ${i + 1} is not JSON: ${l}`);
     }
   });
+}
+
+export interface WatchedRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+}
+
+/**
+ * Starts `arflow ...args` in `cwd` and calls `onOutput(stdout so far, child)` on every chunk of its
+ * standard output (to signal it, or to change the files around it mid-run); resolves when it exits.
+ */
+export function watchCli(
+  cwd: string,
+  args: string[],
+  onOutput: (stdout: string, child: ChildProcess) => void,
+): Promise<WatchedRun> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd });
+  let stdout = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+    onOutput(stdout, child);
+  });
+  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stdout })));
+}
+
+/** {@link watchCli} that sends one SIGINT (a Ctrl-C) once `marker` has appeared on standard output. */
+export async function interruptAt(
+  cwd: string,
+  args: string[],
+  marker: string,
+): Promise<WatchedRun & { signalled: boolean }> {
+  let signalled = false;
+  const run = await watchCli(cwd, args, (stdout, child) => {
+    if (!signalled && stdout.includes(marker)) {
+      signalled = true;
+      child.kill('SIGINT');
+    }
+  });
+  return { ...run, signalled };
 }

@@ -476,37 +476,7 @@ pub fn bench_gemm(m: u32, n: u32, k: u32, reps: u32) -> Result<f64> {
 #[napi]
 pub fn bench_coupling(n: u32, d: u32, reps: u32) -> Result<f64> {
     let (n, d) = (usize_of(n, "n")?, usize_of(d, "d")?);
-    let val = |len: usize, k: usize| -> Vec<f32> { (0..len).map(|i| ((i * k) % 1999) as f32 / 1000.0 - 1.0).collect() };
-    let (x, s_raw, t, dy, dlogdet, scale) =
-        (val(n * d, 7), val(n * d, 11), val(n * d, 13), val(n * d, 17), val(n, 19), val(d, 23));
-    let mask: Vec<f32> = (0..d).map(|j| (j % 2) as f32).collect();
-    let (mut y, mut logdet) = (vec![0f32; n * d], vec![0f32; n]);
-    let (mut dx, mut ds_raw, mut dt, mut dscale) =
-        (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; d]);
-    let mut run = || {
-        coupling_forward_kernel(n, d, &x, &mask, &s_raw, &t, &scale, &mut y, &mut logdet);
-        coupling_backward_kernel(
-            n,
-            d,
-            &x,
-            &mask,
-            &s_raw,
-            &scale,
-            &dy,
-            &dlogdet,
-            &mut dx,
-            &mut ds_raw,
-            &mut dt,
-            &mut dscale,
-        );
-    };
-    run();
-    let reps = reps.max(1) as usize;
-    let t0 = std::time::Instant::now();
-    for _ in 0..reps {
-        run();
-    }
-    Ok((reps * n) as f64 / t0.elapsed().as_secs_f64())
+    Ok(arflow_core::flow::kernel::bench_samples_per_sec(n, d, reps.max(1) as usize))
 }
 
 #[napi(object)]

@@ -356,3 +356,24 @@ pub fn coupling_backward_packed<T: Real>(
     dmask.fill(T::zero());
     reduce_into(dscale, partials);
 }
+
+/// Samples per second of [`coupling_forward`] + [`coupling_backward`] on `[n, d]` f32 inputs
+/// (alternating mask), `reps` times on buffers allocated once, after one warm-up pass: the kernel's
+/// own rate, for the benchmark.
+pub fn bench_samples_per_sec(n: usize, d: usize, reps: usize) -> f64 {
+    let val = |len: usize, k: usize| -> Vec<f32> { (0..len).map(|i| ((i * k) % 1999) as f32 / 1000.0 - 1.0).collect() };
+    let (x, s, t, dy, dl, sc) = (val(n * d, 7), val(n * d, 11), val(n * d, 13), val(n * d, 17), val(n, 19), val(d, 23));
+    let m: Vec<f32> = (0..d).map(|j| (j % 2) as f32).collect();
+    let (mut y, mut ld) = (vec![0f32; n * d], vec![0f32; n]);
+    let (mut dx, mut ds, mut dt, mut dsc) = (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; d]);
+    let mut run = || {
+        coupling_forward(n, d, &x, &m, &s, &t, &sc, &mut y, &mut ld);
+        coupling_backward(n, d, &x, &m, &s, &sc, &dy, &dl, &mut dx, &mut ds, &mut dt, &mut dsc);
+    };
+    run();
+    let t0 = std::time::Instant::now();
+    for _ in 0..reps {
+        run();
+    }
+    (reps * n) as f64 / t0.elapsed().as_secs_f64()
+}
