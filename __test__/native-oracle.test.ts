@@ -138,7 +138,7 @@ describe('native GRU layer vs TypeScript reference', () => {
 
     it(`forward output and every gradient agree: ${label}`, () => {
       const { w, x, h0, dOut, packed } = layerInputs(dims, 1000 + B * 31 + H);
-      const native = loadNative().gruLayerGrads(dims, x, h0, packed, dOut);
+      const native = loadNative().rnnLayerGrads(dims, x, h0, packed, dOut);
 
       const ref = gruForward(dims, x, h0, w, { dtype: 'f32', save: true });
       if (ref.saved === null) throw new Error('reference saved no activations');
@@ -170,8 +170,8 @@ describe('native GRU layer vs TypeScript reference', () => {
   it('gives the same result on repeated calls (the threaded split is deterministic)', () => {
     const dims = LAYER_CASES[4].dims;
     const { x, h0, dOut, packed } = layerInputs(dims, 99);
-    const a = loadNative().gruLayerGrads(dims, x, h0, packed, dOut);
-    const b = loadNative().gruLayerGrads(dims, x, h0, packed, dOut);
+    const a = loadNative().rnnLayerGrads(dims, x, h0, packed, dOut);
+    const b = loadNative().rnnLayerGrads(dims, x, h0, packed, dOut);
     for (const k of ['out', 'dx', 'dh0', 'dparams'] as const) {
       expect(bytes(b[k]).equals(bytes(a[k])), `${k} differs between calls`).toBe(true);
     }

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { type ArflowError, BackendError, ConfigError, DataError, DivergenceError, ShapeError } from '../errors.js';
 import type {
   Carry,
+  CellKind,
   CharLmBackend,
   CharLmShape,
   LossGrads,
@@ -34,7 +35,8 @@ type NativeModel = Omit<CharLmBackend, 'kind' | 'shape' | 'lossAndGrads'> & {
   ): Promise<{ loss: number; grads: { name: string; data: Float32Array }[]; dh0: Float32Array }>;
 };
 
-export interface GruLayerResult {
+export interface RnnLayerResult {
+  /** `[B, T, S]`: S = H, or 2H for the LSTM (h then c per position). */
   out: Float32Array;
   dx: Float32Array;
   dh0: Float32Array;
@@ -43,13 +45,14 @@ export interface GruLayerResult {
 
 export interface NativeAddon {
   NativeCharLm: new (shape: CharLmShape, device: string) => NativeModel;
-  gruLayerGrads(
-    dims: { batch: number; seq: number; input: number; hidden: number },
+  /** One recurrent layer forward + BPTT on raw arrays (`cell` absent: the GRU); h0 is `[B, S]`. */
+  rnnLayerGrads(
+    dims: { cell?: CellKind; batch: number; seq: number; input: number; hidden: number },
     x: Float32Array,
     h0: Float32Array,
     params: Float32Array,
     dOut: Float32Array,
-  ): GruLayerResult;
+  ): RnnLayerResult;
   buildInfo(): { version: string; cuda: boolean; threads: number };
   /** GFLOP/s of `reps` f32 products [m×k]·[k×n] with the kernels' GEMM. */
   benchGemm(m: number, n: number, k: number, reps: number): number;

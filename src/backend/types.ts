@@ -2,20 +2,53 @@
  * The contract every backend of the character language model implements: the native one (Rust on
  * candle, through N-API) and the pure-TypeScript reference (the test oracle and the pure-JS baseline).
  *
- * Layout is batch-first: `ids`/`targets` are `[batch, seq]` row-major, hidden states are
- * `[layers, batch, hidden]`. Parameter names and shapes are PyTorch's `state_dict` of
- * `Embedding → GRU(batch_first=True) → Linear`:
+ * Layout is batch-first: `ids`/`targets` are `[batch, seq]` row-major, recurrent states are
+ * `[layers, batch, stateWidth(cell)·hidden]` (for the LSTM each row is h then c). Parameter names and
+ * shapes are PyTorch's `state_dict` of `Embedding → {GRU, LSTM, RNN}(batch_first=True) → Linear`, the
+ * recurrent module's attribute named after its cell (`gru`, `lstm` or `rnn`):
  *   embedding.weight [V, E]
- *   gru.weight_ih_l{l} [3H, I]  gru.weight_hh_l{l} [3H, H]  gru.bias_ih_l{l} [3H]  gru.bias_hh_l{l} [3H]
+ *   {cell}.weight_ih_l{l} [G·H, I]  {cell}.weight_hh_l{l} [G·H, H]  {cell}.bias_ih_l{l} [G·H]  {cell}.bias_hh_l{l} [G·H]
  *   head.weight [V, H]  head.bias [V]
- * with gate order (r, z, n) and I = E for layer 0, H above it.
+ * with G = gateCount(cell), PyTorch's gate orders — GRU (r, z, n), LSTM (i, f, g, o), RNN tanh — and
+ * I = E for layer 0, H above it.
  */
+import { ConfigError } from '../errors.js';
+
+/** The recurrent cell of the LM: PyTorch's `nn.GRU`, `nn.LSTM` or `nn.RNN` (nonlinearity tanh). */
+export type CellKind = 'gru' | 'lstm' | 'rnn';
+
+export const CELL_KINDS: readonly CellKind[] = ['gru', 'lstm', 'rnn'];
 
 export interface CharLmShape {
   vocabSize: number;
   embed: number;
   hidden: number;
   layers: number;
+  /** The recurrent cell; absent means 'gru' (models and checkpoints from before cells were selectable). */
+  cell?: CellKind;
+}
+
+/** The cell of a shape, with the default applied. */
+export function cellOf(shape: { cell?: CellKind }): CellKind {
+  return shape.cell ?? 'gru';
+}
+
+function checkCell(cell: CellKind): void {
+  if (!CELL_KINDS.includes(cell)) {
+    throw new ConfigError(`unknown cell ${JSON.stringify(cell)}: expected one of ${CELL_KINDS.join(', ')}`);
+  }
+}
+
+/** Rows of each weight matrix per hidden unit: 3 (r, z, n) for the GRU, 4 (i, f, g, o) for the LSTM, 1 for the RNN. */
+export function gateCount(cell: CellKind): number {
+  checkCell(cell);
+  return cell === 'gru' ? 3 : cell === 'lstm' ? 4 : 1;
+}
+
+/** Values of recurrent state per layer and batch row, in units of H: 2 for the LSTM (h then c), else 1. */
+export function stateWidth(cell: CellKind): number {
+  checkCell(cell);
+  return cell === 'lstm' ? 2 : 1;
 }
 
 /** One AdamW update (PyTorch semantics) after clipping the global gradient norm to `clip` (0: off). */
@@ -44,14 +77,14 @@ export type OptimMoment = 'exp_avg' | 'exp_avg_sq';
 
 export interface Carry {
   batch: number;
-  /** `[layers, batch, hidden]` */
+  /** `[layers, batch, stateWidth·hidden]` */
   state: Float32Array;
 }
 
 export interface LossGrads {
   loss: number;
   grads: Record<string, Float32Array>;
-  /** Gradient w.r.t. the initial state, `[layers, batch, hidden]`. */
+  /** Gradient w.r.t. the initial state, `[layers, batch, stateWidth·hidden]`. */
   dh0: Float32Array;
 }
 
@@ -83,7 +116,7 @@ export interface CharLmBackend {
     seq: number,
     state: Float32Array | null,
   ): Promise<LossGrads>;
-  /** Summed NLL in nats and the final state; changes nothing. */
+  /** Summed NLL in nats and the final state (for the LSTM each row h_T then c_T); changes nothing. */
   nll(
     ids: Uint32Array,
     targets: Uint32Array,
@@ -91,21 +124,22 @@ export interface CharLmBackend {
     seq: number,
     state: Float32Array | null,
   ): Promise<{ nll: number; state: Float32Array }>;
-  /** One step of N streams: feeds `tokens [N]` from `state [L, N, H]` (null: zeros). Logits `[N, V]`. */
+  /** One step of N streams: feeds `tokens [N]` from `state [L, N, stateWidth·H]` (null: zeros). Logits `[N, V]`. */
   step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array };
 }
 
 /** Parameter names and shapes of a model of this shape, in state_dict order. */
 export function charLmParamInfo(s: CharLmShape): ParamInfo[] {
-  const g = 3 * s.hidden;
+  const cell = cellOf(s);
+  const g = gateCount(cell) * s.hidden;
   const info: ParamInfo[] = [{ name: 'embedding.weight', shape: [s.vocabSize, s.embed] }];
   for (let l = 0; l < s.layers; l++) {
     const input = l === 0 ? s.embed : s.hidden;
     info.push(
-      { name: `gru.weight_ih_l${l}`, shape: [g, input] },
-      { name: `gru.weight_hh_l${l}`, shape: [g, s.hidden] },
-      { name: `gru.bias_ih_l${l}`, shape: [g] },
-      { name: `gru.bias_hh_l${l}`, shape: [g] },
+      { name: `${cell}.weight_ih_l${l}`, shape: [g, input] },
+      { name: `${cell}.weight_hh_l${l}`, shape: [g, s.hidden] },
+      { name: `${cell}.bias_ih_l${l}`, shape: [g] },
+      { name: `${cell}.bias_hh_l${l}`, shape: [g] },
     );
   }
   info.push({ name: 'head.weight', shape: [s.vocabSize, s.hidden] }, { name: 'head.bias', shape: [s.vocabSize] });

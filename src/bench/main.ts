@@ -1,6 +1,6 @@
 /**
- * `npm run bench`: throughput of the char-GRU training step on Moby-Dick, native CPU vs the pure-TS
- * reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
+ * `npm run bench`: throughput of the char-LM training step on Moby-Dick (GRU, LSTM and tanh-RNN cells),
+ * native CPU vs the pure-TS reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
  * of training at growing T; the affine-coupling kernel of the flows; Fashion-MNIST Real NVP and Glow
  * training and scoring images/s. Prints a table and writes `bench/results/char-gru-<date>.json`.
  * Figures are only comparable within one run: the machines are shared and noisy.
@@ -10,6 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadNative } from '../backend/native.js';
+import { type CellKind, gateCount } from '../backend/types.js';
 import { StreamBatcher } from '../data/batches.js';
 import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
@@ -18,6 +19,7 @@ import { benchCoupling, benchCouplingStack } from './coupling.js';
 import { benchImageFlows } from './flows.js';
 
 interface Size {
+  cell?: CellKind;
   embed: number;
   hidden: number;
   layers: number;
@@ -29,9 +31,10 @@ interface Size {
 function stepFlops(s: Size, vocab: number): number {
   const bt = s.batch * s.seq;
   let fwd = 2 * bt * s.hidden * vocab;
+  const g = gateCount(s.cell ?? 'gru') * s.hidden;
   for (let l = 0; l < s.layers; l++) {
     const input = l === 0 ? s.embed : s.hidden;
-    fwd += 2 * bt * input * 3 * s.hidden + 2 * bt * s.hidden * 3 * s.hidden;
+    fwd += 2 * bt * input * g + 2 * bt * s.hidden * g;
   }
   return 3 * fwd;
 }
@@ -76,8 +79,10 @@ async function main(): Promise<void> {
   const gemm = addon.benchGemm(2048, 768, 256, quick ? 5 : 30);
   const gemmSquare = addon.benchGemm(1024, 1024, 1024, quick ? 2 : 8);
   const sizes: (Size & { name: string; js: boolean })[] = [
-    { name: 'E64-H256-L1-B32-T64', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, js: true },
-    { name: 'E64-H512-L2-B32-T64', embed: 64, hidden: 512, layers: 2, batch: 32, seq: 64, js: false },
+    { name: 'E64-H256-L1-B32-T64', cell: 'gru', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, js: true },
+    { name: 'E64-H256-L1-B32-T64', cell: 'lstm', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, js: true },
+    { name: 'E64-H256-L1-B32-T64', cell: 'rnn', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, js: true },
+    { name: 'E64-H512-L2-B32-T64', cell: 'gru', embed: 64, hidden: 512, layers: 2, batch: 32, seq: 64, js: false },
   ];
   const rows = [];
   for (const s of sizes) {
@@ -85,6 +90,7 @@ async function main(): Promise<void> {
     const n = await measure(native, ids, s, 3, quick ? 2 : 8, 10_000);
     const flops = stepFlops(s, vocab.size);
     const row: Record<string, unknown> = {
+      cell: s.cell,
       size: s.name,
       nativeTokensPerSec: Math.round(n.tokensPerSec),
       nativeMsPerStep: +n.msPerStep.toFixed(2),

@@ -5,6 +5,7 @@ import { statSync } from 'node:fs';
  * (`{"type":"progress",…}` while working, one `{"type":"summary",…}` at the end, or
  * `{"type":"error","code",…}`), for scripts. These flags and fields are a contract: extend, never rename.
  */
+import type { CellKind } from '../backend/types.js';
 import { splitTrainVal } from '../data/batches.js';
 import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corpora.js';
 import type { UnknownPolicy } from '../data/vocab.js';
@@ -36,8 +37,14 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
   corpus: { type: 'string', help: 'built-in corpus (default moby-dick)', choices: CORPUS_NAMES },
   text: { type: 'string', help: 'train on this text file instead of a built-in corpus' },
   embed: { type: 'int', help: 'embedding width (default 64)' },
-  hidden: { type: 'int', help: 'GRU hidden units per layer (default 256)' },
-  layers: { type: 'int', help: 'stacked GRU layers (default 1)' },
+  cell: {
+    type: 'string',
+    help: 'recurrent cell: gru (default), lstm or rnn (vanilla tanh)',
+    choices: ['gru', 'lstm', 'rnn'],
+  },
+  hidden: { type: 'int', help: 'hidden units per layer (default 256)' },
+  layers: { type: 'int', help: 'stacked recurrent layers (default 1)' },
+  bidirectional: { type: 'boolean', help: 'refused: a language model cannot read ahead (encoders only)' },
   seq: { type: 'int', help: 'characters per BPTT chunk (default 64)' },
   batch: { type: 'int', help: 'parallel streams per batch (default 32)' },
   steps: { type: 'int', help: 'training steps (default 1000)' },
@@ -127,11 +134,23 @@ async function runTraining(job: TrainJob): Promise<void> {
     model = loaded.model;
     resume = loaded.train;
     if (!resume) throw new ConfigError(`${resumePath} holds no training state: it was not saved by arflow train`);
+    const cell = str(f, 'cell');
+    if (cell !== undefined && cell !== model.config.cell) {
+      throw new ConfigError(
+        `--cell ${cell} contradicts ${resumePath}, a ${model.config.cell} model; drop --cell to resume it`,
+      );
+    }
   } else {
     const vocab = Vocabulary.fromText(job.text);
     model = CharLM.create(
       vocab,
-      { embed: num(f, 'embed'), hidden: num(f, 'hidden'), layers: num(f, 'layers') },
+      {
+        embed: num(f, 'embed'),
+        hidden: num(f, 'hidden'),
+        layers: num(f, 'layers'),
+        cell: str(f, 'cell') as CellKind | undefined,
+        bidirectional: Boolean(f.bidirectional),
+      },
       {
         backend: (str(f, 'backend') ?? 'native') as 'native' | 'js',
         device: (str(f, 'device') ?? 'cpu') as 'cpu' | 'cuda',
@@ -146,7 +165,7 @@ async function runTraining(job: TrainJob): Promise<void> {
     const c = model.config;
     bar?.log(
       `${job.title ?? 'training'}: ${job.corpus}, ${ids.length.toLocaleString('en-US')} chars, vocab ${model.vocab.size}; ` +
-        `GRU embed ${c.embed} hidden ${c.hidden} × ${c.layers} layer(s), ${model.backend.kind} backend`,
+        `${c.cell.toUpperCase()} embed ${c.embed} hidden ${c.hidden} × ${c.layers} layer(s), ${model.backend.kind} backend`,
     );
   }
   // Ctrl-C stops training cleanly: the checkpoint is still saved.

@@ -1,6 +1,6 @@
 /**
- * A character-level GRU language model (Karpathy's char-rnn, with PyTorch's `nn.GRU` underneath):
- * `Embedding → GRU × layers → Linear`, trained with softmax cross-entropy.
+ * A character-level language model (Karpathy's char-rnn, with PyTorch's `nn.GRU`, `nn.LSTM` or
+ * `nn.RNN` underneath): `Embedding → cell × layers → Linear`, trained with softmax cross-entropy.
  *
  * ```ts
  * const text = loadCorpus('moby-dick');
@@ -11,7 +11,15 @@
  * ```
  */
 import { type BackendName, createCharLmBackend, type DeviceName } from '../backend/index.js';
-import type { Carry, CharLmBackend, CharLmShape, OptimMoment } from '../backend/types.js';
+import {
+  type Carry,
+  CELL_KINDS,
+  type CellKind,
+  type CharLmBackend,
+  type CharLmShape,
+  type OptimMoment,
+  stateWidth,
+} from '../backend/types.js';
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
@@ -23,13 +31,15 @@ import { Rng } from '../util/rng.js';
 export interface CharLMConfig {
   /** Embedding width. Default 64. */
   embed: number;
-  /** GRU hidden units per layer. Default 256. */
+  /** Hidden units per layer. Default 256. */
   hidden: number;
-  /** Stacked GRU layers. Default 1. */
+  /** Stacked recurrent layers. Default 1. */
   layers: number;
+  /** The recurrent cell: 'gru' (default), 'lstm' or 'rnn' (vanilla tanh). */
+  cell: CellKind;
 }
 
-export const DEFAULT_CHAR_LM: CharLMConfig = { embed: 64, hidden: 256, layers: 1 };
+export const DEFAULT_CHAR_LM: CharLMConfig = { embed: 64, hidden: 256, layers: 1, cell: 'gru' };
 
 export interface CreateOptions {
   /** 'native' (Rust, default) or 'js' (pure TypeScript reference). */
@@ -69,6 +79,9 @@ function checkConfig(c: CharLMConfig): void {
     const v = c[k];
     if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${k} must be a whole number ≥ 1, got ${v}`);
   }
+  if (!CELL_KINDS.includes(c.cell)) {
+    throw new ConfigError(`cell must be one of ${CELL_KINDS.join(', ')}, got ${JSON.stringify(c.cell)}`);
+  }
 }
 
 /** What a checkpoint holds besides the weights: training progress for exact resume. */
@@ -89,13 +102,32 @@ export class CharLM {
     return this.backend.shape;
   }
 
+  /** State values per layer and stream: H, or 2H for the LSTM's (h, c). */
+  stateSize(): number {
+    return stateWidth(this.config.cell) * this.config.hidden;
+  }
+
   /**
    * A new model with PyTorch's default initialisation, drawn from a seeded generator so the native and
-   * TypeScript backends start from identical weights: embedding N(0, 1); GRU and head U(−1/√H, 1/√H).
+   * TypeScript backends start from identical weights: embedding N(0, 1); recurrent layers and head
+   * U(−1/√H, 1/√H).
    */
-  static create(vocab: Vocabulary, config: Partial<CharLMConfig> = {}, opts: CreateOptions = {}): CharLM {
+  static create(
+    vocab: Vocabulary,
+    config: Partial<CharLMConfig> & { bidirectional?: boolean } = {},
+    opts: CreateOptions = {},
+  ): CharLM {
+    if (config.bidirectional) {
+      throw new ConfigError(
+        'a language model cannot be bidirectional: its reverse direction would read the very characters it is asked ' +
+          'to predict. Bidirectional layers are for encoders (arflow train seq2seq --bidirectional).',
+      );
+    }
     const cfg = { ...DEFAULT_CHAR_LM };
-    for (const k of ['embed', 'hidden', 'layers'] as const) if (config[k] !== undefined) cfg[k] = config[k];
+    if (config.embed !== undefined) cfg.embed = config.embed;
+    if (config.hidden !== undefined) cfg.hidden = config.hidden;
+    if (config.layers !== undefined) cfg.layers = config.layers;
+    if (config.cell !== undefined) cfg.cell = config.cell;
     checkConfig(cfg);
     const shape = { vocabSize: vocab.size, ...cfg };
     const backend = createCharLmBackend(shape, opts.backend, opts.device);
@@ -152,7 +184,7 @@ export class CharLM {
       if (carry) {
         tensors[CARRY_TENSOR] = {
           dtype: 'F32',
-          shape: [this.config.layers, carry.batch, this.config.hidden],
+          shape: [this.config.layers, carry.batch, this.stateSize()],
           data: carry.state,
         };
       }
@@ -226,10 +258,11 @@ export class CharLM {
       let carry: Carry | null = null;
       const c = tensors[CARRY_TENSOR];
       if (c) {
-        const [layers, batch, hidden] = c.shape;
-        if (c.shape.length !== 3 || layers !== config.layers || hidden !== config.hidden || !(batch >= 1)) {
+        const [layers, batch, width] = c.shape;
+        const want = stateWidth(config.cell) * config.hidden;
+        if (c.shape.length !== 3 || layers !== config.layers || width !== want || !(batch >= 1)) {
           throw new CheckpointError(
-            `${path}: ${CARRY_TENSOR} has shape [${c.shape}], expected [${config.layers}, batch, ${config.hidden}]`,
+            `${path}: ${CARRY_TENSOR} has shape [${c.shape}], expected [${config.layers}, batch, ${want}]`,
           );
         }
         carry = { batch, state: finite(CARRY_TENSOR, take(CARRY_TENSOR, c.shape)) };

@@ -1,36 +1,44 @@
-//! Where a char-GRU training step spends its time: the fused kernel's forward and backward alone,
-//! then the whole step (embedding, head, loss, autograd, AdamW) through candle.
-//! `cargo run --release --example profile_step -p arflow-core [hidden] [batch] [seq]`
+//! Where a char-LM training step spends its time: the fused recurrent kernel's forward and backward
+//! alone, then the whole step (embedding, head, loss, autograd, AdamW) through candle.
+//! `cargo run --release --example profile_step -p arflow-core [hidden] [batch] [seq] [gru|lstm|rnn]`
 
-use arflow_core::gru::{gru_backward, gru_forward, GruDims, GruWeights};
+use arflow_core::rnn::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
 use arflow_core::{AdamWConfig, CharLm, CharLmConfig, Dev};
 use std::time::Instant;
 
 fn main() -> arflow_core::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let cell = match args.last().map(|a| CellKind::parse(a)) {
+        Some(Ok(c)) => {
+            args.pop();
+            c
+        }
+        _ => CellKind::Gru,
+    };
+    let args: Vec<usize> = args.iter().map(|a| a.parse().expect("numbers")).collect();
     let hidden = *args.first().unwrap_or(&256);
     let batch = *args.get(1).unwrap_or(&32);
     let seq = *args.get(2).unwrap_or(&64);
     let (embed, vocab, reps) = (64, 80, 20);
-    let d = GruDims { batch, seq, input: embed, hidden };
+    let d = RnnDims { cell, batch, seq, input: embed, hidden };
     let fill = |n: usize, s: f32| (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * s).collect::<Vec<f32>>();
-    let (x, h0, p) = (fill(batch * seq * embed, 1.0), fill(batch * hidden, 0.1), fill(d.param_len(), 0.06));
-    let w = GruWeights::unpack(&d, &p);
-    let mut out = vec![0f32; batch * seq * hidden];
+    let (x, h0, p) = (fill(batch * seq * embed, 1.0), fill(batch * d.state_len(), 0.1), fill(d.param_len(), 0.06));
+    let w = RnnWeights::unpack(&d, &p);
+    let mut out = vec![0f32; batch * seq * d.state_len()];
     let mut saved = Vec::new();
     let t = Instant::now();
     for _ in 0..reps {
-        gru_forward(&d, &x, &h0, &w, &mut out, Some(&mut saved));
+        rnn_forward(&d, &x, &h0, &w, &mut out, Some(&mut saved));
     }
     let fwd = t.elapsed().as_secs_f64() / reps as f64;
     let d_out = fill(out.len(), 0.01);
     let t = Instant::now();
     for _ in 0..reps {
-        std::hint::black_box(gru_backward(&d, &x, &h0, &w, &out, &saved, &d_out));
+        std::hint::black_box(rnn_backward(&d, &x, &h0, &w, &out, &saved, &d_out));
     }
     let bwd = t.elapsed().as_secs_f64() / reps as f64;
 
-    let cfg = CharLmConfig { vocab, embed, hidden, layers: 1 };
+    let cfg = CharLmConfig { vocab, embed, hidden, layers: 1, cell };
     let mut lm = CharLm::new(cfg, Dev::Cpu)?;
     for s in lm.params().specs().to_vec() {
         lm.params_mut().set_param(&s.name, &fill(s.len(), 0.06))?;
@@ -58,10 +66,11 @@ fn main() -> arflow_core::Result<()> {
     println!("forward + loss + backward     {:7.2} ms", grads * 1e3);
     let tokens = (batch * seq) as f64;
     println!("threads {}", arflow_core::threads());
-    println!("gru forward  {:7.2} ms", fwd * 1e3);
-    println!("gru backward {:7.2} ms", bwd * 1e3);
+    let name = cell.name();
+    println!("{name} forward  {:7.2} ms", fwd * 1e3);
+    println!("{name} backward {:7.2} ms", bwd * 1e3);
     println!(
-        "train step   {:7.2} ms  ({:.0} tokens/s; other than the GRU: {:.2} ms)",
+        "train step   {:7.2} ms  ({:.0} tokens/s; other than the {name}: {:.2} ms)",
         step * 1e3,
         tokens / step,
         (step - fwd - bwd) * 1e3

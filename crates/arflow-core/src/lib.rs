@@ -1,8 +1,8 @@
 //! arflow-core: the math of arflow on candle, with no knowledge of Node.
 //!
 //! - [`flow`]: the fused affine coupling of Real NVP (forward, inverse, hand-written backward) as a candle op.
-//! - [`gru`]: a fused multi-layer GRU with its own backward through time, as one candle op per layer.
-//! - [`lm`]: the character language model built around it.
+//! - [`rnn`]: fused recurrent layers (GRU, LSTM, tanh RNN) with their own backward through time, one candle op per layer.
+//! - [`lm`]: the character language model built around them.
 //! - [`loss`]: fused softmax cross-entropy.
 //! - [`optim`]: AdamW and global-norm clipping.
 
@@ -10,13 +10,13 @@ pub mod alloc;
 pub mod device;
 pub mod flow;
 pub mod gemm;
-pub mod gru;
 pub mod lm;
 pub mod loss;
 pub mod optim;
 pub mod packed;
 pub mod params;
 pub mod real;
+pub mod rnn;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;
@@ -24,6 +24,7 @@ pub use flow::{FlowNet, RealNvp, RealNvpConfig};
 pub use lm::{CharLm, CharLmConfig, LossGrads};
 pub use optim::AdamWConfig;
 pub use params::{ParamSpec, ParamStore, StepStats};
+pub use rnn::CellKind;
 
 /// Threads the CPU kernels use (rayon's pool: `RAYON_NUM_THREADS`, else one per core).
 pub fn threads() -> usize {

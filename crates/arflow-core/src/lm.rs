@@ -1,13 +1,15 @@
-//! Character language model: embedding → GRU stack → linear head → softmax cross-entropy.
+//! Character language model: embedding → recurrent stack (GRU, LSTM or tanh RNN) → linear head →
+//! softmax cross-entropy.
 //!
-//! Parameters carry PyTorch `state_dict` names (`embedding.weight`, `gru.weight_ih_l0`, …,
-//! `head.weight`, `head.bias`). Each GRU layer's four tensors live packed in one variable, the input of
-//! the fused layer op; [`ParamSpec`] maps every public name onto its slice of that storage.
+//! Parameters carry PyTorch `state_dict` names (`embedding.weight`, `gru.weight_ih_l0` — `lstm.…` or
+//! `rnn.…` after the cell —, `head.weight`, `head.bias`). Each layer's four tensors live packed in one
+//! variable, the input of the fused layer op; [`ParamSpec`] maps every public name onto its slice of
+//! that storage. States are `[L, B, S]` with S = H, or 2H for the LSTM (each row h then c).
 
 use crate::device::Dev;
-use crate::gru::{gru_layer, GruDims};
 use crate::optim::AdamWConfig;
 use crate::params::{ParamSpec, ParamStore, StepStats};
+use crate::rnn::{rnn_layer, CellKind, RnnDims};
 use candle_core::{bail, DType, Result, Tensor, Var};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +18,7 @@ pub struct CharLmConfig {
     pub embed: usize,
     pub hidden: usize,
     pub layers: usize,
+    pub cell: CellKind,
 }
 
 impl CharLmConfig {
@@ -33,9 +36,14 @@ impl CharLmConfig {
         Ok(())
     }
 
-    fn layer_dims(&self, layer: usize, batch: usize, seq: usize) -> GruDims {
+    fn layer_dims(&self, layer: usize, batch: usize, seq: usize) -> RnnDims {
         let input = if layer == 0 { self.embed } else { self.hidden };
-        GruDims { batch, seq, input, hidden: self.hidden }
+        RnnDims { cell: self.cell, batch, seq, input, hidden: self.hidden }
+    }
+
+    /// State values per layer and batch row: H, or 2H for the LSTM's (h, c).
+    pub fn state_len(&self) -> usize {
+        self.cell.state_width() * self.hidden
     }
 }
 
@@ -49,7 +57,7 @@ pub struct LossGrads {
 pub struct CharLm {
     pub cfg: CharLmConfig,
     store: ParamStore,
-    /// Final hidden state of the last training batch, `[L, B, H]`, detached: truncated BPTT carries it.
+    /// Final state of the last training batch, `[L, B, S]`, detached: truncated BPTT carries it.
     carry: Option<(usize, Vec<f32>)>,
 }
 
@@ -58,18 +66,18 @@ impl CharLm {
     pub fn new(cfg: CharLmConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
-        let CharLmConfig { vocab, embed, hidden, layers } = cfg;
+        let CharLmConfig { vocab, embed, hidden, layers, cell } = cfg;
         let mut specs =
             vec![ParamSpec { name: "embedding.weight".into(), shape: vec![vocab, embed], var: 0, offset: 0 }];
         for l in 0..layers {
             let d = cfg.layer_dims(l, 1, 1);
             let var = 1 + l;
-            let g = 3 * hidden;
+            let (g, c) = (d.gate_width(), cell.name());
             let parts = [
-                (format!("gru.weight_ih_l{l}"), vec![g, d.input]),
-                (format!("gru.weight_hh_l{l}"), vec![g, hidden]),
-                (format!("gru.bias_ih_l{l}"), vec![g]),
-                (format!("gru.bias_hh_l{l}"), vec![g]),
+                (format!("{c}.weight_ih_l{l}"), vec![g, d.input]),
+                (format!("{c}.weight_hh_l{l}"), vec![g, hidden]),
+                (format!("{c}.bias_ih_l{l}"), vec![g]),
+                (format!("{c}.bias_hh_l{l}"), vec![g]),
             ];
             let mut offset = 0;
             for (name, shape) in parts {
@@ -92,7 +100,7 @@ impl CharLm {
         &mut self.store
     }
 
-    /// The carried training state `(batch, [L, B, H])`, if a training step has run since the last reset.
+    /// The carried training state `(batch, [L, B, S])`, if a training step has run since the last reset.
     pub fn carry(&self) -> Option<(usize, Vec<f32>)> {
         self.carry.clone()
     }
@@ -106,13 +114,13 @@ impl CharLm {
     }
 
     fn check_state(&self, state: &[f32], batch: usize) -> Result<()> {
-        let want = self.cfg.layers * batch * self.cfg.hidden;
+        let s = self.cfg.state_len();
+        let want = self.cfg.layers * batch * s;
         if state.len() != want {
             bail!(
-                "hidden state holds {} values; [layers {}, batch {batch}, hidden {}] needs {want}",
+                "hidden state holds {} values; [layers {}, batch {batch}, state {s}] needs {want}",
                 state.len(),
                 self.cfg.layers,
-                self.cfg.hidden
             );
         }
         Ok(())
@@ -131,9 +139,9 @@ impl CharLm {
         Tensor::from_slice(ids, (batch, seq), &self.store.device)
     }
 
-    /// Per-layer initial states `[B, H]` from a flat `[L, B, H]` (zeros when `None`).
+    /// Per-layer initial states `[B, S]` from a flat `[L, B, S]` (zeros when `None`).
     fn states(&self, state: Option<&[f32]>, batch: usize) -> Result<Vec<Tensor>> {
-        let h = self.cfg.hidden;
+        let h = self.cfg.state_len();
         (0..self.cfg.layers)
             .map(|l| match state {
                 Some(s) => Tensor::from_slice(&s[l * batch * h..(l + 1) * batch * h], (batch, h), &self.store.device),
@@ -145,16 +153,18 @@ impl CharLm {
     /// Logits `[B·T, V]` and the final state of every layer.
     fn forward(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
         let (batch, seq) = ids.dims2()?;
-        let CharLmConfig { vocab, embed, hidden, .. } = self.cfg;
+        let CharLmConfig { vocab, embed, hidden, cell, .. } = self.cfg;
         let table = self.store.vars[0].as_tensor().reshape((vocab, embed))?;
         let mut x = table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, embed))?;
         let mut last = Vec::with_capacity(self.cfg.layers);
         for (l, h0_l) in h0.iter().enumerate() {
-            x = gru_layer(&x, h0_l, self.store.vars[1 + l].as_tensor())?;
-            last.push(x.narrow(1, seq - 1, 1)?.squeeze(1)?);
+            let states = rnn_layer(cell, &x, h0_l, self.store.vars[1 + l].as_tensor())?;
+            last.push(states.narrow(1, seq - 1, 1)?.squeeze(1)?);
+            // The layer above and the head read h; an LSTM's rows also hold c.
+            x = if cell.state_width() == 1 { states } else { states.narrow(2, 0, hidden)? };
         }
         let n = self.store.vars.len();
-        let hs = x.reshape((batch * seq, hidden))?;
+        let hs = x.contiguous()?.reshape((batch * seq, hidden))?;
         let head = self.store.vars[n - 2].as_tensor().reshape((vocab, hidden))?;
         let logits = hs.matmul(&head.t()?)?.broadcast_add(self.store.vars[n - 1].as_tensor())?;
         Ok((logits, last))
@@ -198,7 +208,7 @@ impl CharLm {
         self.carry = None;
     }
 
-    /// Mean loss and its gradient for every parameter and for the initial state `[L, B, H]`;
+    /// Mean loss and its gradient for every parameter and for the initial state `[L, B, S]`;
     /// changes nothing. The oracle tests compare this against the pure-TypeScript backend.
     pub fn loss_and_grads(
         &self,
@@ -230,7 +240,7 @@ impl CharLm {
     }
 
     /// Summed negative log-likelihood (nats) of `targets` given `ids`, from `state` (zeros when `None`),
-    /// and the final state `[L, B, H]`. No gradient is kept.
+    /// and the final state `[L, B, S]`. No gradient is kept.
     pub fn nll(
         &self,
         ids: &[u32],
@@ -249,7 +259,7 @@ impl CharLm {
         Ok((loss * (batch * seq) as f64, self.flat_state(&last)?))
     }
 
-    /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, H]` (zeros when
+    /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, S]` (zeros when
     /// `None`) and returns the new state and the logits `[N, V]` for the next character.
     pub fn step(&self, state: Option<&[f32]>, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = tokens.len();

@@ -1,20 +1,24 @@
 /**
- * The pure-TypeScript backend of the character LM: the test oracle for the native backend and the
- * pure-JS baseline of the benchmarks. Parameters and optimizer moments are stored in f32 like the
- * native model's; activations too, while sums and gates are computed in doubles.
+ * The pure-TypeScript backend of the character LM (GRU, LSTM or tanh-RNN cell): the test oracle for the
+ * native backend and the pure-JS baseline of the benchmarks. Parameters and optimizer moments are
+ * stored in f32 like the native model's; activations too, while sums and gates are computed in doubles.
+ * States (carry, `state` arguments and results, `dh0`) are `[layers, batch, stateWidth(cell)·hidden]`.
  */
 import { ConfigError, DivergenceError, ShapeError } from '../../errors.js';
 import {
   type Carry,
+  CELL_KINDS,
   type CharLmBackend,
   type CharLmShape,
+  cellOf,
   charLmParamInfo,
   type LossGrads,
   type OptimConfig,
   type StepStats,
+  stateWidth,
 } from '../types.js';
 import { clipScale, globalNorm, update } from './adamw.js';
-import { lmLossAndGrads, lmNll, lmStep } from './lm.js';
+import { lmLossAndGrads, lmNll, lmStep, stateShapeText } from './lm.js';
 import { JsParameters } from './parameters.js';
 
 function checkShape(shape: CharLmShape): void {
@@ -27,6 +31,11 @@ function checkShape(shape: CharLmShape): void {
   if (shape.vocabSize < 2) {
     throw new ConfigError(`char LM shape: vocabSize must hold at least 2 symbols, got ${shape.vocabSize}`);
   }
+  if (shape.cell !== undefined && !CELL_KINDS.includes(shape.cell)) {
+    throw new ConfigError(
+      `char LM shape: cell must be one of ${CELL_KINDS.join(', ')}, got ${JSON.stringify(shape.cell)}`,
+    );
+  }
 }
 
 export class JsCharLm extends JsParameters implements CharLmBackend {
@@ -34,14 +43,18 @@ export class JsCharLm extends JsParameters implements CharLmBackend {
   readonly shape: CharLmShape;
   private carry: Carry | null = null;
 
-  /** A model with every parameter zero; callers load an initialisation with `setParam`. */
+  /**
+   * A model with every parameter zero; callers load an initialisation with `setParam`. `shape.cell` is
+   * kept as given: absent (a GRU) stays absent, so the shape equals the caller's.
+   */
   constructor(shape: CharLmShape) {
     checkShape(shape);
-    const frozen = Object.freeze({
+    const frozen: CharLmShape = Object.freeze({
       vocabSize: shape.vocabSize,
       embed: shape.embed,
       hidden: shape.hidden,
       layers: shape.layers,
+      ...(shape.cell === undefined ? {} : { cell: shape.cell }),
     });
     super(charLmParamInfo(frozen), 'char LM');
     this.shape = frozen;
@@ -63,9 +76,11 @@ export class JsCharLm extends JsParameters implements CharLmBackend {
 
   private checkState(state: Float32Array | null, batch: number): void {
     const { layers: L, hidden: H } = this.shape;
-    if (state !== null && state.length !== L * batch * H) {
+    const cell = cellOf(this.shape);
+    const want = L * batch * stateWidth(cell) * H;
+    if (state !== null && state.length !== want) {
       throw new ShapeError(
-        `hidden state holds ${state.length} values; [layers ${L}, batch ${batch}, hidden ${H}] needs ${L * batch * H}`,
+        `hidden state holds ${state.length} values; ${stateShapeText(cell, L, batch, H)} needs ${want}`,
       );
     }
   }

@@ -1,31 +1,34 @@
 /**
- * The character language model in plain TypeScript: embedding → L GRU layers → linear head → mean
- * softmax cross-entropy, forward and backward, over a params record keyed by the PyTorch state_dict
- * names of `charLmParamInfo`. Mirrors `CharLm` in crates/arflow-core/src/lm.rs.
+ * The character language model in plain TypeScript: embedding → L recurrent layers (GRU, LSTM or tanh
+ * RNN, by `shape.cell`) → linear head → mean softmax cross-entropy, forward and backward, over a params
+ * record keyed by the PyTorch state_dict names of `charLmParamInfo`. Mirrors `CharLm` in
+ * crates/arflow-core/src/lm.rs.
+ *
+ * Recurrent states (`h0`, the returned `state`, `dh0`) are `[L, B, W·H]` with W = stateWidth(cell):
+ * for the LSTM each row is h then c, and the final state holds c_T too. The layer above and the head
+ * read only the h half of a layer's output.
  *
  * `dtype` is the storage type of activations and results; params may be either float type.
  */
 import { ShapeError } from '../../errors.js';
-import { type CharLmShape, charLmParamInfo } from '../types.js';
+import { type CellKind, type CharLmShape, cellOf, charLmParamInfo, stateWidth } from '../types.js';
 import {
-  type ArrayOf,
-  alloc,
-  type Dtype,
-  dot,
-  type FloatArray,
-  type GruDims,
-  type GruWeights,
-  gruBackward,
-  gruForward,
-  toDtype,
-} from './gru.js';
+  type CellDims,
+  cellBackward,
+  cellForward,
+  cellParamNames,
+  cellParamsOf,
+  hiddenOf,
+  padHidden,
+} from './cells.js';
+import { type ArrayOf, alloc, type Dtype, dot, type FloatArray, toDtype } from './gru.js';
 
 export type Params = Record<string, FloatArray>;
 
 export interface LmForward<A extends FloatArray> {
   /** `[B·T, V]` */
   logits: A;
-  /** Final state of every layer, `[L, B, H]`. */
+  /** Final state of every layer, `[L, B, W·H]`. */
   state: A;
 }
 
@@ -34,23 +37,23 @@ export interface LmLossGrads<A extends FloatArray> {
   loss: number;
   /** dL/d(param) by name, in state_dict order. */
   grads: Record<string, A>;
-  /** dL/dh0, `[L, B, H]`. */
+  /** dL/dh0, `[L, B, W·H]`. */
   dh0: A;
-  /** Final state of every layer, `[L, B, H]`. */
+  /** Final state of every layer, `[L, B, W·H]`. */
   state: A;
 }
 
 /** What one layer's backward needs from its forward. */
 interface LayerCache {
-  dims: GruDims;
+  dims: CellDims;
   x: FloatArray;
-  h0: FloatArray;
+  s0: FloatArray;
   out: FloatArray;
-  saved: FloatArray;
+  saved: FloatArray | null;
 }
 
 interface Stack {
-  /** Output of the top layer, `[B·T, H]`. */
+  /** h of the top layer, `[B·T, H]`. */
   top: FloatArray;
   state: FloatArray;
   caches: LayerCache[];
@@ -83,25 +86,23 @@ function checkTokens(what: string, ids: Uint32Array, batch: number, seq: number,
   }
 }
 
+/** `[layers L, batch B, hidden H]`, or `[…, 2·hidden 2H]` for a cell whose state is W·H wide. */
+export function stateShapeText(cell: CellKind, layers: number, batch: number, hidden: number): string {
+  const W = stateWidth(cell);
+  return `[layers ${layers}, batch ${batch}, ${W === 1 ? 'hidden' : `${W}·hidden`} ${W * hidden}]`;
+}
+
 function checkState(shape: CharLmShape, state: FloatArray | null, batch: number): void {
-  const want = shape.layers * batch * shape.hidden;
+  const cell = cellOf(shape);
+  const want = shape.layers * batch * stateWidth(cell) * shape.hidden;
   if (state !== null && state.length !== want) {
     throw new ShapeError(
-      `hidden state holds ${state.length} values; [layers ${shape.layers}, batch ${batch}, hidden ${shape.hidden}] needs ${want}`,
+      `hidden state holds ${state.length} values; ${stateShapeText(cell, shape.layers, batch, shape.hidden)} needs ${want}`,
     );
   }
 }
 
-function layerWeights(params: Params, l: number): GruWeights {
-  return {
-    wIh: params[`gru.weight_ih_l${l}`],
-    wHh: params[`gru.weight_hh_l${l}`],
-    bIh: params[`gru.bias_ih_l${l}`],
-    bHh: params[`gru.bias_hh_l${l}`],
-  };
-}
-
-/** Embedding lookup, then every GRU layer from `h0 [L, B, H]` (null: zeros). */
+/** Embedding lookup, then every recurrent layer from `h0 [L, B, W·H]` (null: zeros). */
 function runStack(
   shape: CharLmShape,
   params: Params,
@@ -113,21 +114,24 @@ function runStack(
   save: boolean,
 ): Stack {
   const { embed: E, hidden: H, layers: L } = shape;
+  const cell = cellOf(shape);
+  // Width of one row of state and of layer output: H, or 2H (h, c) for the LSTM.
+  const S = stateWidth(cell) * H;
   const emb = params['embedding.weight'];
   let x: FloatArray = alloc(dtype, batch * seq * E);
   for (let row = 0; row < ids.length; row++) x.set(emb.subarray(ids[row] * E, (ids[row] + 1) * E), row * E);
-  const state = alloc(dtype, L * batch * H);
+  const state = alloc(dtype, L * batch * S);
   const caches: LayerCache[] = [];
   for (let l = 0; l < L; l++) {
-    const dims: GruDims = { batch, seq, input: l === 0 ? E : H, hidden: H };
-    const h0l = h0 === null ? alloc(dtype, batch * H) : h0.subarray(l * batch * H, (l + 1) * batch * H);
-    const { out, saved } = gruForward(dims, x, h0l, layerWeights(params, l), { dtype, save });
-    // The final state of layer l is its output at t = T−1 of every batch element.
+    const dims: CellDims = { batch, seq, input: l === 0 ? E : H, hidden: H };
+    const s0 = h0 === null ? alloc(dtype, batch * S) : h0.subarray(l * batch * S, (l + 1) * batch * S);
+    const { out, saved } = cellForward(cell, dims, x, s0, cellParamsOf(cell, params, l), { dtype, save });
+    // The final state of layer l is its output row at t = T−1 of every batch element.
     for (let b = 0; b < batch; b++) {
-      state.set(out.subarray((b * seq + seq - 1) * H, (b * seq + seq) * H), (l * batch + b) * H);
+      state.set(out.subarray((b * seq + seq - 1) * S, (b * seq + seq) * S), (l * batch + b) * S);
     }
-    if (saved !== null) caches.push({ dims, x, h0: h0l, out, saved });
-    x = out;
+    if (save) caches.push({ dims, x, s0, out, saved });
+    x = hiddenOf(cell, out, batch * seq, H);
   }
   return { top: x, state, caches };
 }
@@ -162,7 +166,7 @@ function validate(
   checkState(shape, h0, batch);
 }
 
-/** Logits `[B·T, V]` and the final state `[L, B, H]`, from `h0` (null: zeros). */
+/** Logits `[B·T, V]` and the final state `[L, B, W·H]`, from `h0` (null: zeros). */
 export function lmForward<D extends Dtype>(
   shape: CharLmShape,
   params: Params,
@@ -223,6 +227,8 @@ export function lmLossAndGrads<D extends Dtype>(
 ): LmLossGrads<ArrayOf<D>> {
   validate(shape, params, ids, targets, batch, seq, h0);
   const { vocabSize: V, embed: E, hidden: H, layers: L } = shape;
+  const cell = cellOf(shape);
+  const S = stateWidth(cell) * H;
   const N = batch * seq;
   const { top, state, caches } = runStack(shape, params, ids, batch, seq, h0, dtype, true);
 
@@ -254,16 +260,19 @@ export function lmLossAndGrads<D extends Dtype>(
   }
 
   const grads: Record<string, ArrayOf<D>> = {};
-  const dh0 = alloc(dtype, L * batch * H);
-  // Down the stack: each layer's dx is the dL/d(out) of the layer below.
+  const dh0 = alloc(dtype, L * batch * S);
+  // Down the stack: each layer's dx is the dL/dh of the layer below (its other state parts, the LSTM's
+  // c, reach the loss only through later steps of the same layer).
   for (let l = L - 1; l >= 0; l--) {
     const c = caches[l];
-    const g = gruBackward(c.dims, c.x, c.h0, layerWeights(params, l), c.out, c.saved, dTop);
-    grads[`gru.weight_ih_l${l}`] = g.dWIh as ArrayOf<D>;
-    grads[`gru.weight_hh_l${l}`] = g.dWHh as ArrayOf<D>;
-    grads[`gru.bias_ih_l${l}`] = g.dBIh as ArrayOf<D>;
-    grads[`gru.bias_hh_l${l}`] = g.dBHh as ArrayOf<D>;
-    dh0.set(g.dh0, l * batch * H);
+    const dOut = padHidden(cell, dTop, N, H);
+    const g = cellBackward(cell, c.dims, c.x, c.s0, cellParamsOf(cell, params, l), c.out, c.saved, dOut);
+    const names = cellParamNames(cell, l);
+    grads[names.wIh] = g.dWIh as ArrayOf<D>;
+    grads[names.wHh] = g.dWHh as ArrayOf<D>;
+    grads[names.bIh] = g.dBIh as ArrayOf<D>;
+    grads[names.bHh] = g.dBHh as ArrayOf<D>;
+    dh0.set(g.ds0, l * batch * S);
     dTop = g.dx;
   }
   // The embedding lookup scatters each row's gradient back onto its id's row.
@@ -282,7 +291,7 @@ export function lmLossAndGrads<D extends Dtype>(
   return { loss: sum / N, grads: ordered, dh0, state: state as ArrayOf<D> };
 }
 
-/** One step of N streams: feeds `tokens [N]` from `state [L, N, H]` (null: zeros); logits `[N, V]`. */
+/** One step of N streams: feeds `tokens [N]` from `state [L, N, W·H]` (null: zeros); logits `[N, V]`. */
 export function lmStep<D extends Dtype = 'f32'>(
   shape: CharLmShape,
   params: Params,

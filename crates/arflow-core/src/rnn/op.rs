@@ -1,19 +1,20 @@
-//! One GRU layer over a whole sequence as a single candle op, so candle's autograd sees one node per
-//! layer (a shallow graph) and calls our backward through time instead of a per-step graph.
+//! One recurrent layer (GRU, LSTM or tanh RNN) over a whole sequence as a single candle op, so candle's
+//! autograd sees one node per layer (a shallow graph) and calls our backward through time instead of a
+//! per-step graph.
 
-use super::kernel::{gru_backward, gru_forward, GruDims, GruWeights};
+use super::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
 use crate::real::Real;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
 
-/// Activations the forward pass keeps for backward: `[B·T, 4H]` of (r, z, n, W_hn h + b_hn).
+/// Activations the forward pass keeps for backward (`[B·T, saved_width·H]`, see each cell).
 enum Saved {
     F32(Vec<f32>),
     F64(Vec<f64>),
 }
 
-struct GruLayerOp {
-    dims: GruDims,
+struct RnnLayerOp {
+    dims: RnnDims,
     keep: bool,
     saved: Mutex<Option<Saved>>,
 }
@@ -21,7 +22,7 @@ struct GruLayerOp {
 fn contiguous<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
-        None => bail!("gru: {what} must be contiguous"),
+        None => bail!("rnn: {what} must be contiguous"),
     }
 }
 
@@ -29,13 +30,13 @@ fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()
 }
 
-impl GruLayerOp {
+impl RnnLayerOp {
     fn forward<T: Real>(&self, x: &[T], h0: &[T], p: &[T]) -> (Vec<T>, Option<Vec<T>>) {
-        let w = GruWeights::unpack(&self.dims, p);
+        let w = RnnWeights::unpack(&self.dims, p);
         let d = self.dims;
-        let mut out = vec![T::zero(); d.batch * d.seq * d.hidden];
+        let mut out = vec![T::zero(); d.batch * d.seq * d.state_len()];
         let mut save = self.keep.then(Vec::new);
-        gru_forward(&self.dims, x, h0, &w, &mut out, save.as_mut());
+        rnn_forward(&self.dims, x, h0, &w, &mut out, save.as_mut());
         (out, save)
     }
 
@@ -50,8 +51,8 @@ impl GruLayerOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (xv, h0v, pv) = (host::<T>(x)?, host::<T>(h0)?, host::<T>(params)?);
         let (out, d_out) = (host::<T>(res)?, host::<T>(grad)?);
-        let w = GruWeights::unpack(&self.dims, &pv);
-        let g = gru_backward(&self.dims, &xv, &h0v, &w, &out, saved, &d_out);
+        let w = RnnWeights::unpack(&self.dims, &pv);
+        let g = rnn_backward(&self.dims, &xv, &h0v, &w, &out, saved, &d_out);
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(g.dx, x.shape(), dev)?),
@@ -61,9 +62,9 @@ impl GruLayerOp {
     }
 }
 
-impl CustomOp3 for GruLayerOp {
+impl CustomOp3 for RnnLayerOp {
     fn name(&self) -> &'static str {
-        "arflow-gru-layer"
+        "arflow-rnn-layer"
     }
 
     fn cpu_fwd(
@@ -76,7 +77,7 @@ impl CustomOp3 for GruLayerOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.dims;
-        let shape = Shape::from((d.batch, d.seq, d.hidden));
+        let shape = Shape::from((d.batch, d.seq, d.state_len()));
         let (storage, saved) = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(h0), CpuStorage::F32(p)) => {
                 let (x, h0, p) = (contiguous(x, l1, "x")?, contiguous(h0, l2, "h0")?, contiguous(p, l3, "params")?);
@@ -88,9 +89,9 @@ impl CustomOp3 for GruLayerOp {
                 let (out, save) = self.forward(x, h0, p);
                 (CpuStorage::F64(out), save.map(Saved::F64))
             }
-            _ => bail!("gru: x, h0 and params must all be f32 or all f64"),
+            _ => bail!("rnn: x, h0 and params must all be f32 or all f64"),
         };
-        *self.saved.lock().expect("gru saved state poisoned") = saved;
+        *self.saved.lock().expect("rnn saved state poisoned") = saved;
         Ok((storage, shape))
     }
 
@@ -102,41 +103,54 @@ impl CustomOp3 for GruLayerOp {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let saved = self.saved.lock().expect("gru saved state poisoned");
+        let saved = self.saved.lock().expect("rnn saved state poisoned");
         match saved.as_ref() {
             Some(Saved::F32(s)) => self.backward(s, x, h0, params, res, grad_res),
             Some(Saved::F64(s)) => self.backward(s, x, h0, params, res, grad_res),
-            None => bail!("gru: backward called on a forward pass that saved no activations"),
+            None => bail!("rnn: backward called on a forward pass that saved no activations"),
         }
     }
 }
 
 /// Applies one GRU layer: `x [B, T, I]`, `h0 [B, H]`, `params` packed `[w_ih, w_hh, b_ih, b_hh]`;
 /// returns the hidden states `[B, T, H]` (the last time step is the final state).
-/// Activations for backward are kept only when some input takes part in a gradient.
 pub fn gru_layer(x: &Tensor, h0: &Tensor, params: &Tensor) -> Result<Tensor> {
+    rnn_layer(CellKind::Gru, x, h0, params)
+}
+
+/// Applies one layer of `cell`: `x [B, T, I]`, the initial state `s0 [B, S]` and `params` packed
+/// `[w_ih, w_hh, b_ih, b_hh]`; returns the states `[B, T, S]` (the last time step is the final state).
+/// S is H, or 2H for the LSTM, whose rows are (h, c). Activations for backward are kept only when some
+/// input takes part in a gradient.
+pub fn rnn_layer(cell: CellKind, x: &Tensor, s0: &Tensor, params: &Tensor) -> Result<Tensor> {
+    let name = cell.name();
     let (batch, seq, input) = x.dims3()?;
-    let (hb, hidden) = h0.dims2()?;
+    let (hb, width) = s0.dims2()?;
     if hb != batch {
-        bail!("gru: h0 has batch {hb} but x has batch {batch}");
+        bail!("{name}: h0 has batch {hb} but x has batch {batch}");
     }
-    let dims = GruDims { batch, seq, input, hidden };
+    let sw = cell.state_width();
+    if width % sw != 0 || width == 0 {
+        bail!("{name}: the initial state has {width} values per row, not a multiple of {sw}");
+    }
+    let dims = RnnDims { cell, batch, seq, input, hidden: width / sw };
     if params.elem_count() != dims.param_len() {
         bail!(
-            "gru: params hold {} values, a layer with input {input} and hidden {hidden} needs {}",
+            "{name}: params hold {} values, a layer with input {input} and hidden {} needs {}",
             params.elem_count(),
+            dims.hidden,
             dims.param_len()
         );
     }
-    if x.dtype() != h0.dtype() || x.dtype() != params.dtype() || !matches!(x.dtype(), DType::F32 | DType::F64) {
-        bail!("gru: x, h0 and params must all be f32 or all f64");
+    if x.dtype() != s0.dtype() || x.dtype() != params.dtype() || !matches!(x.dtype(), DType::F32 | DType::F64) {
+        bail!("{name}: x, h0 and params must all be f32 or all f64");
     }
-    let keep = x.track_op() || h0.track_op() || params.track_op();
-    let op = GruLayerOp { dims, keep, saved: Mutex::new(None) };
-    let (x, h0, params) = (x.contiguous()?, h0.contiguous()?, params.contiguous()?);
+    let keep = x.track_op() || s0.track_op() || params.track_op();
+    let op = RnnLayerOp { dims, keep, saved: Mutex::new(None) };
+    let (x, s0, params) = (x.contiguous()?, s0.contiguous()?, params.contiguous()?);
     if keep {
-        x.apply_op3(&h0, &params, op)
+        x.apply_op3(&s0, &params, op)
     } else {
-        x.apply_op3_no_bwd(&h0, &params, &op)
+        x.apply_op3_no_bwd(&s0, &params, &op)
     }
 }

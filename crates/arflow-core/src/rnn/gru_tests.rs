@@ -1,3 +1,4 @@
+use super::gru::{gru_backward, gru_forward};
 use super::*;
 use candle_core::{DType, Device, Result, Tensor, Var};
 
@@ -13,7 +14,7 @@ fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
 }
 
 struct Case {
-    dims: GruDims,
+    dims: RnnDims,
     x: Vec<f64>,
     h0: Vec<f64>,
     p: Vec<f64>,
@@ -22,7 +23,7 @@ struct Case {
 }
 
 fn case(batch: usize, seq: usize, input: usize, hidden: usize) -> Case {
-    let dims = GruDims { batch, seq, input, hidden };
+    let dims = RnnDims::gru(batch, seq, input, hidden);
     Case {
         dims,
         x: values(batch * seq * input, 1, 1.0),
@@ -34,7 +35,7 @@ fn case(batch: usize, seq: usize, input: usize, hidden: usize) -> Case {
 
 fn loss(cs: &Case, x: &[f64], h0: &[f64], p: &[f64]) -> f64 {
     let mut out = vec![0.0; cs.c.len()];
-    gru_forward(&cs.dims, x, h0, &GruWeights::unpack(&cs.dims, p), &mut out, None);
+    gru_forward(&cs.dims, x, h0, &RnnWeights::unpack(&cs.dims, p), &mut out, None);
     out.iter().zip(&cs.c).map(|(o, c)| o * c).sum()
 }
 
@@ -49,7 +50,7 @@ fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
 #[test]
 fn gru_backward_matches_finite_differences() {
     let cs = case(2, 5, 3, 4);
-    let w = GruWeights::unpack(&cs.dims, &cs.p);
+    let w = RnnWeights::unpack(&cs.dims, &cs.p);
     let mut out = vec![0.0; cs.c.len()];
     let mut saved = Vec::new();
     gru_forward(&cs.dims, &cs.x, &cs.h0, &w, &mut out, Some(&mut saved));
@@ -74,7 +75,7 @@ fn gru_backward_matches_finite_differences() {
 }
 
 /// The same layer written step by step with candle's generic ops, differentiated by candle's autograd.
-fn unfused_layer(x: &Tensor, h0: &Tensor, p: &Tensor, dims: &GruDims) -> Result<Tensor> {
+fn unfused_layer(x: &Tensor, h0: &Tensor, p: &Tensor, dims: &RnnDims) -> Result<Tensor> {
     let (i, h) = (dims.input, dims.hidden);
     let g = 3 * h;
     let w_ih = p.narrow(0, 0, g * i)?.reshape((g, i))?;
@@ -127,9 +128,9 @@ fn gru_f32_forward_tracks_f64() -> Result<()> {
     let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
     let (x, h0, p) = (f32s(&cs.x), f32s(&cs.h0), f32s(&cs.p));
     let mut out32 = vec![0f32; cs.c.len()];
-    gru_forward(&d, &x, &h0, &GruWeights::unpack(&d, &p), &mut out32, None);
+    gru_forward(&d, &x, &h0, &RnnWeights::unpack(&d, &p), &mut out32, None);
     let mut out64 = vec![0f64; cs.c.len()];
-    gru_forward(&d, &cs.x, &cs.h0, &GruWeights::unpack(&d, &cs.p), &mut out64, None);
+    gru_forward(&d, &cs.x, &cs.h0, &RnnWeights::unpack(&d, &cs.p), &mut out64, None);
     let got: Vec<f64> = out32.iter().map(|&a| a as f64).collect();
     assert_close("out", &got, &out64, 1e-4);
     Ok(())
@@ -140,7 +141,7 @@ fn gru_rejects_mismatched_shapes() -> Result<()> {
     let dev = Device::Cpu;
     let x = Tensor::zeros((2, 3, 4), DType::F32, &dev)?;
     let h0 = Tensor::zeros((3, 5), DType::F32, &dev)?;
-    let p = Tensor::zeros(GruDims { batch: 2, seq: 3, input: 4, hidden: 5 }.param_len(), DType::F32, &dev)?;
+    let p = Tensor::zeros(RnnDims::gru(2, 3, 4, 5).param_len(), DType::F32, &dev)?;
     let err = gru_layer(&x, &h0, &p).unwrap_err().to_string();
     assert!(err.contains("h0 has batch 3"), "{err}");
     let h0 = Tensor::zeros((2, 5), DType::F32, &dev)?;

@@ -1,0 +1,292 @@
+//! The character language model (GRU, LSTM or tanh-RNN stack) and the raw recurrent-layer kernel call.
+
+use super::*;
+use arflow_core::rnn::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
+use arflow_core::{CharLm, CharLmConfig};
+
+#[napi(object)]
+pub struct CharLmShape {
+    pub vocab_size: u32,
+    pub embed: u32,
+    pub hidden: u32,
+    pub layers: u32,
+    /// 'gru' (default), 'lstm' or 'rnn'.
+    pub cell: Option<String>,
+}
+
+/// The cell a JS shape names (absent: the GRU); an unknown name is a config error.
+fn cell_of(name: Option<&str>) -> Result<CellKind> {
+    match name {
+        None => Ok(CellKind::Gru),
+        Some(n) => CellKind::parse(n).map_err(|e| tag(format!("config: {e}"))),
+    }
+}
+
+#[napi(object)]
+pub struct Carry {
+    pub batch: u32,
+    pub state: Float32Array,
+}
+
+#[napi(object)]
+pub struct NllResult {
+    pub nll: f64,
+    pub state: Float32Array,
+}
+
+#[napi(object)]
+pub struct StepResult {
+    pub state: Float32Array,
+    pub logits: Float32Array,
+}
+
+#[napi(object)]
+pub struct LossGradsResult {
+    pub loss: f64,
+    pub grads: Vec<NamedTensor>,
+    pub dh0: Float32Array,
+}
+
+type Shared = Arc<Mutex<CharLm>>;
+
+/// The character language model of arflow-core. Long calls return promises and run on the libuv pool.
+#[napi]
+pub struct NativeCharLm {
+    inner: Shared,
+}
+
+param_accessors!(NativeCharLm);
+
+#[napi]
+impl NativeCharLm {
+    #[napi(constructor)]
+    pub fn new(shape: CharLmShape, device: String) -> Result<Self> {
+        let cfg = CharLmConfig {
+            vocab: usize_of(shape.vocab_size, "vocabSize")?,
+            embed: usize_of(shape.embed, "embed")?,
+            hidden: usize_of(shape.hidden, "hidden")?,
+            layers: usize_of(shape.layers, "layers")?,
+            cell: cell_of(shape.cell.as_deref())?,
+        };
+        let dev = device_of(&device)?;
+        let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;
+        Ok(NativeCharLm { inner: Arc::new(Mutex::new(model)) })
+    }
+
+    #[napi]
+    pub fn get_carry(&self) -> Result<Option<Carry>> {
+        let m = lock(&self.inner)?;
+        Ok(m.carry().map(|(b, s)| Carry { batch: b as u32, state: Float32Array::new(s) }))
+    }
+
+    #[napi]
+    pub fn set_carry(&self, carry: Option<Carry>) -> Result<()> {
+        let mut m = lock(&self.inner)?;
+        let c = carry.map(|c| (c.batch as usize, c.state.to_vec()));
+        guarded(|| m.set_carry(c).map_err(core_err))
+    }
+
+    /// One whole training step (forward, loss, BPTT, clip, AdamW) off the JS thread.
+    #[napi]
+    pub fn train_step(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        opt: OptimConfig,
+    ) -> AsyncTask<TrainStepTask> {
+        AsyncTask::new(TrainStepTask {
+            model: self.inner.clone(),
+            ids: ids.to_vec(),
+            targets: targets.to_vec(),
+            batch: batch as usize,
+            seq: seq as usize,
+            opt: (&opt).into(),
+        })
+    }
+
+    #[napi]
+    pub fn loss_and_grads(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        state: Option<Float32Array>,
+    ) -> AsyncTask<LossGradsTask> {
+        AsyncTask::new(LossGradsTask(self.batch_args(ids, targets, batch, seq, state)))
+    }
+
+    #[napi]
+    pub fn nll(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        state: Option<Float32Array>,
+    ) -> AsyncTask<NllTask> {
+        AsyncTask::new(NllTask(self.batch_args(ids, targets, batch, seq, state)))
+    }
+
+    fn batch_args(
+        &self,
+        ids: Uint32Array,
+        targets: Uint32Array,
+        batch: u32,
+        seq: u32,
+        state: Option<Float32Array>,
+    ) -> BatchArgs {
+        BatchArgs {
+            model: self.inner.clone(),
+            ids: ids.to_vec(),
+            targets: targets.to_vec(),
+            batch: batch as usize,
+            seq: seq as usize,
+            state: state.map(|s| s.to_vec()),
+        }
+    }
+
+    /// One sampling step, synchronous: it is microseconds of work, and sampling loops call it per token.
+    #[napi]
+    pub fn step(&self, state: Option<Float32Array>, tokens: Uint32Array) -> Result<StepResult> {
+        let m = lock(&self.inner)?;
+        let (s, logits) = guarded(|| m.step(state.as_deref(), &tokens).map_err(core_err))?;
+        Ok(StepResult { state: Float32Array::new(s), logits: Float32Array::new(logits) })
+    }
+}
+
+pub struct TrainStepTask {
+    model: Shared,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    opt: AdamWConfig,
+}
+
+impl Task for TrainStepTask {
+    type Output = arflow_core::StepStats;
+    type JsValue = StepStats;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let mut m = lock(&self.model)?;
+        guarded(|| m.train_step(&self.ids, &self.targets, self.batch, self.seq, &self.opt).map_err(core_err))
+    }
+
+    fn resolve(&mut self, _env: Env, s: Self::Output) -> Result<Self::JsValue> {
+        Ok(StepStats { loss: s.loss, grad_norm: s.grad_norm })
+    }
+}
+
+/// A batch to score, copied out of JS memory so the work can run on another thread.
+pub struct BatchArgs {
+    model: Shared,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    state: Option<Vec<f32>>,
+}
+
+pub struct LossGradsTask(BatchArgs);
+
+impl Task for LossGradsTask {
+    type Output = arflow_core::LossGrads;
+    type JsValue = LossGradsResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let a = &self.0;
+        let m = lock(&a.model)?;
+        guarded(|| m.loss_and_grads(&a.ids, &a.targets, a.batch, a.seq, a.state.as_deref()).map_err(core_err))
+    }
+
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        let grads = out.grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect();
+        Ok(LossGradsResult { loss: out.loss, grads, dh0: Float32Array::new(out.dh0) })
+    }
+}
+
+pub struct NllTask(BatchArgs);
+
+impl Task for NllTask {
+    type Output = (f64, Vec<f32>);
+    type JsValue = NllResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let a = &self.0;
+        let m = lock(&a.model)?;
+        guarded(|| m.nll(&a.ids, &a.targets, a.batch, a.seq, a.state.as_deref()).map_err(core_err))
+    }
+
+    fn resolve(&mut self, _env: Env, (nll, state): Self::Output) -> Result<Self::JsValue> {
+        Ok(NllResult { nll, state: Float32Array::new(state) })
+    }
+}
+
+#[napi(object)]
+pub struct RnnDimsJs {
+    /// 'gru' (default), 'lstm' or 'rnn'.
+    pub cell: Option<String>,
+    pub batch: u32,
+    pub seq: u32,
+    pub input: u32,
+    pub hidden: u32,
+}
+
+#[napi(object)]
+pub struct RnnLayerResult {
+    /// `[B, T, S]`: S = H, or 2H for the LSTM (h then c per position).
+    pub out: Float32Array,
+    pub dx: Float32Array,
+    /// dL/d(initial state) `[B, S]`.
+    pub dh0: Float32Array,
+    /// Packed like the parameters: `[w_ih, w_hh, b_ih, b_hh]`.
+    pub dparams: Float32Array,
+}
+
+/// One recurrent layer forward and backward through time on raw arrays, for kernel tests and
+/// benchmarks: `h0` the initial state `[B, S]`, `params` packed `[w_ih, w_hh, b_ih, b_hh]`, `d_out`
+/// the gradient reaching the output `[B, T, S]`.
+#[napi]
+pub fn rnn_layer_grads(
+    dims: RnnDimsJs,
+    x: Float32Array,
+    h0: Float32Array,
+    params: Float32Array,
+    d_out: Float32Array,
+) -> Result<RnnLayerResult> {
+    let d = RnnDims {
+        cell: cell_of(dims.cell.as_deref())?,
+        batch: usize_of(dims.batch, "batch")?,
+        seq: usize_of(dims.seq, "seq")?,
+        input: usize_of(dims.input, "input")?,
+        hidden: usize_of(dims.hidden, "hidden")?,
+    };
+    let sizes = [
+        ("x", x.len(), d.batch * d.seq * d.input),
+        ("h0", h0.len(), d.batch * d.state_len()),
+        ("params", params.len(), d.param_len()),
+        ("dOut", d_out.len(), d.batch * d.seq * d.state_len()),
+    ];
+    for (what, got, want) in sizes {
+        if got != want {
+            let name = d.cell.name();
+            return Err(tag(format!("{name}: {what} holds {got} values, expected {want} for {dims:?}", dims = d)));
+        }
+    }
+    guarded(|| {
+        let w = RnnWeights::unpack(&d, &params);
+        let mut out = vec![0f32; d.batch * d.seq * d.state_len()];
+        let mut saved = Vec::new();
+        rnn_forward(&d, &x, &h0, &w, &mut out, Some(&mut saved));
+        let g = rnn_backward(&d, &x, &h0, &w, &out, &saved, &d_out);
+        Ok(RnnLayerResult {
+            out: Float32Array::new(out),
+            dx: Float32Array::new(g.dx),
+            dh0: Float32Array::new(g.dh0),
+            dparams: Float32Array::new(g.dparams),
+        })
+    })
+}

@@ -1,0 +1,162 @@
+/**
+ * One vanilla (Elman) RNN layer over a whole sequence and its hand-written backward through time, in
+ * plain TypeScript: the reference the native RNN kernel is tested against.
+ *
+ * PyTorch `nn.RNN` semantics with nonlinearity tanh:
+ *   h' = tanh(W_ih x + b_ih + W_hh h + b_hh)
+ * Layout is batch-first and row-major: `x [B, T, I]`, `h0 [B, H]`, `out [B, T, H]`. Weights are
+ * PyTorch's: `wIh [H, I]`, `wHh [H, H]`, `bIh [H]`, `bHh [H]`.
+ *
+ * The backward needs nothing beyond `out` (tanh' = 1 − h'²), so the forward saves nothing: its `saved`
+ * is always null and `rnnBackward` takes no saved activations.
+ *
+ * Results are stored in the requested dtype; every sum is computed in doubles.
+ */
+
+import { ShapeError } from '../../errors.js';
+import { alloc, type Dtype, dot, dtypeOf, type FloatArray, type GruDims, type GruWeights, toDtype } from './gru.js';
+import { checkLayerInputs } from './lstm.js';
+
+/** Batch, sequence length, input width and hidden width of one layer (the same for every cell). */
+export type RnnDims = GruDims;
+/** `wIh [H, I]`, `wHh [H, H]`, `bIh [H]`, `bHh [H]`. */
+export type RnnWeights = GruWeights;
+
+export interface RnnForwardOptions {
+  /** Storage type of `out`; defaults to that of `x`. */
+  dtype?: Dtype;
+}
+
+export interface RnnForward {
+  /** `[B, T, H]` */
+  out: FloatArray;
+  /** Always null: the backward reads only `out`. */
+  saved: null;
+}
+
+/** Gradients of a scalar loss, given dL/d(out). Stored in the dtype of `x`. */
+export interface RnnGrads {
+  dx: FloatArray;
+  dh0: FloatArray;
+  dWIh: FloatArray;
+  dWHh: FloatArray;
+  dBIh: FloatArray;
+  dBHh: FloatArray;
+}
+
+/** Runs the layer over the whole sequence from the initial state `h0 [B, H]`. */
+export function rnnForward(
+  dims: RnnDims,
+  x: FloatArray,
+  h0: FloatArray,
+  w: RnnWeights,
+  opts: RnnForwardOptions = {},
+): RnnForward {
+  checkLayerInputs('rnnForward', dims, x, h0, w, 1, 1);
+  const { batch: B, seq: T, input: I, hidden: H } = dims;
+  const dtype = opts.dtype ?? dtypeOf(x);
+  const out = alloc(dtype, B * T * H);
+  const { wIh, wHh, bIh, bHh } = w;
+  // The pre-activation of one row is computed whole before any of it is written over h_{t−1}'s storage.
+  const a = new Float64Array(H);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const row = b * T + t;
+      const xo = row * I;
+      // h_{t−1}: the initial state, or the previous output read back from its storage.
+      const hp = t === 0 ? h0 : out;
+      const ho = t === 0 ? b * H : (row - 1) * H;
+      for (let k = 0; k < H; k++) {
+        a[k] = dot(bIh[k], wIh, k * I, x, xo, I) + dot(bHh[k], wHh, k * H, hp, ho, H);
+      }
+      const oo = row * H;
+      for (let j = 0; j < H; j++) out[oo + j] = Math.tanh(a[j]);
+    }
+  }
+  return { out, saved: null };
+}
+
+/**
+ * Backward through time. `out` is what `rnnForward` produced, `dOut` is dL/d(out) `[B, T, H]`,
+ * including whatever reaches the final state.
+ */
+export function rnnBackward(
+  dims: RnnDims,
+  x: FloatArray,
+  h0: FloatArray,
+  w: RnnWeights,
+  out: FloatArray,
+  dOut: FloatArray,
+): RnnGrads {
+  checkLayerInputs('rnnBackward', dims, x, h0, w, 1, 1);
+  const { batch: B, seq: T, input: I, hidden: H } = dims;
+  const shape = `[B ${B}, T ${T}, H ${H}]`;
+  for (const [what, a] of [
+    ['out', out],
+    ['dOut', dOut],
+  ] as const) {
+    if (a.length !== B * T * H) {
+      throw new ShapeError(`rnnBackward: ${what} holds ${a.length} values; ${shape} needs ${B * T * H}`);
+    }
+  }
+  const dtype = dtypeOf(x);
+  const { wIh, wHh } = w;
+  const dx = alloc(dtype, B * T * I);
+  const dh0 = alloc(dtype, B * H);
+  const dWIh = new Float64Array(H * I);
+  const dWHh = new Float64Array(H * H);
+  const dBIh = new Float64Array(H);
+  const dBHh = new Float64Array(H);
+  // Gradient w.r.t. the pre-activation of one row.
+  const da = new Float64Array(H);
+  // dh: dL/dh_t through everything after t; dhPrev becomes dL/dh_{t−1}.
+  let dh = new Float64Array(H);
+  let dhPrev = new Float64Array(H);
+  const dxRow = new Float64Array(I);
+  for (let b = 0; b < B; b++) {
+    dh.fill(0);
+    for (let t = T - 1; t >= 0; t--) {
+      const row = b * T + t;
+      const oo = row * H;
+      const hp = t === 0 ? h0 : out;
+      const ho = t === 0 ? b * H : (row - 1) * H;
+      for (let j = 0; j < H; j++) {
+        const h = out[oo + j];
+        da[j] = (dOut[oo + j] + dh[j]) * (1 - h * h);
+      }
+      dhPrev.fill(0);
+      const xo = row * I;
+      dxRow.fill(0);
+      for (let k = 0; k < H; k++) {
+        const d = da[k];
+        const ki = k * I;
+        const kh = k * H;
+        // dW_ih += da ⊗ x,  dx = da · W_ih
+        for (let i = 0; i < I; i++) {
+          dWIh[ki + i] += d * x[xo + i];
+          dxRow[i] += d * wIh[ki + i];
+        }
+        // dW_hh += da ⊗ h_{t−1},  dh_{t−1} = da · W_hh
+        for (let j = 0; j < H; j++) {
+          dWHh[kh + j] += d * hp[ho + j];
+          dhPrev[j] += d * wHh[kh + j];
+        }
+        dBIh[k] += d;
+        dBHh[k] += d;
+      }
+      dx.set(dxRow, xo);
+      const swap = dh;
+      dh = dhPrev;
+      dhPrev = swap;
+    }
+    dh0.set(dh, b * H);
+  }
+  return {
+    dx,
+    dh0,
+    dWIh: toDtype(dWIh, dtype),
+    dWHh: toDtype(dWHh, dtype),
+    dBIh: toDtype(dBIh, dtype),
+    dBHh: toDtype(dBHh, dtype),
+  };
+}
