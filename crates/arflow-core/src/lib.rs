@@ -17,6 +17,7 @@ pub mod packed;
 pub mod params;
 pub mod real;
 pub mod rnn;
+pub mod seq2seq;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;

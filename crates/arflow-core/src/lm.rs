@@ -9,7 +9,7 @@
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
 use crate::params::{ParamSpec, ParamStore, StepStats};
-use crate::rnn::{rnn_layer, CellKind, RnnDims};
+use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
 use candle_core::{bail, DType, Result, Tensor, Var};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,14 +155,10 @@ impl CharLm {
         let (batch, seq) = ids.dims2()?;
         let CharLmConfig { vocab, embed, hidden, cell, .. } = self.cfg;
         let table = self.store.vars[0].as_tensor().reshape((vocab, embed))?;
-        let mut x = table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, embed))?;
-        let mut last = Vec::with_capacity(self.cfg.layers);
-        for (l, h0_l) in h0.iter().enumerate() {
-            let states = rnn_layer(cell, &x, h0_l, self.store.vars[1 + l].as_tensor())?;
-            last.push(states.narrow(1, seq - 1, 1)?.squeeze(1)?);
-            // The layer above and the head read h; an LSTM's rows also hold c.
-            x = if cell.state_width() == 1 { states } else { states.narrow(2, 0, hidden)? };
-        }
+        let x = table.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, embed))?;
+        let params: Vec<Vec<&Tensor>> =
+            (0..self.cfg.layers).map(|l| vec![self.store.vars[1 + l].as_tensor()]).collect();
+        let StackOut { top: x, finals: last } = run_stack(cell, hidden, &x, &params, h0)?;
         let n = self.store.vars.len();
         let hs = x.contiguous()?.reshape((batch * seq, hidden))?;
         let head = self.store.vars[n - 2].as_tensor().reshape((vocab, hidden))?;

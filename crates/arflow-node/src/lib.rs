@@ -242,3 +242,4 @@ pub mod coupling;
 pub mod flownet;
 pub mod lm;
 pub mod realnvp;
+pub mod seq2seq;

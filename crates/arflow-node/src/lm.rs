@@ -15,7 +15,7 @@ pub struct CharLmShape {
 }
 
 /// The cell a JS shape names (absent: the GRU); an unknown name is a config error.
-fn cell_of(name: Option<&str>) -> Result<CellKind> {
+pub(crate) fn cell_of(name: Option<&str>) -> Result<CellKind> {
     match name {
         None => Ok(CellKind::Gru),
         Some(n) => CellKind::parse(n).map_err(|e| tag(format!("config: {e}"))),

@@ -10,9 +10,11 @@ pub mod common;
 pub mod gru;
 pub mod lstm;
 pub mod op;
+pub mod stack;
 pub mod tanh;
 
 pub use op::{gru_layer, rnn_layer};
+pub use stack::{run_stack, StackOut};
 
 /// The recurrent cell of a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

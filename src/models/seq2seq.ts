@@ -1,0 +1,413 @@
+/**
+ * An encoder–decoder over token sequences (Sutskever et al. 2014, "Sequence to Sequence Learning with
+ * Neural Networks"; Cho et al. 2014), made for grapheme-to-phoneme conversion on CMUdict and any
+ * `source → target` TSV data:
+ *
+ *   letters → embedding → encoder (GRU/LSTM/RNN, L layers, optionally bidirectional)
+ *           → decoder h0 = tanh(W · [encoder final states] + b)        (the `h0: 'external'` policy)
+ *   phonemes → embedding → decoder (L layers) → softmax over phonemes
+ *
+ * Training is one native call per batch (teacher forcing, free running or scheduled sampling inside the
+ * step); decoding is greedy or beam search over the native single-step decoder.
+ *
+ * ```ts
+ * const { train, test } = splitCmudict(loadCmudict());
+ * const g2p = Seq2Seq.forEntries(train, { cell: 'lstm', bidirectional: true });
+ * await g2p.fit(train, { steps: 4000, onProgress: (p) => console.log(p.step, p.loss) });
+ * console.log(g2p.translate([...'ZUCCHINI'], { beam: 5 }));          // [{ tokens: ['Z','UW','K','IY','N','IY'], … }]
+ * console.log(await g2p.evaluate(test, { beam: 5 }));                 // { per, wer, perBeam, werBeam, words }
+ * ```
+ */
+import { NativeSeq2Seq, type Seq2SeqShape } from '../backend/native-seq2seq.js';
+import { CELL_KINDS, type CellKind, type OptimMoment, stateWidth } from '../backend/types.js';
+import type { PronEntry } from '../data/cmudict.js';
+import { bucketBySourceLength, type EncodedPair } from '../data/seq2seq-batches.js';
+import { BOS, EOS, type TokenUnknownPolicy, TokenVocabulary } from '../data/token-vocab.js';
+import { CheckpointError, ConfigError } from '../errors.js';
+import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import { phonemeErrorRate, wordErrorRate } from '../metrics/edit-distance.js';
+import { beamSearch, type DecoderStep, type Hypothesis, type LengthPenalty } from '../sample/beam.js';
+import { type Seq2SeqTrainOptions, type Seq2SeqTrainSummary, trainSeq2Seq } from '../train/seq2seq-trainer.js';
+import { Rng } from '../util/rng.js';
+
+export interface Seq2SeqConfig {
+  /** Embedding width of both vocabularies. Default 64. */
+  embed: number;
+  /** Hidden units per layer and direction. Default 256. */
+  hidden: number;
+  /** Layers of the encoder and of the decoder. Default 1. */
+  layers: number;
+  /** Default 'lstm'. */
+  cell: CellKind;
+  /** A bidirectional encoder (the decoder is always forward). Default true. */
+  bidirectional: boolean;
+}
+
+export const DEFAULT_SEQ2SEQ: Seq2SeqConfig = { embed: 64, hidden: 256, layers: 1, cell: 'lstm', bidirectional: true };
+
+export const SEQ2SEQ_KIND = 'seq2seq';
+const FORMAT = 'arflow';
+const FORMAT_VERSION = '1';
+const OPTIM_PREFIX = 'optimizer.';
+
+/** Most tokens a decoded output may have (EOS included) unless asked otherwise. */
+const DEFAULT_MAX_LENGTH = 40;
+
+export interface DecodeOptions {
+  /** Beam width; 1 (default) is greedy decoding. */
+  beam?: number;
+  /** Hypotheses to return, best first (≤ beam). Default 1. */
+  nBest?: number;
+  /** Longest output, EOS included. Default: 2 × the source length + 5, at most 40. */
+  maxLength?: number;
+  /** How beam search compares hypotheses of different lengths. Default 'average' (mean log-prob per token). */
+  lengthPenalty?: LengthPenalty;
+  /** Source tokens outside the vocabulary: 'error' (default, a VocabularyError naming them) or 'skip'. */
+  unknown?: TokenUnknownPolicy;
+}
+
+export interface Translation {
+  tokens: string[];
+  /** Natural log-probability of the output, EOS included. */
+  logProb: number;
+  /** The score beam search ranked by (log-prob under the length penalty). */
+  score: number;
+}
+
+export interface Seq2SeqEval {
+  words: number;
+  /** Phoneme (token) error rate of greedy decoding: Σ edit distance / Σ reference length. */
+  per: number;
+  /** Share of words whose greedy output matches none of their references. */
+  wer: number;
+  perBeam?: number;
+  werBeam?: number;
+  beam?: number;
+}
+
+function checkConfig(c: Seq2SeqConfig): void {
+  for (const k of ['embed', 'hidden', 'layers'] as const) {
+    const v = c[k];
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${k} must be a whole number ≥ 1, got ${v}`);
+  }
+  if (!CELL_KINDS.includes(c.cell)) {
+    throw new ConfigError(`cell must be one of ${CELL_KINDS.join(', ')}, got ${JSON.stringify(c.cell)}`);
+  }
+  if (typeof c.bidirectional !== 'boolean') throw new ConfigError('bidirectional must be true or false');
+}
+
+/** What a checkpoint holds besides the weights: training progress for resume. */
+export interface Seq2SeqTrainState {
+  step: number;
+  [key: string]: unknown;
+}
+
+export class Seq2Seq {
+  private constructor(
+    readonly src: TokenVocabulary,
+    readonly tgt: TokenVocabulary,
+    readonly config: Seq2SeqConfig,
+    readonly backend: NativeSeq2Seq,
+  ) {}
+
+  get shape(): Seq2SeqShape {
+    return this.backend.shape;
+  }
+
+  /**
+   * A new model with PyTorch's default initialisation drawn from a seeded generator: embeddings N(0, 1);
+   * recurrent layers and head U(−1/√H, 1/√H); the bridge U(−1/√fan_in, 1/√fan_in) like `nn.Linear`.
+   */
+  static create(
+    src: TokenVocabulary,
+    tgt: TokenVocabulary,
+    config: Partial<Seq2SeqConfig> = {},
+    opts: { seed?: number; device?: string } = {},
+  ): Seq2Seq {
+    const cfg: Seq2SeqConfig = { ...DEFAULT_SEQ2SEQ };
+    for (const k of Object.keys(DEFAULT_SEQ2SEQ) as (keyof Seq2SeqConfig)[]) {
+      if (config[k] !== undefined) (cfg as unknown as Record<string, unknown>)[k] = config[k];
+    }
+    checkConfig(cfg);
+    const backend = new NativeSeq2Seq({ srcVocab: src.size, tgtVocab: tgt.size, ...cfg }, opts.device ?? 'cpu');
+    const rng = new Rng(opts.seed ?? 0);
+    const bridgeFanIn = (cfg.bidirectional ? 2 : 1) * stateWidth(cfg.cell) * cfg.hidden;
+    for (const p of backend.paramInfo()) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const data = new Float32Array(n);
+      if (p.name.endsWith('embedding.weight')) for (let i = 0; i < n; i++) data[i] = rng.normal();
+      else {
+        const bound = 1 / Math.sqrt(p.name.startsWith('bridge.') ? bridgeFanIn : cfg.hidden);
+        for (let i = 0; i < n; i++) data[i] = rng.range(-bound, bound);
+      }
+      backend.setParam(p.name, data);
+    }
+    return new Seq2Seq(src, tgt, cfg, backend);
+  }
+
+  /** A model whose vocabularies are those of `entries` (letters in, every pronunciation's tokens out). */
+  static forEntries(entries: readonly PronEntry[], config: Partial<Seq2SeqConfig> = {}, opts = {}): Seq2Seq {
+    const src = TokenVocabulary.fromSequences(entries.map((e) => e.letters));
+    const tgt = TokenVocabulary.fromSequences(entries.flatMap((e) => e.prons));
+    return Seq2Seq.create(src, tgt, config, opts);
+  }
+
+  /** One encoded pair per pronunciation; tokens outside the vocabularies follow `unknown`. */
+  encodePairs(entries: readonly PronEntry[], unknown: TokenUnknownPolicy = 'error'): EncodedPair[] {
+    const out: EncodedPair[] = [];
+    for (const e of entries) {
+      const src = this.src.encode(e.letters, unknown);
+      if (src.length === 0) continue;
+      for (const p of e.prons) out.push({ src, tgt: this.tgt.encode(p, unknown) });
+    }
+    return out;
+  }
+
+  /** Trains on `entries` (every pronunciation is a pair); see {@link Seq2SeqTrainOptions}. */
+  fit(entries: readonly PronEntry[], opts: Seq2SeqTrainOptions = {}): Promise<Seq2SeqTrainSummary> {
+    return trainSeq2Seq(this, entries, opts);
+  }
+
+  // ---- decoding ----------------------------------------------------------------------------------
+
+  private maxLength(srcLen: number, given?: number): number {
+    if (given !== undefined) {
+      if (!Number.isInteger(given) || given < 1)
+        throw new ConfigError(`maxLength must be a whole number ≥ 1, got ${given}`);
+      return given;
+    }
+    return Math.min(DEFAULT_MAX_LENGTH, 2 * srcLen + 5);
+  }
+
+  /** The decoder as beam search sees it: one state `[L, 1, S]` per hypothesis, batched per step. */
+  private stepper(): DecoderStep<Float32Array> {
+    const { layers: L } = this.config;
+    const S = stateWidth(this.config.cell) * this.config.hidden;
+    const backend = this.backend;
+    return {
+      vocabSize: this.tgt.size,
+      step(states: Float32Array[], tokens: Uint32Array) {
+        const n = states.length;
+        // [L, N, S] from N states of [L, 1, S].
+        const stacked = new Float32Array(L * n * S);
+        states.forEach((s, i) => {
+          for (let l = 0; l < L; l++) stacked.set(s.subarray(l * S, (l + 1) * S), (l * n + i) * S);
+        });
+        const r = backend.decodeStep(stacked, tokens);
+        const next = states.map((_, i) => {
+          const s = new Float32Array(L * S);
+          for (let l = 0; l < L; l++) s.set(r.state.subarray((l * n + i) * S, (l * n + i + 1) * S), l * S);
+          return s;
+        });
+        return { states: next, logProbs: r.logProbs };
+      },
+    };
+  }
+
+  /** Greedy decoding of many sources at once (batched by source length): the argmax token each step. */
+  greedy(sources: readonly Uint32Array[], maxLength?: number): Hypothesis[] {
+    const out: Hypothesis[] = new Array(sources.length);
+    const indexed = sources.map((src, i) => ({ src, i }));
+    const V = this.tgt.size;
+    for (const bucket of bucketBySourceLength(indexed)) {
+      for (let at = 0; at < bucket.length; at += 256) {
+        const rows = bucket.slice(at, at + 256);
+        const n = rows.length;
+        const srcLen = rows[0].src.length;
+        const src = new Uint32Array(n * srcLen);
+        for (const [b, r] of rows.entries()) src.set(r.src, b * srcLen);
+        let state = this.backend.encode(src, n, srcLen);
+        let tokens = new Uint32Array(n).fill(BOS);
+        const hyps: Hypothesis[] = rows.map(() => ({ tokens: [], logProb: 0, score: 0, finished: false }));
+        const limit = this.maxLength(srcLen, maxLength);
+        for (let t = 0; t < limit && hyps.some((h) => !h.finished); t++) {
+          const r = this.backend.decodeStep(state, tokens);
+          state = r.state;
+          tokens = new Uint32Array(n);
+          for (let b = 0; b < n; b++) {
+            let best = 0;
+            for (let v = 1; v < V; v++) if (r.logProbs[b * V + v] > r.logProbs[b * V + best]) best = v;
+            tokens[b] = best;
+            const h = hyps[b];
+            if (h.finished) continue;
+            h.logProb += r.logProbs[b * V + best];
+            if (best === EOS) h.finished = true;
+            else h.tokens.push(best);
+          }
+        }
+        for (const h of hyps) h.score = h.logProb / (h.tokens.length + (h.finished ? 1 : 0));
+        rows.forEach((r, b) => {
+          out[r.i] = hyps[b];
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Beam search for one encoded source (width 1 is greedy). */
+  beam(src: Uint32Array, opts: DecodeOptions = {}): Hypothesis[] {
+    const state = this.backend.encode(src, 1, src.length);
+    return beamSearch(this.stepper(), state, {
+      width: opts.beam ?? 1,
+      nBest: opts.nBest ?? 1,
+      maxLength: this.maxLength(src.length, opts.maxLength),
+      bos: BOS,
+      eos: EOS,
+      lengthPenalty: opts.lengthPenalty ?? 'average',
+    });
+  }
+
+  /** The output(s) for one source sequence (e.g. the letters of a word), best first. */
+  translate(source: readonly string[], opts: DecodeOptions = {}): Translation[] {
+    const src = this.src.encode(source, opts.unknown ?? 'error');
+    if (src.length === 0) throw new ConfigError('the input has no token the model knows');
+    return this.beam(src, opts).map((h) => ({ tokens: this.tgt.decode(h.tokens), logProb: h.logProb, score: h.score }));
+  }
+
+  /**
+   * PER and WER of greedy decoding on `entries` (and of beam search when `beam` > 1); a word with several
+   * pronunciations counts as right if the output matches any (see `src/metrics/edit-distance.ts`).
+   * Source tokens the model never saw are skipped.
+   */
+  async evaluate(
+    entries: readonly PronEntry[],
+    opts: { beam?: number; lengthPenalty?: LengthPenalty; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<Seq2SeqEval> {
+    const sources = entries.map((e) => this.src.encode(e.letters, 'skip'));
+    const kept = entries.filter((_, i) => sources[i].length > 0);
+    const srcs = sources.filter((s) => s.length > 0);
+    if (kept.length === 0) throw new ConfigError('nothing to evaluate: no entry has a token the model knows');
+    const refs = kept.map((e) => e.prons);
+    const greedy = this.greedy(srcs).map((h) => this.tgt.decode(h.tokens));
+    const result: Seq2SeqEval = {
+      words: kept.length,
+      per: phonemeErrorRate(greedy, refs),
+      wer: wordErrorRate(greedy, refs),
+    };
+    const width = opts.beam ?? 1;
+    if (width > 1) {
+      const hyps: string[][] = [];
+      for (let i = 0; i < srcs.length; i++) {
+        const [best] = this.beam(srcs[i], { beam: width, lengthPenalty: opts.lengthPenalty });
+        hyps.push(this.tgt.decode(best.tokens));
+        if (i % 256 === 255) {
+          opts.onProgress?.(i + 1, srcs.length);
+          // Let timers and signals run between chunks of synchronous decoding.
+          await new Promise((r) => setImmediate(r));
+        }
+      }
+      result.perBeam = phonemeErrorRate(hyps, refs);
+      result.werBeam = wordErrorRate(hyps, refs);
+      result.beam = width;
+    }
+    return result;
+  }
+
+  // ---- checkpoints -------------------------------------------------------------------------------
+
+  /**
+   * Writes one safetensors file atomically: the weights under PyTorch names, the config and both
+   * vocabularies in the metadata; with `optimizer`, the AdamW moments (`optimizer.exp_avg.<name>`, …).
+   */
+  async save(path: string, opts: { optimizer?: boolean; train?: Seq2SeqTrainState } = {}): Promise<void> {
+    const tensors: Record<string, TensorEntry> = {};
+    const info = this.backend.paramInfo();
+    for (const p of info) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
+    const metadata: Record<string, string> = {
+      format: FORMAT,
+      format_version: FORMAT_VERSION,
+      kind: SEQ2SEQ_KIND,
+      config: JSON.stringify(this.config),
+      src_vocab: JSON.stringify(this.src.toJSON()),
+      tgt_vocab: JSON.stringify(this.tgt.toJSON()),
+    };
+    if (opts.optimizer) {
+      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
+        for (const p of info) {
+          tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
+            dtype: 'F32',
+            shape: p.shape,
+            data: this.backend.getOptimState(which, p.name),
+          };
+        }
+      }
+      metadata.optimizer_step = String(this.backend.getOptimStep());
+    }
+    if (opts.train) metadata.train = JSON.stringify(opts.train);
+    saveSafetensors(path, tensors, metadata);
+  }
+
+  /**
+   * Loads a checkpoint written by {@link Seq2Seq.save}. CheckpointError for a file that is missing,
+   * truncated, not an arflow seq2seq checkpoint, or whose tensors do not match its config; nothing is
+   * loaded then.
+   */
+  static load(path: string, opts: { device?: string } = {}): { model: Seq2Seq; train: Seq2SeqTrainState | null } {
+    const { tensors, metadata } = loadSafetensors(path);
+    if (metadata.format !== FORMAT || metadata.kind !== SEQ2SEQ_KIND) {
+      throw new CheckpointError(
+        `${path} is not an arflow seq2seq checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
+      );
+    }
+    let config: Seq2SeqConfig;
+    let src: TokenVocabulary;
+    let tgt: TokenVocabulary;
+    try {
+      config = { ...DEFAULT_SEQ2SEQ, ...JSON.parse(metadata.config) };
+      checkConfig(config);
+      src = TokenVocabulary.fromJSON(metadata.src_vocab);
+      tgt = TokenVocabulary.fromJSON(metadata.tgt_vocab);
+    } catch (e) {
+      throw new CheckpointError(`${path}: unreadable config or vocabularies in metadata (${(e as Error).message})`);
+    }
+    const backend = new NativeSeq2Seq({ srcVocab: src.size, tgtVocab: tgt.size, ...config }, opts.device ?? 'cpu');
+    const info = backend.paramInfo();
+    const expected = new Set(info.map((p) => p.name));
+    for (const name of Object.keys(tensors)) {
+      if (!expected.has(name) && !name.startsWith(OPTIM_PREFIX)) {
+        throw new CheckpointError(
+          `${path}: unexpected tensor ${name} for a seq2seq of config ${JSON.stringify(config)}`,
+        );
+      }
+    }
+    const take = (name: string, want: number[]): Float32Array => {
+      const t = tensors[name];
+      if (!t) throw new CheckpointError(`${path}: tensor ${name} is missing`);
+      if (t.dtype !== 'F32' || t.shape.join(',') !== want.join(',')) {
+        throw new CheckpointError(
+          `${path}: tensor ${name} is ${t.dtype}[${t.shape}] but the config needs F32[${want}]`,
+        );
+      }
+      const data = t.data as Float32Array;
+      if (!data.every(Number.isFinite)) throw new CheckpointError(`${path}: tensor ${name} holds NaN or Inf`);
+      return data;
+    };
+    // Check everything before touching the model: a bad file changes nothing.
+    const params = info.map((p) => [p.name, take(p.name, p.shape)] as const);
+    let optim: { moments: [OptimMoment, string, Float32Array][]; step: number } | null = null;
+    if (metadata.optimizer_step !== undefined) {
+      const step = Number(metadata.optimizer_step);
+      if (!Number.isInteger(step) || step < 0)
+        throw new CheckpointError(`${path}: optimizer_step is not a whole number ≥ 0`);
+      const moments: [OptimMoment, string, Float32Array][] = [];
+      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
+        for (const p of info) moments.push([which, p.name, take(`${OPTIM_PREFIX}${which}.${p.name}`, p.shape)]);
+      }
+      optim = { moments, step };
+    }
+    let train: Seq2SeqTrainState | null = null;
+    if (metadata.train) {
+      try {
+        train = JSON.parse(metadata.train) as Seq2SeqTrainState;
+      } catch {
+        throw new CheckpointError(`${path}: unreadable training state in metadata`);
+      }
+    }
+    for (const [name, data] of params) backend.setParam(name, data);
+    if (optim) {
+      for (const [which, name, data] of optim.moments) backend.setOptimState(which, name, data);
+      backend.setOptimStep(optim.step);
+    }
+    return { model: new Seq2Seq(src, tgt, config, backend), train };
+  }
+}
