@@ -15,11 +15,13 @@ import { specialFileKind } from '../io/safetensors.js';
 import { CharLM } from '../models/char-lm.js';
 import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
+import { SEQ2SEQ_KIND } from '../models/seq2seq.js';
 import type { TrainProgress } from '../train/char-trainer.js';
 import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
 import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
 import { EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow-flags.js';
 import { formatDuration, ProgressBar } from './progress.js';
+import { cmdEvalSeq2Seq, cmdTrainSeq2Seq, cmdTranslate, EVAL_SEQ2SEQ_FLAGS } from './seq2seq.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
 
@@ -249,14 +251,19 @@ function corpusText(f: Flags): { text: string; corpus: string } {
 
 async function cmdTrain(argv: string[]): Promise<void> {
   const [kind, ...rest] = argv;
-  const usage = 'usage: arflow train char [options]\n       arflow train flow [options]   (arflow train flow --help)';
+  const usage =
+    'usage: arflow train char [options]\n       arflow train flow [options]   (arflow train flow --help)\n' +
+    '       arflow train seq2seq [options]   (arflow train seq2seq --help)';
   if (kind === '--help' || kind === undefined) {
     console.log(helpText(usage, TRAIN_FLAGS));
     return;
   }
   if (kind === 'flow') return cmdTrainFlow(rest);
+  if (kind === 'seq2seq') return cmdTrainSeq2Seq(rest);
   if (kind !== 'char') {
-    throw new ConfigError(`unknown model kind ${JSON.stringify(kind)}: expected 'char' or 'flow' (${usage})`);
+    throw new ConfigError(
+      `unknown model kind ${JSON.stringify(kind)}: expected 'char', 'flow' or 'seq2seq' (${usage})`,
+    );
   }
   const { positional, flags } = parseArgs(rest, TRAIN_FLAGS);
   if (flags.help) {
@@ -455,6 +462,12 @@ async function cmdSample(argv: string[]): Promise<void> {
     { flags: SAMPLE_FLAGS, heading: 'Options of a character-model checkpoint (text):' },
     { flags: SAMPLE_FLOW_FLAGS, heading: 'Options of a flow checkpoint (a PNG of samples):' },
   );
+  const file = checkpointArg(argv, [SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS]);
+  if (file !== undefined && regularFileKind(file) === SEQ2SEQ_KIND) {
+    throw new ConfigError(
+      `${file} is an encoder–decoder (seq2seq) checkpoint: use arflow translate ${file} --input WORD`,
+    );
+  }
   if (await dispatchCheckpoint('sample', argv, SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS, help, cmdSampleFlow)) return;
   const { positional, flags } = parseArgs(argv, SAMPLE_FLAGS);
   if (positional.length !== 1)
@@ -484,6 +497,8 @@ async function cmdEval(argv: string[]): Promise<void> {
     { flags: EVAL_FLAGS, heading: 'Options of a character-model checkpoint (bits per character):' },
     { flags: EVAL_FLOW_FLAGS, heading: 'Options of a flow checkpoint (held-out NLL):' },
   );
+  const ckpt = checkpointArg(argv, [EVAL_FLAGS, EVAL_FLOW_FLAGS, EVAL_SEQ2SEQ_FLAGS]);
+  if (ckpt !== undefined && regularFileKind(ckpt) === SEQ2SEQ_KIND) return cmdEvalSeq2Seq(ckpt, argv);
   if (await dispatchCheckpoint('eval', argv, EVAL_FLAGS, EVAL_FLOW_FLAGS, help, cmdEvalFlow)) return;
   const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
   if (positional.length !== 1)
@@ -519,8 +534,10 @@ usage:
   arflow demo                     train a GRU on Moby-Dick for ~2 minutes and watch it write
   arflow train char [options]     train a character language model (arflow train char --help)
   arflow train flow [options]     fit a normalizing flow to a 2-D density or Fashion-MNIST (arflow train flow --help)
+  arflow train seq2seq [options]  train an encoder–decoder, grapheme-to-phoneme on CMUdict (arflow train seq2seq --help)
   arflow sample FILE [options]    generate text (or, from a flow, a PNG of samples) from a checkpoint (--help)
-  arflow eval FILE [options]      bits per character on held-out text (a flow: held-out NLL in nats) (--help)
+  arflow translate FILE --input WORD   the output sequence(s) of an encoder–decoder, with log-probabilities (--help)
+  arflow eval FILE [options]      bits per character on held-out text (a flow: held-out NLL in nats; seq2seq: PER/WER) (--help)
 
 Corpora: ${CORPORA.map((c) => `${c.name} (${c.description})`).join('; ')}
 Every command takes --json for machine-readable output.`;
@@ -541,6 +558,9 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'eval':
         await cmdEval(rest);
+        break;
+      case 'translate':
+        await cmdTranslate(rest);
         break;
       case undefined:
       case '--help':

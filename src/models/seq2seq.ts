@@ -39,11 +39,11 @@ export interface Seq2SeqConfig {
   layers: number;
   /** Default 'lstm'. */
   cell: CellKind;
-  /** A bidirectional encoder (the decoder is always forward). Default true. */
+  /** A bidirectional encoder (the decoder is always forward). Default false. */
   bidirectional: boolean;
 }
 
-export const DEFAULT_SEQ2SEQ: Seq2SeqConfig = { embed: 64, hidden: 256, layers: 1, cell: 'lstm', bidirectional: true };
+export const DEFAULT_SEQ2SEQ: Seq2SeqConfig = { embed: 64, hidden: 256, layers: 1, cell: 'lstm', bidirectional: false };
 
 export const SEQ2SEQ_KIND = 'seq2seq';
 const FORMAT = 'arflow';

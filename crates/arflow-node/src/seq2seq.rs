@@ -123,12 +123,17 @@ impl NativeSeq2Seq {
     /// One whole training step (encoder, bridge, decoder with optional scheduled sampling, masked
     /// cross-entropy, BPTT, clipping, AdamW) off the JS thread.
     #[napi(ts_return_type = "Promise<Seq2SeqStepStats>")]
-    pub fn train_step(&self, b: Seq2SeqBatch, opt: OptimConfig) -> Result<AsyncTask<Job<arflow_core::seq2seq::Seq2SeqStep, Seq2SeqStepStats>>> {
+    pub fn train_step(
+        &self,
+        b: Seq2SeqBatch,
+        opt: OptimConfig,
+    ) -> Result<AsyncTask<Job<arflow_core::seq2seq::Seq2SeqStep, Seq2SeqStepStats>>> {
         let (model, a, opt): (_, _, AdamWConfig) = (self.inner.clone(), Owned::of(&b)?, (&opt).into());
         Ok(job(
             move || {
                 let mut m = lock(&model)?;
-                m.train_step(&a.src, &a.dec_in, &a.targets, a.batch, a.src_len, a.tgt_len, a.sampling(), &opt).map_err(core_err)
+                m.train_step(&a.src, &a.dec_in, &a.targets, a.batch, a.src_len, a.tgt_len, a.sampling(), &opt)
+                    .map_err(core_err)
             },
             |s| Seq2SeqStepStats {
                 loss: s.stats.loss,
@@ -140,12 +145,16 @@ impl NativeSeq2Seq {
     }
 
     #[napi(ts_return_type = "Promise<Seq2SeqLossGrads>")]
-    pub fn loss_and_grads(&self, b: Seq2SeqBatch) -> Result<AsyncTask<Job<(f64, arflow_core::params::NamedGrads, Vec<u32>), Seq2SeqLossGrads>>> {
+    pub fn loss_and_grads(
+        &self,
+        b: Seq2SeqBatch,
+    ) -> Result<AsyncTask<Job<(f64, arflow_core::params::NamedGrads, Vec<u32>), Seq2SeqLossGrads>>> {
         let (model, a) = (self.inner.clone(), Owned::of(&b)?);
         Ok(job(
             move || {
                 let m = lock(&model)?;
-                m.loss_and_grads(&a.src, &a.dec_in, &a.targets, a.batch, a.src_len, a.tgt_len, a.sampling()).map_err(core_err)
+                m.loss_and_grads(&a.src, &a.dec_in, &a.targets, a.batch, a.src_len, a.tgt_len, a.sampling())
+                    .map_err(core_err)
             },
             |(loss, grads, inputs)| Seq2SeqLossGrads {
                 loss,
@@ -159,6 +168,9 @@ impl NativeSeq2Seq {
     #[napi(ts_return_type = "Promise<Seq2SeqNll>")]
     pub fn nll(&self, b: Seq2SeqBatch) -> Result<AsyncTask<Job<(f64, usize), Seq2SeqNll>>> {
         let (model, a) = (self.inner.clone(), Owned::of(&b)?);
+        if a.sampling.is_some() {
+            return Err(tag("config: nll scores under teacher forcing; pass no flips or uniforms".into()));
+        }
         Ok(job(
             move || {
                 let m = lock(&model)?;

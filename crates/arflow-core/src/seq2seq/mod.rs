@@ -307,6 +307,9 @@ impl Seq2Seq {
                         uniforms.len()
                     );
                 }
+                if let Some(f) = flips.iter().find(|&&f| f > 1) {
+                    bail!("scheduled sampling: flips must be 0 (sample) or 1 (ground truth), got {f}");
+                }
                 if let Some(u) = uniforms.iter().find(|u| !(0.0..1.0).contains(*u)) {
                     bail!("scheduled sampling: uniforms must lie in [0, 1), got {u}");
                 }

@@ -128,6 +128,8 @@ fn bad_batches_are_errors() {
     assert!(err(m.loss_and_grads(&src, &dec_in, &pads, 2, 4, 5, None)).contains("every position is PAD"));
     let u = vec![1.0f32; 10];
     assert!(err(m.loss_and_grads(&src, &dec_in, &tgt, 2, 4, 5, Some((&[0; 10], &u)))).contains("[0, 1)"));
+    let half = vec![0.5f32; 10];
+    assert!(err(m.loss_and_grads(&src, &dec_in, &tgt, 2, 4, 5, Some((&[2; 10], &half)))).contains("flips must be 0"));
     let cfg = Seq2SeqConfig {
         src_vocab: 3,
         tgt_vocab: 8,
