@@ -128,6 +128,17 @@ describe('learning', () => {
     expect(ev.bpc).toBeLessThan(unigram - 0.5);
     expect(ev.chars).toBe(tail.length - 1);
   });
+
+  for (const cell of ['lstm', 'rnn'] as const) {
+    it(`an ${cell.toUpperCase()} model also falls clearly below the unigram entropy`, async () => {
+      const unigram = unigramEntropy(TEXT_60K);
+      const model = CharLM.create(Vocabulary.fromText(TEXT_60K), { hidden: 128, cell }, { seed: 1 });
+      expect(model.backend.paramInfo()[1].name).toBe(`${cell}.weight_ih_l0`);
+      const summary = await model.fit(TEXT_60K, { steps: 150, batchSize: 16, seqLen: 64, valEvery: 0, lr: 3e-3 });
+      expect(summary.losses.every(Number.isFinite)).toBe(true);
+      expect(summary.valBpc, `${cell} valBpc ${summary.valBpc} vs unigram ${unigram}`).toBeLessThan(unigram - 0.5);
+    });
+  }
 });
 
 describe('validation', () => {
