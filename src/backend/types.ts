@@ -26,6 +26,11 @@ export interface CharLmShape {
   layers: number;
   /** The recurrent cell; absent means 'gru' (models and checkpoints from before cells were selectable). */
   cell?: CellKind;
+  /**
+   * A learned initial state: a parameter `h0` `[L, W·H]` (every stream starts from it, and it receives
+   * gradients) in place of zeros wherever no state is given. Absent or false: zeros.
+   */
+  learnedH0?: boolean;
 }
 
 /** The cell of a shape, with the default applied. */
@@ -143,5 +148,6 @@ export function charLmParamInfo(s: CharLmShape): ParamInfo[] {
     );
   }
   info.push({ name: 'head.weight', shape: [s.vocabSize, s.hidden] }, { name: 'head.bias', shape: [s.vocabSize] });
+  if (s.learnedH0) info.push({ name: 'h0', shape: [s.layers, stateWidth(cell) * s.hidden] });
   return info;
 }

@@ -12,7 +12,7 @@ import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, CheckpointError, ConfigError } from '../errors.js';
 import { specialFileKind } from '../io/safetensors.js';
-import { CharLM } from '../models/char-lm.js';
+import { CharLM, type H0Policy } from '../models/char-lm.js';
 import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
 import { SEQ2SEQ_KIND } from '../models/seq2seq.js';
@@ -47,6 +47,12 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
   hidden: { type: 'int', help: 'hidden units per layer (default 256)' },
   layers: { type: 'int', help: 'stacked recurrent layers (default 1)' },
   bidirectional: { type: 'boolean', help: 'refused: a language model cannot read ahead (encoders only)' },
+  h0: {
+    type: 'string',
+    help: "initial state: zero (default), learned (a trained parameter), sampled (N(0, σ²) per stream); 'external' is refused",
+    choices: ['zero', 'learned', 'sampled', 'external'],
+  },
+  'h0-sigma': { type: 'number', help: 'σ of --h0 sampled (default 0.1)' },
   seq: { type: 'int', help: 'characters per BPTT chunk (default 64)' },
   batch: { type: 'int', help: 'parallel streams per batch (default 32)' },
   steps: { type: 'int', help: 'training steps (default 1000)' },
@@ -129,6 +135,9 @@ async function runTraining(job: TrainJob): Promise<void> {
   const f = job.flags;
   const json = Boolean(f.json);
   const resumePath = str(f, 'resume');
+  if (f['h0-sigma'] !== undefined && str(f, 'h0') !== 'sampled') {
+    throw new ConfigError('--h0-sigma applies to --h0 sampled only');
+  }
   let model: CharLM;
   let resume = null;
   if (resumePath) {
@@ -151,6 +160,8 @@ async function runTraining(job: TrainJob): Promise<void> {
         hidden: num(f, 'hidden'),
         layers: num(f, 'layers'),
         cell: str(f, 'cell') as CellKind | undefined,
+        h0: str(f, 'h0') as H0Policy | undefined,
+        h0Sigma: num(f, 'h0-sigma'),
         bidirectional: Boolean(f.bidirectional),
       },
       {

@@ -37,9 +37,30 @@ export interface CharLMConfig {
   layers: number;
   /** The recurrent cell: 'gru' (default), 'lstm' or 'rnn' (vanilla tanh). */
   cell: CellKind;
+  /**
+   * The state a stream starts from (at the start of training, after each epoch's reset of the carried
+   * state, and when sampling or evaluating): 'zero' (default); 'learned', a parameter `h0 [L, S]`
+   * trained with the rest (initialised at zero); 'sampled', drawn from N(0, h0Sigma²) for every stream.
+   * ('external', computed from a conditioning vector, is what the encoder–decoder's decoder uses; a
+   * language model has no conditioning vector.)
+   */
+  h0: H0Policy;
+  /** σ of the 'sampled' initial state. Default 0.1. */
+  h0Sigma: number;
 }
 
-export const DEFAULT_CHAR_LM: CharLMConfig = { embed: 64, hidden: 256, layers: 1, cell: 'gru' };
+export type H0Policy = 'zero' | 'learned' | 'sampled' | 'external';
+
+export const H0_POLICIES: readonly H0Policy[] = ['zero', 'learned', 'sampled', 'external'];
+
+export const DEFAULT_CHAR_LM: CharLMConfig = {
+  embed: 64,
+  hidden: 256,
+  layers: 1,
+  cell: 'gru',
+  h0: 'zero',
+  h0Sigma: 0.1,
+};
 
 export interface CreateOptions {
   /** 'native' (Rust, default) or 'js' (pure TypeScript reference). */
@@ -82,6 +103,30 @@ function checkConfig(c: CharLMConfig): void {
   if (!CELL_KINDS.includes(c.cell)) {
     throw new ConfigError(`cell must be one of ${CELL_KINDS.join(', ')}, got ${JSON.stringify(c.cell)}`);
   }
+  if (c.h0 === 'external') {
+    throw new ConfigError(
+      "h0 'external' computes the initial state from a conditioning vector, which a language model does not have; " +
+        "use 'zero', 'learned' or 'sampled' (the encoder–decoder's decoder is the model with an external h0)",
+    );
+  }
+  if (!H0_POLICIES.includes(c.h0)) {
+    throw new ConfigError(`h0 must be one of zero, learned, sampled; got ${JSON.stringify(c.h0)}`);
+  }
+  if (!(Number.isFinite(c.h0Sigma) && c.h0Sigma > 0)) {
+    throw new ConfigError(`h0Sigma must be a finite number > 0, got ${c.h0Sigma}`);
+  }
+}
+
+/** The backend shape of a model of this vocabulary size and config. */
+function shapeOf(vocabSize: number, c: CharLMConfig): CharLmShape {
+  return {
+    vocabSize,
+    embed: c.embed,
+    hidden: c.hidden,
+    layers: c.layers,
+    cell: c.cell,
+    ...(c.h0 === 'learned' ? { learnedH0: true } : {}),
+  };
 }
 
 /** What a checkpoint holds besides the weights: training progress for exact resume. */
@@ -108,6 +153,17 @@ export class CharLM {
   }
 
   /**
+   * The state `[L, streams, S]` a stream starts from under the model's h0 policy: N(0, h0Sigma²) from
+   * `rng` for 'sampled'; null otherwise (the backend then uses zeros or the learned h0).
+   */
+  initialState(streams: number, rng: Rng): Float32Array | null {
+    if (this.config.h0 !== 'sampled') return null;
+    const s = new Float32Array(this.config.layers * streams * this.stateSize());
+    for (let i = 0; i < s.length; i++) s[i] = this.config.h0Sigma * rng.normal();
+    return s;
+  }
+
+  /**
    * A new model with PyTorch's default initialisation, drawn from a seeded generator so the native and
    * TypeScript backends start from identical weights: embedding N(0, 1); recurrent layers and head
    * U(−1/√H, 1/√H).
@@ -128,15 +184,17 @@ export class CharLM {
     if (config.hidden !== undefined) cfg.hidden = config.hidden;
     if (config.layers !== undefined) cfg.layers = config.layers;
     if (config.cell !== undefined) cfg.cell = config.cell;
+    if (config.h0 !== undefined) cfg.h0 = config.h0;
+    if (config.h0Sigma !== undefined) cfg.h0Sigma = config.h0Sigma;
     checkConfig(cfg);
-    const shape = { vocabSize: vocab.size, ...cfg };
-    const backend = createCharLmBackend(shape, opts.backend, opts.device);
+    const backend = createCharLmBackend(shapeOf(vocab.size, cfg), opts.backend, opts.device);
     const rng = new Rng(opts.seed ?? 0);
     const bound = 1 / Math.sqrt(cfg.hidden);
     for (const p of backend.paramInfo()) {
       const n = p.shape.reduce((a, b) => a * b, 1);
       const data = new Float32Array(n);
-      if (p.name === 'embedding.weight') for (let i = 0; i < n; i++) data[i] = rng.normal();
+      if (p.name === 'h0') data.fill(0);
+      else if (p.name === 'embedding.weight') for (let i = 0; i < n; i++) data[i] = rng.normal();
       else for (let i = 0; i < n; i++) data[i] = rng.range(-bound, bound);
       backend.setParam(p.name, data);
     }
@@ -145,7 +203,7 @@ export class CharLM {
 
   /** A copy of this model's weights (not optimizer state) on another backend or device. */
   to(backend: BackendName, device: DeviceName = 'cpu'): CharLM {
-    const other = createCharLmBackend(this.shape, backend, device);
+    const other = createCharLmBackend(shapeOf(this.vocab.size, this.config), backend, device);
     for (const p of this.backend.paramInfo()) other.setParam(p.name, this.backend.getParam(p.name));
     return new CharLM(this.vocab, this.config, other);
   }
@@ -213,7 +271,7 @@ export class CharLM {
     } catch (e) {
       throw new CheckpointError(`${path}: unreadable config or vocabulary in metadata (${(e as Error).message})`);
     }
-    const shape = { vocabSize: vocab.size, ...config };
+    const shape = shapeOf(vocab.size, config);
     const backend = createCharLmBackend(shape, opts.backend, opts.device);
     const info = backend.paramInfo();
     const expected = new Set(info.map((p) => p.name));
@@ -297,12 +355,12 @@ export class CharLM {
 
   // ---- inference ---------------------------------------------------------------------------------
 
-  /** Logits `[chars, V]` for every position of `text`, read as one sequence from a zero state. */
+  /** Logits `[chars, V]` for every position of `text`, read as one sequence from the initial state. */
   logits(text: string, unknown: UnknownPolicy = 'error'): Float32Array {
     const ids = this.vocab.encode(text, unknown);
     const v = this.vocab.size;
     const out = new Float32Array(ids.length * v);
-    let state: Float32Array | null = null;
+    let state: Float32Array | null = this.initialState(1, new Rng(0));
     for (let i = 0; i < ids.length; i++) {
       const r = this.backend.step(state, ids.subarray(i, i + 1));
       state = r.state;
@@ -322,12 +380,12 @@ export class CharLM {
       throw new ConfigError(`length must be a whole number ≥ 0, got ${length}`);
     const rng = new Rng(opts.seed ?? 0);
     const prime = this.vocab.encode(opts.prime ?? '', opts.unknown ?? 'error');
-    let state: Float32Array | null = null;
+    let state: Float32Array | null = this.initialState(1, rng);
     let logits: Float32Array;
     if (prime.length === 0) {
       // No prime: start from a newline if the corpus has one (a natural "start of text"), else a random character.
       const start = this.vocab.has('\n') ? this.vocab.encode('\n')[0] : rng.int(this.vocab.size);
-      ({ state, logits } = this.backend.step(null, Uint32Array.of(start)));
+      ({ state, logits } = this.backend.step(state, Uint32Array.of(start)));
     } else {
       for (let i = 0; i < prime.length - 1; i++) state = this.backend.step(state, prime.subarray(i, i + 1)).state;
       ({ state, logits } = this.backend.step(state, prime.subarray(prime.length - 1)));
@@ -358,7 +416,8 @@ export class CharLM {
 
   async evaluateIds(ids: Uint32Array, chunk = 4096): Promise<EvalResult> {
     if (ids.length < 2) throw new ConfigError('evaluation needs at least 2 characters of text');
-    let state: Float32Array | null = null;
+    // A 'sampled' h0 draws the starting state from a fixed seed, so evaluation is repeatable.
+    let state: Float32Array | null = this.initialState(1, new Rng(0));
     let total = 0;
     const n = ids.length - 1;
     for (let at = 0; at < n; at += chunk) {

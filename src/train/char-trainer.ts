@@ -9,6 +9,7 @@
  */
 import { evalBatches, StreamBatcher, splitTrainVal } from '../data/batches.js';
 import type { CharLM, TrainState } from '../models/char-lm.js';
+import { Rng } from '../util/rng.js';
 import {
   learningRate,
   optimConfig,
@@ -123,6 +124,8 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
   }
   const tokensPerStep = r.batchSize * r.seqLen;
   const startStep = step;
+  // Draws of a 'sampled' h0 come from their own stream, so they do not change the batch order.
+  const h0Rng = new Rng((r.seed ^ 0x68305eed) >>> 0);
   const t0 = performance.now();
   // Tokens/s counts time inside training steps only, not validation or checkpoints.
   let windowTrainMs = 0;
@@ -178,7 +181,12 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
       break;
     }
     const b = batcher.next();
-    if (b.reset) model.backend.setCarry(null);
+    // A new epoch starts every stream again from the model's initial state (zeros, the learned h0, or
+    // a fresh draw for a 'sampled' h0).
+    if (b.reset) {
+      const s0 = model.initialState(r.batchSize, h0Rng);
+      model.backend.setCarry(s0 === null ? null : { batch: r.batchSize, state: s0 });
+    }
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
     const s = await model.backend.trainStep(b.ids, b.targets, r.batchSize, r.seqLen, optimConfig(r, lr));

@@ -19,6 +19,9 @@ pub struct CharLmConfig {
     pub hidden: usize,
     pub layers: usize,
     pub cell: CellKind,
+    /// A learned initial state: the parameter `h0 [L, S]`, used for every stream wherever no state is
+    /// given (and receiving gradients there), in place of zeros.
+    pub learned_h0: bool,
 }
 
 impl CharLmConfig {
@@ -66,7 +69,7 @@ impl CharLm {
     pub fn new(cfg: CharLmConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
-        let CharLmConfig { vocab, embed, hidden, layers, cell } = cfg;
+        let CharLmConfig { vocab, embed, hidden, layers, cell, learned_h0 } = cfg;
         let mut specs =
             vec![ParamSpec { name: "embedding.weight".into(), shape: vec![vocab, embed], var: 0, offset: 0 }];
         for l in 0..layers {
@@ -88,6 +91,14 @@ impl CharLm {
         }
         specs.push(ParamSpec { name: "head.weight".into(), shape: vec![vocab, hidden], var: 1 + layers, offset: 0 });
         specs.push(ParamSpec { name: "head.bias".into(), shape: vec![vocab], var: 2 + layers, offset: 0 });
+        if learned_h0 {
+            specs.push(ParamSpec {
+                name: "h0".into(),
+                shape: vec![layers, cfg.state_len()],
+                var: 3 + layers,
+                offset: 0,
+            });
+        }
         Ok(CharLm { cfg, store: ParamStore::new(specs, device, "char LM")?, carry: None })
     }
 
@@ -139,12 +150,17 @@ impl CharLm {
         Tensor::from_slice(ids, (batch, seq), &self.store.device)
     }
 
-    /// Per-layer initial states `[B, S]` from a flat `[L, B, S]` (zeros when `None`).
+    /// Per-layer initial states `[B, S]` from a flat `[L, B, S]`; when `None`, the learned h0 repeated
+    /// for every stream (tracked, so it receives gradients) or zeros.
     fn states(&self, state: Option<&[f32]>, batch: usize) -> Result<Vec<Tensor>> {
-        let h = self.cfg.state_len();
-        (0..self.cfg.layers)
+        let (h, layers) = (self.cfg.state_len(), self.cfg.layers);
+        (0..layers)
             .map(|l| match state {
                 Some(s) => Tensor::from_slice(&s[l * batch * h..(l + 1) * batch * h], (batch, h), &self.store.device),
+                None if self.cfg.learned_h0 => {
+                    let h0 = self.store.vars[3 + layers].as_tensor().reshape((layers, h))?;
+                    h0.narrow(0, l, 1)?.broadcast_as((batch, h))?.contiguous()
+                }
                 None => Tensor::zeros((batch, h), DType::F32, &self.store.device),
             })
             .collect()
@@ -159,10 +175,10 @@ impl CharLm {
         let params: Vec<Vec<&Tensor>> =
             (0..self.cfg.layers).map(|l| vec![self.store.vars[1 + l].as_tensor()]).collect();
         let StackOut { top: x, finals: last } = run_stack(cell, hidden, &x, &params, h0)?;
-        let n = self.store.vars.len();
+        let n = 1 + self.cfg.layers;
         let hs = x.contiguous()?.reshape((batch * seq, hidden))?;
-        let head = self.store.vars[n - 2].as_tensor().reshape((vocab, hidden))?;
-        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.store.vars[n - 1].as_tensor())?;
+        let head = self.store.vars[n].as_tensor().reshape((vocab, hidden))?;
+        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.store.vars[n + 1].as_tensor())?;
         Ok((logits, last))
     }
 
@@ -219,17 +235,27 @@ impl CharLm {
         if let Some(s) = state {
             self.check_state(s, batch)?;
         }
-        let h0 = self.states(state, batch)?.iter().map(Var::from_tensor).collect::<Result<Vec<_>>>()?;
-        let h0t: Vec<Tensor> = h0.iter().map(|v| v.as_tensor().clone()).collect();
+        // dL/d(initial state) is read off a zero probe variable added to it: candle keeps gradients of
+        // variables only, and the learned h0 must stay in the graph to receive its own gradient.
+        let s = self.cfg.state_len();
+        let probes = (0..self.cfg.layers)
+            .map(|_| Var::zeros((batch, s), DType::F32, &self.store.device))
+            .collect::<Result<Vec<_>>>()?;
+        let h0t = self
+            .states(state, batch)?
+            .iter()
+            .zip(&probes)
+            .map(|(h, p)| h + p.as_tensor())
+            .collect::<Result<Vec<_>>>()?;
         let (logits, _) = self.forward(&x, &h0t)?;
         let loss = crate::loss::cross_entropy(&logits, &y)?;
         let g = loss.backward()?;
         let grads = self.store.named_grads(&g)?;
-        let mut dh0 = Vec::new();
-        for (v, t) in h0.iter().zip(&h0t) {
-            match g.get(v.as_tensor()) {
+        let mut dh0 = Vec::with_capacity(self.cfg.layers * batch * s);
+        for p in &probes {
+            match g.get(p.as_tensor()) {
                 Some(gt) => dh0.extend(gt.flatten_all()?.to_vec1::<f32>()?),
-                None => dh0.extend(vec![0f32; t.elem_count()]),
+                None => dh0.extend(vec![0f32; batch * s]),
             }
         }
         Ok(LossGrads { loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads, dh0 })

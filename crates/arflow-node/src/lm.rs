@@ -12,6 +12,8 @@ pub struct CharLmShape {
     pub layers: u32,
     /// 'gru' (default), 'lstm' or 'rnn'.
     pub cell: Option<String>,
+    /// A learned initial state (the parameter `h0`) in place of zeros.
+    pub learned_h0: Option<bool>,
 }
 
 /// The cell a JS shape names (absent: the GRU); an unknown name is a config error.
@@ -67,6 +69,7 @@ impl NativeCharLm {
             hidden: usize_of(shape.hidden, "hidden")?,
             layers: usize_of(shape.layers, "layers")?,
             cell: cell_of(shape.cell.as_deref())?,
+            learned_h0: shape.learned_h0.unwrap_or(false),
         };
         let dev = device_of(&device)?;
         let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;

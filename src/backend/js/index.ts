@@ -55,6 +55,7 @@ export class JsCharLm extends JsParameters implements CharLmBackend {
       hidden: shape.hidden,
       layers: shape.layers,
       ...(shape.cell === undefined ? {} : { cell: shape.cell }),
+      ...(shape.learnedH0 ? { learnedH0: true } : {}),
     });
     super(charLmParamInfo(frozen), 'char LM');
     this.shape = frozen;

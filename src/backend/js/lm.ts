@@ -102,7 +102,22 @@ function checkState(shape: CharLmShape, state: FloatArray | null, batch: number)
   }
 }
 
-/** Embedding lookup, then every recurrent layer from `h0 [L, B, W·H]` (null: zeros). */
+/**
+ * The initial state `[L, B, W·H]`: `h0` when given, else the learned `h0` parameter `[L, W·H]` repeated
+ * for every stream (a model with `learnedH0`), else null (zeros).
+ */
+function initialState(shape: CharLmShape, params: Params, h0: FloatArray | null, batch: number): FloatArray | null {
+  if (h0 !== null || !shape.learnedH0) return h0;
+  const S = stateWidth(cellOf(shape)) * shape.hidden;
+  const p = params.h0;
+  const out = new Float64Array(shape.layers * batch * S);
+  for (let l = 0; l < shape.layers; l++) {
+    for (let b = 0; b < batch; b++) out.set(p.subarray(l * S, (l + 1) * S), (l * batch + b) * S);
+  }
+  return out;
+}
+
+/** Embedding lookup, then every recurrent layer from `h0 [L, B, W·H]` (null: zeros, or the learned h0). */
 function runStack(
   shape: CharLmShape,
   params: Params,
@@ -115,6 +130,7 @@ function runStack(
 ): Stack {
   const { embed: E, hidden: H, layers: L } = shape;
   const cell = cellOf(shape);
+  h0 = initialState(shape, params, h0, batch);
   // Width of one row of state and of layer output: H, or 2H (h, c) for the LSTM.
   const S = stateWidth(cell) * H;
   const emb = params['embedding.weight'];
@@ -285,6 +301,18 @@ export function lmLossAndGrads<D extends Dtype>(
   grads['embedding.weight'] = toDtype(dEmb, dtype);
   grads['head.weight'] = toDtype(dW, dtype);
   grads['head.bias'] = toDtype(dBias, dtype);
+  if (shape.learnedH0) {
+    // Without a given state every stream started from the learned h0: its gradient sums over them.
+    const dP = new Float64Array(L * S);
+    if (h0 === null) {
+      for (let l = 0; l < L; l++) {
+        for (let b = 0; b < batch; b++) {
+          for (let j = 0; j < S; j++) dP[l * S + j] += dh0[(l * batch + b) * S + j];
+        }
+      }
+    }
+    grads.h0 = toDtype(dP, dtype);
+  }
 
   const ordered: Record<string, ArrayOf<D>> = {};
   for (const { name } of charLmParamInfo(shape)) ordered[name] = grads[name];
