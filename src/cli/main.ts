@@ -11,13 +11,15 @@ import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corp
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, CheckpointError, ConfigError } from '../errors.js';
+import { PLOT_COLORS, plotPanels } from '../io/plot.js';
 import { specialFileKind } from '../io/safetensors.js';
 import { CharLM, type H0Policy } from '../models/char-lm.js';
 import { checkpointKind, FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
+import { type GradReport, gradReport } from '../models/grad-report.js';
 import { SEQ2SEQ_KIND } from '../models/seq2seq.js';
 import type { TrainProgress } from '../train/char-trainer.js';
-import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs } from './args.js';
+import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs, samePath, savePicture } from './args.js';
 import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
 import { EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow-flags.js';
 import { formatDuration, ProgressBar } from './progress.js';
@@ -53,6 +55,10 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
     choices: ['zero', 'learned', 'sampled', 'external'],
   },
   'h0-sigma': { type: 'number', help: 'σ of --h0 sampled (default 0.1)' },
+  'grad-report': {
+    type: 'string',
+    help: 'after training, print ‖∂L_T/∂h_t‖ against the distance T − t (vanishing/exploding gradients) and plot it to this PNG',
+  },
   seq: { type: 'int', help: 'characters per BPTT chunk (default 64)' },
   batch: { type: 'int', help: 'parallel streams per batch (default 32)' },
   steps: { type: 'int', help: 'training steps (default 1000)' },
@@ -137,6 +143,11 @@ async function runTraining(job: TrainJob): Promise<void> {
   const resumePath = str(f, 'resume');
   if (f['h0-sigma'] !== undefined && str(f, 'h0') !== 'sampled') {
     throw new ConfigError('--h0-sigma applies to --h0 sampled only');
+  }
+  const gradPng = str(f, 'grad-report');
+  if (gradPng !== undefined) {
+    checkOutputPath(gradPng, '--grad-report');
+    if (samePath(gradPng, job.out)) throw new ConfigError('--grad-report must not be the checkpoint path (--out)');
   }
   let model: CharLM;
   let resume = null;
@@ -226,6 +237,16 @@ async function runTraining(job: TrainJob): Promise<void> {
   });
   process.off('SIGINT', onSigint);
   bar?.end();
+  // The gradient diagnostic on the held-out tail (the training text when it is too short).
+  let grads: GradReport | null = null;
+  if (gradPng !== undefined) {
+    const { val } = splitTrainVal(ids, 0.05);
+    grads = gradReport(model, val.length > 101 ? val : ids, { length: 100 });
+    const { width, height, pixels } = plotPanels([
+      { series: [{ x: grads.distance, y: grads.norm, color: PLOT_COLORS[0] }], logY: true },
+    ]);
+    savePicture(gradPng, width, height, pixels, 3);
+  }
   const result = {
     steps: summary.steps,
     tokensPerSec: summary.tokensPerSec,
@@ -236,6 +257,7 @@ async function runTraining(job: TrainJob): Promise<void> {
     stoppedEarly: summary.aborted || summary.outOfTime,
     corpus: job.corpus,
     backend: model.backend.kind,
+    ...(grads ? { gradReport: { cell: grads.cell, distance: grads.distance, norm: grads.norm, png: gradPng } } : {}),
   };
   if (json) {
     emit({ type: 'summary', ...result });
@@ -247,6 +269,13 @@ async function runTraining(job: TrainJob): Promise<void> {
       `${Math.round(summary.tokensPerSec).toLocaleString('en-US')} tokens/s; train loss ${summary.trainLoss.toFixed(3)} nats/char; ` +
       `validation ${result.valBpc === null ? 'n/a' : `${result.valBpc.toFixed(3)} bits/char`}`,
   );
+  if (grads) {
+    const at = [0, 1, 2, 5, 10, 20, 50, 99].filter((d) => d < grads.norm.length);
+    console.log(
+      `\n‖∂L_T/∂h_t‖ of the ${grads.cell.toUpperCase()} against T − t (plotted to ${gradPng}):\n` +
+        at.map((d) => `  T−t = ${String(d).padStart(2)}  ${grads.norm[d].toExponential(2)}`).join('\n'),
+    );
+  }
   console.log(`saved ${job.out}\n\nsample (temperature 0.8):\n${sample.trim()}\n`);
   console.log(`more: arflow sample ${job.out} --prime "Call me " --length 400`);
 }
