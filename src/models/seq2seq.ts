@@ -24,6 +24,7 @@ import type { PronEntry } from '../data/cmudict.js';
 import { bucketBySourceLength, type EncodedPair } from '../data/seq2seq-batches.js';
 import { BOS, EOS, type TokenUnknownPolicy, TokenVocabulary } from '../data/token-vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
+import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { phonemeErrorRate, wordErrorRate } from '../metrics/edit-distance.js';
 import { beamSearch, type DecoderStep, type Hypothesis, type LengthPenalty } from '../sample/beam.js';
@@ -362,52 +363,26 @@ export class Seq2Seq {
     }
     const backend = new NativeSeq2Seq({ srcVocab: src.size, tgtVocab: tgt.size, ...config }, opts.device ?? 'cpu');
     const info = backend.paramInfo();
-    const expected = new Set(info.map((p) => p.name));
-    for (const name of Object.keys(tensors)) {
-      if (!expected.has(name) && !name.startsWith(OPTIM_PREFIX)) {
-        throw new CheckpointError(
-          `${path}: unexpected tensor ${name} for a seq2seq of config ${JSON.stringify(config)}`,
-        );
-      }
-    }
-    const take = (name: string, want: number[]): Float32Array => {
-      const t = tensors[name];
-      if (!t) throw new CheckpointError(`${path}: tensor ${name} is missing`);
-      if (t.dtype !== 'F32' || t.shape.join(',') !== want.join(',')) {
-        throw new CheckpointError(
-          `${path}: tensor ${name} is ${t.dtype}[${t.shape}] but the config needs F32[${want}]`,
-        );
-      }
-      const data = t.data as Float32Array;
-      if (!data.every(Number.isFinite)) throw new CheckpointError(`${path}: tensor ${name} holds NaN or Inf`);
-      return data;
-    };
     // Check everything before touching the model: a bad file changes nothing.
-    const params = info.map((p) => [p.name, take(p.name, p.shape)] as const);
-    let optim: { moments: [OptimMoment, string, Float32Array][]; step: number } | null = null;
+    let step: number | null = null;
     if (metadata.optimizer_step !== undefined) {
-      const step = Number(metadata.optimizer_step);
+      step = Number(metadata.optimizer_step);
       if (!Number.isInteger(step) || step < 0)
         throw new CheckpointError(`${path}: optimizer_step is not a whole number ≥ 0`);
-      const moments: [OptimMoment, string, Float32Array][] = [];
-      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
-        for (const p of info) moments.push([which, p.name, take(`${OPTIM_PREFIX}${which}.${p.name}`, p.shape)]);
-      }
-      optim = { moments, step };
     }
-    let train: Seq2SeqTrainState | null = null;
-    if (metadata.train) {
-      try {
-        train = JSON.parse(metadata.train) as Seq2SeqTrainState;
-      } catch {
-        throw new CheckpointError(`${path}: unreadable training state in metadata`);
-      }
-    }
-    for (const [name, data] of params) backend.setParam(name, data);
-    if (optim) {
-      for (const [which, name, data] of optim.moments) backend.setOptimState(which, name, data);
-      backend.setOptimStep(optim.step);
-    }
+    const moments = step === null ? [] : (['exp_avg', 'exp_avg_sq'] as OptimMoment[]);
+    const expected = [
+      ...info,
+      ...moments.flatMap((which) => info.map((p) => ({ name: `${OPTIM_PREFIX}${which}.${p.name}`, shape: p.shape }))),
+    ];
+    const data = expectTensors(path, tensors, expected, `a seq2seq of config ${JSON.stringify(config)}`);
+    const params = data.slice(0, info.length);
+    const train = readTrainInfo(path, metadata) as Seq2SeqTrainState | null;
+    for (const [name, t] of params) backend.setParam(name, t);
+    moments.forEach((which, m) => {
+      for (const [i, p] of info.entries()) backend.setOptimState(which, p.name, data[info.length * (m + 1) + i][1]);
+    });
+    if (step !== null) backend.setOptimStep(step);
     return { model: new Seq2Seq(src, tgt, config, backend), train };
   }
 }
