@@ -29,131 +29,33 @@ import {
   type OptimConfig,
   stateWidth,
 } from '../src/backend/types.js';
-import { Vocabulary } from '../src/data/vocab.js';
 import { ConfigError } from '../src/errors.js';
 import { Rng } from '../src/util/rng.js';
-
-const FWD_TOL = 1e-5;
-const GRAD_TOL = 1e-4;
+import {
+  bytes,
+  expectClose,
+  expectNonTrivial,
+  expectScalarClose,
+  expectStateClose,
+  type Floats,
+  FWD_TOL,
+  GRAD_TOL,
+  LAYER_CASES,
+  LM_CASES,
+  type LmCase,
+  layerWeights,
+  relErr,
+  tokens,
+  uniform,
+  VOCAB,
+} from './helpers/oracle.js';
 
 /** The cells this file tests (the GRU has its own oracle in native-oracle.test.ts). */
 const CELLS = ['lstm', 'rnn'] as const;
 
-type Floats = ArrayLike<number>;
-
-function uniform(rng: Rng, n: number, scale: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.range(-scale, scale);
-  return a;
-}
-
-/** Largest elementwise error relative to the scale of `want` (see the module comment). */
-function relErr(got: Floats, want: Floats, floor: number): { err: number; at: number; scale: number } {
-  let scale = floor;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const e = Math.abs(got[i] - want[i]);
-    // `!(e <= worst)` also catches NaN in `got`.
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  return { err: worst / scale, at, scale };
-}
-
-function expectClose(name: string, got: Floats, want: Floats, tol: number, floor = 1): number {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  expect(want.length, `${name}: empty`).toBeGreaterThan(0);
-  const { err, at, scale } = relErr(got, want, floor);
-  expect(
-    err,
-    `${name}[${at}]: native ${got[at]} vs reference ${want[at]} (scale ${scale.toExponential(3)})`,
-  ).toBeLessThanOrEqual(tol);
-  if (process.env.ARFLOW_ORACLE_LOG) console.log(`${name}: ${err.toExponential(2)} (tol ${tol})`);
-  return err;
-}
-
-function expectScalarClose(name: string, got: number, want: number, tol: number): void {
-  expect(Number.isFinite(got), `${name}: native ${got} is not finite`).toBe(true);
-  const err = Math.abs(got - want);
-  expect(err, `${name}: native ${got} vs reference ${want}`).toBeLessThanOrEqual(tol * Math.abs(want));
-  if (process.env.ARFLOW_ORACLE_LOG) console.log(`${name}: ${(err / Math.abs(want)).toExponential(2)} (tol ${tol})`);
-}
-
-/** Guards against comparing two all-zero tensors (which would pass trivially). */
-function expectNonTrivial(name: string, a: Floats): void {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  expect(m, `${name} is all zeros: the comparison would be vacuous`).toBeGreaterThan(0);
-}
-
-/** The bytes of a float array, for bit-exact comparisons. */
-function bytes(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
-
-/**
- * The parts of rows `[·, W·H]` (W = stateWidth(cell)) to compare on their own scales: the whole array
- * for W = 1, else its h and c halves as compact copies.
- */
-function parts(cell: CellKind, a: Floats, hidden: number): [string, Float64Array][] {
-  const W = stateWidth(cell);
-  const rows = a.length / (W * hidden);
-  expect(Number.isInteger(rows), `length ${a.length} is not a multiple of ${W}·${hidden}`).toBe(true);
-  const out: [string, Float64Array][] = [];
-  for (let p = 0; p < W; p++) {
-    const part = new Float64Array(rows * hidden);
-    for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < hidden; j++) part[r * hidden + j] = a[(r * W + p) * hidden + j];
-    }
-    out.push([W === 1 ? '' : p === 0 ? ' (h)' : ' (c)', part]);
-  }
-  return out;
-}
-
-/** `expectClose` on each part of a state-like tensor; `nonTrivial` also checks each reference part. */
-function expectStateClose(
-  cell: CellKind,
-  name: string,
-  got: Floats,
-  want: Floats,
-  hidden: number,
-  tol: number,
-  floor: number,
-  nonTrivial = false,
-): void {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  const g = parts(cell, got, hidden);
-  const w = parts(cell, want, hidden);
-  for (let p = 0; p < w.length; p++) {
-    if (nonTrivial) expectNonTrivial(`${name}${w[p][0]}`, w[p][1]);
-    expectClose(`${name}${w[p][0]}`, g[p][1], w[p][1], tol, floor);
-  }
-}
-
 // ---- one layer ----------------------------------------------------------------------------------
 
-interface LayerCase {
-  dims: GruDims;
-  why: string;
-}
-
 const threads = loadNative().buildInfo().threads;
-
-// The sizes of the GRU layer test. The kernels of every cell split the batch across threads when
-// B·H ≥ 4096 (PAR_MIN_ELEMS in crates/arflow-core/src/rnn/common.rs).
-const LAYER_CASES: LayerCase[] = [
-  { dims: { batch: 1, seq: 1, input: 1, hidden: 1 }, why: 'smallest' },
-  { dims: { batch: 3, seq: 5, input: 7, hidden: 9 }, why: 'odd sizes, not multiples of a SIMD width' },
-  { dims: { batch: 2, seq: 11, input: 8, hidden: 33 }, why: 'longer sequence' },
-  // B·H = 5120 ≥ 4096: the batch is split across the kernel's threads.
-  { dims: { batch: 32, seq: 7, input: 16, hidden: 160 }, why: 'multi-threaded path' },
-  // B = 33: the batch does not divide evenly between threads (17 + 16 on 2 threads).
-  { dims: { batch: 33, seq: 7, input: 16, hidden: 160 }, why: 'multi-threaded, uneven batch split' },
-];
 
 /** Which halves of the LSTM's dOut rows (h, c) carry gradient. */
 type DOutMask = 'both' | 'h' | 'c';
@@ -163,15 +65,7 @@ function layerInputs(cell: CellKind, dims: GruDims, seed: number, mask: DOutMask
   const rng = new Rng(seed);
   const G = gateCount(cell) * H;
   const S = stateWidth(cell) * H;
-  // Weights twice PyTorch's init bound, so pre-activations reach |a| ≈ 2–3 where the tanh and sigmoid
-  // curve (and the rational tanh approximation is exercised away from its linear part).
-  const bound = 2 / Math.sqrt(H);
-  const w = {
-    wIh: uniform(rng, G * I, bound),
-    wHh: uniform(rng, G * H, bound),
-    bIh: uniform(rng, G, bound),
-    bHh: uniform(rng, G, bound),
-  };
+  const { w, packed } = layerWeights(rng, G, I, H);
   const x = uniform(rng, B * T * I, 1);
   // The LSTM's rows are h0 then c0: both nonzero.
   const h0 = uniform(rng, B * S, 0.8);
@@ -183,11 +77,6 @@ function layerInputs(cell: CellKind, dims: GruDims, seed: number, mask: DOutMask
   }
   // Note: unlike the GRU's (whose b_hn sits inside r ⊙ ·), the LSTM's and RNN's biases enter only as
   // b_ih + b_hh and get equal gradients, so a swap of the two bias blocks cannot be seen here.
-  const packed = new Float32Array(w.wIh.length + w.wHh.length + 2 * G);
-  packed.set(w.wIh, 0);
-  packed.set(w.wHh, w.wIh.length);
-  packed.set(w.bIh, w.wIh.length + w.wHh.length);
-  packed.set(w.bHh, w.wIh.length + w.wHh.length + G);
   return { w, x, h0, dOut, packed };
 }
 
@@ -281,23 +170,6 @@ describe('native LSTM and tanh-RNN layers vs TypeScript reference', () => {
 
 // ---- the whole language model -------------------------------------------------------------------
 
-const TEXT = 'Call me Ishmael. Some years ago—never mind how long precisely—having little or no money in my purse';
-const VOCAB = Vocabulary.fromText(TEXT);
-
-interface LmCase {
-  batch: number;
-  seq: number;
-  embed: number;
-  hidden: number;
-  why: string;
-}
-
-const LM_CASES: LmCase[] = [
-  { batch: 3, seq: 9, embed: 12, hidden: 24, why: 'small' },
-  // B·H = 33·128 = 4224 ≥ 4096: both layers take the threaded path, split unevenly.
-  { batch: 33, seq: 6, embed: 16, hidden: 128, why: 'threaded, uneven split' },
-];
-
 const LAYERS = 2;
 
 function lmShape(cell: CellKind, c: LmCase): CharLmShape {
@@ -324,12 +196,6 @@ function pair(cell: CellKind, c: LmCase, seed: number): { native: CharLmBackend;
     expect(bytes(js.getParam(name)).equals(bytes(p)), `js ${name} was not set`).toBe(true);
   }
   return { native, js };
-}
-
-function tokens(rng: Rng, n: number): Uint32Array {
-  const a = new Uint32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.int(VOCAB.size);
-  return a;
 }
 
 /** Values of a whole-model state `[L, B, W·H]`. */

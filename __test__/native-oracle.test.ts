@@ -22,107 +22,37 @@ import { type GruDims, gruBackward, gruForward } from '../src/backend/js/gru.js'
 import { JsCharLm } from '../src/backend/js/index.js';
 import { loadNative, NativeCharLm } from '../src/backend/native.js';
 import type { CharLmBackend, OptimConfig } from '../src/backend/types.js';
-import { Vocabulary } from '../src/data/vocab.js';
 import { CharLM } from '../src/models/char-lm.js';
 import { Rng } from '../src/util/rng.js';
-
-const FWD_TOL = 1e-5;
-const GRAD_TOL = 1e-4;
-
-type Floats = ArrayLike<number>;
-
-function uniform(rng: Rng, n: number, scale: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.range(-scale, scale);
-  return a;
-}
-
-/** Largest elementwise error relative to the scale of `want` (see the module comment). */
-function relErr(got: Floats, want: Floats, floor: number): { err: number; at: number; scale: number } {
-  let scale = floor;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const e = Math.abs(got[i] - want[i]);
-    // `!(e <= worst)` also catches NaN in `got`.
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  return { err: worst / scale, at, scale };
-}
-
-function expectClose(name: string, got: Floats, want: Floats, tol: number, floor = 1): number {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  expect(want.length, `${name}: empty`).toBeGreaterThan(0);
-  const { err, at, scale } = relErr(got, want, floor);
-  expect(
-    err,
-    `${name}[${at}]: native ${got[at]} vs reference ${want[at]} (scale ${scale.toExponential(3)})`,
-  ).toBeLessThanOrEqual(tol);
-  if (process.env.ARFLOW_ORACLE_LOG) console.log(`${name}: ${err.toExponential(2)}`);
-  return err;
-}
-
-function expectScalarClose(name: string, got: number, want: number, tol: number): void {
-  expect(Number.isFinite(got), `${name}: native ${got} is not finite`).toBe(true);
-  expect(Math.abs(got - want), `${name}: native ${got} vs reference ${want}`).toBeLessThanOrEqual(tol * Math.abs(want));
-}
-
-/** Guards against comparing two all-zero tensors (which would pass trivially). */
-function expectNonTrivial(name: string, a: Floats): void {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  expect(m, `${name} is all zeros: the comparison would be vacuous`).toBeGreaterThan(0);
-}
-
-/** The bytes of a float array, for bit-exact comparisons. */
-function bytes(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
+import {
+  bytes,
+  expectClose,
+  expectNonTrivial,
+  expectScalarClose,
+  type Floats,
+  FWD_TOL,
+  GRAD_TOL,
+  LAYER_CASES,
+  LM_CASES,
+  type LmCase,
+  layerWeights,
+  relErr,
+  tokens,
+  uniform,
+  VOCAB,
+} from './helpers/oracle.js';
 
 // ---- one GRU layer -----------------------------------------------------------------------------
 
-interface LayerCase {
-  dims: GruDims;
-  why: string;
-}
-
 const threads = loadNative().buildInfo().threads;
-
-const LAYER_CASES: LayerCase[] = [
-  { dims: { batch: 1, seq: 1, input: 1, hidden: 1 }, why: 'smallest' },
-  { dims: { batch: 3, seq: 5, input: 7, hidden: 9 }, why: 'odd sizes, not multiples of a SIMD width' },
-  { dims: { batch: 2, seq: 11, input: 8, hidden: 33 }, why: 'longer sequence' },
-  // B·H = 5120 ≥ 4096 (PAR_MIN_ELEMS in kernel.rs): the batch is split across the kernel's threads.
-  { dims: { batch: 32, seq: 7, input: 16, hidden: 160 }, why: 'multi-threaded path' },
-  // B = 33: the batch does not divide evenly between threads (17 + 16 on 2 threads).
-  { dims: { batch: 33, seq: 7, input: 16, hidden: 160 }, why: 'multi-threaded, uneven batch split' },
-];
 
 function layerInputs(dims: GruDims, seed: number) {
   const { batch: B, seq: T, input: I, hidden: H } = dims;
   const rng = new Rng(seed);
-  const G = 3 * H;
-  // Weights twice PyTorch's init bound, so pre-activations reach |a| ≈ 2–3 where the tanh and sigmoid
-  // curve (and the rational tanh approximation is exercised away from its linear part).
-  const bound = 2 / Math.sqrt(H);
-  const w = {
-    wIh: uniform(rng, G * I, bound),
-    wHh: uniform(rng, G * H, bound),
-    bIh: uniform(rng, G, bound),
-    bHh: uniform(rng, G, bound),
-  };
+  const { w, packed } = layerWeights(rng, 3 * H, I, H);
   const x = uniform(rng, B * T * I, 1);
   const h0 = uniform(rng, B * H, 0.8);
   const dOut = uniform(rng, B * T * H, 1);
-  const packed = new Float32Array(w.wIh.length + w.wHh.length + 2 * G);
-  packed.set(w.wIh, 0);
-  packed.set(w.wHh, w.wIh.length);
-  packed.set(w.bIh, w.wIh.length + w.wHh.length);
-  packed.set(w.bHh, w.wIh.length + w.wHh.length + G);
   return { w, x, h0, dOut, packed };
 }
 
@@ -180,35 +110,12 @@ describe('native GRU layer vs TypeScript reference', () => {
 
 // ---- the whole language model -------------------------------------------------------------------
 
-const TEXT = 'Call me Ishmael. Some years ago—never mind how long precisely—having little or no money in my purse';
-const VOCAB = Vocabulary.fromText(TEXT);
-
-interface LmCase {
-  batch: number;
-  seq: number;
-  embed: number;
-  hidden: number;
-  why: string;
-}
-
-const LM_CASES: LmCase[] = [
-  { batch: 3, seq: 9, embed: 12, hidden: 24, why: 'small' },
-  // B·H = 33·128 = 4224 ≥ 4096: both GRU layers take the threaded path, split unevenly.
-  { batch: 33, seq: 6, embed: 16, hidden: 128, why: 'threaded, uneven split' },
-];
-
 function pair(c: LmCase, seed: number): { native: CharLmBackend; js: CharLmBackend } {
   const model = CharLM.create(VOCAB, { embed: c.embed, hidden: c.hidden, layers: 2 }, { backend: 'native', seed });
   const js = model.to('js');
   expect(model.backend).toBeInstanceOf(NativeCharLm);
   expect(js.backend).toBeInstanceOf(JsCharLm);
   return { native: model.backend, js: js.backend };
-}
-
-function tokens(rng: Rng, n: number): Uint32Array {
-  const a = new Uint32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.int(VOCAB.size);
-  return a;
 }
 
 describe('NativeCharLm vs JsCharLm (2 layers, identical parameters)', () => {

@@ -40,97 +40,19 @@ import { NativeSeq2Seq, type Seq2SeqBatch } from '../src/backend/native-seq2seq.
 import { type CellKind, type OptimConfig, stateWidth } from '../src/backend/types.js';
 import { ArflowError, ConfigError, ShapeError } from '../src/errors.js';
 import { Rng } from '../src/util/rng.js';
+import {
+  bytes,
+  expectClose,
+  expectNonTrivial,
+  expectScalarClose,
+  expectStateClose,
+  FWD_TOL,
+  GRAD_TOL,
+  uniform,
+} from './helpers/oracle.js';
 
-const FWD_TOL = 1e-5;
-const GRAD_TOL = 1e-4;
 /** Smallest distance a scheduled-sampling uniform keeps from a CDF boundary (module comment). */
 const MARGIN = 1e-4;
-
-type Floats = ArrayLike<number>;
-
-function uniform(rng: Rng, n: number, scale: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rng.range(-scale, scale);
-  return a;
-}
-
-/** Largest elementwise error relative to the scale of `want` (see the module comment). */
-function relErr(got: Floats, want: Floats, floor: number): { err: number; at: number; scale: number } {
-  let scale = floor;
-  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const e = Math.abs(got[i] - want[i]);
-    // `!(e <= worst)` also catches NaN in `got`.
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  return { err: worst / scale, at, scale };
-}
-
-function expectClose(name: string, got: Floats, want: Floats, tol: number, floor = 1): number {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  expect(want.length, `${name}: empty`).toBeGreaterThan(0);
-  const { err, at, scale } = relErr(got, want, floor);
-  expect(
-    err,
-    `${name}[${at}]: native ${got[at]} vs reference ${want[at]} (scale ${scale.toExponential(3)})`,
-  ).toBeLessThanOrEqual(tol);
-  if (process.env.ARFLOW_ORACLE_LOG) console.log(`${name}: ${err.toExponential(2)} (tol ${tol})`);
-  return err;
-}
-
-function expectScalarClose(name: string, got: number, want: number, tol: number): void {
-  expect(Number.isFinite(got), `${name}: native ${got} is not finite`).toBe(true);
-  const err = Math.abs(got - want);
-  expect(err, `${name}: native ${got} vs reference ${want}`).toBeLessThanOrEqual(tol * Math.abs(want));
-  if (process.env.ARFLOW_ORACLE_LOG) console.log(`${name}: ${(err / Math.abs(want)).toExponential(2)} (tol ${tol})`);
-}
-
-/** Guards against comparing two all-zero tensors (which would pass trivially). */
-function expectNonTrivial(name: string, a: Floats): void {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  expect(m, `${name} is all zeros: the comparison would be vacuous`).toBeGreaterThan(0);
-}
-
-/** The bytes of a float array, for bit-exact comparisons. */
-function bytes(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
-
-/**
- * The parts of rows `[·, W·H]` (W = stateWidth(cell)) to compare on their own scales: the whole array
- * for W = 1, else its h and c halves as compact copies.
- */
-function parts(cell: CellKind, a: Floats, hidden: number): [string, Float64Array][] {
-  const W = stateWidth(cell);
-  const rows = a.length / (W * hidden);
-  expect(Number.isInteger(rows), `length ${a.length} is not a multiple of ${W}·${hidden}`).toBe(true);
-  const out: [string, Float64Array][] = [];
-  for (let p = 0; p < W; p++) {
-    const part = new Float64Array(rows * hidden);
-    for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < hidden; j++) part[r * hidden + j] = a[(r * W + p) * hidden + j];
-    }
-    out.push([W === 1 ? '' : p === 0 ? ' (h)' : ' (c)', part]);
-  }
-  return out;
-}
-
-/** `expectClose` on each part of a state-like tensor; every reference part must be nonzero. */
-function expectStateClose(cell: CellKind, name: string, got: Floats, want: Floats, hidden: number, tol: number): void {
-  expect(got.length, `${name}: length`).toBe(want.length);
-  const g = parts(cell, got, hidden);
-  const w = parts(cell, want, hidden);
-  for (let p = 0; p < w.length; p++) {
-    expectNonTrivial(`${name}${w[p][0]}`, w[p][1]);
-    expectClose(`${name}${w[p][0]}`, g[p][1], w[p][1], tol, 1);
-  }
-}
 
 /** An error thrown by `f` (sync or async), or null. */
 async function thrown(f: () => unknown): Promise<unknown> {
