@@ -1,7 +1,8 @@
 /**
- * arflow: generative models with an exact likelihood for Node.js: character-level GRU language models
- * (fused GRU with its own backprop through time, in Rust) and normalizing flows (Real NVP, Glow, NICE,
- * MAF, IAF) — see README.md.
+ * arflow: generative models with an exact likelihood for Node.js: character-level language models
+ * (fused GRU, LSTM and tanh-RNN cells with their own backprop through time, in Rust), encoder–decoders
+ * with scheduled sampling and beam search, and normalizing flows (Real NVP, Glow, NICE, MAF, IAF) — see
+ * README.md.
  */
 
 export { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from './backend/flow-types.js';
@@ -13,10 +14,35 @@ export { JsRealNvp } from './backend/js/realnvp.js';
 export { loadNative, NativeCharLm, nativeAvailable } from './backend/native.js';
 export { NativeRealNvp } from './backend/native-flow.js';
 export { NativeFlowNet } from './backend/native-flownet.js';
-export type { CharLmBackend, CharLmShape, OptimConfig, ParamInfo, StepStats } from './backend/types.js';
+export { NativeSeq2Seq, type Seq2SeqBatch, type Seq2SeqShape } from './backend/native-seq2seq.js';
+export {
+  CELL_KINDS,
+  type CellKind,
+  type CharLmBackend,
+  type CharLmShape,
+  gateCount,
+  type OptimConfig,
+  type ParamInfo,
+  type StepStats,
+  stateWidth,
+} from './backend/types.js';
 export { evalBatches, StreamBatcher, splitTrainVal } from './data/batches.js';
+export {
+  CMUDICT_PHONEMES,
+  cmudictAvailable,
+  flattenPairs,
+  loadCmudict,
+  type Pair,
+  type PronEntry,
+  parseCmudict,
+  type StressMode,
+  splitCmudict,
+} from './data/cmudict.js';
 export { CORPORA, type CorpusName, loadCorpus, loadTextFile } from './data/corpora.js';
 export { FASHION_MNIST_CLASSES, loadFashionMnist } from './data/fashion-mnist.js';
+export { loadPairsTsv, parsePairsTsv } from './data/pairs.js';
+export { BucketBatcher, type EncodedPair, makeBatch } from './data/seq2seq-batches.js';
+export { BOS, EOS, PAD, TokenVocabulary } from './data/token-vocab.js';
 export { type UnknownPolicy, Vocabulary } from './data/vocab.js';
 export {
   ArflowError,
@@ -37,14 +63,18 @@ export {
   logitInverse,
   preprocessImages,
 } from './flows/preprocess.js';
+export { plotPanels } from './io/plot.js';
 export { encodePng, heatmapRgb, imageGrid, savePng, scatterRgb } from './io/png.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
+export { editDistance, phonemeErrorRate, wordErrorRate } from './metrics/edit-distance.js';
 export {
   CharLM,
   type CharLMConfig,
   type CreateOptions,
   DEFAULT_CHAR_LM,
   type EvalResult,
+  H0_POLICIES,
+  type H0Policy,
   type SampleOptions,
   type TrainState,
 } from './models/char-lm.js';
@@ -62,6 +92,8 @@ export {
   NICE,
   RealNVPImage,
 } from './models/flownet.js';
+export { type GradReport, gradReport } from './models/grad-report.js';
+export { LetterBaseline } from './models/letter-baseline.js';
 export {
   type GlowConfig,
   glowSpec,
@@ -72,7 +104,24 @@ export {
   realNvpImageSpec,
   type VectorFlowConfig,
 } from './models/presets.js';
+export {
+  DEFAULT_SEQ2SEQ,
+  type DecodeOptions,
+  Seq2Seq,
+  type Seq2SeqConfig,
+  type Seq2SeqEval,
+  type Translation,
+} from './models/seq2seq.js';
+export { type BeamOptions, beamSearch, type DecoderStep, greedyDecode, type Hypothesis } from './sample/beam.js';
 export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
 export type { TrainOptions, TrainProgress, TrainSummary } from './train/char-trainer.js';
 export { learningRate, type Schedule, type ScheduleOptions } from './train/options.js';
+export {
+  coinFlips,
+  type Feed,
+  type ScheduledSamplingOptions,
+  type SsSchedule,
+  teacherForcingProb,
+} from './train/scheduled-sampling.js';
+export type { Seq2SeqProgress, Seq2SeqTrainOptions, Seq2SeqTrainSummary } from './train/seq2seq-trainer.js';
 export { Rng } from './util/rng.js';
