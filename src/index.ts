@@ -42,6 +42,7 @@ export { CORPORA, type CorpusName, loadCorpus, loadTextFile } from './data/corpo
 export { FASHION_MNIST_CLASSES, loadFashionMnist } from './data/fashion-mnist.js';
 export { loadPairsTsv, parsePairsTsv } from './data/pairs.js';
 export { BucketBatcher, type EncodedPair, makeBatch } from './data/seq2seq-batches.js';
+export { loadSeries, loadSeriesCsv, Normalizer, splitSeries } from './data/series.js';
 export { BOS, EOS, PAD, TokenVocabulary } from './data/token-vocab.js';
 export { type UnknownPolicy, Vocabulary } from './data/vocab.js';
 export {
@@ -67,6 +68,7 @@ export { plotPanels } from './io/plot.js';
 export { encodePng, heatmapRgb, imageGrid, savePng, scatterRgb } from './io/png.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export { editDistance, phonemeErrorRate, wordErrorRate } from './metrics/edit-distance.js';
+export { baselineNll } from './metrics/series-baselines.js';
 export {
   CharLM,
   type CharLMConfig,
@@ -112,6 +114,13 @@ export {
   type Seq2SeqEval,
   type Translation,
 } from './models/seq2seq.js';
+export {
+  DEFAULT_SERIES_MODEL,
+  type SeriesEvalResult,
+  SeriesModel,
+  type SeriesModelConfig,
+  type SeriesSampleOptions,
+} from './models/series.js';
 export { type BeamOptions, beamSearch, type DecoderStep, greedyDecode, type Hypothesis } from './sample/beam.js';
 export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
 export type { TrainOptions, TrainProgress, TrainSummary } from './train/char-trainer.js';

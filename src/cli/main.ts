@@ -24,6 +24,14 @@ import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
 import { EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow-flags.js';
 import { formatDuration, ProgressBar } from './progress.js';
 import { cmdEvalSeq2Seq, cmdTrainSeq2Seq, cmdTranslate, EVAL_SEQ2SEQ_FLAGS } from './seq2seq.js';
+import {
+  cmdEvalSeries,
+  cmdSampleSeries,
+  cmdTrainSeries,
+  EVAL_SERIES_FLAGS,
+  SAMPLE_SERIES_FLAGS,
+  SERIES_KIND,
+} from './series.js';
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
 
@@ -293,16 +301,18 @@ async function cmdTrain(argv: string[]): Promise<void> {
   const [kind, ...rest] = argv;
   const usage =
     'usage: arflow train char [options]\n       arflow train flow [options]   (arflow train flow --help)\n' +
-    '       arflow train seq2seq [options]   (arflow train seq2seq --help)';
+    '       arflow train seq2seq [options]   (arflow train seq2seq --help)\n' +
+    '       arflow train series [options]   (arflow train series --help)';
   if (kind === '--help' || kind === undefined) {
     console.log(helpText(usage, TRAIN_FLAGS));
     return;
   }
   if (kind === 'flow') return cmdTrainFlow(rest);
   if (kind === 'seq2seq') return cmdTrainSeq2Seq(rest);
+  if (kind === 'series') return cmdTrainSeries(rest);
   if (kind !== 'char') {
     throw new ConfigError(
-      `unknown model kind ${JSON.stringify(kind)}: expected 'char', 'flow' or 'seq2seq' (${usage})`,
+      `unknown model kind ${JSON.stringify(kind)}: expected 'char', 'flow', 'seq2seq' or 'series' (${usage})`,
     );
   }
   const { positional, flags } = parseArgs(rest, TRAIN_FLAGS);
@@ -502,8 +512,10 @@ async function cmdSample(argv: string[]): Promise<void> {
     { flags: SAMPLE_FLAGS, heading: 'Options of a character-model checkpoint (text):' },
     { flags: SAMPLE_FLOW_FLAGS, heading: 'Options of a flow checkpoint (a PNG of samples):' },
   );
-  const file = checkpointArg(argv, [SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS]);
-  if (file !== undefined && regularFileKind(file) === SEQ2SEQ_KIND) {
+  const file = checkpointArg(argv, [SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS, SAMPLE_SERIES_FLAGS]);
+  const fileKind = file === undefined ? null : regularFileKind(file);
+  if (file !== undefined && fileKind === SERIES_KIND) return cmdSampleSeries(file, argv);
+  if (file !== undefined && fileKind === SEQ2SEQ_KIND) {
     throw new ConfigError(
       `${file} is an encoder–decoder (seq2seq) checkpoint: use arflow translate ${file} --input WORD`,
     );
@@ -537,8 +549,10 @@ async function cmdEval(argv: string[]): Promise<void> {
     { flags: EVAL_FLAGS, heading: 'Options of a character-model checkpoint (bits per character):' },
     { flags: EVAL_FLOW_FLAGS, heading: 'Options of a flow checkpoint (held-out NLL):' },
   );
-  const ckpt = checkpointArg(argv, [EVAL_FLAGS, EVAL_FLOW_FLAGS, EVAL_SEQ2SEQ_FLAGS]);
-  if (ckpt !== undefined && regularFileKind(ckpt) === SEQ2SEQ_KIND) return cmdEvalSeq2Seq(ckpt, argv);
+  const ckpt = checkpointArg(argv, [EVAL_FLAGS, EVAL_FLOW_FLAGS, EVAL_SEQ2SEQ_FLAGS, EVAL_SERIES_FLAGS]);
+  const ckptKind = ckpt === undefined ? null : regularFileKind(ckpt);
+  if (ckpt !== undefined && ckptKind === SEQ2SEQ_KIND) return cmdEvalSeq2Seq(ckpt, argv);
+  if (ckpt !== undefined && ckptKind === SERIES_KIND) return cmdEvalSeries(ckpt, argv);
   if (await dispatchCheckpoint('eval', argv, EVAL_FLAGS, EVAL_FLOW_FLAGS, help, cmdEvalFlow)) return;
   const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
   if (positional.length !== 1)
@@ -575,9 +589,10 @@ usage:
   arflow train char [options]     train a character language model (arflow train char --help)
   arflow train flow [options]     fit a normalizing flow to a 2-D density or Fashion-MNIST (arflow train flow --help)
   arflow train seq2seq [options]  train an encoder–decoder, grapheme-to-phoneme on CMUdict (arflow train seq2seq --help)
-  arflow sample FILE [options]    generate text (or, from a flow, a PNG of samples) from a checkpoint (--help)
+  arflow train series [options]   fit a recurrent mixture-density model to a real time series (arflow train series --help)
+  arflow sample FILE [options]    generate text (a flow: a PNG of samples; a series: sampled continuations plotted) (--help)
   arflow translate FILE --input WORD   the output sequence(s) of an encoder–decoder, with log-probabilities (--help)
-  arflow eval FILE [options]      bits per character on held-out text (a flow: held-out NLL in nats; seq2seq: PER/WER) (--help)
+  arflow eval FILE [options]      bits per character on held-out text (a flow or series: held-out NLL; seq2seq: PER/WER) (--help)
 
 Corpora: ${CORPORA.map((c) => `${c.name} (${c.description})`).join('; ')}
 Every command takes --json for machine-readable output.`;

@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod device;
 pub mod flow;
 pub mod gemm;
+pub mod heads;
 pub mod lm;
 pub mod loss;
 pub mod optim;
@@ -18,6 +19,7 @@ pub mod params;
 pub mod real;
 pub mod rnn;
 pub mod seq2seq;
+pub mod series;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;

@@ -243,3 +243,4 @@ pub mod flownet;
 pub mod lm;
 pub mod realnvp;
 pub mod seq2seq;
+pub mod series;

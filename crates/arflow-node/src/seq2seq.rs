@@ -95,6 +95,9 @@ impl Owned {
 
 type SharedSeq = Arc<Mutex<Seq2Seq>>;
 
+/// Loss, gradients by name and the decoder inputs fed.
+type LossGradsOut = (f64, arflow_core::params::NamedGrads, Vec<u32>);
+
 #[napi]
 pub struct NativeSeq2Seq {
     inner: SharedSeq,
@@ -145,10 +148,7 @@ impl NativeSeq2Seq {
     }
 
     #[napi(ts_return_type = "Promise<Seq2SeqLossGrads>")]
-    pub fn loss_and_grads(
-        &self,
-        b: Seq2SeqBatch,
-    ) -> Result<AsyncTask<Job<(f64, arflow_core::params::NamedGrads, Vec<u32>), Seq2SeqLossGrads>>> {
+    pub fn loss_and_grads(&self, b: Seq2SeqBatch) -> Result<AsyncTask<Job<LossGradsOut, Seq2SeqLossGrads>>> {
         let (model, a) = (self.inner.clone(), Owned::of(&b)?);
         Ok(job(
             move || {

@@ -119,7 +119,7 @@ fn inverse_cdf_picks_the_first_token_past_u() {
 fn bad_batches_are_errors() {
     let m = model(CellKind::Rnn, false);
     let (src, dec_in, tgt) = batch();
-    let err = |r: Result<(f64, NamedGrads, Vec<u32>)>| r.err().expect("an error").to_string();
+    let err = |r: Result<(f64, NamedGrads, Vec<u32>)>| r.expect_err("an error").to_string();
     assert!(err(m.loss_and_grads(&src, &dec_in, &tgt, 2, 3, 5, None)).contains("source"));
     let mut bad = src.clone();
     bad[0] = 9;
