@@ -14,7 +14,7 @@
  * Results are stored in the requested dtype (as the native kernel stores them); every sum and gate is
  * computed in doubles, which only makes the f32 reference more accurate than the kernel it checks.
  */
-import { ShapeError } from '../../errors.js';
+import { accumulatePosition, checkLayerInputs, checkLength, sigmoid, weightGrads } from './recurrent.js';
 
 export type FloatArray = Float32Array | Float64Array;
 export type Dtype = 'f32' | 'f64';
@@ -91,33 +91,6 @@ export function dot(init: number, a: FloatArray, ao: number, b: FloatArray, bo: 
   return s0 + s1 + (s2 + s3);
 }
 
-function sigmoid(a: number): number {
-  return 1 / (1 + Math.exp(-a));
-}
-
-function checkLength(what: string, a: FloatArray, want: number, shape: string): void {
-  if (a.length !== want) {
-    throw new ShapeError(`${what} holds ${a.length} values; ${shape} needs ${want}`);
-  }
-}
-
-function checkInputs(fn: string, dims: GruDims, x: FloatArray, h0: FloatArray, w: GruWeights): void {
-  for (const key of ['batch', 'seq', 'input', 'hidden'] as const) {
-    const v = dims[key];
-    const least = key === 'input' || key === 'hidden' ? 1 : 0;
-    if (!Number.isSafeInteger(v) || v < least) {
-      throw new ShapeError(`${fn}: dims.${key} must be an integer ≥ ${least}, got ${v}`);
-    }
-  }
-  const { batch: B, seq: T, input: I, hidden: H } = dims;
-  checkLength(`${fn}: x`, x, B * T * I, `[B ${B}, T ${T}, I ${I}]`);
-  checkLength(`${fn}: h0`, h0, B * H, `[B ${B}, H ${H}]`);
-  checkLength(`${fn}: wIh`, w.wIh, 3 * H * I, `[3H ${3 * H}, I ${I}]`);
-  checkLength(`${fn}: wHh`, w.wHh, 3 * H * H, `[3H ${3 * H}, H ${H}]`);
-  checkLength(`${fn}: bIh`, w.bIh, 3 * H, `[3H ${3 * H}]`);
-  checkLength(`${fn}: bHh`, w.bHh, 3 * H, `[3H ${3 * H}]`);
-}
-
 /** Runs the layer over the whole sequence from the initial state `h0 [B, H]`. */
 export function gruForward(
   dims: GruDims,
@@ -126,7 +99,7 @@ export function gruForward(
   w: GruWeights,
   opts: GruForwardOptions = {},
 ): GruForward {
-  checkInputs('gruForward', dims, x, h0, w);
+  checkLayerInputs('gruForward', dims, x, h0, w, 3, 1);
   const { batch: B, seq: T, input: I, hidden: H } = dims;
   const G = 3 * H;
   const dtype = opts.dtype ?? dtypeOf(x);
@@ -180,7 +153,7 @@ export function gruBackward(
   saved: FloatArray,
   dOut: FloatArray,
 ): GruGrads {
-  checkInputs('gruBackward', dims, x, h0, w);
+  checkLayerInputs('gruBackward', dims, x, h0, w, 3, 1);
   const { batch: B, seq: T, input: I, hidden: H } = dims;
   const G = 3 * H;
   const shape = `[B ${B}, T ${T}, H ${H}]`;
@@ -188,13 +161,9 @@ export function gruBackward(
   checkLength('gruBackward: dOut', dOut, B * T * H, shape);
   checkLength('gruBackward: saved', saved, B * T * 4 * H, `[B·T ${B * T}, 4H ${4 * H}]`);
   const dtype = dtypeOf(x);
-  const { wIh, wHh } = w;
   const dx = alloc(dtype, B * T * I);
   const dh0 = alloc(dtype, B * H);
-  const dWIh = new Float64Array(G * I);
-  const dWHh = new Float64Array(G * H);
-  const dBIh = new Float64Array(G);
-  const dBHh = new Float64Array(G);
+  const acc = weightGrads(G, I, H);
   // Gate gradients of one row w.r.t. the input projection (da_r, da_z, da_n) and the hidden one
   // (da_r, da_z, r ⊙ da_n): the only place they differ is that r multiplies W_hn h + b_hn.
   const dgi = new Float64Array(G);
@@ -234,25 +203,7 @@ export function gruBackward(
         dhPrev[j] = dht * z;
       }
       const xo = row * I;
-      dxRow.fill(0);
-      for (let k = 0; k < G; k++) {
-        const gI = dgi[k];
-        const gH = dgh[k];
-        const ki = k * I;
-        const kh = k * H;
-        // dW_ih += dgi ⊗ x,  dx = dgi · W_ih
-        for (let i = 0; i < I; i++) {
-          dWIh[ki + i] += gI * x[xo + i];
-          dxRow[i] += gI * wIh[ki + i];
-        }
-        // dW_hh += dgh ⊗ h_{t−1},  dh_{t−1} += dgh · W_hh
-        for (let j = 0; j < H; j++) {
-          dWHh[kh + j] += gH * hp[ho + j];
-          dhPrev[j] += gH * wHh[kh + j];
-        }
-        dBIh[k] += gI;
-        dBHh[k] += gH;
-      }
+      accumulatePosition(acc, w, dgi, dgh, x, xo, hp, ho, dxRow, dhPrev);
       dx.set(dxRow, xo);
       const swap = dh;
       dh = dhPrev;
@@ -263,9 +214,9 @@ export function gruBackward(
   return {
     dx,
     dh0,
-    dWIh: toDtype(dWIh, dtype),
-    dWHh: toDtype(dWHh, dtype),
-    dBIh: toDtype(dBIh, dtype),
-    dBHh: toDtype(dBHh, dtype),
+    dWIh: toDtype(acc.dWIh, dtype),
+    dWHh: toDtype(acc.dWHh, dtype),
+    dBIh: toDtype(acc.dBIh, dtype),
+    dBHh: toDtype(acc.dBHh, dtype),
   };
 }

@@ -17,8 +17,9 @@
  * Results are stored in the requested dtype (as the native kernel stores them); every sum and gate is
  * computed in doubles.
  */
-import { ShapeError } from '../../errors.js';
+
 import { alloc, type Dtype, dot, dtypeOf, type FloatArray, type GruDims, type GruWeights, toDtype } from './gru.js';
+import { accumulatePosition, checkLayerInputs, checkLength, sigmoid, weightGrads } from './recurrent.js';
 
 /** Batch, sequence length, input width and hidden width of one layer (the same for every cell). */
 export type LstmDims = GruDims;
@@ -48,47 +49,6 @@ export interface LstmGrads {
   dWHh: FloatArray;
   dBIh: FloatArray;
   dBHh: FloatArray;
-}
-
-function sigmoid(a: number): number {
-  return 1 / (1 + Math.exp(-a));
-}
-
-function checkLength(what: string, a: FloatArray, want: number, shape: string): void {
-  if (a.length !== want) {
-    throw new ShapeError(`${what} holds ${a.length} values; ${shape} needs ${want}`);
-  }
-}
-
-/**
- * The size checks every recurrent layer makes: `x [B, T, I]`, state `[B, width·H]`, weights of
- * `gates·H` rows. Shared by the LSTM and the RNN reference.
- */
-export function checkLayerInputs(
-  fn: string,
-  dims: GruDims,
-  x: FloatArray,
-  s0: FloatArray,
-  w: GruWeights,
-  gates: number,
-  width: number,
-): void {
-  for (const key of ['batch', 'seq', 'input', 'hidden'] as const) {
-    const v = dims[key];
-    const least = key === 'input' || key === 'hidden' ? 1 : 0;
-    if (!Number.isSafeInteger(v) || v < least) {
-      throw new ShapeError(`${fn}: dims.${key} must be an integer ≥ ${least}, got ${v}`);
-    }
-  }
-  const { batch: B, seq: T, input: I, hidden: H } = dims;
-  const g = gates === 1 ? 'H' : `${gates}H`;
-  const s = width === 1 ? 'H' : `${width}H`;
-  checkLength(`${fn}: x`, x, B * T * I, `[B ${B}, T ${T}, I ${I}]`);
-  checkLength(`${fn}: ${width === 1 ? 'h0' : 's0'}`, s0, B * width * H, `[B ${B}, ${s} ${width * H}]`);
-  checkLength(`${fn}: wIh`, w.wIh, gates * H * I, `[${g} ${gates * H}, I ${I}]`);
-  checkLength(`${fn}: wHh`, w.wHh, gates * H * H, `[${g} ${gates * H}, H ${H}]`);
-  checkLength(`${fn}: bIh`, w.bIh, gates * H, `[${g} ${gates * H}]`);
-  checkLength(`${fn}: bHh`, w.bHh, gates * H, `[${g} ${gates * H}]`);
 }
 
 /** Runs the layer over the whole sequence from the initial state `s0 [B, 2H]` (h0 then c0 per row). */
@@ -162,13 +122,9 @@ export function lstmBackward(
   checkLength('lstmBackward: dOut', dOut, B * T * 2 * H, shape);
   checkLength('lstmBackward: saved', saved, B * T * G, `[B·T ${B * T}, 4H ${G}]`);
   const dtype = dtypeOf(x);
-  const { wIh, wHh } = w;
   const dx = alloc(dtype, B * T * I);
   const ds0 = alloc(dtype, B * 2 * H);
-  const dWIh = new Float64Array(G * I);
-  const dWHh = new Float64Array(G * H);
-  const dBIh = new Float64Array(G);
-  const dBHh = new Float64Array(G);
+  const acc = weightGrads(G, I, H);
   // Gradient w.r.t. the four pre-activations of one row; both projections and biases receive it whole.
   const da = new Float64Array(G);
   // dh, dc: dL/dh_t and dL/dc_t through everything after t; dhPrev and dcPrev become those of t−1.
@@ -205,24 +161,8 @@ export function lstmBackward(
         dhPrev[j] = 0;
       }
       const xo = row * I;
-      dxRow.fill(0);
-      for (let k = 0; k < G; k++) {
-        const d = da[k];
-        const ki = k * I;
-        const kh = k * H;
-        // dW_ih += da ⊗ x,  dx = da · W_ih
-        for (let i = 0; i < I; i++) {
-          dWIh[ki + i] += d * x[xo + i];
-          dxRow[i] += d * wIh[ki + i];
-        }
-        // dW_hh += da ⊗ h_{t−1},  dh_{t−1} += da · W_hh
-        for (let j = 0; j < H; j++) {
-          dWHh[kh + j] += d * sp[so + j];
-          dhPrev[j] += d * wHh[kh + j];
-        }
-        dBIh[k] += d;
-        dBHh[k] += d;
-      }
+      // The gates add both projections before any nonlinearity: one gradient serves both.
+      accumulatePosition(acc, w, da, da, x, xo, sp, so, dxRow, dhPrev);
       dx.set(dxRow, xo);
       let swap = dh;
       dh = dhPrev;
@@ -237,9 +177,9 @@ export function lstmBackward(
   return {
     dx,
     ds0,
-    dWIh: toDtype(dWIh, dtype),
-    dWHh: toDtype(dWHh, dtype),
-    dBIh: toDtype(dBIh, dtype),
-    dBHh: toDtype(dBHh, dtype),
+    dWIh: toDtype(acc.dWIh, dtype),
+    dWHh: toDtype(acc.dWHh, dtype),
+    dBIh: toDtype(acc.dBIh, dtype),
+    dBHh: toDtype(acc.dBHh, dtype),
   };
 }

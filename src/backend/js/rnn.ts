@@ -13,9 +13,8 @@
  * Results are stored in the requested dtype; every sum is computed in doubles.
  */
 
-import { ShapeError } from '../../errors.js';
 import { alloc, type Dtype, dot, dtypeOf, type FloatArray, type GruDims, type GruWeights, toDtype } from './gru.js';
-import { checkLayerInputs } from './lstm.js';
+import { accumulatePosition, checkLayerInputs, checkLength, weightGrads } from './recurrent.js';
 
 /** Batch, sequence length, input width and hidden width of one layer (the same for every cell). */
 export type RnnDims = GruDims;
@@ -91,22 +90,12 @@ export function rnnBackward(
   checkLayerInputs('rnnBackward', dims, x, h0, w, 1, 1);
   const { batch: B, seq: T, input: I, hidden: H } = dims;
   const shape = `[B ${B}, T ${T}, H ${H}]`;
-  for (const [what, a] of [
-    ['out', out],
-    ['dOut', dOut],
-  ] as const) {
-    if (a.length !== B * T * H) {
-      throw new ShapeError(`rnnBackward: ${what} holds ${a.length} values; ${shape} needs ${B * T * H}`);
-    }
-  }
+  checkLength('rnnBackward: out', out, B * T * H, shape);
+  checkLength('rnnBackward: dOut', dOut, B * T * H, shape);
   const dtype = dtypeOf(x);
-  const { wIh, wHh } = w;
   const dx = alloc(dtype, B * T * I);
   const dh0 = alloc(dtype, B * H);
-  const dWIh = new Float64Array(H * I);
-  const dWHh = new Float64Array(H * H);
-  const dBIh = new Float64Array(H);
-  const dBHh = new Float64Array(H);
+  const acc = weightGrads(H, I, H);
   // Gradient w.r.t. the pre-activation of one row.
   const da = new Float64Array(H);
   // dh: dL/dh_t through everything after t; dhPrev becomes dL/dh_{t−1}.
@@ -126,24 +115,7 @@ export function rnnBackward(
       }
       dhPrev.fill(0);
       const xo = row * I;
-      dxRow.fill(0);
-      for (let k = 0; k < H; k++) {
-        const d = da[k];
-        const ki = k * I;
-        const kh = k * H;
-        // dW_ih += da ⊗ x,  dx = da · W_ih
-        for (let i = 0; i < I; i++) {
-          dWIh[ki + i] += d * x[xo + i];
-          dxRow[i] += d * wIh[ki + i];
-        }
-        // dW_hh += da ⊗ h_{t−1},  dh_{t−1} = da · W_hh
-        for (let j = 0; j < H; j++) {
-          dWHh[kh + j] += d * hp[ho + j];
-          dhPrev[j] += d * wHh[kh + j];
-        }
-        dBIh[k] += d;
-        dBHh[k] += d;
-      }
+      accumulatePosition(acc, w, da, da, x, xo, hp, ho, dxRow, dhPrev);
       dx.set(dxRow, xo);
       const swap = dh;
       dh = dhPrev;
@@ -154,9 +126,9 @@ export function rnnBackward(
   return {
     dx,
     dh0,
-    dWIh: toDtype(dWIh, dtype),
-    dWHh: toDtype(dWHh, dtype),
-    dBIh: toDtype(dBIh, dtype),
-    dBHh: toDtype(dBHh, dtype),
+    dWIh: toDtype(acc.dWIh, dtype),
+    dWHh: toDtype(acc.dWHh, dtype),
+    dBIh: toDtype(acc.dBIh, dtype),
+    dBHh: toDtype(acc.dBHh, dtype),
   };
 }
