@@ -4,7 +4,7 @@
  * stored in f32 like the native model's; activations too, while sums and gates are computed in doubles.
  * States (carry, `state` arguments and results, `dh0`) are `[layers, batch, stateWidth(cell)·hidden]`.
  */
-import { ConfigError, DivergenceError, ShapeError } from '../../errors.js';
+import { ConfigError, ShapeError } from '../../errors.js';
 import {
   type Carry,
   CELL_KINDS,
@@ -17,7 +17,6 @@ import {
   type StepStats,
   stateWidth,
 } from '../types.js';
-import { clipScale, globalNorm, update } from './adamw.js';
 import { lmLossAndGrads, lmNll, lmStep, stateShapeText } from './lm.js';
 import { JsParameters } from './parameters.js';
 
@@ -93,24 +92,13 @@ export class JsCharLm extends JsParameters implements CharLmBackend {
     seq: number,
     opt: OptimConfig,
   ): Promise<StepStats> {
-    if (!(Number.isFinite(opt.lr) && opt.lr >= 0)) {
-      throw new ConfigError(`learning rate must be a finite number ≥ 0, got ${opt.lr}`);
-    }
+    this.checkLr(opt);
     // Truncated BPTT: continue from the carried state when the batch size matches, else from zeros.
     const h0 = this.carry !== null && this.carry.batch === batch ? this.carry.state : null;
     const { loss, grads, state } = lmLossAndGrads(this.shape, this.params, ids, targets, batch, seq, h0, 'f32');
-    if (!Number.isFinite(loss)) {
-      throw new DivergenceError(`training diverged: the loss is ${loss}; parameters were left as they were`);
-    }
-    const gradNorm = globalNorm(grads);
-    if (!Number.isFinite(gradNorm)) {
-      throw new DivergenceError(
-        `training diverged: the gradient norm is ${gradNorm}; parameters were left as they were`,
-      );
-    }
-    update(this.optim, this.params, grads, opt, clipScale(gradNorm, opt.clip));
+    const stats = this.optimizerStep(loss, grads, opt);
     this.carry = { batch, state };
-    return { loss, gradNorm };
+    return stats;
   }
 
   async lossAndGrads(

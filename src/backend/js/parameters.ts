@@ -2,9 +2,9 @@
  * Parameter and AdamW-moment storage shared by the pure-TypeScript backends: f32 tensors by name,
  * copied in and out, checked for size and finiteness on the way in.
  */
-import { ConfigError, DataError, ShapeError } from '../../errors.js';
-import type { OptimMoment, ParamInfo } from '../types.js';
-import { type AdamWState, adamwState } from './adamw.js';
+import { ConfigError, DataError, DivergenceError, ShapeError } from '../../errors.js';
+import type { OptimConfig, OptimMoment, ParamInfo, StepStats } from '../types.js';
+import { type AdamWState, adamwState, clipScale, globalNorm, update } from './adamw.js';
 
 export abstract class JsParameters {
   protected readonly params: Record<string, Float32Array> = {};
@@ -76,5 +76,30 @@ export abstract class JsParameters {
       throw new ConfigError(`optimizer step must be an integer ≥ 0, got ${step}`);
     }
     this.optim.step = step;
+  }
+
+  /** Refuses a learning rate that is NaN, infinite or negative, before any work. */
+  protected checkLr(opt: OptimConfig): void {
+    if (!(Number.isFinite(opt.lr) && opt.lr >= 0)) {
+      throw new ConfigError(`learning rate must be a finite number ≥ 0, got ${opt.lr}`);
+    }
+  }
+
+  /**
+   * The update of one training step from its mean loss and gradients: clipping and AdamW. A non-finite
+   * loss or gradient is a DivergenceError that leaves parameters and optimizer state as they were.
+   */
+  protected optimizerStep(loss: number, grads: Record<string, Float32Array>, opt: OptimConfig): StepStats {
+    if (!Number.isFinite(loss)) {
+      throw new DivergenceError(`training diverged: the loss is ${loss}; parameters were left as they were`);
+    }
+    const gradNorm = globalNorm(grads);
+    if (!Number.isFinite(gradNorm)) {
+      throw new DivergenceError(
+        `training diverged: the gradient norm is ${gradNorm}; parameters were left as they were`,
+      );
+    }
+    update(this.optim, this.params, grads, opt, clipScale(gradNorm, opt.clip));
+    return { loss, gradNorm };
   }
 }

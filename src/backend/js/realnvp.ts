@@ -3,11 +3,10 @@
  * hand-written backward, the affine couplings of `coupling.ts`, a N(0, I) base, and AdamW + global-norm
  * clipping exactly like the char-LM JS backend. The reference the native flow is tested against.
  */
-import { ConfigError, DivergenceError, ShapeError } from '../../errors.js';
+import { ConfigError, ShapeError } from '../../errors.js';
 import { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from '../flow-types.js';
 import { describeValue } from '../limits.js';
 import type { OptimConfig, StepStats } from '../types.js';
-import { clipScale, globalNorm, update } from './adamw.js';
 import { couplingBackward, couplingForward, couplingInverse } from './coupling.js';
 import { type ArrayOf, alloc, type Dtype, type FloatArray } from './gru.js';
 import { JsParameters } from './parameters.js';
@@ -307,21 +306,9 @@ export class JsRealNvp extends JsParameters implements FlowBackend {
   }
 
   async trainStep(x: Float32Array, batch: number, opt: OptimConfig): Promise<StepStats> {
-    if (!(Number.isFinite(opt.lr) && opt.lr >= 0)) {
-      throw new ConfigError(`learning rate must be a finite number ≥ 0, got ${opt.lr}`);
-    }
+    this.checkLr(opt);
     const { loss, grads } = flowLossAndGrads(this.shape, this.params, x, batch, 'f32');
-    if (!Number.isFinite(loss)) {
-      throw new DivergenceError(`training diverged: the loss is ${loss}; parameters were left as they were`);
-    }
-    const gradNorm = globalNorm(grads);
-    if (!Number.isFinite(gradNorm)) {
-      throw new DivergenceError(
-        `training diverged: the gradient norm is ${gradNorm}; parameters were left as they were`,
-      );
-    }
-    update(this.optim, this.params, grads, opt, clipScale(gradNorm, opt.clip));
-    return { loss, gradNorm };
+    return this.optimizerStep(loss, grads, opt);
   }
 
   async lossAndGrads(x: Float32Array, batch: number): Promise<{ loss: number; grads: Record<string, Float32Array> }> {

@@ -14,7 +14,7 @@
  *   head.weight [outSize, H]  head.bias [outSize]
  * with I = D for layer 0 and H above, outSize = 2D (gaussian) or mixtureOutputSize(D, K) (mdn).
  */
-import { ConfigError, DataError, DivergenceError, ShapeError } from '../../errors.js';
+import { ConfigError, DataError, ShapeError } from '../../errors.js';
 import {
   type Carry,
   CELL_KINDS,
@@ -27,7 +27,6 @@ import {
   type StepStats,
   stateWidth,
 } from '../types.js';
-import { clipScale, globalNorm, update } from './adamw.js';
 import {
   type CellDims,
   cellBackward,
@@ -380,23 +379,12 @@ export class JsSeriesModel extends JsParameters implements SeriesBackend {
     seq: number,
     opt: OptimConfig,
   ): Promise<StepStats> {
-    if (!(Number.isFinite(opt.lr) && opt.lr >= 0)) {
-      throw new ConfigError(`learning rate must be a finite number ≥ 0, got ${opt.lr}`);
-    }
+    this.checkLr(opt);
     const h0 = this.carry !== null && this.carry.batch === batch ? this.carry.state : null;
     const { loss, grads, state } = seriesLossAndGrads(this.shape, this.params, inputs, targets, batch, seq, h0, 'f32');
-    if (!Number.isFinite(loss)) {
-      throw new DivergenceError(`training diverged: the loss is ${loss}; parameters were left as they were`);
-    }
-    const gradNorm = globalNorm(grads);
-    if (!Number.isFinite(gradNorm)) {
-      throw new DivergenceError(
-        `training diverged: the gradient norm is ${gradNorm}; parameters were left as they were`,
-      );
-    }
-    update(this.optim, this.params, grads, opt, clipScale(gradNorm, opt.clip));
+    const stats = this.optimizerStep(loss, grads, opt);
     this.carry = { batch, state };
-    return { loss, gradNorm };
+    return stats;
   }
 
   async lossAndGrads(
