@@ -118,6 +118,27 @@ describe('arflow train seq2seq', () => {
   });
 });
 
+describe('arflow train seq2seq --resume', () => {
+  it('continues a run to its new total and refuses flags the checkpoint fixes', () => {
+    const out = join(dir, 'resume.safetensors');
+    const base = ['train', 'seq2seq', '--data', tsv, '--hidden', '16', '--embed', '8', '--beam', '1', '--json'];
+    const first = runCli(dir, [...base, '--steps', '10', '--out', out]);
+    expect(first.status, first.stderr).toBe(0);
+    const r = runCli(dir, ['train', 'seq2seq', '--resume', out, '--steps', '20', '--beam', '1', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const lines = jsonLines(r.stdout);
+    expect(lines.filter((l) => l.type === 'progress')[0].step).toBe(20);
+    expect(lines.at(-1)?.steps).toBe(20);
+    expect(lines.at(-1)?.out).toBe(out);
+    const again = runCli(dir, ['train', 'seq2seq', '--resume', out, '--steps', '20', '--json']);
+    expect(again.status).toBe(2);
+    expect(jsonLines(again.stdout).at(-1)?.message).toMatch(/already trained 20/);
+    const clash = runCli(dir, ['train', 'seq2seq', '--resume', out, '--hidden', '32', '--steps', '30', '--json']);
+    expect(clash.status).toBe(2);
+    expect(jsonLines(clash.stdout).at(-1)?.message).toMatch(/--hidden is taken from/);
+  });
+});
+
 describe('bad input is a typed error and writes nothing', () => {
   const fails = (args: string[], code: string, status: number) => {
     const r = runCli(dir, [...args, '--json']);

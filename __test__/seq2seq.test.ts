@@ -143,10 +143,44 @@ describe('Seq2Seq on a toy transliteration', () => {
     expect(() => Seq2Seq.load(join(dir, 'missing.safetensors'))).toThrow(CheckpointError);
   });
 
-  it('refuses bad configurations', () => {
+  it('an interrupted scheduled-sampling run resumed to its total ends with the same weights as one that never stopped', async () => {
+    const N = 24;
+    const opts = {
+      steps: N,
+      batchSize: 16,
+      lr: 5e-3,
+      seed: 3,
+      logEvery: 1,
+      sampling: { feed: 'scheduled' as const, schedule: 'linear' as const, k: 1, c: 0.03 },
+    };
+    const make = () => Seq2Seq.forEntries(entries, { hidden: 16, embed: 8, cell: 'lstm' }, { seed: 7 });
+    const whole = make();
+    const full = await whole.fit(entries, opts);
+    const path = join(dir, 'half.safetensors');
+    const stop = new AbortController();
+    const first = await make().fit(entries, {
+      ...opts,
+      checkpoint: { path },
+      signal: stop.signal,
+      onProgress: (p) => {
+        if (p.step === N / 2) stop.abort();
+      },
+    });
+    expect(first.steps).toBe(N / 2);
+    const loaded = Seq2Seq.load(path);
+    expect(loaded.train?.step).toBe(N / 2);
+    const rest = await loaded.model.fit(entries, { ...opts, resume: loaded.train });
+    expect(rest.steps).toBe(N);
+    expect([...first.losses, ...rest.losses]).toEqual(full.losses);
+    for (const p of whole.backend.paramInfo()) {
+      expect(loaded.model.backend.getParam(p.name), p.name).toEqual(whole.backend.getParam(p.name));
+    }
+  });
+
+  it('refuses bad configurations', async () => {
     expect(() => Seq2Seq.forEntries(entries, { hidden: 0 })).toThrow(ConfigError);
     expect(() => Seq2Seq.forEntries(entries, { cell: 'transformer' as 'gru' })).toThrow(ConfigError);
-    expect(() =>
+    await expect(
       model.fit(entries, { sampling: { feed: 'scheduled', schedule: 'exponential', k: 1.5 } }),
     ).rejects.toThrow(ConfigError);
   });

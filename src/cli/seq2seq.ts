@@ -5,10 +5,10 @@
 import type { CellKind } from '../backend/types.js';
 import { loadCmudict, type PronEntry, type StressMode, splitCmudict } from '../data/cmudict.js';
 import { loadPairsTsv } from '../data/pairs.js';
-import { ConfigError } from '../errors.js';
-import { Seq2Seq, type Seq2SeqEval } from '../models/seq2seq.js';
-import type { Feed, SsSchedule } from '../train/scheduled-sampling.js';
-import type { Seq2SeqProgress } from '../train/seq2seq-trainer.js';
+import { CheckpointError, ConfigError } from '../errors.js';
+import { Seq2Seq, type Seq2SeqConfig, type Seq2SeqEval, type Seq2SeqTrainState } from '../models/seq2seq.js';
+import type { Feed, ScheduledSamplingOptions, SsSchedule } from '../train/scheduled-sampling.js';
+import type { Seq2SeqProgress, Seq2SeqTrainOptions } from '../train/seq2seq-trainer.js';
 import { checkOutputPath, type FlagSpec, type Flags, helpText, intFlag, parseArgs, positiveFlag } from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
@@ -55,10 +55,34 @@ export const TRAIN_SEQ2SEQ_FLAGS: Record<string, FlagSpec> = {
   lr: { type: 'number', help: 'peak learning rate (default 0.003, cosine decay)' },
   'val-every': { type: 'int', help: 'greedy PER/WER on 500 validation words every N steps (default 500)' },
   seed: { type: 'int', help: 'seed of initialisation, batch order and sampling (default 0)' },
-  out: { type: 'string', help: 'checkpoint path (default seq2seq.safetensors)' },
+  out: { type: 'string', help: 'checkpoint path (default seq2seq.safetensors; with --resume, the resumed file)' },
+  resume: {
+    type: 'string',
+    help: 'continue the run saved in this checkpoint (model, data, feeding and settings from it; --steps is the total)',
+  },
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
+
+/** Flags a resumed run takes from its checkpoint: giving one with --resume is refused. */
+const RECORDED_FLAGS = [
+  'data',
+  'stress',
+  'cell',
+  'bidirectional',
+  'embed',
+  'hidden',
+  'layers',
+  'feed',
+  'ss-schedule',
+  'ss-k',
+  'ss-c',
+  'ss-min',
+  'batch',
+  'lr',
+  'val-every',
+  'seed',
+];
 
 export const TRANSLATE_FLAGS: Record<string, FlagSpec> = {
   input: { type: 'string', help: 'the source: a word (letters) for CMUdict models, or space-separated tokens' },
@@ -104,42 +128,24 @@ export async function cmdTrainSeq2Seq(argv: string[]): Promise<void> {
   }
   if (positional.length) throw new ConfigError(`unexpected argument ${JSON.stringify(positional[0])}`);
   const json = Boolean(f.json);
-  const out = str(f, 'out') ?? 'seq2seq.safetensors';
+  const resumePath = str(f, 'resume');
+  const out = str(f, 'out') ?? resumePath ?? 'seq2seq.safetensors';
   checkOutputPath(out, '--out');
   const beam = intFlag(f, 'beam', 1, 64) ?? 5;
-  const feed = (str(f, 'feed') ?? 'teacher') as Feed;
-  const ssFlags = ['ss-schedule', 'ss-k', 'ss-c', 'ss-min'].filter((k) => f[k] !== undefined);
-  if (feed !== 'scheduled' && ssFlags.length) {
-    throw new ConfigError(`--${ssFlags[0]} only applies with --feed scheduled (got --feed ${feed})`);
-  }
-  const sampling = {
-    feed,
-    schedule: str(f, 'ss-schedule') as SsSchedule | undefined,
-    k: num(f, 'ss-k'),
-    c: num(f, 'ss-c'),
-    min: num(f, 'ss-min'),
-  };
-  const data = str(f, 'data') ?? 'cmudict';
-  const stress = (str(f, 'stress') ?? 'strip') as StressMode;
-  if (data !== 'cmudict' && f.stress !== undefined) throw new ConfigError('--stress applies to --data cmudict only');
-  const seed = intFlag(f, 'seed', 0) ?? 0;
-  const entries = loadData(data, stress);
-  const { train, valid, test } = splitCmudict(entries, { seed });
+  const run = resumePath === undefined ? newRun(f) : resumeRun(resumePath, f);
+  const { data, stress, seed, sampling } = run;
+  const feed = sampling.feed ?? 'teacher';
+  const { train, valid, test } = splitCmudict(loadData(data, stress), { seed });
   if (train.length === 0 || test.length === 0) {
-    throw new ConfigError(`${data} has too few entries (${entries.length}) for a train/validation/test split`);
+    throw new ConfigError(`${data} has too few entries for a train/validation/test split`);
   }
-  const model = Seq2Seq.forEntries(
-    train,
-    {
-      embed: intFlag(f, 'embed', 1),
-      hidden: intFlag(f, 'hidden', 1),
-      layers: intFlag(f, 'layers', 1, 16),
-      cell: str(f, 'cell') as CellKind | undefined,
-      bidirectional: Boolean(f.bidirectional),
-    },
-    { seed },
-  );
-  const steps = intFlag(f, 'steps', 1) ?? 4000;
+  const model = run.model ?? Seq2Seq.forEntries(train, run.arch, { seed });
+  const steps = intFlag(f, 'steps', 1) ?? run.steps;
+  if (run.resume && run.resume.step >= steps) {
+    throw new ConfigError(
+      `${resumePath} has already trained ${run.resume.step} of --steps ${steps}; give a larger total --steps to continue`,
+    );
+  }
   const seconds = positiveFlag(f, 'seconds');
   const bar = json ? null : new ProgressBar();
   const c = model.config;
@@ -166,11 +172,9 @@ export async function cmdTrainSeq2Seq(argv: string[]): Promise<void> {
     );
   };
   const summary = await model.fit(train, {
+    ...run.options,
     steps,
     seconds,
-    batchSize: intFlag(f, 'batch', 1),
-    lr: positiveFlag(f, 'lr'),
-    valEvery: intFlag(f, 'val-every', 0),
     seed,
     sampling,
     valid,
@@ -178,6 +182,7 @@ export async function cmdTrainSeq2Seq(argv: string[]): Promise<void> {
     onProgress,
     checkpoint: { path: out },
     meta: { data, stress, seed },
+    resume: run.resume,
   });
   process.off('SIGINT', onSigint);
   bar?.end();
@@ -221,6 +226,91 @@ function testFields(e: Seq2SeqEval) {
     testPerBeam: e.perBeam ?? null,
     testWerBeam: e.werBeam ?? null,
     beam: e.beam ?? 1,
+  };
+}
+
+/** What a training run is made of, from the flags or from a resumed checkpoint. */
+interface RunSetup {
+  data: string;
+  stress: StressMode;
+  seed: number;
+  sampling: ScheduledSamplingOptions;
+  /** Training options other than steps, seconds and seed (batch, lr, validation…). */
+  options: Seq2SeqTrainOptions;
+  steps: number;
+  arch: Partial<Seq2SeqConfig>;
+  /** The resumed model and its training state; absent for a new run. */
+  model?: Seq2Seq;
+  resume?: Seq2SeqTrainState;
+}
+
+function newRun(f: Flags): RunSetup {
+  const feed = (str(f, 'feed') ?? 'teacher') as Feed;
+  const ssFlags = ['ss-schedule', 'ss-k', 'ss-c', 'ss-min'].filter((k) => f[k] !== undefined);
+  if (feed !== 'scheduled' && ssFlags.length) {
+    throw new ConfigError(`--${ssFlags[0]} only applies with --feed scheduled (got --feed ${feed})`);
+  }
+  const data = str(f, 'data') ?? 'cmudict';
+  if (data !== 'cmudict' && f.stress !== undefined) throw new ConfigError('--stress applies to --data cmudict only');
+  return {
+    data,
+    stress: (str(f, 'stress') ?? 'strip') as StressMode,
+    seed: intFlag(f, 'seed', 0) ?? 0,
+    sampling: {
+      feed,
+      schedule: str(f, 'ss-schedule') as SsSchedule | undefined,
+      k: num(f, 'ss-k'),
+      c: num(f, 'ss-c'),
+      min: num(f, 'ss-min'),
+    },
+    options: { batchSize: intFlag(f, 'batch', 1), lr: positiveFlag(f, 'lr'), valEvery: intFlag(f, 'val-every', 0) },
+    steps: 4000,
+    arch: {
+      embed: intFlag(f, 'embed', 1),
+      hidden: intFlag(f, 'hidden', 1),
+      layers: intFlag(f, 'layers', 1, 16),
+      cell: str(f, 'cell') as CellKind | undefined,
+      bidirectional: Boolean(f.bidirectional),
+    },
+  };
+}
+
+/**
+ * A run continued from `path`: its model, optimizer state, data, split seed, feeding and settings, so
+ * that a step-driven run resumed to its own total ends with the weights of one that never stopped.
+ */
+function resumeRun(path: string, f: Flags): RunSetup {
+  const given = RECORDED_FLAGS.filter((k) => f[k] !== undefined);
+  if (given.length) {
+    throw new ConfigError(
+      `--${given[0]} is taken from ${path} when resuming; drop it (--steps, --seconds, --beam, --out and --json apply)`,
+    );
+  }
+  const { model, train } = Seq2Seq.load(path);
+  if (train === null)
+    throw new ConfigError(`${path} holds no training state: it was not saved by arflow train seq2seq`);
+  const bad = (what: string) => new CheckpointError(`${path}: the training state's ${what} is missing or malformed`);
+  if (typeof train.data !== 'string') throw bad('data');
+  if (train.stress !== 'strip' && train.stress !== 'keep') throw bad('stress');
+  if (!Number.isInteger(train.seed)) throw bad('seed');
+  if (!Number.isInteger(train.step) || train.step < 0) throw bad('step');
+  if (model.backend.getOptimStep() !== train.step) {
+    throw new CheckpointError(
+      `${path}: optimizer_step ${model.backend.getOptimStep()} does not match the ${train.step} steps recorded`,
+    );
+  }
+  const options = (train.options ?? {}) as Seq2SeqTrainOptions & { steps?: number };
+  const { steps, seconds: _seconds, ...rest } = options;
+  return {
+    data: train.data,
+    stress: train.stress,
+    seed: train.seed as number,
+    sampling: (train.sampling ?? {}) as ScheduledSamplingOptions,
+    options: rest,
+    steps: Number.isInteger(steps) ? (steps as number) : 4000,
+    arch: model.config,
+    model,
+    resume: train,
   };
 }
 

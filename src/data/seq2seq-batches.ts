@@ -86,11 +86,20 @@ export class BucketBatcher {
   }
 
   next(): Seq2SeqBatch {
+    return makeBatch(this.take());
+  }
+
+  /** Moves past `n` batches without building them: a resumed run continues the same order. */
+  skip(n: number): void {
+    for (let i = 0; i < n; i++) this.take();
+  }
+
+  private take(): EncodedPair[] {
     if (this.queue.length === 0) {
       if (this.started) this.epoch++;
       this.started = true;
       this.refill();
     }
-    return makeBatch(this.queue.pop() as EncodedPair[]);
+    return this.queue.pop() as EncodedPair[];
   }
 }

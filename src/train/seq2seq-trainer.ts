@@ -101,13 +101,12 @@ export async function trainSeq2Seq(
   const pairs = model.encodePairs(entries);
   if (pairs.length === 0) throw new DataError('no training pairs: every entry was empty');
   const batcher = new BucketBatcher(pairs, r.batchSize, r.seed);
-  // Coin flips and sample uniforms come from their own stream, so the batch order does not depend on them.
-  const rng = new Rng((r.seed ^ 0x5eed5eed) >>> 0);
   let step = 0;
   if (opts.resume) {
     step = opts.resume.step;
-    // Replay the batch order up to the resumed step (cheap: no model work).
-    for (let i = 0; i < step; i++) batcher.next();
+    if (!Number.isInteger(step) || step < 0) throw new DataError(`resume: step ${step} is not a whole number ≥ 0`);
+    // The batch order up to the resumed step, replayed without building the batches.
+    batcher.skip(step);
   }
   const valid = (opts.valid ?? []).slice(0, r.valWords);
   const startStep = step;
@@ -174,6 +173,9 @@ export async function trainSeq2Seq(
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     eps = teacherForcingProb(step, ss);
     if (eps < 1) {
+      // Coin flips and sample uniforms of step i come from a generator seeded by (seed, i): a resumed
+      // run draws exactly what an uninterrupted one would, and the batch order does not depend on them.
+      const rng = new Rng(Math.imul(r.seed ^ 0x5eed5eed, 0x9e3779b1) ^ step);
       const n = b.batch * b.tgtLen;
       b.flips = coinFlips(eps, n, rng);
       b.uniforms = Float32Array.from({ length: n }, () => Math.min(rng.uniform(), 1 - 2 ** -24));
