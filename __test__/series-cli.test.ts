@@ -15,6 +15,7 @@ import { Vocabulary } from '../src/data/vocab.js';
 import { type ArflowError, CheckpointError, ConfigError, DataError } from '../src/errors.js';
 import { baselineNll } from '../src/metrics/series-baselines.js';
 import { CharLM } from '../src/models/char-lm.js';
+import { interruptAt, jsonLines, runCli } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'arflow-series-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -229,5 +230,27 @@ describe('arflow eval / sample of a series checkpoint', () => {
     expect(e5).toBeInstanceOf(ConfigError);
     expect(e5.message).toMatch(/1 variable/);
     rmSync(char);
+  });
+});
+
+describe('arflow train series --resume (the compiled CLI)', () => {
+  it('an interrupted run resumed to its total ends where an uninterrupted one does; fixed flags are refused', async () => {
+    const args = ['train', 'series', '--steps', '300', '--val-every', '0', '--json'];
+    const full = join(dir, 'full.safetensors');
+    const r = runCli(dir, [...args, '--out', full]);
+    expect(r.status, r.stderr).toBe(0);
+    const whole = jsonLines(r.stdout).at(-1) as { testNll: number };
+    // Ctrl-C at step 150 (the checkpoint is written on the way out), then continue to the same total.
+    const half = join(dir, 'half.safetensors');
+    const cut = await interruptAt(dir, [...args, '--out', half], '"step":150,');
+    expect(cut.signalled).toBe(true);
+    const resumed = runCli(dir, ['train', 'series', '--resume', half, '--steps', '300', '--json']);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    const lines = jsonLines(resumed.stdout);
+    expect(lines.find((l) => l.type === 'progress')?.step).toBeGreaterThan(150);
+    expect((lines.at(-1) as { testNll: number }).testNll).toBe(whole.testNll);
+    const clash = runCli(dir, ['train', 'series', '--resume', half, '--cell', 'lstm', '--json']);
+    expect(clash.status).toBe(2);
+    expect(jsonLines(clash.stdout).at(-1)?.message).toMatch(/--cell is taken from/);
   });
 });

@@ -25,7 +25,7 @@ import { ConfigError, DivergenceError } from '../errors.js';
 import { segment } from '../io/plot.js';
 import { baselineNll, type SeriesBaselines } from '../metrics/series-baselines.js';
 import { DEFAULT_SERIES_MODEL, SERIES_KIND, type SeriesInput, SeriesModel } from '../models/series.js';
-import { SERIES_TRAIN_DEFAULTS, type SeriesTrainProgress } from '../train/series-trainer.js';
+import { SERIES_TRAIN_DEFAULTS, type SeriesTrainOptions, type SeriesTrainProgress } from '../train/series-trainer.js';
 import {
   checkOutputPath,
   type FlagSpec,
@@ -90,6 +90,10 @@ export const SERIES_TRAIN_FLAGS: Record<string, FlagSpec> = {
   out: { type: 'string', help: 'checkpoint path (default series-<data>.safetensors)' },
   json: JSON_FLAG,
   help: HELP_FLAG,
+  resume: {
+    type: 'string',
+    help: 'continue the run saved in this checkpoint (model, data and settings from it; --steps is the total)',
+  },
 };
 
 export const SAMPLE_SERIES_FLAGS: Record<string, FlagSpec> = {
@@ -199,8 +203,10 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
   if (positional.length) throw new ConfigError(`unexpected argument ${JSON.stringify(positional[0])}`);
   checkTrainFlags(f);
   const json = Boolean(f.json);
-  const source = sourceOf(f);
-  const out = str(f, 'out') ?? defaultOut(source);
+  const resumePath = str(f, 'resume');
+  const resumed = resumePath === undefined ? null : resumeSeries(resumePath, f);
+  const source = resumed ? recordedSource(resumed.model, resumePath as string, f) : sourceOf(f);
+  const out = str(f, 'out') ?? resumePath ?? defaultOut(source);
   if (samePath(out, source.data))
     throw new ConfigError(`--out ${out} is the data file itself: give the checkpoint another path`);
   checkOutputPath(out, '--out');
@@ -208,20 +214,28 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
   const sp = split(series);
   const baselines = baselineNll(sp);
   const likelihood = (str(f, 'likelihood') ?? DEFAULT_SERIES_MODEL.likelihood) as 'mdn' | 'gaussian';
-  const seed = num(f, 'seed') ?? 0;
-  const model = SeriesModel.create(
-    {
-      dim: series.dim,
-      likelihood,
-      components: likelihood === 'mdn' ? num(f, 'components') : undefined,
-      cell: str(f, 'cell') as CellKind | undefined,
-      hidden: num(f, 'hidden'),
-      layers: num(f, 'layers'),
-      input: str(f, 'input') as SeriesInput | undefined,
-    },
-    { backend: (str(f, 'backend') ?? 'native') as 'native' | 'js', seed },
-  );
-  const steps = num(f, 'steps') ?? SERIES_TRAIN_DEFAULTS.steps;
+  const seed = resumed ? resumed.seed : (num(f, 'seed') ?? 0);
+  if (resumed) checkDim(resumed.model, series, resumePath as string);
+  const model =
+    resumed?.model ??
+    SeriesModel.create(
+      {
+        dim: series.dim,
+        likelihood,
+        components: likelihood === 'mdn' ? num(f, 'components') : undefined,
+        cell: str(f, 'cell') as CellKind | undefined,
+        hidden: num(f, 'hidden'),
+        layers: num(f, 'layers'),
+        input: str(f, 'input') as SeriesInput | undefined,
+      },
+      { backend: (str(f, 'backend') ?? 'native') as 'native' | 'js', seed },
+    );
+  const steps = num(f, 'steps') ?? resumed?.steps ?? SERIES_TRAIN_DEFAULTS.steps;
+  if (resumed && resumed.state.step >= steps) {
+    throw new ConfigError(
+      `${resumePath} has already trained ${resumed.state.step} of --steps ${steps}; give a larger total --steps to continue`,
+    );
+  }
   const seconds = num(f, 'seconds');
   const bar = json ? null : new ProgressBar();
   const c = model.config;
@@ -250,13 +264,16 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
   let summary: Awaited<ReturnType<SeriesModel['fit']>>;
   try {
     summary = await model.fit(sp, {
+      ...(resumed?.options ?? {
+        batchSize: num(f, 'batch'),
+        seqLen: num(f, 'seq'),
+        lr: num(f, 'lr'),
+        valEvery: num(f, 'val-every'),
+      }),
       steps,
       seconds,
-      batchSize: num(f, 'batch'),
-      seqLen: num(f, 'seq'),
-      lr: num(f, 'lr'),
-      valEvery: num(f, 'val-every'),
       seed,
+      resume: resumed?.state,
       signal: stop.signal,
       onProgress,
       checkpoint: { path: out },
@@ -317,6 +334,42 @@ function recordedSource(model: SeriesModel, path: string, f: Flags): DataSource 
   }
   const mote = typeof info.mote === 'number' ? (info.mote as MoteId) : undefined;
   return { data: data ?? 'sensors', mote };
+}
+
+/** Flags a resumed run takes from its checkpoint: giving one with --resume is refused. */
+const RECORDED_SERIES_FLAGS = [
+  'data',
+  'mote',
+  'likelihood',
+  'components',
+  'cell',
+  'hidden',
+  'layers',
+  'input',
+  'seq',
+  'batch',
+  'lr',
+  'val-every',
+  'seed',
+  'backend',
+];
+
+/** A run continued from `path`: its model, optimizer and batch state, data and settings. */
+function resumeSeries(path: string, f: Flags) {
+  const given = RECORDED_SERIES_FLAGS.filter((k) => f[k] !== undefined);
+  if (given.length) {
+    throw new ConfigError(
+      `--${given[0]} is taken from ${path} when resuming; drop it (--steps, --seconds, --out and --json apply)`,
+    );
+  }
+  const model = SeriesModel.load(path);
+  const state = model.resumeState();
+  if (state === null) {
+    throw new ConfigError(`${path} holds no training state: it was not saved by arflow train series`);
+  }
+  const { steps, seconds: _seconds, ...options } = (state.options ?? {}) as SeriesTrainOptions & { steps?: number };
+  const seed = typeof state.seed === 'number' ? state.seed : 0;
+  return { model, state, options, seed, steps: Number.isInteger(steps) ? (steps as number) : undefined };
 }
 
 /** `series` checked to fit `model`: the same number of variables. */
