@@ -50,21 +50,19 @@ export function gradReport(model: CharLM, ids: Uint32Array, opts: GradReportOpti
   const V = model.vocab.size;
   const b = model.backend;
   const native = b.kind === 'native' ? loadNative() : null;
-  const packed = (l: number) => {
-    const n = cellParamNames(cell, l);
-    const parts = [n.wIh, n.wHh, n.bIh, n.bHh].map((k) => b.getParam(k));
-    const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
-  };
-  const weights = (l: number) => {
+  // Each layer's weights, read from the backend once (the report calls the top layer T times).
+  const weights = Array.from({ length: L }, (_, l) => {
     const n = cellParamNames(cell, l);
     return { wIh: b.getParam(n.wIh), wHh: b.getParam(n.wHh), bIh: b.getParam(n.bIh), bHh: b.getParam(n.bHh) };
-  };
+  });
+  const packed = weights.map(({ wIh, wHh, bIh, bHh }) => {
+    const out = new Float32Array(wIh.length + wHh.length + bIh.length + bHh.length);
+    out.set(wIh, 0);
+    out.set(wHh, wIh.length);
+    out.set(bIh, wIh.length + wHh.length);
+    out.set(bHh, wIh.length + wHh.length + bIh.length);
+    return out;
+  });
   // One layer forward + backward on raw arrays: the native kernel, or the reference for the js backend.
   const layer = (
     l: number,
@@ -75,8 +73,8 @@ export function gradReport(model: CharLM, ids: Uint32Array, opts: GradReportOpti
     dOut: Float32Array,
   ): LayerCall => {
     const dims = { batch, seq, input: l === 0 ? E : H, hidden: H };
-    if (native) return native.rnnLayerGrads({ cell, ...dims }, x, s0, packed(l), dOut);
-    const w = weights(l);
+    if (native) return native.rnnLayerGrads({ cell, ...dims }, x, s0, packed[l], dOut);
+    const w = weights[l];
     const f = cellForward(cell, dims, x, s0, w, { dtype: 'f32', save: true });
     const g = cellBackward(cell, dims, x, s0, w, f.out, f.saved, dOut);
     return { out: f.out as Float32Array, dh0: g.ds0 as Float32Array, dx: g.dx as Float32Array };
