@@ -169,6 +169,4 @@ pub fn rnn_backward<T: crate::real::Real>(
 }
 
 #[cfg(test)]
-mod gru_tests;
-#[cfg(test)]
 mod tests;

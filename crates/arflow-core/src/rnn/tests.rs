@@ -1,6 +1,6 @@
-//! LSTM and tanh-RNN kernels: backward vs f64 central differences, the fused op vs the same cell written
-//! step by step with candle's generic ops (PyTorch's equations) under candle's autograd, f32 vs f64 on
-//! the threaded path, and the generic op's shape checks.
+//! The GRU, LSTM and tanh-RNN kernels: backward vs f64 central differences, the fused op vs the same cell
+//! written step by step with candle's generic ops (PyTorch's equations) under candle's autograd, f32 vs
+//! f64 on the threaded path, and the op's shape checks.
 
 use super::*;
 use candle_core::{DType, Device, Result, Tensor, Var};
@@ -80,6 +80,11 @@ fn backward_matches_finite_differences(cell: CellKind) {
 }
 
 #[test]
+fn gru_backward_matches_finite_differences() {
+    backward_matches_finite_differences(CellKind::Gru);
+}
+
+#[test]
 fn lstm_backward_matches_finite_differences() {
     backward_matches_finite_differences(CellKind::Lstm);
 }
@@ -102,7 +107,9 @@ fn unfused_layer(x: &Tensor, s0: &Tensor, p: &Tensor, d: &RnnDims) -> Result<Ten
     let mut outs = Vec::new();
     for t in 0..d.seq {
         let xt = x.narrow(1, t, 1)?.squeeze(1)?;
-        let a = (xt.matmul(&w_ih.t()?)?.broadcast_add(&b_ih)? + hp.matmul(&w_hh.t()?)?.broadcast_add(&b_hh)?)?;
+        let gi = xt.matmul(&w_ih.t()?)?.broadcast_add(&b_ih)?;
+        let gh = hp.matmul(&w_hh.t()?)?.broadcast_add(&b_hh)?;
+        let a = (&gi + &gh)?;
         match d.cell {
             CellKind::Lstm => {
                 let (ig, fg) = (sig(&a.narrow(1, 0, h)?)?, sig(&a.narrow(1, h, h)?)?);
@@ -116,7 +123,14 @@ fn unfused_layer(x: &Tensor, s0: &Tensor, p: &Tensor, d: &RnnDims) -> Result<Ten
                 hp = a.tanh()?;
                 outs.push(hp.unsqueeze(1)?);
             }
-            CellKind::Gru => unreachable!("the GRU has its own unfused test"),
+            CellKind::Gru => {
+                let r = sig(&(gi.narrow(1, 0, h)? + gh.narrow(1, 0, h)?)?)?;
+                let z = sig(&(gi.narrow(1, h, h)? + gh.narrow(1, h, h)?)?)?;
+                // b_hn sits inside the reset product (PyTorch), so the projections stay apart here.
+                let n = (gi.narrow(1, 2 * h, h)? + (&r * gh.narrow(1, 2 * h, h)?)?)?.tanh()?;
+                hp = (((1.0 - &z)? * n)? + (&z * &hp)?)?;
+                outs.push(hp.unsqueeze(1)?);
+            }
         }
     }
     Tensor::cat(&outs, 1)
@@ -145,6 +159,11 @@ fn op_matches_unfused_candle_autograd(cell: CellKind) -> Result<()> {
 }
 
 #[test]
+fn gru_op_matches_unfused_candle_autograd() -> Result<()> {
+    op_matches_unfused_candle_autograd(CellKind::Gru)
+}
+
+#[test]
 fn lstm_op_matches_unfused_candle_autograd() -> Result<()> {
     op_matches_unfused_candle_autograd(CellKind::Lstm)
 }
@@ -157,7 +176,7 @@ fn rnn_op_matches_unfused_candle_autograd() -> Result<()> {
 #[test]
 fn f32_forward_and_backward_track_f64_on_the_threaded_path() {
     // Large enough that the elementwise passes and the GEMMs take their multi-threaded paths.
-    for cell in [CellKind::Lstm, CellKind::Rnn] {
+    for cell in CellKind::ALL {
         let cs = case(cell, 32, 7, 16, 160);
         let d = cs.dims;
         let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
@@ -192,6 +211,23 @@ fn the_op_checks_the_state_width_and_parameter_count() -> Result<()> {
     let err =
         rnn_layer(CellKind::Lstm, &x, &Tensor::zeros((2, 10), DType::F32, &dev)?, &gru_p).unwrap_err().to_string();
     assert!(err.contains("params hold"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn gru_rejects_mismatched_shapes() -> Result<()> {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((2, 3, 4), DType::F32, &dev)?;
+    let h0 = Tensor::zeros((3, 5), DType::F32, &dev)?;
+    let p = Tensor::zeros(RnnDims::gru(2, 3, 4, 5).param_len(), DType::F32, &dev)?;
+    let err = gru_layer(&x, &h0, &p).unwrap_err().to_string();
+    assert!(err.contains("h0 has batch 3"), "{err}");
+    let h0 = Tensor::zeros((2, 5), DType::F32, &dev)?;
+    let short = p.narrow(0, 1, p.elem_count() - 1)?;
+    let err = gru_layer(&x, &h0, &short).unwrap_err().to_string();
+    assert!(err.contains("params hold"), "{err}");
+    let x64 = x.to_dtype(DType::F64)?;
+    assert!(gru_layer(&x64, &h0, &p).is_err());
     Ok(())
 }
 
