@@ -8,7 +8,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCharLmBackend } from '../src/backend/index.js';
 import { lmLossAndGrads, type Params } from '../src/backend/js/lm.js';
 import { type CharLmShape, charLmParamInfo } from '../src/backend/types.js';
 import { Vocabulary } from '../src/data/vocab.js';
@@ -16,6 +15,7 @@ import { ConfigError } from '../src/errors.js';
 import { CharLM } from '../src/models/char-lm.js';
 import { Rng } from '../src/util/rng.js';
 import { expectClose, numericGrad, uniform } from './helpers/numeric.js';
+import { twinCharLms } from './helpers/oracle.js';
 
 let dir: string;
 beforeAll(() => {
@@ -61,19 +61,7 @@ describe("h0 'learned'", () => {
 
     it(`${cell}: the native backend agrees with the reference, and training moves h0`, async () => {
       const rng = new Rng(5);
-      const native = createCharLmBackend(shape, 'native');
-      const js = createCharLmBackend(shape, 'js');
-      for (const { name, shape: dims } of native.paramInfo()) {
-        const data = Float32Array.from(
-          uniform(
-            rng,
-            dims.reduce((a, b) => a * b, 1),
-            0.5,
-          ),
-        );
-        native.setParam(name, data);
-        js.setParam(name, data);
-      }
+      const { native, js } = twinCharLms(shape, rng);
       const ids = Uint32Array.from({ length: 12 }, () => rng.int(6));
       const tg = Uint32Array.from({ length: 12 }, () => rng.int(6));
       const a = await native.lossAndGrads(ids, tg, 3, 4, null);

@@ -21,8 +21,9 @@
  * Set ARFLOW_ORACLE_LOG=1 to print each comparison's error.
  */
 import { expect } from 'vitest';
+import { createCharLmBackend } from '../../src/backend/index.js';
 import type { GruDims } from '../../src/backend/js/gru.js';
-import { type CellKind, stateWidth } from '../../src/backend/types.js';
+import { type CellKind, type CharLmBackend, type CharLmShape, stateWidth } from '../../src/backend/types.js';
 import { Vocabulary } from '../../src/data/vocab.js';
 import type { Rng } from '../../src/util/rng.js';
 
@@ -210,4 +211,21 @@ export function tokens(rng: Rng, n: number): Uint32Array {
   const a = new Uint32Array(n);
   for (let i = 0; i < n; i++) a[i] = rng.int(VOCAB.size);
   return a;
+}
+
+/** A native and a JS char LM of one shape with every parameter set to the same U(−scale, scale) values. */
+export function twinCharLms(shape: CharLmShape, rng: Rng, scale = 0.5): { native: CharLmBackend; js: CharLmBackend } {
+  const native = createCharLmBackend(shape, 'native');
+  const js = createCharLmBackend(shape, 'js');
+  expect(native.paramInfo()).toEqual(js.paramInfo());
+  for (const { name, shape: dims } of native.paramInfo()) {
+    const data = uniform(
+      rng,
+      dims.reduce((a, b) => a * b, 1),
+      scale,
+    );
+    native.setParam(name, data);
+    js.setParam(name, data);
+  }
+  return { native, js };
 }

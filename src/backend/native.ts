@@ -15,6 +15,7 @@ import type {
   CharLmBackend,
   CharLmShape,
   LossGrads,
+  NllResult,
   OptimConfig,
   OptimMoment,
   ParamInfo,
@@ -259,7 +260,7 @@ export class NativeCharLm extends NativeParameters<NativeModel> implements CharL
     batch: number,
     seq: number,
     state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }> {
+  ): Promise<NllResult> {
     return async(() => this.m.nll(ids, targets, batch, seq, state));
   }
   step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array } {

@@ -31,6 +31,22 @@ export interface CharLmShape {
    * gradients) in place of zeros wherever no state is given. Absent or false: zeros.
    */
   learnedH0?: boolean;
+  /**
+   * Joint prediction of the next n characters (absent: 1). Heads `ahead.{k}.weight [V, H]`,
+   * `ahead.{k}.bias [V]` for k = 2..n read the same top h_t as `head` and give p(x_{t+k} | x_{≤t}); the
+   * joint is factorised, and the training loss is Σ_k (mean over scored positions of CE_k). Targets are
+   * then n blocks `[n, B, T]`, block k−1 holding x_{t+k}; {@link IGNORE_TARGET} in blocks k ≥ 2 (past the
+   * end of the text) is not scored.
+   */
+  predictAhead?: number;
+}
+
+/** A target that is not scored: a prediction k ≥ 2 steps ahead that runs past the end of the text. */
+export const IGNORE_TARGET = 0xffffffff;
+
+/** The number of heads of a shape, with the default applied. */
+export function aheadOf(shape: { predictAhead?: number }): number {
+  return shape.predictAhead ?? 1;
 }
 
 /** The cell of a shape, with the default applied. */
@@ -93,6 +109,13 @@ export interface LossGrads {
   dh0: Float32Array;
 }
 
+export interface NllResult {
+  nll: number;
+  state: Float32Array;
+  /** Heads 2..n, when their target blocks were given (else empty). */
+  aheadNll: number[];
+}
+
 export interface CharLmBackend {
   readonly kind: 'native' | 'js';
   readonly shape: CharLmShape;
@@ -121,14 +144,18 @@ export interface CharLmBackend {
     seq: number,
     state: Float32Array | null,
   ): Promise<LossGrads>;
-  /** Summed NLL in nats and the final state (for the LSTM each row h_T then c_T); changes nothing. */
+  /**
+   * Summed NLL in nats of the next characters and the final state (for the LSTM each row h_T then c_T);
+   * changes nothing. `targets` is `[B, T]`, or for a model predicting n ahead optionally all n blocks,
+   * and then `aheadNll[k − 2]` is head k's summed NLL over the positions its block scores.
+   */
   nll(
     ids: Uint32Array,
     targets: Uint32Array,
     batch: number,
     seq: number,
     state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }>;
+  ): Promise<NllResult>;
   /** One step of N streams: feeds `tokens [N]` from `state [L, N, stateWidth·H]` (null: zeros). Logits `[N, V]`. */
   step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array };
 }
@@ -149,5 +176,11 @@ export function charLmParamInfo(s: CharLmShape): ParamInfo[] {
   }
   info.push({ name: 'head.weight', shape: [s.vocabSize, s.hidden] }, { name: 'head.bias', shape: [s.vocabSize] });
   if (s.learnedH0) info.push({ name: 'h0', shape: [s.layers, stateWidth(cell) * s.hidden] });
+  for (let k = 2; k <= aheadOf(s); k++) {
+    info.push(
+      { name: `ahead.${k}.weight`, shape: [s.vocabSize, s.hidden] },
+      { name: `ahead.${k}.bias`, shape: [s.vocabSize] },
+    );
+  }
   return info;
 }

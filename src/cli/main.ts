@@ -63,6 +63,10 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
     choices: ['zero', 'learned', 'sampled', 'external'],
   },
   'h0-sigma': { type: 'number', help: 'σ of --h0 sampled (default 0.1)' },
+  'predict-ahead': {
+    type: 'int',
+    help: 'predict the next N characters jointly, one head each, loss summed over them (default 1: the next character)',
+  },
   'grad-report': {
     type: 'string',
     help: 'after training, print ‖∂L_T/∂h_t‖ against the distance T − t (vanishing/exploding gradients) and plot it to this PNG',
@@ -170,6 +174,12 @@ async function runTraining(job: TrainJob): Promise<void> {
         `--cell ${cell} contradicts ${resumePath}, a ${model.config.cell} model; drop --cell to resume it`,
       );
     }
+    const ahead = num(f, 'predict-ahead');
+    if (ahead !== undefined && ahead !== model.config.predictAhead) {
+      throw new ConfigError(
+        `--predict-ahead ${ahead} contradicts ${resumePath}, which predicts ${model.config.predictAhead} ahead; drop --predict-ahead to resume it`,
+      );
+    }
   } else {
     const vocab = Vocabulary.fromText(job.text);
     model = CharLM.create(
@@ -181,6 +191,7 @@ async function runTraining(job: TrainJob): Promise<void> {
         cell: str(f, 'cell') as CellKind | undefined,
         h0: str(f, 'h0') as H0Policy | undefined,
         h0Sigma: num(f, 'h0-sigma'),
+        predictAhead: num(f, 'predict-ahead'),
         bidirectional: Boolean(f.bidirectional),
       },
       {
@@ -197,7 +208,8 @@ async function runTraining(job: TrainJob): Promise<void> {
     const c = model.config;
     bar?.log(
       `${job.title ?? 'training'}: ${job.corpus}, ${ids.length.toLocaleString('en-US')} chars, vocab ${model.vocab.size}; ` +
-        `${c.cell.toUpperCase()} embed ${c.embed} hidden ${c.hidden} × ${c.layers} layer(s), ${model.backend.kind} backend`,
+        `${c.cell.toUpperCase()} embed ${c.embed} hidden ${c.hidden} × ${c.layers} layer(s)` +
+        `${c.predictAhead > 1 ? `, predicting ${c.predictAhead} characters ahead (loss summed over the heads)` : ''}, ${model.backend.kind} backend`,
     );
   }
   // Ctrl-C stops training cleanly: the checkpoint is still saved.
@@ -210,7 +222,8 @@ async function runTraining(job: TrainJob): Promise<void> {
       emit({ type: 'progress', ...p, valBpc: p.valBpc ?? null });
       return;
     }
-    const val = p.valBpc !== undefined ? ` val ${p.valBpc.toFixed(3)} bpc` : '';
+    const ahead = p.valBpcAhead ? ` (+${p.valBpcAhead.map((v) => v.toFixed(2)).join('/')} ahead)` : '';
+    const val = p.valBpc !== undefined ? ` val ${p.valBpc.toFixed(3)} bpc${ahead}` : '';
     const byTime = job.seconds !== undefined && job.seconds > 0;
     bar?.update(
       byTime ? p.elapsedSec / (job.seconds as number) : p.step / steps,
@@ -260,6 +273,8 @@ async function runTraining(job: TrainJob): Promise<void> {
     tokensPerSec: summary.tokensPerSec,
     trainLoss: summary.trainLoss,
     valBpc: Number.isFinite(summary.valBpc) ? summary.valBpc : null,
+    predictAhead: model.config.predictAhead,
+    valBpcAhead: summary.valBpcAhead,
     out: job.out,
     elapsedSec: summary.elapsedSec,
     stoppedEarly: summary.aborted || summary.outOfTime,
@@ -277,6 +292,11 @@ async function runTraining(job: TrainJob): Promise<void> {
       `${Math.round(summary.tokensPerSec).toLocaleString('en-US')} tokens/s; train loss ${summary.trainLoss.toFixed(3)} nats/char; ` +
       `validation ${result.valBpc === null ? 'n/a' : `${result.valBpc.toFixed(3)} bits/char`}`,
   );
+  if (summary.valBpcAhead.length > 0) {
+    console.log(
+      `validation bits/char of the heads further ahead: ${summary.valBpcAhead.map((v, i) => `${i + 2} ahead ${v.toFixed(3)}`).join(', ')}`,
+    );
+  }
   if (grads) {
     const at = [0, 1, 2, 5, 10, 20, 50, 99].filter((d) => d < grads.norm.length);
     console.log(
@@ -578,8 +598,16 @@ async function cmdEval(argv: string[]): Promise<void> {
     source = `${name} (held-out tail, ${Math.round(frac * 100)}%)`;
   }
   const r = await model.evaluateIds(ids);
-  if (flags.json) emit({ type: 'summary', bpc: r.bpc, nll: r.nll, chars: r.chars, text: source });
-  else console.log(`${source}: ${r.bpc.toFixed(4)} bits/char over ${r.chars.toLocaleString('en-US')} characters`);
+  if (flags.json) {
+    emit({ type: 'summary', bpc: r.bpc, nll: r.nll, chars: r.chars, text: source, bpcAhead: r.bpcAhead });
+    return;
+  }
+  console.log(`${source}: ${r.bpc.toFixed(4)} bits/char over ${r.chars.toLocaleString('en-US')} characters`);
+  if (r.bpcAhead.length > 0) {
+    console.log(
+      `  heads further ahead: ${r.bpcAhead.map((v, i) => `${i + 2} ahead ${v.toFixed(4)}`).join(', ')} bits/char`,
+    );
+  }
 }
 
 const USAGE = `arflow — autoregressive and invertible generative models for Node.js

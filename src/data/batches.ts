@@ -7,13 +7,18 @@
  * state of the next: gradients are truncated at `seq` steps but the state carries context across
  * the whole stream. The caller zeroes the carried state when a batch says `reset`.
  */
+import { IGNORE_TARGET } from '../backend/types.js';
 import { ConfigError, DataError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 
 export interface Batch {
   /** `[batch, seq]` row-major input ids. */
   ids: Uint32Array;
-  /** `[batch, seq]` the id following each input: `targets[b, t]` is the stream's next character. */
+  /**
+   * `[batch, seq]` the id following each input: `targets[b, t]` is the stream's next character. With
+   * `ahead` n > 1, `[n, batch, seq]`: block k−1 holds the character k after each input (the text's
+   * continuation, read across the stream's end), IGNORE_TARGET where that runs past the end of the data.
+   */
   targets: Uint32Array;
   /** First batch of an epoch (or of an evaluation): the streams start afresh, zero the carried state. */
   reset: boolean;
@@ -70,14 +75,38 @@ function tooShort(what: string, length: number, batch: number, seq: number): Dat
   );
 }
 
-/** Builds one batch: row b holds `seq` inputs from `starts[b] + from` and the characters after them. */
-function gather(data: Uint32Array, starts: readonly number[], from: number, seq: number, reset: boolean): Batch {
-  const ids = new Uint32Array(starts.length * seq);
-  const targets = new Uint32Array(starts.length * seq);
+function checkAhead(ahead: number): number {
+  if (!Number.isSafeInteger(ahead) || ahead < 1) {
+    throw new ConfigError(`predict-ahead must be a whole number ≥ 1, got ${ahead}`);
+  }
+  return ahead;
+}
+
+/**
+ * Builds one batch: row b holds `seq` inputs from `starts[b] + from` and the characters after them
+ * (`ahead` blocks of them; see {@link Batch.targets}).
+ */
+function gather(
+  data: Uint32Array,
+  starts: readonly number[],
+  from: number,
+  seq: number,
+  reset: boolean,
+  ahead = 1,
+): Batch {
+  const rows = starts.length * seq;
+  const ids = new Uint32Array(rows);
+  const targets = new Uint32Array(ahead * rows);
   starts.forEach((start, b) => {
     const p = start + from;
     ids.set(data.subarray(p, p + seq), b * seq);
     targets.set(data.subarray(p + 1, p + seq + 1), b * seq);
+    for (let k = 2; k <= ahead; k++) {
+      const block = targets.subarray((k - 1) * rows + b * seq, (k - 1) * rows + (b + 1) * seq);
+      const have = data.subarray(p + k, p + seq + k);
+      block.set(have);
+      block.fill(IGNORE_TARGET, have.length);
+    }
   });
   return { ids, targets, reset };
 }
@@ -100,6 +129,7 @@ export class StreamBatcher {
   readonly stepsPerEpoch: number;
   private readonly seed: number;
   private readonly shuffleOffsets: boolean;
+  private readonly ahead: number;
   /** Characters each stream spans in an epoch: its inputs plus the final target. */
   private readonly span: number;
   private epochIndex = 0;
@@ -110,9 +140,10 @@ export class StreamBatcher {
     private readonly data: Uint32Array,
     private readonly batch: number,
     private readonly seq: number,
-    opts: { seed?: number; shuffleOffsets?: boolean } = {},
+    opts: { seed?: number; shuffleOffsets?: boolean; ahead?: number } = {},
   ) {
     checkGeometry(batch, seq);
+    this.ahead = checkAhead(opts.ahead ?? 1);
     if (data.length < batch * (seq + 1)) throw tooShort('the training data', data.length, batch, seq);
     this.seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(this.seed)) throw new ConfigError(`seed must be an integer, got ${this.seed}`);
@@ -134,7 +165,7 @@ export class StreamBatcher {
 
   /** The next batch; after the last batch of an epoch the next epoch begins, with `reset` set. */
   next(): Batch {
-    const batch = gather(this.data, this.starts, this.stepIndex * this.seq, this.seq, this.stepIndex === 0);
+    const batch = gather(this.data, this.starts, this.stepIndex * this.seq, this.seq, this.stepIndex === 0, this.ahead);
     if (++this.stepIndex === this.stepsPerEpoch) {
       this.epochIndex++;
       this.stepIndex = 0;
@@ -208,9 +239,11 @@ export interface EvalBatches extends Iterable<Batch> {
  * The whole of `ids` once, as `batch` streams of consecutive chunks (no offset), for validation loss
  * with carried state. The last partial chunk of each stream (fewer than `seq` characters) and the
  * `ids.length mod batch` characters at the end are not predicted. DataError if not even one batch fits.
+ * With `ahead` n > 1 the targets hold n blocks (see {@link Batch.targets}).
  */
-export function evalBatches(ids: Uint32Array, batch: number, seq: number): EvalBatches {
+export function evalBatches(ids: Uint32Array, batch: number, seq: number, ahead = 1): EvalBatches {
   checkGeometry(batch, seq);
+  checkAhead(ahead);
   if (ids.length < batch * (seq + 1)) throw tooShort('the evaluation data', ids.length, batch, seq);
   const stride = Math.floor(ids.length / batch);
   const steps = stepsIn(stride, seq);
@@ -219,7 +252,7 @@ export function evalBatches(ids: Uint32Array, batch: number, seq: number): EvalB
     steps,
     chars: batch * steps * seq,
     *[Symbol.iterator]() {
-      for (let k = 0; k < steps; k++) yield gather(ids, starts, k * seq, seq, k === 0);
+      for (let k = 0; k < steps; k++) yield gather(ids, starts, k * seq, seq, k === 0, ahead);
     },
   };
 }

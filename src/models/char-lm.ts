@@ -17,6 +17,7 @@ import {
   type CellKind,
   type CharLmBackend,
   type CharLmShape,
+  IGNORE_TARGET,
   type OptimMoment,
   stateWidth,
 } from '../backend/types.js';
@@ -47,6 +48,12 @@ export interface CharLMConfig {
   h0: H0Policy;
   /** σ of the 'sampled' initial state. Default 0.1. */
   h0Sigma: number;
+  /**
+   * Joint prediction of the next n characters (default 1, the plain LM): heads k = 2..n on the same
+   * hidden state predict the character k ahead, the joint factorised over the n steps; training
+   * minimises Σ_k of their mean cross-entropies. Sampling and bits/char use the next-character head.
+   */
+  predictAhead: number;
 }
 
 export type H0Policy = 'zero' | 'learned' | 'sampled' | 'external';
@@ -60,6 +67,7 @@ export const DEFAULT_CHAR_LM: CharLMConfig = {
   cell: 'gru',
   h0: 'zero',
   h0Sigma: 0.1,
+  predictAhead: 1,
 };
 
 export interface CreateOptions {
@@ -87,6 +95,11 @@ export interface EvalResult {
   nll: number;
   /** Characters scored (every character after the first). */
   chars: number;
+  /**
+   * A model predicting n ahead: bits per character of head k = 2..n (index k − 2), each over the
+   * characters k ahead that exist. Empty for n = 1.
+   */
+  bpcAhead: number[];
 }
 
 const FORMAT = 'arflow';
@@ -115,7 +128,15 @@ function checkConfig(c: CharLMConfig): void {
   if (!(Number.isFinite(c.h0Sigma) && c.h0Sigma > 0)) {
     throw new ConfigError(`h0Sigma must be a finite number > 0, got ${c.h0Sigma}`);
   }
+  if (!Number.isInteger(c.predictAhead) || c.predictAhead < 1 || c.predictAhead > MAX_PREDICT_AHEAD) {
+    throw new ConfigError(
+      `predictAhead must be a whole number in [1, ${MAX_PREDICT_AHEAD}], got ${JSON.stringify(c.predictAhead)}`,
+    );
+  }
 }
+
+/** The most characters ahead a model predicts jointly. */
+export const MAX_PREDICT_AHEAD = 64;
 
 /** The backend shape of a model of this vocabulary size and config. */
 function shapeOf(vocabSize: number, c: CharLMConfig): CharLmShape {
@@ -126,6 +147,7 @@ function shapeOf(vocabSize: number, c: CharLMConfig): CharLmShape {
     layers: c.layers,
     cell: c.cell,
     ...(c.h0 === 'learned' ? { learnedH0: true } : {}),
+    ...(c.predictAhead > 1 ? { predictAhead: c.predictAhead } : {}),
   };
 }
 
@@ -186,6 +208,7 @@ export class CharLM {
     if (config.cell !== undefined) cfg.cell = config.cell;
     if (config.h0 !== undefined) cfg.h0 = config.h0;
     if (config.h0Sigma !== undefined) cfg.h0Sigma = config.h0Sigma;
+    if (config.predictAhead !== undefined) cfg.predictAhead = config.predictAhead;
     checkConfig(cfg);
     const backend = createCharLmBackend(shapeOf(vocab.size, cfg), opts.backend, opts.device);
     const rng = new Rng(opts.seed ?? 0);
@@ -420,13 +443,23 @@ export class CharLM {
     let state: Float32Array | null = this.initialState(1, new Rng(0));
     let total = 0;
     const n = ids.length - 1;
+    const ahead = this.config.predictAhead;
+    const aheadTotal = new Array<number>(ahead - 1).fill(0);
     for (let at = 0; at < n; at += chunk) {
       const len = Math.min(chunk, n - at);
-      const r = await this.backend.nll(ids.subarray(at, at + len), ids.subarray(at + 1, at + 1 + len), 1, len, state);
+      // Block k − 1 holds the character k after each input, IGNORE_TARGET past the end of the text.
+      const targets = new Uint32Array(ahead * len).fill(IGNORE_TARGET);
+      for (let k = 1; k <= ahead; k++) targets.set(ids.subarray(at + k, at + k + len), (k - 1) * len);
+      const r = await this.backend.nll(ids.subarray(at, at + len), targets, 1, len, state);
       total += r.nll;
+      r.aheadNll.forEach((v, i) => {
+        aheadTotal[i] += v;
+      });
       state = r.state;
     }
     const nll = total / n;
-    return { bpc: nll / Math.LN2, nll, chars: n };
+    // Head k scores the n + 1 − k characters that have one k before them.
+    const bpcAhead = aheadTotal.map((v, i) => (n - 1 - i > 0 ? v / (n - 1 - i) / Math.LN2 : Number.NaN));
+    return { bpc: nll / Math.LN2, nll, chars: n, bpcAhead };
   }
 }

@@ -7,6 +7,7 @@
  * time; the final hidden state of a chunk is detached and carried into the next chunk of the same
  * stream, and reset at each epoch.
  */
+import { IGNORE_TARGET } from '../backend/types.js';
 import { evalBatches, StreamBatcher, splitTrainVal } from '../data/batches.js';
 import type { CharLM, TrainState } from '../models/char-lm.js';
 import { Rng } from '../util/rng.js';
@@ -46,13 +47,18 @@ export interface TrainProgress {
   step: number;
   steps: number;
   epoch: number;
-  /** Mean training loss (nats/char) since the last report. */
+  /**
+   * Mean training loss (nats/char) since the last report; for a model predicting n ahead, the sum over
+   * its n heads of their mean cross-entropies.
+   */
   loss: number;
   gradNorm: number;
   lr: number;
   tokensPerSec: number;
   /** Validation bits per character, when this report follows a validation. */
   valBpc?: number;
+  /** With it, for a model predicting n ahead: bits per character of heads 2..n (index k − 2). */
+  valBpcAhead?: number[];
   elapsedSec: number;
   etaSec: number;
 }
@@ -64,6 +70,8 @@ export interface TrainSummary {
   trainLoss: number;
   /** Validation bits per character at the end (NaN without validation data). */
   valBpc: number;
+  /** For a model predicting n ahead: validation bits per character of heads 2..n at the end (else empty). */
+  valBpcAhead: number[];
   elapsedSec: number;
   /** Stopped by the AbortSignal. */
   aborted: boolean;
@@ -95,28 +103,45 @@ function resolve(o: TrainOptions): Resolved {
   return resolveOptions(DEFAULTS, o, { batchSize: 1, seqLen: 1, valEvery: 0, valChars: 1 });
 }
 
-/** Validation bits per character over (at most `valChars` of) the held-out ids, as parallel streams. */
-async function validate(model: CharLM, val: Uint32Array, r: Resolved): Promise<number> {
+/**
+ * Validation bits per character over (at most `valChars` of) the held-out ids, as parallel streams; for
+ * a model predicting n ahead also each head k ≥ 2's, over the positions with a character k ahead.
+ */
+async function validate(model: CharLM, val: Uint32Array, r: Resolved): Promise<{ bpc: number; ahead: number[] }> {
   const ids = val.subarray(0, Math.min(val.length, r.valChars + 1));
   // B streams of T inputs need B·(T + 1) characters (each stream's last target included).
   const batch = Math.min(r.batchSize, Math.floor(ids.length / (r.seqLen + 1)));
-  if (batch < 1) return (await model.evaluateIds(ids)).bpc;
+  if (batch < 1) {
+    const e = await model.evaluateIds(ids);
+    return { bpc: e.bpc, ahead: e.bpcAhead };
+  }
+  const n = model.config.predictAhead;
   let state: Float32Array | null = null;
   let nll = 0;
   let count = 0;
-  for (const b of evalBatches(ids, batch, r.seqLen)) {
+  const aheadNll = new Array<number>(n - 1).fill(0);
+  const aheadCount = new Array<number>(n - 1).fill(0);
+  for (const b of evalBatches(ids, batch, r.seqLen, n)) {
     const out = await model.backend.nll(b.ids, b.targets, batch, r.seqLen, state);
     nll += out.nll;
     count += b.ids.length;
+    const rows = b.ids.length;
+    for (let k = 2; k <= n; k++) {
+      aheadNll[k - 2] += out.aheadNll[k - 2];
+      for (let i = (k - 1) * rows; i < k * rows; i++) if (b.targets[i] !== IGNORE_TARGET) aheadCount[k - 2]++;
+    }
     state = out.state;
   }
-  return nll / count / Math.LN2;
+  return { bpc: nll / count / Math.LN2, ahead: aheadNll.map((v, i) => v / aheadCount[i] / Math.LN2) };
 }
 
 export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOptions = {}): Promise<TrainSummary> {
   const r = resolve(opts);
   const { train, val } = splitTrainVal(ids, r.valFraction);
-  const batcher = new StreamBatcher(train, r.batchSize, r.seqLen, { seed: r.seed });
+  const batcher = new StreamBatcher(train, r.batchSize, r.seqLen, {
+    seed: r.seed,
+    ahead: model.config.predictAhead,
+  });
   let step = 0;
   if (opts.resume) {
     step = opts.resume.step;
@@ -136,6 +161,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
   let lastNorm = 0;
   let lastTokensPerSec = 0;
   let valBpc = Number.NaN;
+  let valBpcAhead: number[] = [];
   let aborted = false;
   const losses: number[] = [];
   const trainState = (): TrainState => ({ ...opts.meta, step, batcher: batcher.state(), options: { ...r } });
@@ -160,6 +186,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
       lr,
       tokensPerSec,
       valBpc: withVal ? valBpc : undefined,
+      ...(withVal && valBpcAhead.length > 0 ? { valBpcAhead } : {}),
       elapsedSec: elapsed,
       etaSec: done > 0 ? (elapsed / done) * (r.steps - step) : Number.NaN,
     });
@@ -199,12 +226,12 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     windowSteps++;
     lastNorm = s.gradNorm;
     const validateNow = val.length > 1 && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps && !spent();
-    if (validateNow) valBpc = await validate(model, val, r);
+    if (validateNow) ({ bpc: valBpc, ahead: valBpcAhead } = await validate(model, val, r));
     if (validateNow || step % r.logEvery === 0) report(lr, validateNow);
     if (opts.checkpoint?.every && step % opts.checkpoint.every === 0) await save();
   }
   const elapsedSec = (performance.now() - t0) / 1000;
-  if (val.length > 1) valBpc = await validate(model, val, r);
+  if (val.length > 1) ({ bpc: valBpc, ahead: valBpcAhead } = await validate(model, val, r));
   if (windowSteps > 0 || !aborted) report(lr, val.length > 1);
   await save();
   const trained = step - startStep;
@@ -213,6 +240,7 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     tokensPerSec: trainMs > 0 ? (trained * tokensPerStep) / (trainMs / 1000) : 0,
     trainLoss: lastLoss,
     valBpc,
+    valBpcAhead,
     elapsedSec,
     aborted,
     outOfTime,

@@ -38,7 +38,7 @@ fn main() -> arflow_core::Result<()> {
     }
     let bwd = t.elapsed().as_secs_f64() / reps as f64;
 
-    let cfg = CharLmConfig { vocab, embed, hidden, layers: 1, cell, learned_h0: false };
+    let cfg = CharLmConfig { vocab, embed, hidden, layers: 1, cell, learned_h0: false, ahead: 1 };
     let mut lm = CharLm::new(cfg, Dev::Cpu)?;
     for s in lm.params().specs().to_vec() {
         lm.params_mut().set_param(&s.name, &fill(s.len(), 0.06))?;

@@ -5,8 +5,17 @@
 //! `rnn.…` after the cell —, `head.weight`, `head.bias`). Each layer's four tensors live packed in one
 //! variable, the input of the fused layer op; [`ParamSpec`] maps every public name onto its slice of
 //! that storage. States are `[L, B, S]` with S = H, or 2H for the LSTM (each row h then c).
+//!
+//! **Joint prediction of the next n characters** (`ahead` = n ≥ 2): besides `head` (k = 1, the next
+//! character), heads `ahead.{k}.weight [V, H]`, `ahead.{k}.bias [V]` for k = 2..n read the same top
+//! hidden state h_t and give p(x_{t+k} | x_{≤t}); the joint is factorised,
+//! −log p(x_{t+1..t+n} | x_{≤t}) = Σ_k CE_k, and the training loss is Σ_k (mean over the scored
+//! positions of CE_k). Targets then come as n blocks `[n, B, T]`, block k−1 holding x_{t+k}; a target
+//! of [`IGNORE`] (past the end of the text) in blocks k ≥ 2 is not scored. With n = 1 the model, its
+//! parameters and its computation are exactly those of a plain LM.
 
 use crate::device::Dev;
+use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamWConfig;
 use crate::params::{ParamSpec, ParamStore, StepStats};
 use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
@@ -22,13 +31,19 @@ pub struct CharLmConfig {
     /// A learned initial state: the parameter `h0 [L, S]`, used for every stream wherever no state is
     /// given (and receiving gradients there), in place of zeros.
     pub learned_h0: bool,
+    /// Heads predicting the next `ahead` characters jointly (1: the next character only).
+    pub ahead: usize,
 }
 
 impl CharLmConfig {
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in
-            [("vocab", self.vocab), ("embed", self.embed), ("hidden", self.hidden), ("layers", self.layers)]
-        {
+        for (name, v) in [
+            ("vocab", self.vocab),
+            ("embed", self.embed),
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("ahead", self.ahead),
+        ] {
             if v == 0 {
                 bail!("char LM config: {name} must be at least 1");
             }
@@ -48,6 +63,22 @@ impl CharLmConfig {
     pub fn state_len(&self) -> usize {
         self.cell.state_width() * self.hidden
     }
+
+    /// The variable holding head k's weight (its bias is the next one).
+    fn head_var(&self, k: usize) -> usize {
+        if k == 1 {
+            1 + self.layers
+        } else {
+            3 + self.layers + usize::from(self.learned_h0) + 2 * (k - 2)
+        }
+    }
+}
+
+/// Summed negative log-likelihood per head (nats; head k at index k − 1, over its scored positions) and
+/// the final state `[L, B, S]`.
+pub struct NllAhead {
+    pub nll: Vec<f64>,
+    pub state: Vec<f32>,
 }
 
 /// Gradients of the mean loss of one batch, by parameter name, and w.r.t. the initial state.
@@ -69,7 +100,7 @@ impl CharLm {
     pub fn new(cfg: CharLmConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
-        let CharLmConfig { vocab, embed, hidden, layers, cell, learned_h0 } = cfg;
+        let CharLmConfig { vocab, embed, hidden, layers, cell, learned_h0, ahead } = cfg;
         let mut specs =
             vec![ParamSpec { name: "embedding.weight".into(), shape: vec![vocab, embed], var: 0, offset: 0 }];
         for l in 0..layers {
@@ -98,6 +129,11 @@ impl CharLm {
                 var: 3 + layers,
                 offset: 0,
             });
+        }
+        for k in 2..=ahead {
+            let var = cfg.head_var(k);
+            specs.push(ParamSpec { name: format!("ahead.{k}.weight"), shape: vec![vocab, hidden], var, offset: 0 });
+            specs.push(ParamSpec { name: format!("ahead.{k}.bias"), shape: vec![vocab], var: var + 1, offset: 0 });
         }
         Ok(CharLm { cfg, store: ParamStore::new(specs, device, "char LM")?, carry: None })
     }
@@ -137,6 +173,31 @@ impl CharLm {
         Ok(())
     }
 
+    /// Target blocks `[B·T]` each: one (the next character) or, for a model with `ahead` = n, n (then
+    /// required with `all`); blocks after the first may hold [`IGNORE`].
+    fn targets(&self, t: &[u32], batch: usize, seq: usize, all: bool, what: &str) -> Result<Vec<Tensor>> {
+        let (n, rows) = (self.cfg.ahead, batch * seq);
+        let blocks = if t.len() == rows && !(all && n > 1) { 1 } else { n };
+        if t.len() != blocks * rows {
+            bail!(
+                "{what}: expected {}batch {batch} × seq {seq} = {} ids{}, got {}",
+                if n > 1 { format!("{n} blocks (one per predicted step) of ") } else { String::new() },
+                n * rows,
+                if n > 1 && !all { format!(" (or {rows} for the next character only)") } else { String::new() },
+                t.len()
+            );
+        }
+        let mut out = vec![self.ids(&t[..rows], batch, seq, what)?.flatten_all()?];
+        for k in 1..blocks {
+            let b = &t[k * rows..(k + 1) * rows];
+            if let Some(&bad) = b.iter().find(|&&i| i != IGNORE && i as usize >= self.cfg.vocab) {
+                bail!("{what}: id {bad} ({} ahead) is outside the vocabulary of {}", k + 1, self.cfg.vocab);
+            }
+            out.push(Tensor::from_slice(b, rows, &self.store.device)?);
+        }
+        Ok(out)
+    }
+
     fn ids(&self, ids: &[u32], batch: usize, seq: usize, what: &str) -> Result<Tensor> {
         if batch == 0 || seq == 0 {
             bail!("{what}: batch and sequence length must be at least 1");
@@ -166,8 +227,8 @@ impl CharLm {
             .collect()
     }
 
-    /// Logits `[B·T, V]` and the final state of every layer.
-    fn forward(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+    /// The top layer's h `[B·T, H]` and the final state of every layer.
+    fn hidden(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
         let (batch, seq) = ids.dims2()?;
         let CharLmConfig { vocab, embed, hidden, cell, .. } = self.cfg;
         let table = self.store.vars[0].as_tensor().reshape((vocab, embed))?;
@@ -175,11 +236,31 @@ impl CharLm {
         let params: Vec<Vec<&Tensor>> =
             (0..self.cfg.layers).map(|l| vec![self.store.vars[1 + l].as_tensor()]).collect();
         let StackOut { top: x, finals: last } = run_stack(cell, hidden, &x, &params, h0)?;
-        let n = 1 + self.cfg.layers;
-        let hs = x.contiguous()?.reshape((batch * seq, hidden))?;
-        let head = self.store.vars[n].as_tensor().reshape((vocab, hidden))?;
-        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.store.vars[n + 1].as_tensor())?;
-        Ok((logits, last))
+        Ok((x.contiguous()?.reshape((batch * seq, hidden))?, last))
+    }
+
+    /// Logits `[B·T, V]` of head k (1: the next character) from the top h `[B·T, H]`.
+    fn logits(&self, hs: &Tensor, k: usize) -> Result<Tensor> {
+        let n = self.cfg.head_var(k);
+        let head = self.store.vars[n].as_tensor().reshape((self.cfg.vocab, self.cfg.hidden))?;
+        hs.matmul(&head.t()?)?.broadcast_add(self.store.vars[n + 1].as_tensor())
+    }
+
+    /// Logits `[B·T, V]` of the next character and the final state of every layer.
+    fn forward(&self, ids: &Tensor, h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+        let (hs, last) = self.hidden(ids, h0)?;
+        Ok((self.logits(&hs, 1)?, last))
+    }
+
+    /// The training loss, Σ_k mean CE of head k against target block k − 1 (the plain cross-entropy
+    /// when there is one block), and the final states.
+    fn loss(&self, ids: &Tensor, y: &[Tensor], h0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+        let (hs, last) = self.hidden(ids, h0)?;
+        let mut loss = cross_entropy(&self.logits(&hs, 1)?, &y[0])?;
+        for (k, yk) in y.iter().enumerate().skip(1) {
+            loss = (loss + cross_entropy(&self.logits(&hs, k + 1)?, yk)?)?;
+        }
+        Ok((loss, last))
     }
 
     fn flat_state(&self, last: &[Tensor]) -> Result<Vec<f32>> {
@@ -204,14 +285,14 @@ impl CharLm {
     ) -> Result<StepStats> {
         crate::params::check_lr(cfg)?;
         let x = self.ids(ids, batch, seq, "train step inputs")?;
-        let y = self.ids(targets, batch, seq, "train step targets")?.flatten_all()?;
+        let y = self.targets(targets, batch, seq, true, "train step targets")?;
         let carry = match &self.carry {
             Some((b, h)) if *b == batch => Some(h.clone()),
             _ => None,
         };
         let h0 = self.states(carry.as_deref(), batch)?;
-        let (logits, last) = self.forward(&x, &h0)?;
-        let stats = self.store.train_step(&crate::loss::cross_entropy(&logits, &y)?, cfg)?;
+        let (loss, last) = self.loss(&x, &y, &h0)?;
+        let stats = self.store.train_step(&loss, cfg)?;
         self.carry = Some((batch, self.flat_state(&last)?));
         Ok(stats)
     }
@@ -231,7 +312,7 @@ impl CharLm {
         state: Option<&[f32]>,
     ) -> Result<LossGrads> {
         let x = self.ids(ids, batch, seq, "inputs")?;
-        let y = self.ids(targets, batch, seq, "targets")?.flatten_all()?;
+        let y = self.targets(targets, batch, seq, true, "targets")?;
         if let Some(s) = state {
             self.check_state(s, batch)?;
         }
@@ -247,8 +328,7 @@ impl CharLm {
             .zip(&probes)
             .map(|(h, p)| h + p.as_tensor())
             .collect::<Result<Vec<_>>>()?;
-        let (logits, _) = self.forward(&x, &h0t)?;
-        let loss = crate::loss::cross_entropy(&logits, &y)?;
+        let (loss, _) = self.loss(&x, &y, &h0t)?;
         let g = loss.backward()?;
         let grads = self.store.named_grads(&g)?;
         let mut dh0 = Vec::with_capacity(self.cfg.layers * batch * s);
@@ -261,8 +341,8 @@ impl CharLm {
         Ok(LossGrads { loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads, dh0 })
     }
 
-    /// Summed negative log-likelihood (nats) of `targets` given `ids`, from `state` (zeros when `None`),
-    /// and the final state `[L, B, S]`. No gradient is kept.
+    /// Summed negative log-likelihood (nats) of the next characters `targets [B, T]` given `ids`, from
+    /// `state` (zeros when `None`), and the final state `[L, B, S]`. No gradient is kept.
     pub fn nll(
         &self,
         ids: &[u32],
@@ -271,14 +351,36 @@ impl CharLm {
         seq: usize,
         state: Option<&[f32]>,
     ) -> Result<(f64, Vec<f32>)> {
+        if targets.len() != batch * seq {
+            bail!("targets: expected batch {batch} × seq {seq} = {} ids, got {}", batch * seq, targets.len());
+        }
+        let NllAhead { nll, state } = self.nll_ahead(ids, targets, batch, seq, state)?;
+        Ok((nll[0], state))
+    }
+
+    /// [`CharLm::nll`] of every head given its target block (one block, or `ahead` blocks): the summed
+    /// NLL of head k over the positions its block scores.
+    pub fn nll_ahead(
+        &self,
+        ids: &[u32],
+        targets: &[u32],
+        batch: usize,
+        seq: usize,
+        state: Option<&[f32]>,
+    ) -> Result<NllAhead> {
         let x = self.ids(ids, batch, seq, "inputs")?;
-        let y = self.ids(targets, batch, seq, "targets")?.flatten_all()?;
+        let y = self.targets(targets, batch, seq, false, "targets")?;
         if let Some(s) = state {
             self.check_state(s, batch)?;
         }
-        let (logits, last) = self.forward(&x, &self.states(state, batch)?)?;
-        let loss = crate::loss::cross_entropy(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok((loss * (batch * seq) as f64, self.flat_state(&last)?))
+        let (hs, last) = self.hidden(&x, &self.states(state, batch)?)?;
+        let mut nll = Vec::with_capacity(y.len());
+        for (k, yk) in y.iter().enumerate() {
+            let scored = yk.to_vec1::<u32>()?.iter().filter(|&&c| c != IGNORE).count();
+            let mean = cross_entropy(&self.logits(&hs, k + 1)?, yk)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            nll.push(mean * scored as f64);
+        }
+        Ok(NllAhead { nll, state: self.flat_state(&last)? })
     }
 
     /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, S]` (zeros when

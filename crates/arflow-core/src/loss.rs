@@ -1,6 +1,9 @@
 //! Softmax cross-entropy as one fused op: the forward pass computes the mean loss and keeps the
 //! probabilities; backward is `(softmax − onehot(target)) · grad / N` in one pass. It replaces candle's
 //! composed `log_softmax` + `nll` (a dozen ops and their backward over `[N, V]`).
+//!
+//! A target of [`IGNORE`] marks a row that is not scored (a prediction past the end of the text): it adds
+//! nothing to the loss and receives no gradient, and N counts the scored rows only.
 
 use crate::real::Real;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -11,13 +14,17 @@ enum Probs {
     F64(Vec<f64>),
 }
 
+/// The target of a row that is not scored.
+pub const IGNORE: u32 = u32::MAX;
+
 struct SoftmaxCrossEntropy {
     rows: usize,
     classes: usize,
     probs: Mutex<Option<Probs>>,
 }
 
-fn targets_of(s: &CpuStorage, l: &Layout, rows: usize, classes: usize) -> Result<Vec<usize>> {
+/// The targets, `None` for an [`IGNORE`]d row.
+fn targets_of(s: &CpuStorage, l: &Layout, rows: usize, classes: usize) -> Result<Vec<Option<usize>>> {
     let t = match (s, l.contiguous_offsets()) {
         (CpuStorage::U32(t), Some((a, b))) => &t[a..b],
         _ => bail!("cross-entropy: targets must be a contiguous u32 tensor"),
@@ -27,8 +34,10 @@ fn targets_of(s: &CpuStorage, l: &Layout, rows: usize, classes: usize) -> Result
     }
     t.iter()
         .map(|&c| {
-            if (c as usize) < classes {
-                Ok(c as usize)
+            if c == IGNORE {
+                Ok(None)
+            } else if (c as usize) < classes {
+                Ok(Some(c as usize))
             } else {
                 bail!("cross-entropy: target {c} ≥ {classes} classes")
             }
@@ -36,10 +45,12 @@ fn targets_of(s: &CpuStorage, l: &Layout, rows: usize, classes: usize) -> Result
         .collect()
 }
 
-/// Mean over rows of `−log softmax(logits)[target]`; fills `probs` with the softmax.
-fn forward<T: Real>(logits: &[T], targets: &[usize], classes: usize, probs: &mut [T]) -> T {
+/// Mean over the scored rows of `−log softmax(logits)[target]` (0 when none is); fills `probs` with
+/// the softmax of the scored rows.
+fn forward<T: Real>(logits: &[T], targets: &[Option<usize>], classes: usize, probs: &mut [T]) -> T {
     let mut total = 0f64;
-    for ((row, p), &target) in logits.chunks_exact(classes).zip(probs.chunks_exact_mut(classes)).zip(targets) {
+    for ((row, p), target) in logits.chunks_exact(classes).zip(probs.chunks_exact_mut(classes)).zip(targets) {
+        let Some(target) = *target else { continue };
         let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
         let mut sum = T::zero();
         for (p, &v) in p.iter_mut().zip(row) {
@@ -53,7 +64,11 @@ fn forward<T: Real>(logits: &[T], targets: &[usize], classes: usize, probs: &mut
         // −log softmax = log Σ exp(v − max) − (v_target − max)
         total += (sum.ln() - (row[target] - max)).to_f64().unwrap_or(f64::NAN);
     }
-    T::of(total / targets.len().max(1) as f64)
+    T::of(total / scored(targets).max(1) as f64)
+}
+
+fn scored(targets: &[Option<usize>]) -> usize {
+    targets.iter().filter(|t| t.is_some()).count()
 }
 
 impl CustomOp2 for SoftmaxCrossEntropy {
@@ -90,7 +105,8 @@ impl CustomOp2 for SoftmaxCrossEntropy {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let t = targets.to_vec1::<u32>()?;
-        let scale = grad.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / self.rows.max(1) as f64;
+        let n = t.iter().filter(|&&c| c != IGNORE).count();
+        let scale = grad.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / n.max(1) as f64;
         let probs = self.probs.lock().expect("cross-entropy state poisoned");
         let d = match probs.as_ref() {
             Some(Probs::F32(p)) => {
@@ -105,17 +121,22 @@ impl CustomOp2 for SoftmaxCrossEntropy {
     }
 }
 
-/// `(p − onehot(target)) · scale`, row by row.
+/// `(p − onehot(target)) · scale`, row by row; zero for an [`IGNORE`]d row.
 fn grad_of<T: Real>(probs: &[T], targets: &[u32], classes: usize, scale: f64) -> Vec<T> {
     let s = T::of(scale);
     let mut d: Vec<T> = probs.iter().map(|&p| p * s).collect();
     for (row, &c) in d.chunks_exact_mut(classes).zip(targets) {
-        row[c as usize] = row[c as usize] - s;
+        if c == IGNORE {
+            row.fill(T::zero());
+        } else {
+            row[c as usize] = row[c as usize] - s;
+        }
     }
     d
 }
 
-/// Mean softmax cross-entropy of `logits [N, V]` against `targets [N]` (u32), differentiable in `logits`.
+/// Mean softmax cross-entropy of `logits [N, V]` against `targets [N]` (u32) over the rows whose target
+/// is not [`IGNORE`], differentiable in `logits`.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (rows, classes) = logits.dims2()?;
     if targets.dims() != [rows] {
@@ -149,6 +170,36 @@ mod tests {
         // A scaled upstream gradient scales the result.
         let gs = (fused * 3.0)?.backward()?.get(x.as_tensor()).expect("grad").flatten_all()?.to_vec1::<f64>()?;
         assert!((gs[0] - 3.0 * ga[0]).abs() < 1e-12);
+        Ok(())
+    }
+
+    /// Ignored rows change neither the loss nor any other row's gradient: the result equals the loss of
+    /// the scored rows alone, and the ignored rows' gradient is exactly zero.
+    #[test]
+    fn ignored_rows_are_not_scored() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, v) = (6, 4);
+        let vals: Vec<f64> = (0..n * v).map(|i| ((i * 29 % 17) as f64 - 8.0) * 0.3).collect();
+        let targets = [2u32, IGNORE, 0, 3, IGNORE, 1];
+        let x = Var::from_vec(vals.clone(), (n, v), &dev)?;
+        let loss = cross_entropy(&x, &Tensor::from_slice(&targets, n, &dev)?)?;
+        let g = loss.backward()?.get(x.as_tensor()).expect("grad").to_vec2::<f64>()?;
+        let keep = [0usize, 2, 3, 5];
+        let sub: Vec<f64> = keep.iter().flat_map(|&r| vals[r * v..(r + 1) * v].to_vec()).collect();
+        let xs = Var::from_vec(sub, (keep.len(), v), &dev)?;
+        let ts: Vec<u32> = keep.iter().map(|&r| targets[r]).collect();
+        let want = cross_entropy(&xs, &Tensor::from_slice(&ts, keep.len(), &dev)?)?;
+        let gw = want.backward()?.get(xs.as_tensor()).expect("grad").to_vec2::<f64>()?;
+        assert!((loss.to_scalar::<f64>()? - want.to_scalar::<f64>()?).abs() < 1e-12);
+        for (i, &r) in keep.iter().enumerate() {
+            for c in 0..v {
+                assert!((g[r][c] - gw[i][c]).abs() < 1e-12, "row {r} col {c}");
+            }
+        }
+        assert!(g[1].iter().chain(&g[4]).all(|&d| d == 0.0));
+        // Nothing scored: zero loss, zero gradient.
+        let all = cross_entropy(&x, &Tensor::from_slice(&[IGNORE; 6], n, &dev)?)?;
+        assert_eq!(all.to_scalar::<f64>()?, 0.0);
         Ok(())
     }
 

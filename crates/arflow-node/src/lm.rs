@@ -1,6 +1,7 @@
 //! The character language model (GRU, LSTM or tanh-RNN stack) and the raw recurrent-layer kernel call.
 
 use super::*;
+use arflow_core::lm::NllAhead;
 use arflow_core::rnn::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
 use arflow_core::{CharLm, CharLmConfig};
 
@@ -14,6 +15,8 @@ pub struct CharLmShape {
     pub cell: Option<String>,
     /// A learned initial state (the parameter `h0`) in place of zeros.
     pub learned_h0: Option<bool>,
+    /// Heads predicting the next n characters jointly (default 1).
+    pub predict_ahead: Option<u32>,
 }
 
 /// The cell a JS shape names (absent: the GRU); an unknown name is a config error.
@@ -32,7 +35,10 @@ pub struct Carry {
 
 #[napi(object)]
 pub struct NllResult {
+    /// Summed NLL of the next characters (head 1).
     pub nll: f64,
+    /// Summed NLL of heads 2..n over their scored positions, when their target blocks were given.
+    pub ahead_nll: Vec<f64>,
     pub state: Float32Array,
 }
 
@@ -70,6 +76,7 @@ impl NativeCharLm {
             layers: usize_of(shape.layers, "layers")?,
             cell: cell_of(shape.cell.as_deref())?,
             learned_h0: shape.learned_h0.unwrap_or(false),
+            ahead: usize_of(shape.predict_ahead.unwrap_or(1), "predictAhead")?,
         };
         let dev = device_of(&device)?;
         let model = guarded(|| CharLm::new(cfg, dev).map_err(core_err))?;
@@ -214,17 +221,19 @@ impl Task for LossGradsTask {
 pub struct NllTask(BatchArgs);
 
 impl Task for NllTask {
-    type Output = (f64, Vec<f32>);
+    type Output = NllAhead;
     type JsValue = NllResult;
 
     fn compute(&mut self) -> Result<Self::Output> {
         let a = &self.0;
         let m = lock(&a.model)?;
-        guarded(|| m.nll(&a.ids, &a.targets, a.batch, a.seq, a.state.as_deref()).map_err(core_err))
+        guarded(|| m.nll_ahead(&a.ids, &a.targets, a.batch, a.seq, a.state.as_deref()).map_err(core_err))
     }
 
-    fn resolve(&mut self, _env: Env, (nll, state): Self::Output) -> Result<Self::JsValue> {
-        Ok(NllResult { nll, state: Float32Array::new(state) })
+    fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
+        let NllAhead { mut nll, state } = out;
+        let ahead_nll = nll.split_off(1);
+        Ok(NllResult { nll: nll[0], ahead_nll, state: Float32Array::new(state) })
     }
 }
 

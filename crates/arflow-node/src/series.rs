@@ -163,7 +163,7 @@ impl NativeSeriesModel {
                 let m = lock(&b.model)?;
                 m.nll(&b.inputs, &b.targets, b.batch, b.seq, b.state.as_deref()).map_err(core_err)
             },
-            |(nll, state)| NllResult { nll, state: Float32Array::new(state) },
+            |(nll, state)| NllResult { nll, ahead_nll: Vec::new(), state: Float32Array::new(state) },
         )
     }
 

@@ -13,6 +13,7 @@ import {
   cellOf,
   charLmParamInfo,
   type LossGrads,
+  type NllResult,
   type OptimConfig,
   type StepStats,
   stateWidth,
@@ -35,6 +36,10 @@ function checkShape(shape: CharLmShape): void {
       `char LM shape: cell must be one of ${CELL_KINDS.join(', ')}, got ${JSON.stringify(shape.cell)}`,
     );
   }
+  const n = shape.predictAhead;
+  if (n !== undefined && (!Number.isSafeInteger(n) || n < 1)) {
+    throw new ConfigError(`char LM shape: predictAhead must be an integer ≥ 1, got ${n}`);
+  }
 }
 
 export class JsCharLm extends JsParameters implements CharLmBackend {
@@ -55,6 +60,7 @@ export class JsCharLm extends JsParameters implements CharLmBackend {
       layers: shape.layers,
       ...(shape.cell === undefined ? {} : { cell: shape.cell }),
       ...(shape.learnedH0 ? { learnedH0: true } : {}),
+      ...(shape.predictAhead !== undefined && shape.predictAhead > 1 ? { predictAhead: shape.predictAhead } : {}),
     });
     super(charLmParamInfo(frozen), 'char LM');
     this.shape = frozen;
@@ -118,7 +124,7 @@ export class JsCharLm extends JsParameters implements CharLmBackend {
     batch: number,
     seq: number,
     state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }> {
+  ): Promise<NllResult> {
     return lmNll(this.shape, this.params, ids, targets, batch, seq, state, 'f32');
   }
 

@@ -8,10 +8,22 @@
  * for the LSTM each row is h then c, and the final state holds c_T too. The layer above and the head
  * read only the h half of a layer's output.
  *
+ * A model with `predictAhead` n > 1 has heads k = 2..n (`ahead.{k}.*`) on the same top h; its targets
+ * are n blocks `[n, B, T]` (block k−1: the character k ahead, IGNORE_TARGET where past the text's end),
+ * and its loss is Σ_k mean over scored positions of CE_k.
+ *
  * `dtype` is the storage type of activations and results; params may be either float type.
  */
 import { ShapeError } from '../../errors.js';
-import { type CellKind, type CharLmShape, cellOf, charLmParamInfo, stateWidth } from '../types.js';
+import {
+  aheadOf,
+  type CellKind,
+  type CharLmShape,
+  cellOf,
+  charLmParamInfo,
+  IGNORE_TARGET,
+  stateWidth,
+} from '../types.js';
 import {
   type CellDims,
   cellBackward,
@@ -167,18 +179,47 @@ function logSumExp(logits: Float64Array): number {
   return max + Math.log(sum);
 }
 
+/**
+ * The number of target blocks in `targets`: 1 (`[B, T]`, the next characters) or, for a model predicting
+ * n ahead, n (`[n, B, T]`; required when `all`). Blocks after the first may hold IGNORE_TARGET.
+ */
+function targetBlocks(shape: CharLmShape, targets: Uint32Array, batch: number, seq: number, all: boolean): number {
+  const n = aheadOf(shape);
+  const rows = batch * seq;
+  const blocks = targets.length === rows && !(all && n > 1) ? 1 : n;
+  if (targets.length !== blocks * rows) {
+    throw new ShapeError(
+      `targets: expected ${n > 1 ? `${n} blocks (one per predicted step) of ` : ''}batch ${batch} × seq ${seq} = ${n * rows} ids` +
+        `${n > 1 && !all ? ` (or ${rows} for the next character only)` : ''}, got ${targets.length}`,
+    );
+  }
+  checkTokens('targets', targets.subarray(0, rows), batch, seq, shape.vocabSize);
+  for (let i = rows; i < targets.length; i++) {
+    const t = targets[i];
+    if (t !== IGNORE_TARGET && t >= shape.vocabSize) {
+      const k = Math.floor(i / rows) + 1;
+      throw new ShapeError(`targets: id ${t} (${k} ahead) is outside the vocabulary of ${shape.vocabSize}`);
+    }
+  }
+  return blocks;
+}
+
+/** Head k's weight and bias (k = 1: `head`, the next character). */
+function headParams(params: Params, k: number): { w: FloatArray; b: FloatArray } {
+  const p = k === 1 ? 'head' : `ahead.${k}`;
+  return { w: params[`${p}.weight`], b: params[`${p}.bias`] };
+}
+
 function validate(
   shape: CharLmShape,
   params: Params,
   ids: Uint32Array,
-  targets: Uint32Array | null,
   batch: number,
   seq: number,
   h0: FloatArray | null,
 ): void {
   checkParams(shape, params);
   checkTokens('inputs', ids, batch, seq, shape.vocabSize);
-  if (targets !== null) checkTokens('targets', targets, batch, seq, shape.vocabSize);
   checkState(shape, h0, batch);
 }
 
@@ -192,7 +233,7 @@ export function lmForward<D extends Dtype>(
   h0: FloatArray | null,
   dtype: D,
 ): LmForward<ArrayOf<D>> {
-  validate(shape, params, ids, null, batch, seq, h0);
+  validate(shape, params, ids, batch, seq, h0);
   const { vocabSize: V, hidden: H } = shape;
   const { top, state } = runStack(shape, params, ids, batch, seq, h0, dtype, false);
   const logits = alloc(dtype, batch * seq * V);
@@ -204,7 +245,11 @@ export function lmForward<D extends Dtype>(
   return { logits, state: state as ArrayOf<D> };
 }
 
-/** Summed negative log-likelihood (nats) of `targets` and the final state; no gradient. */
+/**
+ * Summed negative log-likelihood (nats) of the next characters and the final state; no gradient. With
+ * all n target blocks of a model predicting n ahead, also each head k ≥ 2's sum over its scored
+ * positions (`aheadNll[k − 2]`).
+ */
 export function lmNll<D extends Dtype>(
   shape: CharLmShape,
   params: Params,
@@ -214,22 +259,32 @@ export function lmNll<D extends Dtype>(
   seq: number,
   h0: FloatArray | null,
   dtype: D,
-): { nll: number; state: ArrayOf<D> } {
-  validate(shape, params, ids, targets, batch, seq, h0);
+): { nll: number; aheadNll: number[]; state: ArrayOf<D> } {
+  validate(shape, params, ids, batch, seq, h0);
+  const blocks = targetBlocks(shape, targets, batch, seq, false);
   const { top, state } = runStack(shape, params, ids, batch, seq, h0, dtype, false);
   const logits = new Float64Array(shape.vocabSize);
-  let nll = 0;
-  for (let r = 0; r < batch * seq; r++) {
-    headRow(top, r, params['head.weight'], params['head.bias'], shape.hidden, logits);
-    // −log softmax(logits)[y] = logsumexp(logits) − logits[y]
-    nll += logSumExp(logits) - logits[targets[r]];
+  const N = batch * seq;
+  const sums: number[] = [];
+  for (let k = 1; k <= blocks; k++) {
+    const { w, b } = headParams(params, k);
+    let nll = 0;
+    for (let r = 0; r < N; r++) {
+      const y = targets[(k - 1) * N + r];
+      if (y === IGNORE_TARGET) continue;
+      headRow(top, r, w, b, shape.hidden, logits);
+      // −log softmax(logits)[y] = logsumexp(logits) − logits[y]
+      nll += logSumExp(logits) - logits[y];
+    }
+    sums.push(nll);
   }
-  return { nll, state: state as ArrayOf<D> };
+  return { nll: sums[0], aheadNll: sums.slice(1), state: state as ArrayOf<D> };
 }
 
 /**
- * Mean cross-entropy over all B·T positions and its gradient w.r.t. every parameter and `h0`
- * (null: zeros, whose gradient is still returned). Changes nothing.
+ * Mean cross-entropy over all B·T positions (for a model predicting n ahead, Σ_k of head k's mean over
+ * its scored positions) and its gradient w.r.t. every parameter and `h0` (null: zeros, whose gradient is
+ * still returned). Changes nothing.
  */
 export function lmLossAndGrads<D extends Dtype>(
   shape: CharLmShape,
@@ -241,41 +296,52 @@ export function lmLossAndGrads<D extends Dtype>(
   h0: FloatArray | null,
   dtype: D,
 ): LmLossGrads<ArrayOf<D>> {
-  validate(shape, params, ids, targets, batch, seq, h0);
+  validate(shape, params, ids, batch, seq, h0);
+  const blocks = targetBlocks(shape, targets, batch, seq, true);
   const { vocabSize: V, embed: E, hidden: H, layers: L } = shape;
   const cell = cellOf(shape);
   const S = stateWidth(cell) * H;
   const N = batch * seq;
   const { top, state, caches } = runStack(shape, params, ids, batch, seq, h0, dtype, true);
 
-  // Head and loss, row by row: dL/dlogits = (softmax − onehot(y)) / N for the mean.
-  const w = params['head.weight'];
-  const dW = new Float64Array(V * H);
-  const dBias = new Float64Array(V);
-  let dTop: FloatArray = alloc(dtype, N * H);
+  // Heads and loss, row by row: dL/dlogits = (softmax − onehot(y)) / N_k for head k's mean over its
+  // N_k scored rows; every head adds into dL/dh of the top layer.
+  const grads: Record<string, ArrayOf<D>> = {};
+  const dTopAll = new Float64Array(N * H);
   const logits = new Float64Array(V);
-  const dTopRow = new Float64Array(H);
-  let sum = 0;
-  for (let r = 0; r < N; r++) {
-    headRow(top, r, w, params['head.bias'], H, logits);
-    const lse = logSumExp(logits);
-    const y = targets[r];
-    sum += lse - logits[y];
-    const ho = r * H;
-    dTopRow.fill(0);
-    for (let v = 0; v < V; v++) {
-      const d = (Math.exp(logits[v] - lse) - (v === y ? 1 : 0)) / N;
-      dBias[v] += d;
-      const vo = v * H;
-      for (let j = 0; j < H; j++) {
-        dW[vo + j] += d * top[ho + j];
-        dTopRow[j] += d * w[vo + j];
+  let loss = 0;
+  for (let k = 1; k <= blocks; k++) {
+    const { w, b } = headParams(params, k);
+    const yk = targets.subarray((k - 1) * N, k * N);
+    let scored = 0;
+    for (let r = 0; r < N; r++) if (yk[r] !== IGNORE_TARGET) scored++;
+    const dW = new Float64Array(V * H);
+    const dBias = new Float64Array(V);
+    let sum = 0;
+    for (let r = 0; r < N; r++) {
+      const y = yk[r];
+      if (y === IGNORE_TARGET) continue;
+      headRow(top, r, w, b, H, logits);
+      const lse = logSumExp(logits);
+      sum += lse - logits[y];
+      const ho = r * H;
+      for (let v = 0; v < V; v++) {
+        const d = (Math.exp(logits[v] - lse) - (v === y ? 1 : 0)) / scored;
+        dBias[v] += d;
+        const vo = v * H;
+        for (let j = 0; j < H; j++) {
+          dW[vo + j] += d * top[ho + j];
+          dTopAll[ho + j] += d * w[vo + j];
+        }
       }
     }
-    dTop.set(dTopRow, ho);
+    if (scored > 0) loss += sum / scored;
+    const p = k === 1 ? 'head' : `ahead.${k}`;
+    grads[`${p}.weight`] = toDtype(dW, dtype);
+    grads[`${p}.bias`] = toDtype(dBias, dtype);
   }
+  let dTop: FloatArray = toDtype(dTopAll, dtype);
 
-  const grads: Record<string, ArrayOf<D>> = {};
   const dh0 = alloc(dtype, L * batch * S);
   // Down the stack: each layer's dx is the dL/dh of the layer below (its other state parts, the LSTM's
   // c, reach the loss only through later steps of the same layer).
@@ -299,8 +365,6 @@ export function lmLossAndGrads<D extends Dtype>(
     for (let e = 0; e < E; e++) dEmb[eo + e] += dTop[xo + e];
   }
   grads['embedding.weight'] = toDtype(dEmb, dtype);
-  grads['head.weight'] = toDtype(dW, dtype);
-  grads['head.bias'] = toDtype(dBias, dtype);
   if (shape.learnedH0) {
     // Without a given state every stream started from the learned h0: its gradient sums over them.
     const dP = new Float64Array(L * S);
@@ -316,7 +380,7 @@ export function lmLossAndGrads<D extends Dtype>(
 
   const ordered: Record<string, ArrayOf<D>> = {};
   for (const { name } of charLmParamInfo(shape)) ordered[name] = grads[name];
-  return { loss: sum / N, grads: ordered, dh0, state: state as ArrayOf<D> };
+  return { loss, grads: ordered, dh0, state: state as ArrayOf<D> };
 }
 
 /** One step of N streams: feeds `tokens [N]` from `state [L, N, W·H]` (null: zeros); logits `[N, V]`. */
