@@ -28,6 +28,21 @@ export {
 } from './backend/types.js';
 export { evalBatches, StreamBatcher, splitTrainVal } from './data/batches.js';
 export {
+  CANVAS_CELLS,
+  CANVAS_SIZE,
+  CAPTION_NOUNS,
+  type CanvasLayout,
+  type CaptionCanvas,
+  type CaptionCanvases,
+  captionPhrasings,
+  captionVocabulary,
+  captionWords,
+  loadCaptionCanvases,
+  makeCanvases,
+  mostCommonCaptionBaseline,
+  parseCaption,
+} from './data/canvases.js';
+export {
   CMUDICT_PHONEMES,
   cmudictAvailable,
   flattenPairs,
@@ -66,7 +81,9 @@ export {
 } from './flows/preprocess.js';
 export { plotPanels } from './io/plot.js';
 export { encodePng, heatmapRgb, imageGrid, savePng, scatterRgb } from './io/png.js';
+export { expectSize, PNG_MAX_PIXELS, readPngGray } from './io/png-read.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
+export { bleuStatistics, closestReferenceLength, corpusBleu, exactMatch } from './metrics/bleu.js';
 export { editDistance, phonemeErrorRate, wordErrorRate } from './metrics/edit-distance.js';
 export { baselineNll } from './metrics/series-baselines.js';
 export {
