@@ -10,6 +10,7 @@ import {
   LOGPROB_SLACK,
 } from '../src/sample/beam.js';
 import { Rng } from '../src/util/rng.js';
+import { thrown } from './helpers/thrown.js';
 
 /**
  * A toy decoder plus what the oracles need to score sequences without going through beam search:
@@ -179,16 +180,6 @@ function plainBeam<S>(toy: Toy<S>, width: number, maxLength: number, p: LengthPe
 
 function beam<S>(toy: Toy<S>, o: Omit<BeamOptions, 'bos' | 'eos'>): Hypothesis[] {
   return beamSearch(toy.decoder, toy.initial, { bos: toy.bos, eos: toy.eos, ...o });
-}
-
-/** Catches what `fn` throws (failing the test if it returns). */
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a throw');
 }
 
 /**

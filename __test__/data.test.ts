@@ -6,6 +6,7 @@ import { type Batch, evalBatches, StreamBatcher, splitTrainVal } from '../src/da
 import { CORPORA, loadCorpus, loadTextFile } from '../src/data/corpora.js';
 import { Vocabulary } from '../src/data/vocab.js';
 import { CheckpointError, ConfigError, DataError, VocabularyError } from '../src/errors.js';
+import { thrown } from './helpers/thrown.js';
 
 /** Lets a test pretend an npm package is not installed: module resolution of its files fails. */
 const injected = vi.hoisted(() => ({ missingPackage: null as string | null }));
@@ -30,16 +31,6 @@ vi.mock('node:module', async (importOriginal) => {
 afterEach(() => {
   injected.missingPackage = null;
 });
-
-/** Catches what `fn` throws (failing the test if it returns). */
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('Vocabulary', () => {
   const text = 'b😀a\uff01a\n𝄞é';

@@ -8,13 +8,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { lmLossAndGrads, type Params } from '../src/backend/js/lm.js';
+import { lmLossAndGrads } from '../src/backend/js/lm.js';
 import { type CharLmShape, charLmParamInfo } from '../src/backend/types.js';
 import { Vocabulary } from '../src/data/vocab.js';
 import { ConfigError } from '../src/errors.js';
 import { CharLM } from '../src/models/char-lm.js';
 import { Rng } from '../src/util/rng.js';
-import { expectClose, numericGrad, uniform } from './helpers/numeric.js';
+import { expectClose, numericGrad, randomCharLmParams, uniform } from './helpers/numeric.js';
 import { twinCharLms } from './helpers/oracle.js';
 
 let dir: string;
@@ -25,17 +25,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const TEXT = 'the cat sat on the mat. the dog sat on the log. '.repeat(40);
 
-function randomParams(shape: CharLmShape, rng: Rng): Params {
-  const p: Params = {};
-  for (const { name, shape: dims } of charLmParamInfo(shape))
-    p[name] = uniform(
-      rng,
-      dims.reduce((a, b) => a * b, 1),
-      0.5,
-    );
-  return p;
-}
-
 describe("h0 'learned'", () => {
   for (const cell of ['gru', 'lstm'] as const) {
     const shape: CharLmShape = { vocabSize: 6, embed: 3, hidden: 4, layers: 2, cell, learnedH0: true };
@@ -44,7 +33,7 @@ describe("h0 'learned'", () => {
       const info = charLmParamInfo(shape);
       expect(info.at(-1)).toEqual({ name: 'h0', shape: [2, (cell === 'lstm' ? 2 : 1) * 4] });
       const rng = new Rng(3);
-      const params = randomParams(shape, rng);
+      const params = randomCharLmParams(shape, rng);
       const ids = Uint32Array.from({ length: 8 }, () => rng.int(6));
       const tg = Uint32Array.from({ length: 8 }, () => rng.int(6));
       const g = lmLossAndGrads(shape, params, ids, tg, 2, 4, null, 'f64');

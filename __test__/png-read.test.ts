@@ -11,6 +11,7 @@ import { DataError, ShapeError } from '../src/errors.js';
 import { crc32, encodePng } from '../src/io/png.js';
 import { expectSize, readPngGray } from '../src/io/png-read.js';
 import { Rng } from '../src/util/rng.js';
+import { thrown } from './helpers/thrown.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'arflow-pngread-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -83,15 +84,6 @@ function filterRows(pixels: Uint8Array, width: number, height: number, filters: 
 function randomPixels(n: number, seed: number): Uint8Array {
   const rng = new Rng(seed);
   return Uint8Array.from({ length: n }, () => rng.int(256));
-}
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a throw');
 }
 
 function expectDataError(bytes: Uint8Array, re: RegExp): void {

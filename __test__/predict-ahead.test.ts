@@ -17,7 +17,7 @@ import { ConfigError, ShapeError } from '../src/errors.js';
 import { CharLM } from '../src/models/char-lm.js';
 import { Rng } from '../src/util/rng.js';
 import { jsonLines, runCli } from './helpers/cli.js';
-import { expectClose, numericGrad, uniform } from './helpers/numeric.js';
+import { expectClose, numericGrad, randomCharLmParams } from './helpers/numeric.js';
 import { twinCharLms } from './helpers/oracle.js';
 
 let dir: string;
@@ -27,18 +27,6 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const TEXT = 'the cat sat on the mat. the dog sat on the log. '.repeat(40);
-
-function randomParams(shape: CharLmShape, rng: Rng): Params {
-  const p: Params = {};
-  for (const { name, shape: dims } of charLmParamInfo(shape)) {
-    p[name] = uniform(
-      rng,
-      dims.reduce((a, b) => a * b, 1),
-      0.5,
-    );
-  }
-  return p;
-}
 
 /** n target blocks `[n, B, T]` of random ids, with IGNORE_TARGET sprinkled over blocks k ≥ 2. */
 function aheadTargets(rng: Rng, n: number, rows: number, V: number): Uint32Array {
@@ -61,7 +49,7 @@ describe('predictAhead: the reference', () => {
 
   it('the loss is Σ_k of head k’s mean cross-entropy over its scored positions, written out', () => {
     const rng = new Rng(11);
-    const params = randomParams(shape, rng);
+    const params = randomCharLmParams(shape, rng);
     const ids = Uint32Array.from({ length: B * T }, () => rng.int(6));
     const tg = aheadTargets(rng, 3, B * T, 6);
     const got = lmLossAndGrads(shape, params, ids, tg, B, T, null, 'f64').loss;
@@ -95,7 +83,7 @@ describe('predictAhead: the reference', () => {
 
   it('every gradient, ahead heads included, matches central finite differences', () => {
     const rng = new Rng(12);
-    const params = randomParams(shape, rng);
+    const params = randomCharLmParams(shape, rng);
     const ids = Uint32Array.from({ length: B * T }, () => rng.int(6));
     const tg = aheadTargets(rng, 3, B * T, 6);
     const g = lmLossAndGrads(shape, params, ids, tg, B, T, null, 'f64');
@@ -112,7 +100,7 @@ describe('predictAhead: the reference', () => {
 
   it('a fully ignored block adds nothing; target blocks of the wrong size or ids outside V are ShapeErrors', () => {
     const rng = new Rng(13);
-    const params = randomParams(shape, rng);
+    const params = randomCharLmParams(shape, rng);
     const ids = Uint32Array.from({ length: B * T }, () => rng.int(6));
     const tg = aheadTargets(rng, 3, B * T, 6);
     tg.fill(IGNORE_TARGET, 2 * B * T);

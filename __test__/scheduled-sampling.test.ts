@@ -7,18 +7,9 @@ import {
   validateScheduledSampling,
 } from '../src/train/scheduled-sampling.js';
 import { Rng } from '../src/util/rng.js';
+import { thrown } from './helpers/thrown.js';
 
 const eps = (step: number, o: ScheduledSamplingOptions) => teacherForcingProb(step, validateScheduledSampling(o));
-
-/** Catches what `fn` throws (failing the test if it returns). */
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('validateScheduledSampling', () => {
   it('fills in the documented defaults: teacher forcing, inverse sigmoid with k = 190', () => {

@@ -14,6 +14,7 @@ import {
 import { ConfigError, DataError, ShapeError } from '../src/errors.js';
 import { baselineNll, baselineStepNll, fitAr1, fitRandomWalk } from '../src/metrics/series-baselines.js';
 import { Rng } from '../src/util/rng.js';
+import { thrown } from './helpers/thrown.js';
 
 /** Lets a test pretend an npm package is not installed: module resolution of its files fails. */
 const injected = vi.hoisted(() => ({ missingPackage: null as string | null }));
@@ -46,15 +47,6 @@ function csv(text: string | Uint8Array): string {
   const path = join(dir, `s${fileNo++}.csv`);
   writeFileSync(path, text);
   return path;
-}
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a throw');
 }
 
 function series(values: number[], dim: number, name = 'synthetic'): Series {

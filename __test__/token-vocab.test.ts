@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BOS, EOS, PAD, SPECIAL_TOKENS, TokenVocabulary } from '../src/data/token-vocab.js';
 import { CheckpointError, ConfigError, DataError, VocabularyError } from '../src/errors.js';
-
-/** Catches what `fn` throws (failing the test if it returns). */
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a throw');
-}
+import { thrown } from './helpers/thrown.js';
 
 const seqs = [
   ['K', 'AE', 'T'],

@@ -1,5 +1,7 @@
 /** Numerical tools shared by the oracle tests: seeded arrays, finite differences, LU log-determinants. */
 import { expect } from 'vitest';
+import type { Params } from '../../src/backend/js/lm.js';
+import { type CharLmShape, charLmParamInfo } from '../../src/backend/types.js';
 import type { Rng } from '../../src/util/rng.js';
 
 /** Step of the central differences: float64 gradients to ~1e-9 for the smooth functions tested here. */
@@ -87,4 +89,17 @@ export function expectCloseNonZero(
   }
   expect(scale, `${name} is all zeros`).toBeGreaterThan(0);
   expect(err, name).toBeLessThanOrEqual(tol * Math.max(floor, scale));
+}
+
+/** Every parameter of a char LM of `shape`, uniform in [−0.5, 0.5), in float64. */
+export function randomCharLmParams(shape: CharLmShape, rng: Rng): Params {
+  const p: Params = {};
+  for (const { name, shape: dims } of charLmParamInfo(shape)) {
+    p[name] = uniform(
+      rng,
+      dims.reduce((a, b) => a * b, 1),
+      0.5,
+    );
+  }
+  return p;
 }
