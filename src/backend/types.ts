@@ -114,6 +114,8 @@ export interface NllResult {
   state: Float32Array;
   /** Heads 2..n, when their target blocks were given (else empty). */
   aheadNll: number[];
+  /** The positions each of heads 2..n scored (the length of `aheadNll`). */
+  aheadRows: number[];
 }
 
 export interface CharLmBackend {
