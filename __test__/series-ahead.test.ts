@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { gaussianNll, mixtureNll } from '../src/backend/js/mixture.js';
 import {
   JsSeriesModel,
+  type SeriesBackend,
   type SeriesShape,
   seriesForward,
   seriesLossAndGrads,
@@ -36,7 +37,9 @@ import {
   expectScalarClose,
   FWD_TOL,
   GRAD_TOL,
+  twins,
   uniform as uniform32,
+  withHead,
 } from './helpers/oracle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'arflow-series-ahead-'));
@@ -116,12 +119,7 @@ describe('series predictAhead: the reference', () => {
         const size = seriesForward(plain, params, x, B, T, null, 'f64').raw.length / (B * T);
         let want = 0;
         for (let k = 1; k <= 3; k++) {
-          const pk: Params = { ...params };
-          if (k > 1) {
-            pk['head.weight'] = params[`ahead.${k}.weight`];
-            pk['head.bias'] = params[`ahead.${k}.bias`];
-          }
-          const { raw } = seriesForward(plain, pk, x, B, T, null, 'f64');
+          const { raw } = seriesForward(plain, withHead(params, k), x, B, T, null, 'f64');
           let sum = 0;
           let n = 0;
           for (let r = 0; r < B * T; r++) {
@@ -165,20 +163,8 @@ describe('series predictAhead: the reference', () => {
 });
 
 /** The same weights on both backends. */
-function twins(shape: SeriesShape, seed: number) {
-  const native = new NativeSeriesModel(shape);
-  const js = new JsSeriesModel(shape);
-  const rng = new Rng(seed);
-  for (const p of native.paramInfo()) {
-    const data = uniform32(
-      rng,
-      p.shape.reduce((a, b) => a * b, 1),
-      0.6,
-    );
-    native.setParam(p.name, data);
-    js.setParam(p.name, data);
-  }
-  return { native, js };
+function twinSeries(shape: SeriesShape, seed: number) {
+  return twins<SeriesBackend>(new NativeSeriesModel(shape), new JsSeriesModel(shape), new Rng(seed), 0.6);
 }
 
 describe('series predictAhead: native against the reference', () => {
@@ -186,7 +172,7 @@ describe('series predictAhead: native against the reference', () => {
     for (const outputs of ['every', 'last'] as const) {
       const s: SeriesShape = { ...shape, outputs };
       it(`${s.cell} ${s.likelihood}, n = 3, outputs ${outputs}, absent rows: loss, every gradient, dh0 and nll per head agree`, async () => {
-        const { native, js } = twins(s, 21);
+        const { native, js } = twinSeries(s, 21);
         const rng = new Rng(22);
         const x = uniform32(rng, B * T * s.dim, 1);
         const y = Float32Array.from(aheadTargets(rng, 3, s.dim));
@@ -219,7 +205,7 @@ describe('series predictAhead: native against the reference', () => {
   }
 
   it('training needs every block; a row partly NaN, or NaN in the next step, is a DataError on both backends', async () => {
-    const { native, js } = twins(MDN, 5);
+    const { native, js } = twinSeries(MDN, 5);
     const rng = new Rng(6);
     const x = uniform32(rng, B * T * 2, 1);
     const y = Float32Array.from(aheadTargets(rng, 3, 2));
