@@ -16,7 +16,7 @@
  * Joint prediction of the next n steps (`predictAhead: n`): heads k = 2..n on the same hidden state h_t
  * give p(z_{t+k} | x_{≤t}), z_{t+k} the normalised increment (x_{t+k} − x_{t+k−1} − mean) / std of step
  * t + k — what head 1 models one step ahead —, the joint factorised over the n steps; training minimises
- * Σ_k of the heads' mean NLL. Sampling and `nll` use head 1. With `outputs: 'last'` the training loss
+ * Σ_k of the heads' mean NLL. Sampling and `evaluate().nll` use head 1. With `outputs: 'last'` the training loss
  * scores only the final step of each BPTT window (sequence-to-one); evaluation scores every step.
  *
  * ```ts

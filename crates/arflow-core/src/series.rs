@@ -296,7 +296,8 @@ impl SeriesModel {
     }
 
     /// One training step on `B` streams of `T` steps: `inputs [B, T, D]` holds x_{t−1} and `targets`
-    /// x_t. Forward, mean NLL per time step (nats), backward through time, clipping, AdamW. The state
+    /// x_t (for `ahead` = n, all n target blocks). Forward, mean NLL per time step (nats; Σ_k of the heads'
+    /// means over the rows they score), backward through time, clipping, AdamW. The state
     /// continues from the previous step (truncated BPTT) when the batch size matches;
     /// [`SeriesModel::reset_carry`] starts from zeros. A non-finite loss or gradient is an error and
     /// leaves every parameter, and the carry, untouched.
@@ -322,8 +323,9 @@ impl SeriesModel {
         Ok(stats)
     }
 
-    /// Mean NLL per time step and its gradient for every parameter and for the initial state
-    /// `[L, B, S]`; changes nothing. The oracle tests compare this against the TypeScript reference.
+    /// The training loss of [`SeriesModel::train_step`] (`targets` all `ahead` blocks) and its gradient
+    /// for every parameter and for the initial state `[L, B, S]`; changes nothing. The oracle tests
+    /// compare this against the TypeScript reference.
     pub fn loss_and_grads(
         &self,
         inputs: &[f32],
