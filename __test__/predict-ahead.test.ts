@@ -18,7 +18,7 @@ import { CharLM } from '../src/models/char-lm.js';
 import { Rng } from '../src/util/rng.js';
 import { jsonLines, runCli } from './helpers/cli.js';
 import { expectClose, numericGrad, randomCharLmParams } from './helpers/numeric.js';
-import { twinCharLms } from './helpers/oracle.js';
+import { twinCharLms, withHead } from './helpers/oracle.js';
 
 let dir: string;
 beforeAll(() => {
@@ -57,12 +57,7 @@ describe('predictAhead: the reference', () => {
     const plain: CharLmShape = { ...shape, predictAhead: 1 };
     let want = 0;
     for (let k = 1; k <= 3; k++) {
-      const pk: Params = { ...params };
-      if (k > 1) {
-        pk['head.weight'] = params[`ahead.${k}.weight`];
-        pk['head.bias'] = params[`ahead.${k}.bias`];
-      }
-      const { logits } = lmForward(plain, pk, ids, B, T, null, 'f64');
+      const { logits } = lmForward(plain, withHead(params, k), ids, B, T, null, 'f64');
       let sum = 0;
       let n = 0;
       for (let r = 0; r < B * T; r++) {

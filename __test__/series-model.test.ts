@@ -36,6 +36,7 @@ import {
   expectStateClose,
   FWD_TOL,
   GRAD_TOL,
+  twins,
   uniform as uniform32,
 } from './helpers/oracle.js';
 
@@ -117,18 +118,12 @@ const MODEL_CASES: ModelCase[] = [
 function pair(c: ModelCase, seed: number): { native: SeriesBackend; js: SeriesBackend; shape: SeriesShape } {
   const shape: SeriesShape = { dim: c.dim, hidden: 12, layers: 2, cell: c.cell, likelihood: c.likelihood };
   if (c.components !== undefined) shape.components = c.components;
-  const native = new NativeSeriesModel(shape);
-  const js = new JsSeriesModel(shape);
-  const rng = new Rng(seed);
-  for (const p of native.paramInfo()) {
-    const data = uniform32(
-      rng,
-      p.shape.reduce((a, b) => a * b, 1),
-      2 / Math.sqrt(12),
-    );
-    native.setParam(p.name, data);
-    js.setParam(p.name, data);
-  }
+  const { native, js } = twins<SeriesBackend>(
+    new NativeSeriesModel(shape),
+    new JsSeriesModel(shape),
+    new Rng(seed),
+    2 / Math.sqrt(12),
+  );
   return { native, js, shape };
 }
 

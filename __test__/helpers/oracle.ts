@@ -215,8 +215,16 @@ export function tokens(rng: Rng, n: number): Uint32Array {
 
 /** A native and a JS char LM of one shape with every parameter set to the same U(−scale, scale) values. */
 export function twinCharLms(shape: CharLmShape, rng: Rng, scale = 0.5): { native: CharLmBackend; js: CharLmBackend } {
-  const native = createCharLmBackend(shape, 'native');
-  const js = createCharLmBackend(shape, 'js');
+  return twins(createCharLmBackend(shape, 'native'), createCharLmBackend(shape, 'js'), rng, scale);
+}
+
+interface Parameterised {
+  paramInfo(): { name: string; shape: number[] }[];
+  setParam(name: string, data: Float32Array): void;
+}
+
+/** Two backends of one model (native and JS) given the same U(−scale, scale) value for every parameter. */
+export function twins<B extends Parameterised>(native: B, js: B, rng: Rng, scale: number): { native: B; js: B } {
   expect(native.paramInfo()).toEqual(js.paramInfo());
   for (const { name, shape: dims } of native.paramInfo()) {
     const data = uniform(
@@ -228,4 +236,13 @@ export function twinCharLms(shape: CharLmShape, rng: Rng, scale = 0.5): { native
     js.setParam(name, data);
   }
   return { native, js };
+}
+
+/**
+ * `params` of a model predicting n ahead with head k's tensors (`ahead.{k}.*`) in place of `head.*`
+ * (k = 1: as they are): the plain model that scores with head k.
+ */
+export function withHead<P>(params: Record<string, P>, k: number): Record<string, P> {
+  if (k === 1) return { ...params };
+  return { ...params, 'head.weight': params[`ahead.${k}.weight`], 'head.bias': params[`ahead.${k}.bias`] };
 }

@@ -7,7 +7,7 @@ import { BackendError, ConfigError } from '../errors.js';
 import type { BackendName, DeviceName } from './index.js';
 import { JsSeriesModel, type Likelihood, type SeriesBackend, type SeriesShape } from './js/series.js';
 import { async, checkDevice, loadNative, NativeParameters, sync } from './native.js';
-import type { Carry, LossGrads, OptimConfig, StepStats } from './types.js';
+import type { Carry, LossGrads, NllResult, OptimConfig, StepStats } from './types.js';
 
 /** The addon's class: the contract, except that gradients come back as a list. */
 type NativeSeriesClass = Omit<SeriesBackend, 'kind' | 'shape' | 'lossAndGrads'> & {
@@ -20,7 +20,7 @@ type NativeSeriesClass = Omit<SeriesBackend, 'kind' | 'shape' | 'lossAndGrads'> 
   ): Promise<{ loss: number; grads: { name: string; data: Float32Array }[]; dh0: Float32Array }>;
 };
 
-/** The shape as the binding takes it: `components` only for the mixture. */
+/** The shape as the binding takes it: `components` only for the mixture, optional fields only when given. */
 interface NativeSeriesShape {
   dim: number;
   hidden: number;
@@ -28,6 +28,8 @@ interface NativeSeriesShape {
   cell: string;
   likelihood: string;
   components?: number;
+  predictAhead?: number;
+  outputs?: string;
 }
 
 interface NativeSeriesAddon {
@@ -61,8 +63,8 @@ export class NativeSeriesModel extends NativeParameters<NativeSeriesClass> imple
     const Ctor = a.NativeSeriesModel;
     if (!Ctor) throw new BackendError(STALE);
     checkDevice(a, device);
-    const { components, ...rest } = shape;
-    this.m = sync(() => new Ctor(components === undefined ? rest : { ...rest, components }, device));
+    const given = Object.fromEntries(Object.entries(shape).filter(([, v]) => v !== undefined));
+    this.m = sync(() => new Ctor(given as unknown as NativeSeriesShape, device));
   }
 
   getCarry(): Carry | null {
@@ -98,7 +100,7 @@ export class NativeSeriesModel extends NativeParameters<NativeSeriesClass> imple
     batch: number,
     seq: number,
     state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }> {
+  ): Promise<NllResult> {
     return async(() => this.m.nll(inputs, targets, batch, seq, state));
   }
   step(state: Float32Array | null, x: Float32Array): { state: Float32Array; raw: Float32Array } {

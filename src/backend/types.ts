@@ -49,6 +49,16 @@ export function aheadOf(shape: { predictAhead?: number }): number {
   return shape.predictAhead ?? 1;
 }
 
+/** The most steps (characters, time steps) ahead a model predicts jointly. */
+export const MAX_PREDICT_AHEAD = 64;
+
+/** ConfigError unless `n` is a whole number in [1, {@link MAX_PREDICT_AHEAD}]. */
+export function checkPredictAhead(n: number): void {
+  if (!Number.isInteger(n) || n < 1 || n > MAX_PREDICT_AHEAD) {
+    throw new ConfigError(`predictAhead must be a whole number in [1, ${MAX_PREDICT_AHEAD}], got ${JSON.stringify(n)}`);
+  }
+}
+
 /** The cell of a shape, with the default applied. */
 export function cellOf(shape: { cell?: CellKind }): CellKind {
   return shape.cell ?? 'gru';
@@ -114,6 +124,8 @@ export interface NllResult {
   state: Float32Array;
   /** Heads 2..n, when their target blocks were given (else empty). */
   aheadNll: number[];
+  /** The positions each of heads 2..n scored (the length of `aheadNll`). */
+  aheadRows: number[];
 }
 
 export interface CharLmBackend {

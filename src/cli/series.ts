@@ -10,6 +10,7 @@
  * {@link SAMPLE_SERIES_FLAGS} / {@link EVAL_SERIES_FLAGS} for the option checks and help.
  */
 import { basename, dirname, join, parse } from 'node:path';
+import type { SeriesOutputs } from '../backend/js/series.js';
 import type { CellKind } from '../backend/types.js';
 import {
   DEFAULT_MOTE,
@@ -75,6 +76,15 @@ export const SERIES_TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: 'string',
     help: 'what the network reads of the previous step: increment (default, translation-invariant) or value',
     choices: ['increment', 'value'],
+  },
+  'predict-ahead': {
+    type: 'int',
+    help: 'predict the next N steps jointly, one head each, loss summed over them (default 1: the next step; at most 64 and --seq)',
+  },
+  outputs: {
+    type: 'string',
+    help: 'steps of each window the loss scores: every (default) or last (sequence-to-one)',
+    choices: ['every', 'last'],
   },
   seq: { type: 'int', help: `time steps per BPTT window (default ${SERIES_TRAIN_DEFAULTS.seqLen})` },
   batch: { type: 'int', help: `parallel streams per batch (default ${SERIES_TRAIN_DEFAULTS.batchSize})` },
@@ -185,6 +195,13 @@ async function testNll(model: SeriesModel, sp: SeriesSplit, out: string) {
 /** Every `train series` flag checked before any data is read or anything written. */
 function checkTrainFlags(f: Flags): void {
   for (const k of ['hidden', 'layers', 'components', 'seq', 'batch', 'steps']) intFlag(f, k, 1);
+  const ahead = intFlag(f, 'predict-ahead', 1, 64);
+  const seq = num(f, 'seq') ?? SERIES_TRAIN_DEFAULTS.seqLen;
+  if (ahead !== undefined && ahead > seq) {
+    throw new ConfigError(
+      `--predict-ahead ${ahead} exceeds --seq ${seq}: a window's heads read at most one window ahead`,
+    );
+  }
   intFlag(f, 'val-every', 0);
   intFlag(f, 'seed', 0);
   positiveFlag(f, 'lr');
@@ -227,6 +244,8 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
         hidden: num(f, 'hidden'),
         layers: num(f, 'layers'),
         input: str(f, 'input') as SeriesInput | undefined,
+        predictAhead: num(f, 'predict-ahead'),
+        outputs: str(f, 'outputs') as SeriesOutputs | undefined,
       },
       { backend: (str(f, 'backend') ?? 'native') as 'native' | 'js', seed },
     );
@@ -242,14 +261,16 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
   bar?.log(
     `train series: ${dataLabel(source)}, ${series.length.toLocaleString('en-US')} steps × ${series.dim} (${series.columns.join(', ')}); ` +
       `train ${sp.train.length}, valid ${sp.valid.length}, test ${sp.test.length}; ${c.cell.toUpperCase()} ${c.hidden} × ${c.layers}, ` +
-      `${c.likelihood === 'mdn' ? `MDN K=${c.components}` : 'Gaussian'}, ${model.backend.kind} backend`,
+      `${c.likelihood === 'mdn' ? `MDN K=${c.components}` : 'Gaussian'}` +
+      `${c.predictAhead > 1 ? `, predicting ${c.predictAhead} steps ahead (loss summed over the heads)` : ''}` +
+      `${c.outputs === 'last' ? ', loss on the last step of each window' : ''}, ${model.backend.kind} backend`,
   );
   const stop = new AbortController();
   const onSigint = () => stop.abort();
   process.once('SIGINT', onSigint);
   const onProgress = (p: SeriesTrainProgress) => {
     if (json) {
-      emit({ type: 'progress', ...p, valNll: p.valNll ?? null });
+      emit({ type: 'progress', ...p, valNll: p.valNll ?? null, valNllAhead: p.valNllAhead ?? null });
       return;
     }
     const byTime = seconds !== undefined && seconds > 0;
@@ -290,6 +311,10 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
     valNll: Number.isFinite(summary.valNll) ? summary.valNll : null,
     testNll: test.nll,
     testSteps: test.steps,
+    predictAhead: c.predictAhead,
+    outputs: c.outputs,
+    testNllAhead: test.nllAhead,
+    valNllAhead: summary.valNllAhead,
     ...baselineFields(baselines),
     out,
     elapsedSec: summary.elapsedSec,
@@ -322,6 +347,7 @@ export async function cmdTrainSeries(argv: string[]): Promise<void> {
   console.log(
     `test NLL ${test.nll.toFixed(3)} nats/step over ${test.steps} steps (original units); baselines: random walk ${baselines.randomWalk.toFixed(3)}, AR(1) ${baselines.ar1.toFixed(3)}`,
   );
+  aheadLine(test.nllAhead);
   console.log(`saved ${out}\nmore: arflow sample ${out} --steps 200 --out samples.png`);
 }
 
@@ -346,6 +372,8 @@ const RECORDED_SERIES_FLAGS = [
   'hidden',
   'layers',
   'input',
+  'predict-ahead',
+  'outputs',
   'seq',
   'batch',
   'lr',
@@ -404,6 +432,8 @@ export async function cmdEvalSeries(path: string, argv: string[]): Promise<void>
   const result = {
     testNll: test.nll,
     testSteps: test.steps,
+    predictAhead: model.config.predictAhead,
+    testNllAhead: test.nllAhead,
     ...baselineFields(baselines),
     data: source.data,
     ...(source.mote !== undefined ? { mote: source.mote } : {}),
@@ -415,6 +445,18 @@ export async function cmdEvalSeries(path: string, argv: string[]): Promise<void>
   }
   console.log(
     `${dataLabel(source)}, test split (${test.steps} steps): ${test.nll.toFixed(4)} nats/step; baselines: random walk ${baselines.randomWalk.toFixed(4)}, AR(1) ${baselines.ar1.toFixed(4)}`,
+  );
+  aheadLine(test.nllAhead);
+}
+
+/** A model predicting n ahead: the test NLL of each further head (of its increment, original units). */
+function aheadLine(nllAhead: number[]): void {
+  if (nllAhead.length < 2) return;
+  console.log(
+    `  heads further ahead (nats/step of the increment k steps on): ${nllAhead
+      .slice(1)
+      .map((v, i) => `${i + 2} ahead ${v.toFixed(3)}`)
+      .join(', ')}`,
   );
 }
 

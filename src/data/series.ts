@@ -394,7 +394,11 @@ export class Normalizer {
 export interface SeriesWindow {
   /** `[batch, seq, dim]` row-major: stream b's steps t..t+seq−1 of this chunk. */
   inputs: Float64Array;
-  /** `[batch, seq, dim]`: the step after each input, `targets[b, t] = inputs[b, t + 1]` within a chunk. */
+  /**
+   * `[batch, seq, dim]`: the step after each input, `targets[b, t] = inputs[b, t + 1]` within a chunk.
+   * With `ahead` n > 1, `[n, batch, seq, dim]`: block k−1 holds the step k after each input (the series'
+   * continuation, read across the window's and the stream's end), NaN where that runs past the end.
+   */
   targets: Float64Array;
   /** First chunk: streams start afresh, zero the carried recurrent state. */
   reset: boolean;
@@ -408,14 +412,21 @@ export interface SeriesWindow {
  * window k stopped, so the final state of one window is the right initial state of the next. Steps
  * that do not fill a whole window (the tail of each stream, the N mod batch last steps) are unused.
  * No shuffling or random offsets: call it on the training split once per epoch, or on an evaluation
- * split. ConfigError for a non-positive batch/seq/dim, ShapeError for values not whole rows,
+ * split. ConfigError for a non-positive batch/seq/dim/ahead, ShapeError for values not whole rows,
  * DataError when not even one window fits.
  */
-export function seriesWindows(values: Float64Array, dim: number, batch: number, seq: number): SeriesWindow[] {
+export function seriesWindows(
+  values: Float64Array,
+  dim: number,
+  batch: number,
+  seq: number,
+  ahead = 1,
+): SeriesWindow[] {
   for (const [key, v] of [
     ['dim', dim],
     ['batch', batch],
     ['seq', seq],
+    ['ahead', ahead],
   ] as const) {
     if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(`${key} must be a positive integer, got ${v}`);
   }
@@ -435,11 +446,14 @@ export function seriesWindows(values: Float64Array, dim: number, batch: number, 
   const rowLen = seq * dim;
   for (let k = 0; k < steps; k++) {
     const inputs = new Float64Array(batch * rowLen);
-    const targets = new Float64Array(batch * rowLen);
+    const targets = new Float64Array(ahead * batch * rowLen).fill(Number.NaN);
     for (let b = 0; b < batch; b++) {
       const from = (b * stride + k * seq) * dim;
       inputs.set(values.subarray(from, from + rowLen), b * rowLen);
-      targets.set(values.subarray(from + dim, from + dim + rowLen), b * rowLen);
+      for (let j = 1; j <= ahead; j++) {
+        const at = from + j * dim;
+        targets.set(values.subarray(at, at + rowLen), ((j - 1) * batch + b) * rowLen);
+      }
     }
     windows.push({ inputs, targets, reset: k === 0 });
   }

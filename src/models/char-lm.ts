@@ -17,6 +17,7 @@ import {
   type CellKind,
   type CharLmBackend,
   type CharLmShape,
+  checkPredictAhead,
   IGNORE_TARGET,
   type OptimMoment,
   stateWidth,
@@ -128,15 +129,8 @@ function checkConfig(c: CharLMConfig): void {
   if (!(Number.isFinite(c.h0Sigma) && c.h0Sigma > 0)) {
     throw new ConfigError(`h0Sigma must be a finite number > 0, got ${c.h0Sigma}`);
   }
-  if (!Number.isInteger(c.predictAhead) || c.predictAhead < 1 || c.predictAhead > MAX_PREDICT_AHEAD) {
-    throw new ConfigError(
-      `predictAhead must be a whole number in [1, ${MAX_PREDICT_AHEAD}], got ${JSON.stringify(c.predictAhead)}`,
-    );
-  }
+  checkPredictAhead(c.predictAhead);
 }
-
-/** The most characters ahead a model predicts jointly. */
-export const MAX_PREDICT_AHEAD = 64;
 
 /** The backend shape of a model of this vocabulary size and config. */
 function shapeOf(vocabSize: number, c: CharLMConfig): CharLmShape {

@@ -11,6 +11,15 @@
  * const model = SeriesModel.create({ dim: 2, likelihood: 'mdn', components: 16 });
  * await model.fit(split, { steps: 800, onProgress: (p) => console.log(p.step, p.loss, p.valNll) });
  * const { nll } = await model.evaluateSplit(split); // nats per test step, original units
+ * ```
+ *
+ * Joint prediction of the next n steps (`predictAhead: n`): heads k = 2..n on the same hidden state h_t
+ * give p(z_{t+k} | x_{≤t}), z_{t+k} the normalised increment (x_{t+k} − x_{t+k−1} − mean) / std of step
+ * t + k — what head 1 models one step ahead —, the joint factorised over the n steps; training minimises
+ * Σ_k of the heads' mean NLL. Sampling and `evaluate().nll` use head 1. With `outputs: 'last'` the training loss
+ * scores only the final step of each BPTT window (sequence-to-one); evaluation scores every step.
+ *
+ * ```ts
  * const [path] = model.sample({ context: split.train.values, steps: 100, seed: 1 });
  * await model.save('sensors.safetensors');
  * ```
@@ -21,13 +30,15 @@ import {
   checkSeriesShape,
   LIKELIHOODS,
   type Likelihood,
+  SERIES_OUTPUTS,
   type SeriesBackend,
+  type SeriesOutputs,
   type SeriesShape,
   seriesOutputSize,
   seriesParamInfo,
 } from '../backend/js/series.js';
 import { createSeriesBackend } from '../backend/native-series.js';
-import { CELL_KINDS, type CellKind, type OptimMoment, stateWidth } from '../backend/types.js';
+import { CELL_KINDS, type CellKind, checkPredictAhead, type OptimMoment, stateWidth } from '../backend/types.js';
 import { Normalizer, type Series, type SeriesSplit, splitSeries } from '../data/series.js';
 import { CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
 import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
@@ -62,6 +73,17 @@ export interface SeriesModelConfig {
    * cooling) is no extrapolation; the state still sees every past value through their sum.
    */
   input: SeriesInput;
+  /**
+   * Joint prediction of the next n steps (default 1, the plain model, bit for bit): heads k = 2..n on
+   * the same hidden state predict the normalised increment k steps ahead, the joint factorised over the
+   * n steps; training minimises Σ_k of their mean NLLs. At most 64.
+   */
+  predictAhead: number;
+  /**
+   * The steps of each BPTT window the training loss scores: 'every' (default) or 'last' (the final step
+   * only, sequence-to-one). Evaluation scores every step either way.
+   */
+  outputs: SeriesOutputs;
 }
 
 export type SeriesInput = 'increment' | 'value';
@@ -75,6 +97,8 @@ export const DEFAULT_SERIES_MODEL: Omit<SeriesModelConfig, 'dim'> = {
   likelihood: 'mdn',
   components: 16,
   input: 'increment',
+  predictAhead: 1,
+  outputs: 'every',
 };
 
 export interface CreateSeriesOptions {
@@ -104,6 +128,15 @@ export interface SeriesEvalResult {
   normalizedNll: number;
   /** Time steps scored. */
   steps: number;
+  /**
+   * Per horizon k = 1..n (index k − 1): head k's mean NLL, nats per step, of the increment
+   * x_{t+k} − x_{t+k−1} given x_{≤t}, in the original units (its normalised density minus
+   * `scales.increments.logDet()`, as for `nll`), over the `stepsAhead[k − 1]` scored steps whose step
+   * k − 1 further on exists. `nllAhead[0]` is `nll`; for k ≥ 2 it is not the density of x_{t+k} itself,
+   * whose predictive distribution is the sum of the k increments.
+   */
+  nllAhead: number[];
+  stepsAhead: number[];
 }
 
 export interface SeriesSampleOptions {
@@ -128,7 +161,7 @@ const EVAL_CHUNK = 4096;
 
 function configOf(given: Partial<SeriesModelConfig> & { dim: number }): SeriesModelConfig {
   const cfg: SeriesModelConfig = { ...DEFAULT_SERIES_MODEL, dim: given.dim };
-  for (const k of ['cell', 'hidden', 'layers', 'likelihood', 'input'] as const) {
+  for (const k of ['cell', 'hidden', 'layers', 'likelihood', 'input', 'predictAhead', 'outputs'] as const) {
     if (given[k] !== undefined) (cfg as unknown as Record<string, unknown>)[k] = given[k];
   }
   if (cfg.likelihood === 'gaussian') {
@@ -142,16 +175,27 @@ function configOf(given: Partial<SeriesModelConfig> & { dim: number }): SeriesMo
   if (!SERIES_INPUTS.includes(cfg.input)) {
     throw new ConfigError(`input must be increment or value, got ${JSON.stringify(cfg.input)}`);
   }
+  checkPredictAhead(cfg.predictAhead);
+  if (!SERIES_OUTPUTS.includes(cfg.outputs)) {
+    throw new ConfigError(`outputs must be every or last, got ${JSON.stringify(cfg.outputs)}`);
+  }
   checkSeriesShape(shapeOf(cfg));
   return cfg;
 }
 
-/** The backend's view of a config: the network's shape alone. */
+/** The backend's view of a config: the network's shape alone (settings at their defaults left out). */
 function shapeOf(c: SeriesModelConfig): SeriesShape {
-  const { dim, hidden, layers, cell, likelihood, components } = c;
-  return components === undefined
-    ? { dim, hidden, layers, cell, likelihood }
-    : { dim, hidden, layers, cell, likelihood, components };
+  const { dim, hidden, layers, cell, likelihood, components, predictAhead, outputs } = c;
+  return {
+    dim,
+    hidden,
+    layers,
+    cell,
+    likelihood,
+    ...(components !== undefined ? { components } : {}),
+    ...(predictAhead > 1 ? { predictAhead } : {}),
+    ...(outputs !== 'every' ? { outputs } : {}),
+  };
 }
 
 /** `a` then `b`, both `[·, dim]` row-major. */
@@ -301,13 +345,19 @@ export class SeriesModel {
     return { inputs, targets };
   }
 
-  /** Summed NLL (normalised units) of steps `first..` of `values` given everything before, from zeros. */
-  private async sequenceNll(values: Float64Array, first: number): Promise<number> {
+  /**
+   * Summed NLL (normalised units) of steps `first..` of `values` given everything before, from zeros,
+   * per head k (index k − 1: the increment k − 1 steps after each scored one, where it exists), and the
+   * steps each head scored.
+   */
+  private async sequenceNll(values: Float64Array, first: number): Promise<{ total: number[]; rows: number[] }> {
     const D = this.config.dim;
     const n = values.length / D;
+    const ahead = this.config.predictAhead;
     const { inputs, targets } = this.encode(values);
     let state: Float32Array | null = null;
-    let total = 0;
+    const total = new Array<number>(ahead).fill(0);
+    const rows = new Array<number>(ahead).fill(0);
     // Targets 1 … first − 1 warm the state up; targets first … n − 1 are scored.
     for (const [from, to, scored] of [
       [1, first, false],
@@ -316,13 +366,25 @@ export class SeriesModel {
       for (let t = from; t < to; t += EVAL_CHUNK) {
         const len = Math.min(EVAL_CHUNK, to - t);
         const x = Float32Array.from(inputs.subarray((t - 1) * D, (t - 1 + len) * D));
-        const y = Float32Array.from(targets.subarray(t * D, (t + len) * D));
+        // Scored chunks: block k − 1 holds the targets k − 1 steps further on, NaN past the end.
+        const blocks = scored ? ahead : 1;
+        const y = new Float32Array(blocks * len * D).fill(Number.NaN);
+        for (let k = 1; k <= blocks; k++) {
+          y.set(targets.subarray((t + k - 1) * D, (t + k - 1 + len) * D), (k - 1) * len * D);
+        }
         const r = await this.backend.nll(x, y, 1, len, state);
         state = r.state;
-        if (scored) total += r.nll;
+        if (scored) {
+          [r.nll, ...r.aheadNll].forEach((v, i) => {
+            total[i] += v;
+          });
+          [len, ...r.aheadRows].forEach((v, i) => {
+            rows[i] += v;
+          });
+        }
       }
     }
-    return total;
+    return { total, rows };
   }
 
   /**
@@ -356,10 +418,12 @@ export class SeriesModel {
       dequantize(context, this.resolution, new Rng(seed + 0x9e3779b9)),
       dequantize(values, this.resolution, new Rng(seed)),
     );
-    const total = await this.sequenceNll(all, first);
+    const { total, rows } = await this.sequenceNll(all, first);
     const steps = n + c - first;
-    const normalizedNll = total / steps;
-    return { nll: normalizedNll - increments.logDet(), normalizedNll, steps };
+    const normalizedNll = total[0] / steps;
+    const logDet = increments.logDet();
+    const nllAhead = total.map((v, i) => (rows[i] > 0 ? v / rows[i] - logDet : Number.NaN));
+    return { nll: normalizedNll - logDet, normalizedNll, steps, nllAhead, stepsAhead: rows };
   }
 
   /** The test split of `split` scored after a warm-up over its training and validation data. */

@@ -7,7 +7,9 @@
  * read `seqLen` steps at a time, the final state of a window carried into the next window of the same
  * stream and reset at each epoch. Every epoch starts the streams at a fresh random offset below `seqLen`
  * and draws fresh dequantisation noise, both from `seed` and the epoch number, so that a run is
- * reproducible and a resumed run sees exactly the batches it would have seen.
+ * reproducible and a resumed run sees exactly the batches it would have seen. A model predicting n
+ * steps ahead gets n target blocks per window (`seriesWindows` with `ahead`): the heads of a window's
+ * last steps read up to n − 1 steps into the next window, so n may not exceed `seqLen`.
  *
  * Dequantisation (Theis et al. 2016, "A note on the evaluation of generative models"): recorded values
  * are often rounded (the sensor readings to 0.01), and a continuous density fitted to rounded values can
@@ -85,7 +87,10 @@ export interface SeriesTrainProgress {
   step: number;
   steps: number;
   epoch: number;
-  /** Mean training loss since the last report: nats per time step in normalised units. */
+  /**
+   * Mean training loss since the last report: nats per time step in normalised units (a model predicting
+   * n ahead: the sum over its n heads of their mean NLLs).
+   */
   loss: number;
   gradNorm: number;
   lr: number;
@@ -93,6 +98,8 @@ export interface SeriesTrainProgress {
   stepsPerSec: number;
   /** Validation NLL, nats per time step in the original units, when this report follows a validation. */
   valNll?: number;
+  /** With it: per horizon k = 1..n, head k's validation NLL (see `SeriesEvalResult.nllAhead`). */
+  valNllAhead?: number[];
   elapsedSec: number;
   etaSec: number;
 }
@@ -103,6 +110,8 @@ export interface SeriesTrainSummary {
   trainLoss: number;
   /** Validation NLL at the end, nats per step in original units (NaN without a validation split). */
   valNll: number;
+  /** Per horizon k = 1..n, head k's validation NLL at the end (see `SeriesEvalResult.nllAhead`; empty without a validation split). */
+  valNllAhead: number[];
   stepsPerSec: number;
   elapsedSec: number;
   aborted: boolean;
@@ -141,21 +150,21 @@ function epochWindows(model: SeriesModel, train: Float64Array, r: Resolved, epoc
   const offset = slack > 0 ? rng.int(Math.min(r.seqLen, slack + 1)) : 0;
   const noisy = dequantize(train.subarray(offset * dim), model.resolution, rng);
   // Windows over rows [x_t normalised, (x_t − x_{t−1}) normalised]: inputs take the first half of a
-  // row, targets (the row after) the second.
+  // row, targets (the row after, and for n heads the n − 1 after that) the second.
   const { inputs, targets } = model.encode(noisy);
   const rows = new Float64Array(inputs.length * 2);
   for (let t = 0; t < inputs.length / dim; t++) {
     rows.set(inputs.subarray(t * dim, (t + 1) * dim), t * 2 * dim);
     rows.set(targets.subarray(t * dim, (t + 1) * dim), (t * 2 + 1) * dim);
   }
-  return seriesWindows(rows, 2 * dim, r.batchSize, r.seqLen).map((w) => ({
+  return seriesWindows(rows, 2 * dim, r.batchSize, r.seqLen, model.config.predictAhead).map((w) => ({
     reset: w.reset,
     inputs: half(w.inputs, dim, 0),
     targets: half(w.targets, dim, 1),
   }));
 }
 
-/** The `which`-th half (0 or 1) of every row of `[·, 2·dim]` values, as f32 `[·, dim]`. */
+/** The `which`-th half (0 or 1) of every row of `[·, 2·dim]` values, as f32 `[·, dim]` (NaN stays NaN). */
 function half(rows: Float64Array, dim: number, which: 0 | 1): Float32Array {
   const out = new Float32Array(rows.length / 2);
   for (let t = 0; t < out.length / dim; t++) {
@@ -174,6 +183,12 @@ export async function trainSeries(
   opts: SeriesTrainOptions = {},
 ): Promise<SeriesTrainSummary> {
   const r = resolveOptions(SERIES_TRAIN_DEFAULTS, opts, { batchSize: 1, seqLen: 1, valEvery: 0 });
+  const ahead = model.config.predictAhead;
+  if (ahead > r.seqLen) {
+    throw new ConfigError(
+      `predictAhead ${ahead} exceeds the window of seqLen ${r.seqLen} steps: a window's heads may read at most one window ahead; use a longer seqLen or a smaller predictAhead`,
+    );
+  }
   const { train, valid } = split;
   let step = 0;
   let epoch = 0;
@@ -187,7 +202,7 @@ export async function trainSeries(
     model.backend.setCarry(null);
   }
   const hasValid = valid.length > 0;
-  const validate = async () => (await model.evaluate(valid.values, { context: train.values, seed: r.seed + 1 })).nll;
+  const validate = () => model.evaluate(valid.values, { context: train.values, seed: r.seed + 1 });
   const stepsPerBatch = r.batchSize * r.seqLen;
   const startStep = step;
   const t0 = performance.now();
@@ -199,6 +214,7 @@ export async function trainSeries(
   let lastNorm = 0;
   let lastRate = 0;
   let valNll = Number.NaN;
+  let valNllAhead: number[] = [];
   let aborted = false;
   let outOfTime = false;
   const losses: number[] = [];
@@ -222,6 +238,7 @@ export async function trainSeries(
       lr,
       stepsPerSec: rate,
       valNll: withVal ? valNll : undefined,
+      ...(withVal ? { valNllAhead } : {}),
       elapsedSec: elapsed,
       etaSec: done > 0 ? (elapsed / done) * (r.steps - step) : Number.NaN,
     });
@@ -261,18 +278,19 @@ export async function trainSeries(
     windowSteps++;
     lastNorm = s.gradNorm;
     const validateNow = hasValid && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps && !spent();
-    if (validateNow) valNll = await validate();
+    if (validateNow) ({ nll: valNll, nllAhead: valNllAhead } = await validate());
     if (validateNow || step % r.logEvery === 0) report(lr, validateNow);
     if (opts.checkpoint?.every && step % opts.checkpoint.every === 0) await save();
   }
   const elapsedSec = (performance.now() - t0) / 1000;
-  if (hasValid) valNll = await validate();
+  if (hasValid) ({ nll: valNll, nllAhead: valNllAhead } = await validate());
   if (windowSteps > 0 || !aborted) report(lr, hasValid);
   await save();
   return {
     steps: step,
     trainLoss: lastLoss,
     valNll,
+    valNllAhead,
     stepsPerSec: trainMs > 0 ? ((step - startStep) * stepsPerBatch) / (trainMs / 1000) : 0,
     elapsedSec,
     aborted,

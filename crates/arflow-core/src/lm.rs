@@ -74,10 +74,12 @@ impl CharLmConfig {
     }
 }
 
-/// Summed negative log-likelihood per head (nats; head k at index k − 1, over its scored positions) and
-/// the final state `[L, B, S]`.
+/// Summed negative log-likelihood per head (nats; head k at index k − 1, over its scored positions), the
+/// number of positions each head scored, and the final state `[L, B, S]`. The series model returns the
+/// same.
 pub struct NllAhead {
     pub nll: Vec<f64>,
+    pub rows: Vec<usize>,
     pub state: Vec<f32>,
 }
 
@@ -354,7 +356,7 @@ impl CharLm {
         if targets.len() != batch * seq {
             bail!("targets: expected batch {batch} × seq {seq} = {} ids, got {}", batch * seq, targets.len());
         }
-        let NllAhead { nll, state } = self.nll_ahead(ids, targets, batch, seq, state)?;
+        let NllAhead { nll, state, .. } = self.nll_ahead(ids, targets, batch, seq, state)?;
         Ok((nll[0], state))
     }
 
@@ -375,12 +377,14 @@ impl CharLm {
         }
         let (hs, last) = self.hidden(&x, &self.states(state, batch)?)?;
         let mut nll = Vec::with_capacity(y.len());
+        let mut rows = Vec::with_capacity(y.len());
         for (k, yk) in y.iter().enumerate() {
             let scored = yk.to_vec1::<u32>()?.iter().filter(|&&c| c != IGNORE).count();
             let mean = cross_entropy(&self.logits(&hs, k + 1)?, yk)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             nll.push(mean * scored as f64);
+            rows.push(scored);
         }
-        Ok(NllAhead { nll, state: self.flat_state(&last)? })
+        Ok(NllAhead { nll, rows, state: self.flat_state(&last)? })
     }
 
     /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, S]` (zeros when

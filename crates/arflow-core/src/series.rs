@@ -8,14 +8,46 @@
 //! `{cell}.bias_ih_l0`, `{cell}.bias_hh_l0` per layer, `head.weight [outSize, H]`, `head.bias [outSize]`.
 //! Each layer's four tensors live packed in one variable, the input of the fused layer op. Values are
 //! `[B, T, D]` row-major; states are `[L, B, S]` with S = H, or 2H for the LSTM (each row h then c).
+//!
+//! **Joint prediction of the next n values** (`ahead` = n ≥ 2): besides `head` (k = 1), linear heads
+//! `ahead.{k}.weight [outSize, H]`, `ahead.{k}.bias [outSize]` for k = 2..n read the same top hidden state
+//! h_t and parameterise the same likelihood for the target k − 1 rows further on; the joint is factorised,
+//! −log p(y_{t..t+n−1} | x_{≤t}) = Σ_k NLL_k, and the training loss is Σ_k (mean over the rows head k
+//! scores of NLL_k). Targets then come as n blocks `[n, B, T, D]`, block k−1 holding y_{t+k−1}; a row of
+//! a block k ≥ 2 that is all NaN (past the end of the series) is absent: not scored, no gradient.
+//!
+//! **Outputs** ([`Outputs::Last`]): the training loss scores only the final step of each window
+//! (sequence-to-one) instead of every step. With n = 1 and [`Outputs::Every`] the model, its parameters
+//! and its computation are exactly those of the plain next-step model.
 
 use crate::device::Dev;
 use crate::heads::{linear_head_nll, linear_raw, Head};
-use crate::lm::LossGrads;
+use crate::lm::{LossGrads, NllAhead};
 use crate::optim::AdamWConfig;
 use crate::params::{ParamSpec, ParamStore, StepStats};
 use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
 use candle_core::{bail, DType, Result, Tensor, Var};
+
+/// The steps of a window the training loss scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Outputs {
+    /// Every step (sequence-to-sequence).
+    #[default]
+    Every,
+    /// The final step of each window only (sequence-to-one).
+    Last,
+}
+
+impl Outputs {
+    /// `"every"` or `"last"`: the names configs and checkpoints use.
+    pub fn parse(name: &str) -> Result<Outputs> {
+        match name {
+            "every" => Ok(Outputs::Every),
+            "last" => Ok(Outputs::Last),
+            _ => bail!("config: unknown outputs {name:?}: expected every or last"),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeriesConfig {
@@ -26,11 +58,15 @@ pub struct SeriesConfig {
     pub cell: CellKind,
     /// The likelihood; its `dim` must equal `dim`.
     pub head: Head,
+    /// Heads predicting the next `ahead` steps jointly (1: the next step only).
+    pub ahead: usize,
+    /// The steps of a window the training loss scores.
+    pub outputs: Outputs,
 }
 
 impl SeriesConfig {
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("dim", self.dim), ("hidden", self.hidden), ("layers", self.layers)] {
+        for (name, v) in [("dim", self.dim), ("hidden", self.hidden), ("layers", self.layers), ("ahead", self.ahead)] {
             if v == 0 {
                 bail!("series model config: {name} must be at least 1");
             }
@@ -83,9 +119,11 @@ impl SeriesModel {
             }
         }
         // The linear head packs [weight, bias] in one variable, the input of the fused head op.
-        let l = cfg.layers;
-        specs.push(ParamSpec { name: "head.weight".into(), shape: vec![out, hidden], var: l, offset: 0 });
-        specs.push(ParamSpec { name: "head.bias".into(), shape: vec![out], var: l, offset: out * hidden });
+        for k in 1..=cfg.ahead {
+            let (var, p) = (cfg.layers + k - 1, if k == 1 { "head".into() } else { format!("ahead.{k}") });
+            specs.push(ParamSpec { name: format!("{p}.weight"), shape: vec![out, hidden], var, offset: 0 });
+            specs.push(ParamSpec { name: format!("{p}.bias"), shape: vec![out], var, offset: out * hidden });
+        }
         Ok(SeriesModel { cfg, store: ParamStore::new(specs, dev.device()?, "series model")?, carry: None })
     }
 
@@ -173,9 +211,52 @@ impl SeriesModel {
         Ok((top.contiguous()?.reshape((batch * seq, hidden))?, finals))
     }
 
-    /// The linear head's packed `[weight, bias]`.
-    fn head_params(&self) -> &Tensor {
-        self.store.vars[self.cfg.layers].as_tensor()
+    /// Head k's packed `[weight, bias]` (k = 1: `head`, the next step).
+    fn head_params(&self, k: usize) -> &Tensor {
+        self.store.vars[self.cfg.layers + k - 1].as_tensor()
+    }
+
+    /// Target blocks `[B·T, D]` each: one (the next step) or, for a model with `ahead` = n, n (then
+    /// required with `all`); blocks after the first may hold absent rows, all NaN. Each keeps the rows it
+    /// scores: its present rows, and with `last` only those of each window's final step.
+    fn targets(&self, t: &[f32], batch: usize, seq: usize, all: bool, last: bool, what: &str) -> Result<Vec<Block>> {
+        let (n, rows, dim) = (self.cfg.ahead, batch * seq, self.cfg.dim);
+        let size = rows * dim;
+        let blocks = if t.len() == size && !(all && n > 1) { 1 } else { n };
+        if n > 1 && t.len() != blocks * size && batch > 0 && seq > 0 {
+            bail!(
+                "{what}: expected {n} blocks (one per predicted step) of batch {batch} × seq {seq} × dim {dim} = {} values{}, got {}",
+                n * size,
+                if all { String::new() } else { format!(" (or {size} for the next step only)") },
+                t.len()
+            );
+        }
+        let first = if blocks == 1 { t } else { &t[..size] };
+        let first = self.values(first, batch, seq, what)?.reshape((rows, dim))?;
+        let scored = |r: usize| !last || r % seq == seq - 1;
+        let mut out = vec![Block::select(first, (0..rows as u32).filter(|&r| scored(r as usize)).collect(), rows)?];
+        for k in 1..blocks {
+            let b = &t[k * size..(k + 1) * size];
+            let mut keep = Vec::with_capacity(rows);
+            for (r, row) in b.chunks_exact(dim).enumerate() {
+                if row.iter().all(|v| v.is_nan()) {
+                    continue;
+                }
+                if let Some(d) = row.iter().position(|v| !v.is_finite()) {
+                    bail!(
+                        "{what}: row {r} of block {} ({} ahead) is not finite at {d} ({}): a row holds finite values, or NaN in every column when absent",
+                        k + 1,
+                        k + 1,
+                        row[d]
+                    );
+                }
+                if scored(r) {
+                    keep.push(r as u32);
+                }
+            }
+            out.push(Block::select(Tensor::from_slice(b, (rows, dim), &self.store.device)?, keep, rows)?);
+        }
+        Ok(out)
     }
 
     fn flat_state(&self, last: &[Tensor]) -> Result<Vec<f32>> {
@@ -186,15 +267,37 @@ impl SeriesModel {
         Ok(out)
     }
 
-    /// Per-row NLL `[B·T]` of `targets` given `inputs`, and the final state of every layer.
-    fn row_nll(&self, x: &Tensor, y: &Tensor, s0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
-        let (batch, seq, dim) = y.dims3()?;
+    /// Per-row NLL of every head over the rows its block scores (`None` for a block that scores none),
+    /// and the final state of every layer.
+    fn row_nll(&self, x: &Tensor, y: &[Block], s0: &[Tensor]) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let (hs, last) = self.forward(x, s0)?;
-        Ok((linear_head_nll(self.cfg.head, &hs, self.head_params(), &y.reshape((batch * seq, dim))?)?, last))
+        let mut nll = Vec::with_capacity(y.len());
+        for (k, b) in y.iter().enumerate() {
+            nll.push(match (&b.rows, b.count) {
+                (_, 0) => None,
+                (None, _) => Some(linear_head_nll(self.cfg.head, &hs, self.head_params(k + 1), &b.y)?),
+                (Some(idx), _) => {
+                    let h = hs.index_select(idx, 0)?;
+                    Some(linear_head_nll(self.cfg.head, &h, self.head_params(k + 1), &b.y)?)
+                }
+            });
+        }
+        Ok((nll, last))
+    }
+
+    /// The training loss: Σ_k of head k's mean NLL over the rows it scores (the plain mean NLL when there
+    /// is one block), and the final states.
+    fn loss(&self, x: &Tensor, y: &[Block], s0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
+        let (nll, last) = self.row_nll(x, y, s0)?;
+        let mut means = nll.iter().flatten().map(|n| n.mean_all());
+        let Some(first) = means.next() else { bail!("series model: no target row is scored") };
+        let loss = means.try_fold(first?, |l, m| l + m?)?;
+        Ok((loss, last))
     }
 
     /// One training step on `B` streams of `T` steps: `inputs [B, T, D]` holds x_{t−1} and `targets`
-    /// x_t. Forward, mean NLL per time step (nats), backward through time, clipping, AdamW. The state
+    /// x_t (for `ahead` = n, all n target blocks). Forward, mean NLL per time step (nats; Σ_k of the heads'
+    /// means over the rows they score), backward through time, clipping, AdamW. The state
     /// continues from the previous step (truncated BPTT) when the batch size matches;
     /// [`SeriesModel::reset_carry`] starts from zeros. A non-finite loss or gradient is an error and
     /// leaves every parameter, and the carry, untouched.
@@ -208,20 +311,21 @@ impl SeriesModel {
     ) -> Result<StepStats> {
         crate::params::check_lr(cfg)?;
         let x = self.values(inputs, batch, seq, "train step inputs")?;
-        let y = self.values(targets, batch, seq, "train step targets")?;
+        let y = self.targets(targets, batch, seq, true, self.last_only(), "train step targets")?;
         let carry = match &self.carry {
             Some((b, s)) if *b == batch => Some(s.clone()),
             _ => None,
         };
         let s0 = self.states(carry.as_deref(), batch)?;
-        let (nll, last) = self.row_nll(&x, &y, &s0)?;
-        let stats = self.store.train_step(&nll.mean_all()?, cfg)?;
+        let (loss, last) = self.loss(&x, &y, &s0)?;
+        let stats = self.store.train_step(&loss, cfg)?;
         self.carry = Some((batch, self.flat_state(&last)?));
         Ok(stats)
     }
 
-    /// Mean NLL per time step and its gradient for every parameter and for the initial state
-    /// `[L, B, S]`; changes nothing. The oracle tests compare this against the TypeScript reference.
+    /// The training loss of [`SeriesModel::train_step`] (`targets` all `ahead` blocks) and its gradient
+    /// for every parameter and for the initial state `[L, B, S]`; changes nothing. The oracle tests
+    /// compare this against the TypeScript reference.
     pub fn loss_and_grads(
         &self,
         inputs: &[f32],
@@ -231,11 +335,10 @@ impl SeriesModel {
         state: Option<&[f32]>,
     ) -> Result<LossGrads> {
         let x = self.values(inputs, batch, seq, "inputs")?;
-        let y = self.values(targets, batch, seq, "targets")?;
+        let y = self.targets(targets, batch, seq, true, self.last_only(), "targets")?;
         let s0 = self.states(state, batch)?.iter().map(Var::from_tensor).collect::<Result<Vec<_>>>()?;
         let s0t: Vec<Tensor> = s0.iter().map(|v| v.as_tensor().clone()).collect();
-        let (nll, _) = self.row_nll(&x, &y, &s0t)?;
-        let loss = nll.mean_all()?;
+        let (loss, _) = self.loss(&x, &y, &s0t)?;
         let g = loss.backward()?;
         let grads = self.store.named_grads(&g)?;
         let mut dh0 = Vec::new();
@@ -248,8 +351,8 @@ impl SeriesModel {
         Ok(LossGrads { loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, grads, dh0 })
     }
 
-    /// Summed NLL (nats, over all B·T steps) of `targets` given `inputs`, from `state` (zeros when
-    /// `None`), and the final state `[L, B, S]`. No gradient is kept.
+    /// Summed NLL (nats, over all B·T steps) of the next steps `targets [B, T, D]` given `inputs`, from
+    /// `state` (zeros when `None`), and the final state `[L, B, S]`. No gradient is kept.
     pub fn nll(
         &self,
         inputs: &[f32],
@@ -258,11 +361,44 @@ impl SeriesModel {
         seq: usize,
         state: Option<&[f32]>,
     ) -> Result<(f64, Vec<f32>)> {
+        let size = batch * seq * self.cfg.dim;
+        if targets.len() != size {
+            bail!(
+                "targets: expected batch {batch} × seq {seq} × dim {} = {size} values, got {}",
+                self.cfg.dim,
+                targets.len()
+            );
+        }
+        let NllAhead { nll, state, .. } = self.nll_ahead(inputs, targets, batch, seq, state)?;
+        Ok((nll[0], state))
+    }
+
+    /// [`SeriesModel::nll`] of every head given its target block (one block, or `ahead` blocks): the
+    /// summed NLL of head k over every present row of its block, and how many rows that is. Every step
+    /// is scored whatever [`Outputs`]: the density of each step is the same model's.
+    pub fn nll_ahead(
+        &self,
+        inputs: &[f32],
+        targets: &[f32],
+        batch: usize,
+        seq: usize,
+        state: Option<&[f32]>,
+    ) -> Result<NllAhead> {
         let x = self.values(inputs, batch, seq, "inputs")?;
-        let y = self.values(targets, batch, seq, "targets")?;
+        let y = self.targets(targets, batch, seq, false, false, "targets")?;
         let (nll, last) = self.row_nll(&x, &y, &self.states(state, batch)?)?;
-        let total = nll.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        Ok((total, self.flat_state(&last)?))
+        let mut sums = Vec::with_capacity(nll.len());
+        for n in &nll {
+            sums.push(match n {
+                Some(n) => n.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?,
+                None => 0.0,
+            });
+        }
+        Ok(NllAhead { nll: sums, rows: y.iter().map(|b| b.count).collect(), state: self.flat_state(&last)? })
+    }
+
+    fn last_only(&self) -> bool {
+        self.cfg.outputs == Outputs::Last
     }
 
     /// One step of `N` independent streams: feeds `x [N, D]` from `state [L, N, S]` (zeros when `None`)
@@ -276,8 +412,29 @@ impl SeriesModel {
         let n = x.len() / dim;
         let xt = self.values(x, n, 1, "step values")?;
         let (hs, last) = self.forward(&xt, &self.states(state, n)?)?;
-        let raw = linear_raw(self.cfg.head, &hs.detach(), self.head_params())?;
+        let raw = linear_raw(self.cfg.head, &hs.detach(), self.head_params(1))?;
         Ok((self.flat_state(&last)?, raw.flatten_all()?.to_vec1::<f32>()?))
+    }
+}
+
+/// One target block: its rows `[rows, D]` that are scored, and which rows of `[B·T]` they are (`None`:
+/// all of them, in order).
+struct Block {
+    y: Tensor,
+    rows: Option<Tensor>,
+    count: usize,
+}
+
+impl Block {
+    /// The rows `keep` of `all [total, D]`.
+    fn select(all: Tensor, keep: Vec<u32>, total: usize) -> Result<Block> {
+        let count = keep.len();
+        if count == total || count == 0 {
+            // No row scored: `y` is never read.
+            return Ok(Block { y: all, rows: None, count });
+        }
+        let idx = Tensor::from_vec(keep, count, all.device())?;
+        Ok(Block { y: all.index_select(&idx, 0)?, rows: Some(idx), count })
     }
 }
 
@@ -297,7 +454,7 @@ mod tests {
     }
 
     fn model(cell: CellKind, head: Head, hidden: usize, layers: usize) -> SeriesModel {
-        let cfg = SeriesConfig { dim: head.dim(), hidden, layers, cell, head };
+        let cfg = SeriesConfig { dim: head.dim(), hidden, layers, cell, head, ahead: 1, outputs: Outputs::Every };
         let mut m = SeriesModel::new(cfg, Dev::Cpu).unwrap();
         for (i, s) in m.params().specs().to_vec().iter().enumerate() {
             m.params_mut().set_param(&s.name, &lcg(s.len(), 10 + i as u64, 0.5)).unwrap();
@@ -440,6 +597,69 @@ mod tests {
         assert_eq!((b, s.len()), (batch, batch * 16));
     }
 
+    /// n = 3 heads with absent rows in blocks 2 and 3, every step or the last only: the loss is Σ_k of
+    /// head k's mean over the rows it scores (from `nll_ahead`'s per-head sums), head 1 alone is the
+    /// plain model's, and every gradient matches central differences of the loss.
+    #[test]
+    fn series_ahead_loss_sums_head_means_and_matches_finite_differences() {
+        let (batch, seq, n) = (2, 3, 3);
+        let head = Head::Mdn { dim: 2, components: 2 };
+        let x = lcg(batch * seq * 2, 3, 1.0);
+        let mut y = lcg(n * batch * seq * 2, 4, 1.0);
+        // Absent: row 5 of block 2 (its last step), rows 2 and 5 of block 3 (both last steps).
+        for r in [6 + 5, 12 + 2, 12 + 5] {
+            y[r * 2..r * 2 + 2].fill(f32::NAN);
+        }
+        for outputs in [Outputs::Every, Outputs::Last] {
+            let plain = model(CellKind::Gru, head, 4, 1);
+            let mut with = SeriesModel::new(SeriesConfig { ahead: n, outputs, ..plain.cfg }, Dev::Cpu).unwrap();
+            for (i, s) in with.params().specs().to_vec().iter().enumerate() {
+                with.params_mut().set_param(&s.name, &lcg(s.len(), 10 + i as u64, 0.5)).unwrap();
+            }
+            let lg = with.loss_and_grads(&x, &y, batch, seq, None).unwrap();
+            let NllAhead { nll, rows, .. } = with.nll_ahead(&x, &y, batch, seq, None).unwrap();
+            assert_eq!(rows, vec![6, 5, 4]);
+            if outputs == Outputs::Every {
+                let want: f64 = nll.iter().zip(&rows).map(|(s, &r)| s / r as f64).sum();
+                assert!((lg.loss - want).abs() < 1e-5 * want.abs(), "loss {} vs Σ head means {want}", lg.loss);
+            } else {
+                // Block 1 scores rows 2 and 5, block 2 row 2, block 3 none.
+                let (_, g3) = lg.grads.iter().find(|(name, _)| name == "ahead.3.bias").unwrap();
+                assert!(g3.iter().all(|&g| g == 0.0));
+            }
+            let (one, _) = plain.nll(&x, &y[..12], batch, seq, None).unwrap();
+            assert!((one - nll[0]).abs() < 1e-6 * one.abs(), "head 1 {} vs plain {one}", nll[0]);
+            let eps = 1e-2f32;
+            let loss = |m: &SeriesModel| m.loss_and_grads(&x, &y, batch, seq, None).unwrap().loss;
+            for (name, grad) in &lg.grads {
+                let p = with.params().get_param(name).unwrap();
+                for i in (0..p.len()).step_by(5) {
+                    let mut q = p.clone();
+                    q[i] = p[i] + eps;
+                    with.params_mut().set_param(name, &q).unwrap();
+                    let up = loss(&with);
+                    q[i] = p[i] - eps;
+                    with.params_mut().set_param(name, &q).unwrap();
+                    let down = loss(&with);
+                    with.params_mut().set_param(name, &p).unwrap();
+                    let fd = (up - down) / (2.0 * eps as f64);
+                    assert!(
+                        (grad[i] as f64 - fd).abs() < 2e-3 + 2e-2 * fd.abs(),
+                        "{outputs:?} {name}[{i}]: {} vs fd {fd}",
+                        grad[i]
+                    );
+                }
+            }
+            // A row half NaN, and a missing block, are refused.
+            let mut bad = y.clone();
+            bad[6 * 2] = 0.5;
+            bad[6 * 2 + 1] = f32::NAN;
+            assert!(with.loss_and_grads(&x, &bad, batch, seq, None).err().unwrap().to_string().contains("not finite"));
+            let e = with.loss_and_grads(&x, &y[..24], batch, seq, None).err().unwrap().to_string();
+            assert!(e.contains("3 blocks"), "{e}");
+        }
+    }
+
     #[test]
     fn series_refuses_bad_configs_and_inputs_without_changing_anything() {
         let bad = SeriesConfig {
@@ -448,6 +668,8 @@ mod tests {
             layers: 1,
             cell: CellKind::Gru,
             head: Head::Mdn { dim: 2, components: 0 },
+            ahead: 1,
+            outputs: Outputs::Every,
         };
         assert!(SeriesModel::new(bad, Dev::Cpu)
             .err()

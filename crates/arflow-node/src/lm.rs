@@ -35,11 +35,22 @@ pub struct Carry {
 
 #[napi(object)]
 pub struct NllResult {
-    /// Summed NLL of the next characters (head 1).
+    /// Summed NLL of the next characters or steps (head 1).
     pub nll: f64,
     /// Summed NLL of heads 2..n over their scored positions, when their target blocks were given.
     pub ahead_nll: Vec<f64>,
+    /// The positions each of heads 2..n scored (the length of `ahead_nll`).
+    pub ahead_rows: Vec<u32>,
     pub state: Float32Array,
+}
+
+impl From<NllAhead> for NllResult {
+    fn from(out: NllAhead) -> Self {
+        let NllAhead { mut nll, rows, state } = out;
+        let ahead_nll = nll.split_off(1);
+        let ahead_rows = rows[1..].iter().map(|&r| r as u32).collect();
+        NllResult { nll: nll[0], ahead_nll, ahead_rows, state: Float32Array::new(state) }
+    }
 }
 
 #[napi(object)]
@@ -231,9 +242,7 @@ impl Task for NllTask {
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
-        let NllAhead { mut nll, state } = out;
-        let ahead_nll = nll.split_off(1);
-        Ok(NllResult { nll: nll[0], ahead_nll, state: Float32Array::new(state) })
+        Ok(out.into())
     }
 }
 

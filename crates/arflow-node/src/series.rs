@@ -1,11 +1,11 @@
 //! The recurrent density model of continuous time series (Gaussian or mixture-density likelihood) and
 //! the raw likelihood-head call.
 
-use super::lm::{Carry, LossGradsResult, NllResult};
+use super::lm::{cell_of, Carry, LossGradsResult, NllResult};
 use super::*;
 use arflow_core::heads::{head_nll_f64, Head};
-use arflow_core::rnn::CellKind;
-use arflow_core::series::{SeriesConfig, SeriesModel};
+use arflow_core::lm::NllAhead;
+use arflow_core::series::{Outputs, SeriesConfig, SeriesModel};
 use arflow_core::LossGrads;
 
 #[napi(object)]
@@ -20,6 +20,10 @@ pub struct SeriesShape {
     pub likelihood: String,
     /// K, for 'mdn' only.
     pub components: Option<u32>,
+    /// Heads predicting the next n steps jointly (default 1).
+    pub predict_ahead: Option<u32>,
+    /// The steps of a window the training loss scores: 'every' (default) or 'last'.
+    pub outputs: Option<String>,
 }
 
 /// The head `likelihood` names over `dim` variables; unknown names and K = 0 are config errors.
@@ -64,16 +68,14 @@ fn loss_grads_result(out: LossGrads) -> LossGradsResult {
 impl NativeSeriesModel {
     #[napi(constructor)]
     pub fn new(shape: SeriesShape, device: String) -> Result<Self> {
-        let cell = match shape.cell.as_deref() {
-            None => CellKind::Gru,
-            Some(n) => CellKind::parse(n).map_err(|e| tag(format!("config: {e}")))?,
-        };
         let cfg = SeriesConfig {
             dim: usize_of(shape.dim, "dim")?,
             hidden: usize_of(shape.hidden, "hidden")?,
             layers: usize_of(shape.layers, "layers")?,
-            cell,
+            cell: cell_of(shape.cell.as_deref())?,
             head: head_of(&shape.likelihood, shape.dim, shape.components)?,
+            ahead: usize_of(shape.predict_ahead.unwrap_or(1), "predictAhead")?,
+            outputs: Outputs::parse(shape.outputs.as_deref().unwrap_or("every")).map_err(core_err)?,
         };
         let dev = device_of(&device)?;
         let model = guarded(|| SeriesModel::new(cfg, dev).map_err(core_err))?;
@@ -156,14 +158,14 @@ impl NativeSeriesModel {
         batch: u32,
         seq: u32,
         state: Option<Float32Array>,
-    ) -> AsyncTask<Job<(f64, Vec<f32>), NllResult>> {
+    ) -> AsyncTask<Job<NllAhead, NllResult>> {
         let b = self.batch(inputs, targets, batch, seq, state);
         job(
             move || {
                 let m = lock(&b.model)?;
-                m.nll(&b.inputs, &b.targets, b.batch, b.seq, b.state.as_deref()).map_err(core_err)
+                m.nll_ahead(&b.inputs, &b.targets, b.batch, b.seq, b.state.as_deref()).map_err(core_err)
             },
-            |(nll, state)| NllResult { nll, ahead_nll: Vec::new(), state: Float32Array::new(state) },
+            NllResult::from,
         )
     }
 

@@ -259,26 +259,30 @@ export function lmNll<D extends Dtype>(
   seq: number,
   h0: FloatArray | null,
   dtype: D,
-): { nll: number; aheadNll: number[]; state: ArrayOf<D> } {
+): { nll: number; aheadNll: number[]; aheadRows: number[]; state: ArrayOf<D> } {
   validate(shape, params, ids, batch, seq, h0);
   const blocks = targetBlocks(shape, targets, batch, seq, false);
   const { top, state } = runStack(shape, params, ids, batch, seq, h0, dtype, false);
   const logits = new Float64Array(shape.vocabSize);
   const N = batch * seq;
   const sums: number[] = [];
+  const rows: number[] = [];
   for (let k = 1; k <= blocks; k++) {
     const { w, b } = headParams(params, k);
     let nll = 0;
+    let scored = 0;
     for (let r = 0; r < N; r++) {
       const y = targets[(k - 1) * N + r];
       if (y === IGNORE_TARGET) continue;
       headRow(top, r, w, b, shape.hidden, logits);
       // −log softmax(logits)[y] = logsumexp(logits) − logits[y]
       nll += logSumExp(logits) - logits[y];
+      scored++;
     }
     sums.push(nll);
+    rows.push(scored);
   }
-  return { nll: sums[0], aheadNll: sums.slice(1), state: state as ArrayOf<D> };
+  return { nll: sums[0], aheadNll: sums.slice(1), aheadRows: rows.slice(1), state: state as ArrayOf<D> };
 }
 
 /**

@@ -13,6 +13,14 @@
  *   {cell}.weight_ih_l{l} [G·H, I]  {cell}.weight_hh_l{l} [G·H, H]  {cell}.bias_ih_l{l} [G·H]  {cell}.bias_hh_l{l} [G·H]
  *   head.weight [outSize, H]  head.bias [outSize]
  * with I = D for layer 0 and H above, outSize = 2D (gaussian) or mixtureOutputSize(D, K) (mdn).
+ *
+ * Joint prediction of the next n steps (`predictAhead` n > 1): heads `ahead.{k}.weight [outSize, H]`,
+ * `ahead.{k}.bias [outSize]` for k = 2..n, after every other parameter, read the same top h_t and score
+ * the target k − 1 rows further on. Targets are then n blocks `[n, B, T, D]` (block k−1: the target of
+ * the step k − 1 after, read across the window's end); a row of a block k ≥ 2 that is NaN in every
+ * column (past the end of the series) is absent. The loss is Σ_k of head k's mean NLL over its scored
+ * rows, the joint −log p factorised over the n steps. With `outputs: 'last'` the loss scores only the
+ * final step of each window (sequence-to-one); `nll` scores every present row either way.
  */
 import { ConfigError, DataError, ShapeError } from '../../errors.js';
 import {
@@ -21,6 +29,7 @@ import {
   type CellKind,
   gateCount,
   type LossGrads,
+  type NllResult,
   type OptimConfig,
   type OptimMoment,
   type ParamInfo,
@@ -46,6 +55,11 @@ export type Likelihood = 'gaussian' | 'mdn';
 
 export const LIKELIHOODS: readonly Likelihood[] = ['gaussian', 'mdn'];
 
+/** The steps of a window the training loss scores: every one, or the last (sequence-to-one). */
+export type SeriesOutputs = 'every' | 'last';
+
+export const SERIES_OUTPUTS: readonly SeriesOutputs[] = ['every', 'last'];
+
 export interface SeriesShape {
   /** D, variables per time step. */
   dim: number;
@@ -55,6 +69,10 @@ export interface SeriesShape {
   likelihood: Likelihood;
   /** K, mixture components: 'mdn' only (absent for 'gaussian'). */
   components?: number;
+  /** Heads predicting the next n steps jointly (absent: 1, the next step). */
+  predictAhead?: number;
+  /** The steps of a window the training loss scores (absent: 'every'). */
+  outputs?: SeriesOutputs;
 }
 
 /** ConfigError for a shape no backend can build (the native one checks the same). */
@@ -76,6 +94,18 @@ export function checkSeriesShape(s: SeriesShape): void {
   if (s.likelihood === 'mdn' && !(Number.isSafeInteger(s.components) && (s.components as number) >= 1)) {
     throw new ConfigError(`series model: components (K) must be at least 1, got ${s.components}`);
   }
+  const n = s.predictAhead ?? 1;
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new ConfigError(`series model: predictAhead must be an integer ≥ 1, got ${s.predictAhead}`);
+  }
+  if (!SERIES_OUTPUTS.includes(s.outputs ?? 'every')) {
+    throw new ConfigError(`series model: outputs must be every or last, got ${JSON.stringify(s.outputs)}`);
+  }
+}
+
+/** Head k's parameter prefix: `head` for the next step, `ahead.{k}` for k ≥ 2. */
+function headPrefix(k: number): string {
+  return k === 1 ? 'head' : `ahead.${k}`;
 }
 
 /** Raw head outputs per step. */
@@ -97,7 +127,12 @@ export function seriesParamInfo(s: SeriesShape): ParamInfo[] {
     );
   }
   const out = seriesOutputSize(s);
-  info.push({ name: 'head.weight', shape: [out, s.hidden] }, { name: 'head.bias', shape: [out] });
+  for (let k = 1; k <= (s.predictAhead ?? 1); k++) {
+    info.push(
+      { name: `${headPrefix(k)}.weight`, shape: [out, s.hidden] },
+      { name: `${headPrefix(k)}.bias`, shape: [out] },
+    );
+  }
   return info;
 }
 
@@ -116,9 +151,10 @@ export interface SeriesBackend {
   getCarry(): Carry | null;
   setCarry(carry: Carry | null): void;
   /**
-   * Forward, mean NLL per step (nats, in the units of the values given), BPTT, clipping and AdamW in
-   * one call; continues from the carried state when its batch size matches, then carries the new one.
-   * A non-finite loss or gradient rejects and leaves parameters, optimizer state and carry untouched.
+   * Forward, mean NLL per step (nats, in the units of the values given; with n heads the sum of their
+   * means, `targets` all n blocks), BPTT, clipping and AdamW in one call; continues from the carried
+   * state when its batch size matches, then carries the new one. A non-finite loss or gradient rejects
+   * and leaves parameters, optimizer state and carry untouched.
    */
   trainStep(
     inputs: Float32Array,
@@ -127,7 +163,7 @@ export interface SeriesBackend {
     seq: number,
     opt: OptimConfig,
   ): Promise<StepStats>;
-  /** Mean NLL per step and its gradients; changes nothing. `state` null means zeros. */
+  /** The training loss of `trainStep` and its gradients; changes nothing. `state` null means zeros. */
   lossAndGrads(
     inputs: Float32Array,
     targets: Float32Array,
@@ -135,14 +171,19 @@ export interface SeriesBackend {
     seq: number,
     state: Float32Array | null,
   ): Promise<LossGrads>;
-  /** Summed NLL (nats) over all B·T steps and the final state; changes nothing. */
+  /**
+   * Summed NLL (nats) over all B·T steps of the next steps and the final state; changes nothing.
+   * `targets` is `[B, T, D]` or, for a model predicting n ahead, optionally all n blocks: then
+   * `aheadNll[k − 2]` is head k's sum over the `aheadRows[k − 2]` present rows of its block. Every step
+   * is scored whatever `outputs`.
+   */
   nll(
     inputs: Float32Array,
     targets: Float32Array,
     batch: number,
     seq: number,
     state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }>;
+  ): Promise<NllResult>;
   /** One step of N streams: feeds `x [N, D]` from `state` (null: zeros); raw head outputs `[N, outSize]`. */
   step(state: Float32Array | null, x: Float32Array): { state: Float32Array; raw: Float32Array };
 }
@@ -210,12 +251,12 @@ function runStack(
   return { top: x, state, caches };
 }
 
-/** Raw head outputs `[rows, outSize]` in doubles: h · head.weightᵀ + head.bias. */
-function headRaw(s: SeriesShape, params: Params, top: FloatArray, rows: number): Float64Array {
+/** Raw outputs `[rows, outSize]` of head k (1: the next step) in doubles: h · weightᵀ + bias. */
+function headRaw(s: SeriesShape, params: Params, top: FloatArray, rows: number, k = 1): Float64Array {
   const out = seriesOutputSize(s);
   const H = s.hidden;
-  const w = params['head.weight'];
-  const bias = params['head.bias'];
+  const w = params[`${headPrefix(k)}.weight`];
+  const bias = params[`${headPrefix(k)}.bias`];
   const raw = new Float64Array(rows * out);
   for (let r = 0; r < rows; r++) {
     for (let o = 0; o < out; o++) raw[r * out + o] = dot(bias[o], w, o * H, top, r * H, H);
@@ -229,17 +270,70 @@ function headLoss(s: SeriesShape, raw: Float64Array, y: FloatArray, rows: number
     : mixtureNll(raw, y, rows, s.dim, s.components as number);
 }
 
-function validate(
+function validate(s: SeriesShape, inputs: FloatArray, batch: number, seq: number, state: FloatArray | null): void {
+  checkValues('inputs', inputs, batch, seq, s.dim);
+  checkState(s, state, batch);
+}
+
+/** One target block: the rows of `[B·T]` it scores, and their targets `[rows.length, D]`. */
+interface Block {
+  rows: number[];
+  y: FloatArray;
+}
+
+/**
+ * The target blocks of `targets`: one (`[B, T, D]`, the next steps) or, for a model predicting n ahead,
+ * n (`[n, B, T, D]`; required when `all`). Rows of blocks k ≥ 2 may be absent (NaN in every column).
+ * Each block keeps its present rows, and with `last` only those of each window's final step.
+ */
+function targetBlocks(
   s: SeriesShape,
-  inputs: FloatArray,
-  targets: FloatArray | null,
+  targets: FloatArray,
   batch: number,
   seq: number,
-  state: FloatArray | null,
-): void {
-  checkValues('inputs', inputs, batch, seq, s.dim);
-  if (targets !== null) checkValues('targets', targets, batch, seq, s.dim);
-  checkState(s, state, batch);
+  all: boolean,
+  last: boolean,
+): Block[] {
+  const n = s.predictAhead ?? 1;
+  const D = s.dim;
+  const N = batch * seq;
+  const size = N * D;
+  const blocks = targets.length === size && !(all && n > 1) ? 1 : n;
+  if (n > 1 && targets.length !== blocks * size && batch >= 1 && seq >= 1) {
+    throw new ShapeError(
+      `targets: expected ${n} blocks (one per predicted step) of batch ${batch} × seq ${seq} × dim ${D} = ${n * size} values` +
+        `${all ? '' : ` (or ${size} for the next step only)`}, got ${targets.length}`,
+    );
+  }
+  checkValues('targets', blocks === 1 ? targets : targets.subarray(0, size), batch, seq, D);
+  const scored = (r: number) => !last || r % seq === seq - 1;
+  const out: Block[] = [];
+  for (let k = 1; k <= blocks; k++) {
+    const b = targets.subarray((k - 1) * size, k * size);
+    const rows: number[] = [];
+    for (let r = 0; r < N; r++) {
+      const row = b.subarray(r * D, (r + 1) * D);
+      if (k > 1 && row.every(Number.isNaN)) continue;
+      const d = row.findIndex((v) => !Number.isFinite(v));
+      if (d >= 0) {
+        throw new DataError(
+          `targets: row ${r} of block ${k} (${k} ahead) is not finite at ${d} (${row[d]}): a row holds finite values, or NaN in every column when absent`,
+        );
+      }
+      if (scored(r)) rows.push(r);
+    }
+    out.push({ rows, y: rows.length === N ? b : gatherRows(b, rows, D) });
+  }
+  return out;
+}
+
+/** Rows `rows` of `[·, width]` values, packed. */
+function gatherRows(a: FloatArray, rows: number[], width: number): FloatArray {
+  const out = new Float64Array(rows.length * width);
+  rows.forEach((r, i) => {
+    out.set(a.subarray(r * width, (r + 1) * width), i * width);
+  });
+  return out;
 }
 
 /** Raw head outputs `[B·T, outSize]` (doubles) and the final state `[L, B, W·H]`. */
@@ -252,12 +346,21 @@ export function seriesForward<D extends Dtype>(
   state: FloatArray | null,
   dtype: D,
 ): { raw: Float64Array; state: ArrayOf<D> } {
-  validate(s, inputs, null, batch, seq, state);
+  validate(s, inputs, batch, seq, state);
   const { top, state: next } = runStack(s, params, inputs, batch, seq, state, dtype, false);
   return { raw: headRaw(s, params, top, batch * seq), state: next as ArrayOf<D> };
 }
 
-/** Summed NLL (nats) of `targets` given `inputs` and the final state; no gradient. */
+/** The top h of a block's scored rows, `[rows, H]`, and their raw outputs of head k. */
+function blockRaw(s: SeriesShape, params: Params, top: FloatArray, N: number, b: Block, k: number) {
+  const h = b.rows.length === N ? top : gatherRows(top, b.rows, s.hidden);
+  return { h, raw: headRaw(s, params, h, b.rows.length, k) };
+}
+
+/**
+ * Summed NLL (nats) of the next steps given `inputs` and the final state; no gradient. With all n target
+ * blocks of a model predicting n ahead, also head k ≥ 2's sum over the present rows of its block.
+ */
 export function seriesNll<D extends Dtype>(
   s: SeriesShape,
   params: Params,
@@ -267,15 +370,24 @@ export function seriesNll<D extends Dtype>(
   seq: number,
   state: FloatArray | null,
   dtype: D,
-): { nll: number; state: ArrayOf<D> } {
-  validate(s, inputs, targets, batch, seq, state);
-  const { raw, state: next } = seriesForward(s, params, inputs, batch, seq, state, dtype);
-  return { nll: headLoss(s, raw, targets, batch * seq).nll, state: next };
+): { nll: number; aheadNll: number[]; aheadRows: number[]; state: ArrayOf<D> } {
+  validate(s, inputs, batch, seq, state);
+  const blocks = targetBlocks(s, targets, batch, seq, false, false);
+  const N = batch * seq;
+  const { top, state: next } = runStack(s, params, inputs, batch, seq, state, dtype, false);
+  const sums = blocks.map((b, i) => {
+    if (b.rows.length === 0) return 0;
+    return headLoss(s, blockRaw(s, params, top, N, b, i + 1).raw, b.y, b.rows.length).nll;
+  });
+  const rows = blocks.map((b) => b.rows.length);
+  return { nll: sums[0], aheadNll: sums.slice(1), aheadRows: rows.slice(1), state: next as ArrayOf<D> };
 }
 
 /**
- * Mean NLL per step over the B·T steps and its gradient w.r.t. every parameter and the initial state
- * (null: zeros, whose gradient is still returned). Changes nothing.
+ * The training loss, mean NLL per step over the B·T steps (for a model predicting n ahead, Σ_k of head
+ * k's mean over the rows it scores; with `outputs: 'last'` only each window's final step), and its
+ * gradient w.r.t. every parameter and the initial state (null: zeros, whose gradient is still
+ * returned). Changes nothing.
  */
 export function seriesLossAndGrads<D extends Dtype>(
   s: SeriesShape,
@@ -287,35 +399,45 @@ export function seriesLossAndGrads<D extends Dtype>(
   state: FloatArray | null,
   dtype: D,
 ): { loss: number; grads: Record<string, ArrayOf<D>>; dh0: ArrayOf<D>; state: ArrayOf<D> } {
-  validate(s, inputs, targets, batch, seq, state);
+  validate(s, inputs, batch, seq, state);
+  const blocks = targetBlocks(s, targets, batch, seq, true, s.outputs === 'last');
   const { hidden: H, layers: L, cell } = s;
   const S = stateWidth(cell) * H;
   const N = batch * seq;
   const out = seriesOutputSize(s);
   const { top, state: next, caches } = runStack(s, params, inputs, batch, seq, state, dtype, true);
-  const raw = headRaw(s, params, top, N);
-  const { nll, grad } = headLoss(s, raw, targets, N);
 
-  // Head: dL/draw = grad / N for the mean; dW = Σ dRaw ⊗ h, db = Σ dRaw, dh = dRaw · W.
-  const w = params['head.weight'];
-  const dW = new Float64Array(out * H);
-  const dBias = new Float64Array(out);
-  let dTop: FloatArray = alloc(dtype, N * H);
-  const dRow = new Float64Array(H);
-  for (let r = 0; r < N; r++) {
-    dRow.fill(0);
-    for (let o = 0; o < out; o++) {
-      const d = grad[r * out + o] / N;
-      dBias[o] += d;
-      for (let j = 0; j < H; j++) {
-        dW[o * H + j] += d * top[r * H + j];
-        dRow[j] += d * w[o * H + j];
+  // Heads, each over the c rows it scores: dL/draw = grad / c for its mean; dW = Σ dRaw ⊗ h,
+  // db = Σ dRaw, dh = dRaw · W, every head adding into dL/dh of the top layer.
+  const grads: Record<string, ArrayOf<D>> = {};
+  const dTopAll = new Float64Array(N * H);
+  let loss = 0;
+  blocks.forEach((b, i) => {
+    const c = b.rows.length;
+    const w = params[`${headPrefix(i + 1)}.weight`];
+    const dW = new Float64Array(out * H);
+    const dBias = new Float64Array(out);
+    if (c > 0) {
+      const { h, raw } = blockRaw(s, params, top, N, b, i + 1);
+      const { nll, grad } = headLoss(s, raw, b.y, c);
+      loss += nll / c;
+      for (let q = 0; q < c; q++) {
+        const ho = b.rows[q] * H;
+        for (let o = 0; o < out; o++) {
+          const d = grad[q * out + o] / c;
+          dBias[o] += d;
+          for (let j = 0; j < H; j++) {
+            dW[o * H + j] += d * h[q * H + j];
+            dTopAll[ho + j] += d * w[o * H + j];
+          }
+        }
       }
     }
-    dTop.set(dRow, r * H);
-  }
+    grads[`${headPrefix(i + 1)}.weight`] = toDtype(dW, dtype);
+    grads[`${headPrefix(i + 1)}.bias`] = toDtype(dBias, dtype);
+  });
+  let dTop: FloatArray = toDtype(dTopAll, dtype);
 
-  const grads: Record<string, ArrayOf<D>> = {};
   const dh0 = alloc(dtype, L * batch * S);
   for (let l = L - 1; l >= 0; l--) {
     const c = caches[l];
@@ -337,11 +459,9 @@ export function seriesLossAndGrads<D extends Dtype>(
     dh0.set(g.ds0, l * batch * S);
     dTop = g.dx;
   }
-  grads['head.weight'] = toDtype(dW, dtype);
-  grads['head.bias'] = toDtype(dBias, dtype);
   const ordered: Record<string, ArrayOf<D>> = {};
   for (const { name } of seriesParamInfo(s)) ordered[name] = grads[name];
-  return { loss: nll / N, grads: ordered, dh0, state: next as ArrayOf<D> };
+  return { loss, grads: ordered, dh0, state: next as ArrayOf<D> };
 }
 
 /** The series model on the pure-TypeScript backend: f32 parameters and states, sums in doubles. */
@@ -404,7 +524,7 @@ export class JsSeriesModel extends JsParameters implements SeriesBackend {
     batch: number,
     seq: number,
     state: Float32Array | null,
-  ): Promise<{ nll: number; state: Float32Array }> {
+  ): Promise<NllResult> {
     return seriesNll(this.shape, this.params, inputs, targets, batch, seq, state, 'f32');
   }
 
