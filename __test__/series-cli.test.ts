@@ -5,50 +5,23 @@
  * typed errors (which main.ts turns into `{"type":"error","code",…}` and exit code 2 for ConfigError)
  * with nothing written.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cmdEvalSeries, cmdSampleSeries, cmdTrainSeries, SERIES_TRAIN_FLAGS } from '../src/cli/series.js';
 import { loadSeries, splitSeries } from '../src/data/series.js';
 import { Vocabulary } from '../src/data/vocab.js';
-import { type ArflowError, CheckpointError, ConfigError, DataError } from '../src/errors.js';
+import { CheckpointError, ConfigError, DataError } from '../src/errors.js';
 import { baselineNll } from '../src/metrics/series-baselines.js';
 import { CharLM } from '../src/models/char-lm.js';
-import { interruptAt, jsonLines, runCli } from './helpers/cli.js';
+import { failsWritingNothing, interruptAt, jsonLines, runCli, runInProcess } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'arflow-series-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs `cmd`, capturing what it writes to standard output, one parsed JSON object per line. */
-async function run(cmd: () => Promise<void>): Promise<Record<string, unknown>[]> {
-  let out = '';
-  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    out += String(chunk);
-    return true;
-  });
-  try {
-    await cmd();
-  } finally {
-    spy.mockRestore();
-  }
-  return out
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
-/** The error `cmd` throws (it must throw), and that `dir` holds no new file. */
-async function failure(cmd: () => Promise<void>): Promise<ArflowError> {
-  const before = readdirSync(dir).sort();
-  let caught: unknown = null;
-  await run(cmd).catch((e: unknown) => {
-    caught = e;
-  });
-  expect(caught, 'the command did not fail').not.toBeNull();
-  expect(readdirSync(dir).sort(), 'a failed command wrote a file').toEqual(before);
-  return caught as ArflowError;
-}
+const run = runInProcess;
+const failure = (cmd: () => Promise<void>) => failsWritingNothing(dir, cmd);
 
 const ckpt = join(dir, 'sensors.safetensors');
 let summary: Record<string, unknown>;

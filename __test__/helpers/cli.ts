@@ -1,7 +1,10 @@
 /** Running the compiled `arflow` CLI from tests, and reading its `--json` output. */
 import { type ChildProcess, type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect, vi } from 'vitest';
+import type { ArflowError } from '../../src/errors.js';
 
 /** The compiled CLI (`npm run build:ts` writes it). */
 export const CLI = join(fileURLToPath(new URL('../../', import.meta.url)), 'dist', 'cli', 'main.js');
@@ -63,4 +66,34 @@ export async function interruptAt(
     }
   });
   return { ...run, signalled };
+}
+
+/**
+ * Runs a CLI command function in-process as main.ts calls it, capturing what it writes to standard
+ * output: one parsed JSON object per line (run it with --json).
+ */
+export async function runInProcess(cmd: () => Promise<void>): Promise<Record<string, unknown>[]> {
+  let out = '';
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out += String(chunk);
+    return true;
+  });
+  try {
+    await cmd();
+  } finally {
+    spy.mockRestore();
+  }
+  return jsonLines(out);
+}
+
+/** The error `cmd` throws (it must throw), checking that `dir` holds no new file afterwards. */
+export async function failsWritingNothing(dir: string, cmd: () => Promise<void>): Promise<ArflowError> {
+  const before = readdirSync(dir).sort();
+  let caught: unknown = null;
+  await runInProcess(cmd).catch((e: unknown) => {
+    caught = e;
+  });
+  expect(caught, 'the command did not fail').not.toBeNull();
+  expect(readdirSync(dir).sort(), 'a failed command wrote a file').toEqual(before);
+  return caught as ArflowError;
 }
