@@ -2,7 +2,7 @@
  * `npm run bench`: throughput of the char-LM training step on Moby-Dick (GRU, LSTM and tanh-RNN cells),
  * native CPU vs the pure-TS reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
  * of training at growing T; the affine-coupling kernel of the flows; Fashion-MNIST Real NVP and Glow
- * training and scoring images/s; encoder–decoder training and decoding words/s on CMUdict; series-model time steps/s. Prints a table and writes `bench/results/char-gru-<date>.json`.
+ * training and scoring images/s; encoder–decoder training and decoding words/s on CMUdict; series-model time steps/s; Pixel-RNN training pixels/s and sampling images/s. Prints a table and writes `bench/results/char-gru-<date>.json`.
  * Figures are only comparable within one run: the machines are shared and noisy.
  */
 import { execFileSync } from 'node:child_process';
@@ -17,6 +17,7 @@ import { Vocabulary } from '../data/vocab.js';
 import { CharLM } from '../models/char-lm.js';
 import { benchCoupling, benchCouplingStack } from './coupling.js';
 import { benchImageFlows } from './flows.js';
+import { benchPixel } from './pixel.js';
 import { benchSeq2Seq } from './seq2seq.js';
 import { benchSeries } from './series.js';
 
@@ -123,6 +124,7 @@ async function main(): Promise<void> {
   const imageFlows = await benchImageFlows(quick);
   const seq2seq = await benchSeq2Seq(quick);
   const series = await benchSeries(quick);
+  const pixel = await benchPixel(quick);
   const result = {
     date: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version },
@@ -134,6 +136,7 @@ async function main(): Promise<void> {
     imageFlows,
     seq2seq,
     series,
+    pixel,
   };
   console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
   console.log(
@@ -149,6 +152,8 @@ async function main(): Promise<void> {
   else console.table(seq2seq);
   if (typeof series === 'string') console.log(`series: ${series}`);
   else console.table(series);
+  if (typeof pixel === 'string') console.log(`pixel-rnn: ${pixel}`);
+  else console.table(pixel);
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
   const file = `${dir}char-gru-${result.date.replace(/[:.]/g, '-')}.json`;

@@ -125,7 +125,7 @@ export function checkPictureShape(shape: readonly number[], path: string): void 
  * `[n, C, H, W]` images (C = 1: gray, drawn dark on white as Fashion-MNIST's ink; C = 3: RGB) tiled
  * `columns` to a row, upscaled ×`scale`, saved as a PNG.
  */
-function saveGrid(
+export function saveGrid(
   path: string,
   images: Uint8Array,
   n: number,

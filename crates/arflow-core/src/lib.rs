@@ -16,6 +16,7 @@ pub mod loss;
 pub mod optim;
 pub mod packed;
 pub mod params;
+pub mod pixel;
 pub mod real;
 pub mod rnn;
 pub mod seq2seq;

@@ -241,6 +241,7 @@ pub fn bench_coupling(n: u32, d: u32, reps: u32) -> Result<f64> {
 pub mod coupling;
 pub mod flownet;
 pub mod lm;
+pub mod pixel;
 pub mod realnvp;
 pub mod seq2seq;
 pub mod series;
