@@ -1,8 +1,8 @@
 /**
  * arflow: generative models with an exact likelihood for Node.js: character-level language models
  * (fused GRU, LSTM and tanh-RNN cells with their own backprop through time, in Rust), encoder–decoders
- * with scheduled sampling and beam search, and normalizing flows (Real NVP, Glow, NICE, MAF, IAF) — see
- * README.md.
+ * with scheduled sampling and beam search, Pixel-RNN image models (Row LSTM / Row GRU), and normalizing
+ * flows (Real NVP, Glow, NICE, MAF, IAF) — see README.md.
  */
 
 export { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from './backend/flow-types.js';
@@ -56,6 +56,14 @@ export {
 export { CORPORA, type CorpusName, loadCorpus, loadTextFile } from './data/corpora.js';
 export { FASHION_MNIST_CLASSES, loadFashionMnist } from './data/fashion-mnist.js';
 export { loadPairsTsv, parsePairsTsv } from './data/pairs.js';
+export {
+  BINARIZE_TEST_SEED,
+  BINARIZE_TRAIN_SEED,
+  binarizeImages,
+  fitPixelBaseline,
+  type PixelBaseline,
+  pixelBaselineNll,
+} from './data/pixel-data.js';
 export { BucketBatcher, type EncodedPair, makeBatch } from './data/seq2seq-batches.js';
 export { loadSeries, loadSeriesCsv, Normalizer, splitSeries } from './data/series.js';
 export { BOS, EOS, PAD, TokenVocabulary } from './data/token-vocab.js';
@@ -113,6 +121,14 @@ export {
 } from './models/flownet.js';
 export { type GradReport, gradReport } from './models/grad-report.js';
 export { LetterBaseline } from './models/letter-baseline.js';
+export {
+  DEFAULT_PIXEL_RNN,
+  type PixelEvalResult,
+  PixelRNN,
+  type PixelRNNConfig,
+  type PixelSampleOptions,
+  type PixelTrainOptions,
+} from './models/pixel-rnn.js';
 export {
   type GlowConfig,
   glowSpec,
