@@ -1,50 +1,65 @@
 #!/usr/bin/env node
-// npm install hook: make sure a native addon for this platform exists. A prebuilt one (the
-// @arflow/binding-<platform> optional dependency, or a .node file already in the package root) is used
-// as is; otherwise the addon is compiled from source with cargo. Set ARFLOW_SKIP_NATIVE=1 to skip
-// (the pure-TypeScript backend still works); ARFLOW_REBUILD=1 always rebuilds (`npm run build:native`).
+// npm install hook: make sure a native addon for this platform exists.
+//   - Installed from npm: the prebuilt @arflow/binding-<platform> optional dependency is used as is (no
+//     Rust needed). Where none fits the platform, the addon is compiled from source with cargo when a
+//     Rust toolchain is on PATH; otherwise the install still succeeds and says how to get one
+//     (the pure-TypeScript backend, backend: 'js', works without it).
+//   - In a git checkout (developing arflow) with cargo, the addon is built from source, to match crates/.
+// ARFLOW_BUILD_FROM_SOURCE=1 (or ARFLOW_REBUILD=1, `npm run build:native`) always compiles from source,
+// e.g. `ARFLOW_BUILD_FROM_SOURCE=1 npm rebuild arflow`; ARFLOW_SKIP_NATIVE=1 skips the native addon.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const platform = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
+const libc =
+  process.platform !== 'linux' ? '' : process.report.getReport().header.glibcVersionRuntime ? '-gnu' : '-musl';
+const platform = `${process.platform}-${process.arch}${libc}`;
 const target = join(root, `arflow.${platform}.node`);
+const prebuilt = `@arflow/binding-${platform}`;
+const fromSource = Boolean(process.env.ARFLOW_REBUILD || process.env.ARFLOW_BUILD_FROM_SOURCE);
+const checkout = existsSync(join(root, '.git'));
 
 if (process.env.ARFLOW_SKIP_NATIVE) {
   console.log('arflow: ARFLOW_SKIP_NATIVE set, not building the native addon');
   process.exit(0);
 }
-if (existsSync(target) && !process.env.ARFLOW_REBUILD) {
+if (existsSync(target) && !fromSource) {
   console.log(`arflow: using ${target}`);
   process.exit(0);
 }
-if (!process.env.ARFLOW_REBUILD) {
+const hasCargo = () => spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status === 0;
+if (!fromSource && !(checkout && hasCargo())) {
   try {
-    createRequire(import.meta.url).resolve(`@arflow/binding-${platform}`);
-    console.log(`arflow: using prebuilt @arflow/binding-${platform}`);
+    createRequire(import.meta.url).resolve(prebuilt);
+    console.log(`arflow: using the prebuilt native addon ${prebuilt}`);
     process.exit(0);
   } catch {
-    // no prebuilt package: build from source below
+    // no prebuilt package for this platform: build from source below
   }
 }
-if (spawnSync('cargo', ['--version'], { stdio: 'ignore' }).status !== 0) {
-  console.error(
-    `arflow: no prebuilt native addon for ${platform} and no Rust toolchain to build one.\n` +
-      '  Install Rust (https://rustup.rs) and run `npm rebuild arflow`, or set ARFLOW_SKIP_NATIVE=1 to use\n' +
-      "  only the pure-TypeScript backend (backend: 'js').",
+if (!hasCargo()) {
+  const why = fromSource
+    ? `ARFLOW_BUILD_FROM_SOURCE is set but there is no Rust toolchain (cargo) on PATH`
+    : `there is no prebuilt native addon for ${platform} (no package ${prebuilt}) and no Rust toolchain (cargo) to build one`;
+  console.warn(
+    `arflow: WARNING: ${why}.\n` +
+      '  arflow is installed without its native backend. Either:\n' +
+      '    - install Rust (https://rustup.rs), then run `npm rebuild arflow` to compile it (a few minutes), or\n' +
+      "    - use the pure-TypeScript backend: pass backend: 'js' (CLI: --backend js) for the models it implements.",
   );
-  process.exit(1);
+  process.exit(fromSource ? 1 : 0);
 }
 const features = process.env.ARFLOW_CUDA ? ['--features', 'cuda'] : [];
 console.log(
-  `arflow: building the native addon from source (cargo build --release ${['-p', 'arflow-node', ...features].join(' ')}), a few minutes on 2 cores…`,
+  `arflow: building the native addon for ${platform} from source (cargo build --release ${['-p', 'arflow-node', ...features].join(' ')}), a few minutes on 2 cores…`,
 );
 execFileSync('cargo', ['build', '--release', '-p', 'arflow-node', ...features], { cwd: root, stdio: 'inherit' });
 const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';
-const lib = join(root, 'target', 'release', `${process.platform === 'win32' ? '' : 'lib'}arflow_node.${ext}`);
+const targetDir = resolve(root, process.env.CARGO_TARGET_DIR || 'target');
+const lib = join(targetDir, 'release', `${process.platform === 'win32' ? '' : 'lib'}arflow_node.${ext}`);
 const tmp = `${target}.tmp-${process.pid}`;
 copyFileSync(lib, tmp);
 renameSync(tmp, target);

@@ -2,7 +2,7 @@
  * Loads the native addon and adapts it to {@link CharLmBackend}. Lookup order:
  *   1. `ARFLOW_NATIVE` (a path to a `.node` file),
  *   2. `arflow.<platform>.node` in the package root (built from source by `npm install` / `npm run build:native`),
- *   3. the prebuilt platform package `@arflow/binding-<platform>` (an optionalDependency when published).
+ *   3. the prebuilt platform package `@arflow/binding-<platform>` (an optionalDependency of `arflow`).
  * Errors from Rust arrive as `"<CODE>: message"` and are rethrown as arflow's typed errors.
  */
 import { existsSync } from 'node:fs';
@@ -82,16 +82,21 @@ export interface NativeAddon {
   ): { dx: Float32Array; dsRaw: Float32Array; dt: Float32Array; dscale: Float32Array };
 }
 
-const PLATFORM = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
+/** napi-rs's name of this platform (`linux-x64-gnu`, `linux-arm64-musl`, `darwin-arm64`, …): `@arflow/binding-<it>`. */
+export function nativePlatform(): string {
+  if (process.platform !== 'linux') return `${process.platform}-${process.arch}`;
+  const report = process.report.getReport() as { header?: { glibcVersionRuntime?: string } };
+  return `linux-${process.arch}-${report.header?.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+}
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 let cached: NativeAddon | null = null;
 let loadError: Error | null = null;
 
-function candidates(): string[] {
+function candidates(plat: string): string[] {
   const out: string[] = [];
   if (process.env.ARFLOW_NATIVE) out.push(process.env.ARFLOW_NATIVE);
-  out.push(`${ROOT}arflow.${PLATFORM}.node`);
+  out.push(`${ROOT}arflow.${plat}.node`);
   return out;
 }
 
@@ -101,23 +106,29 @@ export function loadNative(): NativeAddon {
   if (loadError) throw loadError;
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
-  for (const path of candidates()) {
+  const plat = nativePlatform();
+  for (const path of candidates(plat)) {
     tried.push(path);
     if (!existsSync(path)) continue;
     cached = require(path) as NativeAddon;
     return cached;
   }
-  const pkg = `@arflow/binding-${PLATFORM}`;
+  const pkg = `@arflow/binding-${plat}`;
+  let why = `no prebuilt binary fits this platform (${plat}: no package ${pkg})`;
   try {
     cached = require(pkg) as NativeAddon;
     return cached;
-  } catch {
+  } catch (e) {
     tried.push(pkg);
+    // Found but not loadable (e.g. a glibc too old for the prebuilt binary): say why.
+    if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND')
+      why = `${pkg} failed to load: ${(e as Error).message}`;
   }
   loadError = new BackendError(
-    `the arflow native addon for ${PLATFORM} was not found (tried ${tried.join(', ')}). ` +
-      'Build it from source with `npm run build:native` (needs Rust: https://rustup.rs), ' +
-      "or use backend: 'js' for the pure-TypeScript implementation.",
+    `the arflow native addon for ${plat} is not available: ${why} (tried ${tried.join(', ')}). ` +
+      'Install Rust (https://rustup.rs) and run `npm rebuild arflow` to compile it from source ' +
+      '(`npm run build:native` in a clone of arflow), ' +
+      "or use backend: 'js' (CLI: --backend js) for the models the pure-TypeScript backend implements.",
   );
   throw loadError;
 }
