@@ -35,6 +35,8 @@ function emit(obj: Record<string, unknown>): void {
 
 const CLASSES = FASHION_MNIST_CLASSES.length;
 const TEST_IMAGES = 10_000;
+/** `--steps` of a run given only `--seconds`: more than any budget reaches. */
+const UNBOUNDED_STEPS = 1_000_000_000;
 /** Defaults of the training loop that differ from the flows'. */
 const PIXEL_DEFAULTS = { steps: 500, batchSize: 16, lr: 2e-3 };
 
@@ -52,7 +54,10 @@ export const PIXEL_TRAIN_FLAGS: Record<string, FlagSpec> = {
   layers: { type: 'int', help: `row layers (default ${DEFAULT_PIXEL_RNN.layers})` },
   hidden: { type: 'int', help: `feature maps per layer (default ${DEFAULT_PIXEL_RNN.hidden})` },
   conditional: { type: 'boolean', help: 'class-conditional: a learned bias per class in every row layer' },
-  steps: { type: 'int', help: `training steps (default ${PIXEL_DEFAULTS.steps})` },
+  steps: {
+    type: 'int',
+    help: `training steps (default ${PIXEL_DEFAULTS.steps}; with --seconds alone, until the time is spent)`,
+  },
   seconds: { type: 'number', help: 'stop after this many seconds of training (default 0 = no limit)' },
   batch: { type: 'int', help: `images per step (default ${PIXEL_DEFAULTS.batchSize})` },
   lr: { type: 'number', help: `peak learning rate, cosine schedule (default ${PIXEL_DEFAULTS.lr})` },
@@ -224,7 +229,9 @@ export async function cmdTrainPixel(argv: string[]): Promise<void> {
   const nSamples = num(f, 'samples') ?? 16;
   const png = str(f, 'png') ?? join(dirname(out), `${parse(out).name}-samples.png`);
   if (nSamples > 0) checkPicturePath(png, '--png', [out]);
-  const steps = num(f, 'steps') ?? recorded.steps ?? PIXEL_DEFAULTS.steps;
+  // A time budget without --steps runs until the budget is spent.
+  const budgetOnly = num(f, 'seconds') !== undefined && num(f, 'seconds') !== 0 && num(f, 'steps') === undefined;
+  const steps = num(f, 'steps') ?? recorded.steps ?? (budgetOnly ? UNBOUNDED_STEPS : PIXEL_DEFAULTS.steps);
   const startStep = resumed ? (info?.step as number) : 0;
   if (startStep >= steps) {
     throw new ConfigError(
@@ -273,8 +280,8 @@ export async function cmdTrainPixel(argv: string[]): Promise<void> {
         : `${p.loss.toFixed(1)} nats/image`;
     bar?.update(
       byTime ? p.trainSec / (seconds as number) : p.step / steps,
-      `${p.step}/${steps}`,
-      `loss ${loss} · ${Math.round(pixelsPerSec).toLocaleString('en-US')} pixels/s · ETA ${formatDuration(p.etaSec)}`,
+      steps === UNBOUNDED_STEPS ? `step ${p.step}` : `${p.step}/${steps}`,
+      `loss ${loss} · ${Math.round(pixelsPerSec).toLocaleString('en-US')} pixels/s · ETA ${formatDuration(byTime ? (seconds as number) - p.trainSec : p.etaSec)}`,
     );
   };
   const options = { batchSize, lr, steps };
