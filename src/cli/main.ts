@@ -20,6 +20,15 @@ import { type GradReport, gradReport } from '../models/grad-report.js';
 import { SEQ2SEQ_KIND } from '../models/seq2seq.js';
 import type { TrainProgress } from '../train/char-trainer.js';
 import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs, samePath, savePicture } from './args.js';
+import {
+  CAPTION_KIND,
+  cmdCaption,
+  cmdEvalCaption,
+  cmdSampleCaption,
+  cmdTrainCaption,
+  EVAL_CAPTION_FLAGS,
+  SAMPLE_CAPTION_FLAGS,
+} from './caption.js';
 import { cmdEvalFlow, cmdSampleFlow, cmdTrainFlow } from './flow.js';
 import { EVAL_FLOW_FLAGS, SAMPLE_FLOW_FLAGS } from './flow-flags.js';
 import {
@@ -332,7 +341,8 @@ async function cmdTrain(argv: string[]): Promise<void> {
     'usage: arflow train char [options]\n       arflow train flow [options]   (arflow train flow --help)\n' +
     '       arflow train seq2seq [options]   (arflow train seq2seq --help)\n' +
     '       arflow train series [options]   (arflow train series --help)\n' +
-    '       arflow train pixel [options]   (arflow train pixel --help)';
+    '       arflow train pixel [options]   (arflow train pixel --help)\n' +
+    '       arflow train caption [options]   (arflow train caption --help)';
   if (kind === '--help' || kind === undefined) {
     console.log(helpText(usage, TRAIN_FLAGS));
     return;
@@ -341,9 +351,10 @@ async function cmdTrain(argv: string[]): Promise<void> {
   if (kind === 'seq2seq') return cmdTrainSeq2Seq(rest);
   if (kind === 'series') return cmdTrainSeries(rest);
   if (kind === 'pixel') return cmdTrainPixel(rest);
+  if (kind === 'caption') return cmdTrainCaption(rest);
   if (kind !== 'char') {
     throw new ConfigError(
-      `unknown model kind ${JSON.stringify(kind)}: expected 'char', 'flow', 'seq2seq', 'series' or 'pixel' (${usage})`,
+      `unknown model kind ${JSON.stringify(kind)}: expected 'char', 'flow', 'seq2seq', 'series', 'pixel' or 'caption' (${usage})`,
     );
   }
   const { positional, flags } = parseArgs(rest, TRAIN_FLAGS);
@@ -543,10 +554,17 @@ async function cmdSample(argv: string[]): Promise<void> {
     { flags: SAMPLE_FLAGS, heading: 'Options of a character-model checkpoint (text):' },
     { flags: SAMPLE_FLOW_FLAGS, heading: 'Options of a flow checkpoint (a PNG of samples):' },
   );
-  const file = checkpointArg(argv, [SAMPLE_FLAGS, SAMPLE_FLOW_FLAGS, SAMPLE_SERIES_FLAGS, SAMPLE_PIXEL_FLAGS]);
+  const file = checkpointArg(argv, [
+    SAMPLE_FLAGS,
+    SAMPLE_FLOW_FLAGS,
+    SAMPLE_SERIES_FLAGS,
+    SAMPLE_PIXEL_FLAGS,
+    SAMPLE_CAPTION_FLAGS,
+  ]);
   const fileKind = file === undefined ? null : regularFileKind(file);
   if (file !== undefined && fileKind === SERIES_KIND) return cmdSampleSeries(file, argv);
   if (file !== undefined && fileKind === PIXEL_KIND) return cmdSamplePixel(file, argv);
+  if (file !== undefined && fileKind === CAPTION_KIND) return cmdSampleCaption(file, argv);
   if (file !== undefined && fileKind === SEQ2SEQ_KIND) {
     throw new ConfigError(
       `${file} is an encoder–decoder (seq2seq) checkpoint: use arflow translate ${file} --input WORD`,
@@ -587,11 +605,13 @@ async function cmdEval(argv: string[]): Promise<void> {
     EVAL_SEQ2SEQ_FLAGS,
     EVAL_SERIES_FLAGS,
     EVAL_PIXEL_FLAGS,
+    EVAL_CAPTION_FLAGS,
   ]);
   const ckptKind = ckpt === undefined ? null : regularFileKind(ckpt);
   if (ckpt !== undefined && ckptKind === SEQ2SEQ_KIND) return cmdEvalSeq2Seq(ckpt, argv);
   if (ckpt !== undefined && ckptKind === SERIES_KIND) return cmdEvalSeries(ckpt, argv);
   if (ckpt !== undefined && ckptKind === PIXEL_KIND) return cmdEvalPixel(ckpt, argv);
+  if (ckpt !== undefined && ckptKind === CAPTION_KIND) return cmdEvalCaption(ckpt, argv);
   if (await dispatchCheckpoint('eval', argv, EVAL_FLAGS, EVAL_FLOW_FLAGS, help, cmdEvalFlow)) return;
   const { positional, flags } = parseArgs(argv, EVAL_FLAGS);
   if (positional.length !== 1)
@@ -638,9 +658,11 @@ usage:
   arflow train seq2seq [options]  train an encoder–decoder, grapheme-to-phoneme on CMUdict (arflow train seq2seq --help)
   arflow train series [options]   fit a recurrent mixture-density model to a real time series (arflow train series --help)
   arflow train pixel [options]    train a Pixel-RNN (Row LSTM/GRU) on Fashion-MNIST (arflow train pixel --help)
+  arflow train caption [options]  train an image captioner on Fashion-MNIST canvases (arflow train caption --help)
   arflow sample FILE [options]    generate text (a flow: a PNG of samples; a series: sampled continuations plotted) (--help)
   arflow complete FILE [options]  a Pixel-RNN completes the bottom halves of test images, as a PNG (--help)
   arflow translate FILE --input WORD   the output sequence(s) of an encoder–decoder, with log-probabilities (--help)
+  arflow caption FILE --image PNG     caption a 56×56 grayscale PNG with a caption checkpoint (--help)
   arflow eval FILE [options]      bits per character on held-out text (a flow or series: held-out NLL; seq2seq: PER/WER) (--help)
 
 Corpora: ${CORPORA.map((c) => `${c.name} (${c.description})`).join('; ')}
@@ -665,6 +687,9 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'translate':
         await cmdTranslate(rest);
+        break;
+      case 'caption':
+        await cmdCaption(rest);
         break;
       case 'complete':
         await cmdComplete(rest);

@@ -23,18 +23,8 @@ const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per 
 const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 const BEAM_FLAG: FlagSpec = { type: 'int', help: 'beam width of the beam-search scores (default 5; 1 = greedy only)' };
 
-export const TRAIN_SEQ2SEQ_FLAGS: Record<string, FlagSpec> = {
-  data: { type: 'string', help: 'cmudict (default) or a FILE.tsv of source<TAB>target lines' },
-  stress: {
-    type: 'string',
-    help: 'CMUdict stress digits: strip (default, 39 phonemes) or keep',
-    choices: ['strip', 'keep'],
-  },
-  cell: { type: 'string', help: 'gru, lstm (default) or rnn', choices: ['gru', 'lstm', 'rnn'] },
-  bidirectional: { type: 'boolean', help: 'bidirectional encoder (default: forward only)' },
-  embed: { type: 'int', help: 'embedding width (default 64)' },
-  hidden: { type: 'int', help: 'hidden units per layer and direction (default 256)' },
-  layers: { type: 'int', help: 'layers of the encoder and of the decoder (default 1)' },
+/** How a decoder is fed in training: the flags of every `arflow train` of a decoder model. */
+export const FEED_FLAGS: Record<string, FlagSpec> = {
   feed: {
     type: 'string',
     help: 'decoder inputs: teacher (default), free (its own samples) or scheduled (Bengio et al. 2015)',
@@ -48,6 +38,37 @@ export const TRAIN_SEQ2SEQ_FLAGS: Record<string, FlagSpec> = {
   'ss-k': { type: 'number', help: 'k of the schedule (linear: ε₀; exponential: k^i, k < 1; inverse-sigmoid: k ≥ 1)' },
   'ss-c': { type: 'number', help: 'slope c of the linear schedule ε = max(min, k − c·i)' },
   'ss-min': { type: 'number', help: 'floor of ε in [0, 1] (default 0)' },
+};
+
+/** The scheduled-sampling options of `--feed` and `--ss-*`; ConfigError for `--ss-*` without `--feed scheduled`. */
+export function samplingFlags(f: Flags): ScheduledSamplingOptions {
+  const feed = (str(f, 'feed') ?? 'teacher') as Feed;
+  const ssFlags = ['ss-schedule', 'ss-k', 'ss-c', 'ss-min'].filter((k) => f[k] !== undefined);
+  if (feed !== 'scheduled' && ssFlags.length) {
+    throw new ConfigError(`--${ssFlags[0]} only applies with --feed scheduled (got --feed ${feed})`);
+  }
+  return {
+    feed,
+    schedule: str(f, 'ss-schedule') as SsSchedule | undefined,
+    k: num(f, 'ss-k'),
+    c: num(f, 'ss-c'),
+    min: num(f, 'ss-min'),
+  };
+}
+
+export const TRAIN_SEQ2SEQ_FLAGS: Record<string, FlagSpec> = {
+  data: { type: 'string', help: 'cmudict (default) or a FILE.tsv of source<TAB>target lines' },
+  stress: {
+    type: 'string',
+    help: 'CMUdict stress digits: strip (default, 39 phonemes) or keep',
+    choices: ['strip', 'keep'],
+  },
+  cell: { type: 'string', help: 'gru, lstm (default) or rnn', choices: ['gru', 'lstm', 'rnn'] },
+  bidirectional: { type: 'boolean', help: 'bidirectional encoder (default: forward only)' },
+  embed: { type: 'int', help: 'embedding width (default 64)' },
+  hidden: { type: 'int', help: 'hidden units per layer and direction (default 256)' },
+  layers: { type: 'int', help: 'layers of the encoder and of the decoder (default 1)' },
+  ...FEED_FLAGS,
   beam: BEAM_FLAG,
   steps: { type: 'int', help: 'training steps (default 4000)' },
   seconds: { type: 'number', help: 'stop after this many seconds of training; the schedules follow the clock' },
@@ -245,24 +266,14 @@ interface RunSetup {
 }
 
 function newRun(f: Flags): RunSetup {
-  const feed = (str(f, 'feed') ?? 'teacher') as Feed;
-  const ssFlags = ['ss-schedule', 'ss-k', 'ss-c', 'ss-min'].filter((k) => f[k] !== undefined);
-  if (feed !== 'scheduled' && ssFlags.length) {
-    throw new ConfigError(`--${ssFlags[0]} only applies with --feed scheduled (got --feed ${feed})`);
-  }
+  const sampling = samplingFlags(f);
   const data = str(f, 'data') ?? 'cmudict';
   if (data !== 'cmudict' && f.stress !== undefined) throw new ConfigError('--stress applies to --data cmudict only');
   return {
     data,
     stress: (str(f, 'stress') ?? 'strip') as StressMode,
     seed: intFlag(f, 'seed', 0) ?? 0,
-    sampling: {
-      feed,
-      schedule: str(f, 'ss-schedule') as SsSchedule | undefined,
-      k: num(f, 'ss-k'),
-      c: num(f, 'ss-c'),
-      min: num(f, 'ss-min'),
-    },
+    sampling,
     options: { batchSize: intFlag(f, 'batch', 1), lr: positiveFlag(f, 'lr'), valEvery: intFlag(f, 'val-every', 0) },
     steps: 4000,
     arch: {

@@ -17,26 +17,40 @@ export interface EncodedPair {
   tgt: Uint32Array;
 }
 
+/**
+ * Decoder rows of `tgts` (encoded, no BOS/EOS): inputs `BOS y₁ … y_n` and targets `y₁ … y_n EOS`, PAD
+ * after that, `[B, T]` with T = 1 + the longest target.
+ */
+export function decoderRows(tgts: readonly Uint32Array[]): {
+  decIn: Uint32Array;
+  targets: Uint32Array;
+  tgtLen: number;
+} {
+  const tgtLen = 1 + Math.max(...tgts.map((t) => t.length));
+  const decIn = new Uint32Array(tgts.length * tgtLen).fill(PAD);
+  const targets = new Uint32Array(tgts.length * tgtLen).fill(PAD);
+  tgts.forEach((tgt, b) => {
+    const o = b * tgtLen;
+    decIn[o] = BOS;
+    decIn.set(tgt, o + 1);
+    targets.set(tgt, o);
+    targets[o + tgt.length] = EOS;
+  });
+  return { decIn, targets, tgtLen };
+}
+
 /** The batch of `pairs`, which must share one source length. */
 export function makeBatch(pairs: readonly EncodedPair[]): Seq2SeqBatch {
   if (pairs.length === 0) throw new DataError('a batch needs at least one pair');
   const srcLen = pairs[0].src.length;
   if (srcLen === 0) throw new DataError('a source sequence is empty');
-  const tgtLen = 1 + Math.max(...pairs.map((p) => p.tgt.length));
   const batch = pairs.length;
   const src = new Uint32Array(batch * srcLen);
-  const decIn = new Uint32Array(batch * tgtLen).fill(PAD);
-  const targets = new Uint32Array(batch * tgtLen).fill(PAD);
   pairs.forEach((p, b) => {
     if (p.src.length !== srcLen) throw new DataError(`a batch mixes source lengths ${srcLen} and ${p.src.length}`);
     src.set(p.src, b * srcLen);
-    const o = b * tgtLen;
-    decIn[o] = BOS;
-    decIn.set(p.tgt, o + 1);
-    targets.set(p.tgt, o);
-    targets[o + p.tgt.length] = EOS;
   });
-  return { src, decIn, targets, batch, srcLen, tgtLen };
+  return { src, ...decoderRows(pairs.map((p) => p.tgt)), batch, srcLen };
 }
 
 /** Pairs grouped by source length, in order of length. */

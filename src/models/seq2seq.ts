@@ -28,6 +28,7 @@ import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
 import { phonemeErrorRate, wordErrorRate } from '../metrics/edit-distance.js';
 import { beamSearch, type DecoderStep, type Hypothesis, type LengthPenalty } from '../sample/beam.js';
+import { decodeEach, greedyBatch, layeredStepper } from '../sample/decoder.js';
 import { type Seq2SeqTrainOptions, type Seq2SeqTrainSummary, trainSeq2Seq } from '../train/seq2seq-trainer.js';
 import { Rng } from '../util/rng.js';
 
@@ -182,34 +183,17 @@ export class Seq2Seq {
 
   /** The decoder as beam search sees it: one state `[L, 1, S]` per hypothesis, batched per step. */
   private stepper(): DecoderStep<Float32Array> {
-    const { layers: L } = this.config;
     const S = stateWidth(this.config.cell) * this.config.hidden;
-    const backend = this.backend;
-    return {
-      vocabSize: this.tgt.size,
-      step(states: Float32Array[], tokens: Uint32Array) {
-        const n = states.length;
-        // [L, N, S] from N states of [L, 1, S].
-        const stacked = new Float32Array(L * n * S);
-        states.forEach((s, i) => {
-          for (let l = 0; l < L; l++) stacked.set(s.subarray(l * S, (l + 1) * S), (l * n + i) * S);
-        });
-        const r = backend.decodeStep(stacked, tokens);
-        const next = states.map((_, i) => {
-          const s = new Float32Array(L * S);
-          for (let l = 0; l < L; l++) s.set(r.state.subarray((l * n + i) * S, (l * n + i + 1) * S), l * S);
-          return s;
-        });
-        return { states: next, logProbs: r.logProbs };
-      },
-    };
+    return layeredStepper(this.config.layers, S, this.tgt.size, (state, tokens) =>
+      this.backend.decodeStep(state, tokens),
+    );
   }
 
   /** Greedy decoding of many sources at once (batched by source length): the argmax token each step. */
   greedy(sources: readonly Uint32Array[], maxLength?: number): Hypothesis[] {
     const out: Hypothesis[] = new Array(sources.length);
     const indexed = sources.map((src, i) => ({ src, i }));
-    const V = this.tgt.size;
+    const step = (state: Float32Array, tokens: Uint32Array) => this.backend.decodeStep(state, tokens);
     for (const bucket of bucketBySourceLength(indexed)) {
       for (let at = 0; at < bucket.length; at += 256) {
         const rows = bucket.slice(at, at + 256);
@@ -217,26 +201,12 @@ export class Seq2Seq {
         const srcLen = rows[0].src.length;
         const src = new Uint32Array(n * srcLen);
         for (const [b, r] of rows.entries()) src.set(r.src, b * srcLen);
-        let state = this.backend.encode(src, n, srcLen);
-        let tokens = new Uint32Array(n).fill(BOS);
-        const hyps: Hypothesis[] = rows.map(() => ({ tokens: [], logProb: 0, score: 0, finished: false }));
         const limit = this.maxLength(srcLen, maxLength);
-        for (let t = 0; t < limit && hyps.some((h) => !h.finished); t++) {
-          const r = this.backend.decodeStep(state, tokens);
-          state = r.state;
-          tokens = new Uint32Array(n);
-          for (let b = 0; b < n; b++) {
-            let best = 0;
-            for (let v = 1; v < V; v++) if (r.logProbs[b * V + v] > r.logProbs[b * V + best]) best = v;
-            tokens[b] = best;
-            const h = hyps[b];
-            if (h.finished) continue;
-            h.logProb += r.logProbs[b * V + best];
-            if (best === EOS) h.finished = true;
-            else h.tokens.push(best);
-          }
-        }
-        for (const h of hyps) h.score = h.logProb / (h.tokens.length + (h.finished ? 1 : 0));
+        const hyps = greedyBatch(step, this.backend.encode(src, n, srcLen), n, this.tgt.size, {
+          limit,
+          bos: BOS,
+          eos: EOS,
+        });
         rows.forEach((r, b) => {
           out[r.i] = hyps[b];
         });
@@ -287,16 +257,12 @@ export class Seq2Seq {
     };
     const width = opts.beam ?? 1;
     if (width > 1) {
-      const hyps: string[][] = [];
-      for (let i = 0; i < srcs.length; i++) {
-        const [best] = this.beam(srcs[i], { beam: width, lengthPenalty: opts.lengthPenalty });
-        hyps.push(this.tgt.decode(best.tokens));
-        if (i % 256 === 255) {
-          opts.onProgress?.(i + 1, srcs.length);
-          // Let timers and signals run between chunks of synchronous decoding.
-          await new Promise((r) => setImmediate(r));
-        }
-      }
+      const hyps = await decodeEach(
+        srcs.length,
+        (i) => this.tgt.decode(this.beam(srcs[i], { beam: width, lengthPenalty: opts.lengthPenalty })[0].tokens),
+        256,
+        opts.onProgress,
+      );
       result.perBeam = phonemeErrorRate(hyps, refs);
       result.werBeam = wordErrorRate(hyps, refs);
       result.beam = width;

@@ -7,6 +7,7 @@
 //! - [`optim`]: AdamW and global-norm clipping.
 
 pub mod alloc;
+pub mod caption;
 pub mod device;
 pub mod flow;
 pub mod gemm;

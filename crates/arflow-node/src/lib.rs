@@ -238,6 +238,7 @@ pub fn bench_coupling(n: u32, d: u32, reps: u32) -> Result<f64> {
     Ok(arflow_core::flow::kernel::bench_samples_per_sec(n, d, reps.max(1) as usize))
 }
 
+pub mod caption;
 pub mod coupling;
 pub mod flownet;
 pub mod lm;

@@ -72,11 +72,7 @@ struct Owned {
 
 impl Owned {
     fn of(b: &Seq2SeqBatch) -> Result<Self> {
-        let sampling = match (&b.flips, &b.uniforms) {
-            (Some(f), Some(u)) => Some((f.to_vec(), u.to_vec())),
-            (None, None) => None,
-            _ => return Err(tag("config: scheduled sampling needs both flips and uniforms".into())),
-        };
+        let sampling = sampling_of(&b.flips, &b.uniforms)?;
         Ok(Owned {
             src: b.src.to_vec(),
             dec_in: b.dec_in.to_vec(),
@@ -93,10 +89,41 @@ impl Owned {
     }
 }
 
+/// Scheduled-sampling flips and uniforms copied out of JS memory: both or neither.
+pub(crate) fn sampling_of(
+    flips: &Option<Uint8Array>,
+    uniforms: &Option<Float32Array>,
+) -> Result<Option<(Vec<u8>, Vec<f32>)>> {
+    match (flips, uniforms) {
+        (Some(f), Some(u)) => Ok(Some((f.to_vec(), u.to_vec()))),
+        (None, None) => Ok(None),
+        _ => Err(tag("config: scheduled sampling needs both flips and uniforms".into())),
+    }
+}
+
+/// A training step's report as JS sees it.
+pub(crate) fn step_stats(s: arflow_core::seq2seq::Seq2SeqStep) -> Seq2SeqStepStats {
+    Seq2SeqStepStats {
+        loss: s.stats.loss,
+        grad_norm: s.stats.grad_norm,
+        tokens: s.tokens as u32,
+        inputs: Uint32Array::new(s.inputs),
+    }
+}
+
+/// Loss, named gradients and fed inputs as JS sees them.
+pub(crate) fn loss_grads((loss, grads, inputs): LossGradsOut) -> Seq2SeqLossGrads {
+    Seq2SeqLossGrads {
+        loss,
+        grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect(),
+        inputs: Uint32Array::new(inputs),
+    }
+}
+
 type SharedSeq = Arc<Mutex<Seq2Seq>>;
 
 /// Loss, gradients by name and the decoder inputs fed.
-type LossGradsOut = (f64, arflow_core::params::NamedGrads, Vec<u32>);
+pub(crate) type LossGradsOut = (f64, arflow_core::params::NamedGrads, Vec<u32>);
 
 #[napi]
 pub struct NativeSeq2Seq {
@@ -138,12 +165,7 @@ impl NativeSeq2Seq {
                 m.train_step(&a.src, &a.dec_in, &a.targets, a.batch, a.src_len, a.tgt_len, a.sampling(), &opt)
                     .map_err(core_err)
             },
-            |s| Seq2SeqStepStats {
-                loss: s.stats.loss,
-                grad_norm: s.stats.grad_norm,
-                tokens: s.tokens as u32,
-                inputs: Uint32Array::new(s.inputs),
-            },
+            step_stats,
         ))
     }
 
@@ -156,11 +178,7 @@ impl NativeSeq2Seq {
                 m.loss_and_grads(&a.src, &a.dec_in, &a.targets, a.batch, a.src_len, a.tgt_len, a.sampling())
                     .map_err(core_err)
             },
-            |(loss, grads, inputs)| Seq2SeqLossGrads {
-                loss,
-                grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect(),
-                inputs: Uint32Array::new(inputs),
-            },
+            loss_grads,
         ))
     }
 

@@ -340,7 +340,7 @@ function mlp(layers: Linear[], x: Float64Array, N: number): Float64Array {
 }
 
 /** A 3×3 convolution: `w [cout, cin, 3, 3]`, `b [cout]`. */
-interface Conv {
+export interface Conv {
   w: Float64Array;
   b: Float64Array;
   cin: number;
@@ -348,7 +348,7 @@ interface Conv {
 }
 
 /** Cross-correlation (PyTorch's conv2d), stride 1, zero padding 1, NCHW. */
-function conv3x3(x: Float64Array, N: number, H: number, W: number, c: Conv): Float64Array {
+export function conv3x3(x: Float64Array, N: number, H: number, W: number, c: Conv): Float64Array {
   const HW = H * W;
   const y = new Float64Array(N * c.cout * HW);
   for (let n = 0; n < N; n++) {

@@ -13,23 +13,19 @@
 //! Batches are bucketed by source length, so sources carry no padding and the encoder needs no mask.
 //! Targets are padded with PAD (id 0) after EOS; padded positions add nothing to the loss.
 //!
-//! Scheduled sampling (Bengio et al. 2015) runs inside the training step: given per-token coin flips,
-//! the decoder inputs are first decided by a sequential no-gradient pass that feeds the model's own
-//! samples (inverse CDF of the softmax, with caller-drawn uniforms) where a flip says so; the loss and
-//! gradients are then those of the whole-sequence pass over the mixed inputs, exactly what a
-//! per-step graph would give since no gradient flows through a sampled choice. With every flip 1 the
-//! first pass is skipped: the step is teacher forcing, bit for bit.
+//! The decoder half (target embedding, decoder stack, head, loss, scheduled sampling, the single step
+//! of greedy and beam search) is [`decoder::Decoder`], which the image captioner shares.
 
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
 use crate::params::{NamedGrads, ParamSpec, ParamStore, StepStats};
-use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
-use candle_core::{bail, DType, Result, Tensor, D};
+use crate::rnn::{run_stack, CellKind, StackOut};
+use candle_core::{bail, DType, Result, Tensor};
 
-/// Token ids every vocabulary of an encoder–decoder reserves.
-pub const PAD: u32 = 0;
-pub const BOS: u32 = 1;
-pub const EOS: u32 = 2;
+pub mod decoder;
+
+use decoder::{embed, flat, id_tensor, recurrent_specs, Decoder, DecoderBatch, DecoderConfig};
+pub use decoder::{sample_inverse_cdf, BOS, EOS, PAD};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seq2SeqConfig {
@@ -67,27 +63,34 @@ impl Seq2SeqConfig {
 
     /// State values per layer and batch row: H, or 2H for the LSTM's (h, c).
     pub fn state_len(&self) -> usize {
-        self.cell.state_width() * self.hidden
+        self.decoder().state_len()
+    }
+
+    fn decoder(&self) -> DecoderConfig {
+        DecoderConfig {
+            vocab: self.tgt_vocab,
+            embed: self.embed,
+            hidden: self.hidden,
+            layers: self.layers,
+            cell: self.cell,
+        }
     }
 }
 
-/// Where each group of parameters lives in the store's variables.
+/// Where the encoder's parameters live in the store's variables.
 struct Vars {
     src_emb: usize,
     /// `encoder[l][dir]`
     encoder: Vec<Vec<usize>>,
     /// `(weight, bias)` of each layer's bridge.
     bridge: Vec<(usize, usize)>,
-    tgt_emb: usize,
-    decoder: Vec<usize>,
-    head_w: usize,
-    head_b: usize,
 }
 
 pub struct Seq2Seq {
     pub cfg: Seq2SeqConfig,
     store: ParamStore,
     vars: Vars,
+    decoder: Decoder,
 }
 
 /// What a training step or a gradient evaluation reports besides the loss.
@@ -104,70 +107,32 @@ impl Seq2Seq {
     pub fn new(cfg: Seq2SeqConfig, dev: Dev) -> Result<Self> {
         cfg.validate()?;
         let device = dev.device()?;
-        let Seq2SeqConfig { src_vocab, tgt_vocab, embed, hidden, layers, cell, .. } = cfg;
+        let Seq2SeqConfig { src_vocab, embed, hidden, layers, cell, .. } = cfg;
         let (dirs, s) = (cfg.directions(), cfg.state_len());
         let mut specs = Vec::new();
-        let mut add = |name: String, shape: Vec<usize>, var: usize, offset: usize| {
-            specs.push(ParamSpec { name, shape, var, offset });
-        };
-        let mut var = 0;
-        let mut next = || {
-            var += 1;
-            var - 1
-        };
-        let src_emb = next();
-        add("src_embedding.weight".into(), vec![src_vocab, embed], src_emb, 0);
-        let recurrent = |module: &str,
-                         l: usize,
-                         dir: usize,
-                         input: usize,
-                         v: usize,
-                         add: &mut dyn FnMut(String, Vec<usize>, usize, usize)| {
-            let g = RnnDims { cell, batch: 1, seq: 1, input, hidden }.gate_width();
-            let suffix = if dir == 1 { "_reverse" } else { "" };
-            let mut offset = 0;
-            for (part, shape) in [
-                ("weight_ih", vec![g, input]),
-                ("weight_hh", vec![g, hidden]),
-                ("bias_ih", vec![g]),
-                ("bias_hh", vec![g]),
-            ] {
-                let n: usize = shape.iter().product();
-                add(format!("{module}.{part}_l{l}{suffix}"), shape, v, offset);
-                offset += n;
-            }
-        };
+        specs.push(ParamSpec { name: "src_embedding.weight".into(), shape: vec![src_vocab, embed], var: 0, offset: 0 });
+        let mut var = 1;
         let mut encoder = Vec::new();
         for l in 0..layers {
             let input = if l == 0 { embed } else { dirs * hidden };
             let mut per = Vec::new();
             for dir in 0..dirs {
-                let v = next();
-                recurrent("encoder", l, dir, input, v, &mut add);
-                per.push(v);
+                recurrent_specs(&mut specs, "encoder", (l, dir), cell, (input, hidden), var);
+                per.push(var);
+                var += 1;
             }
             encoder.push(per);
         }
         let mut bridge = Vec::new();
         for l in 0..layers {
-            let (w, b) = (next(), next());
-            add(format!("bridge.{l}.weight"), vec![s, dirs * s], w, 0);
-            add(format!("bridge.{l}.bias"), vec![s], b, 0);
-            bridge.push((w, b));
+            specs.push(ParamSpec { name: format!("bridge.{l}.weight"), shape: vec![s, dirs * s], var, offset: 0 });
+            specs.push(ParamSpec { name: format!("bridge.{l}.bias"), shape: vec![s], var: var + 1, offset: 0 });
+            bridge.push((var, var + 1));
+            var += 2;
         }
-        let tgt_emb = next();
-        add("tgt_embedding.weight".into(), vec![tgt_vocab, embed], tgt_emb, 0);
-        let mut decoder = Vec::new();
-        for l in 0..layers {
-            let v = next();
-            recurrent("decoder", l, 0, if l == 0 { embed } else { hidden }, v, &mut add);
-            decoder.push(v);
-        }
-        let (head_w, head_b) = (next(), next());
-        add("head.weight".into(), vec![tgt_vocab, hidden], head_w, 0);
-        add("head.bias".into(), vec![tgt_vocab], head_b, 0);
-        let vars = Vars { src_emb, encoder, bridge, tgt_emb, decoder, head_w, head_b };
-        Ok(Seq2Seq { cfg, store: ParamStore::new(specs, device, "seq2seq")?, vars })
+        let (decoder, _) = Decoder::register(cfg.decoder(), &mut specs, var);
+        let vars = Vars { src_emb: 0, encoder, bridge };
+        Ok(Seq2Seq { cfg, store: ParamStore::new(specs, device, "seq2seq")?, vars, decoder })
     }
 
     pub fn params(&self) -> &ParamStore {
@@ -182,23 +147,8 @@ impl Seq2Seq {
         self.store.vars[i].as_tensor()
     }
 
-    fn ids(&self, ids: &[u32], batch: usize, seq: usize, vocab: usize, what: &str) -> Result<Tensor> {
-        if batch == 0 || seq == 0 {
-            bail!("{what}: batch and sequence length must be at least 1");
-        }
-        if ids.len() != batch * seq {
-            bail!("{what}: expected batch {batch} × length {seq} = {} ids, got {}", batch * seq, ids.len());
-        }
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            bail!("{what}: id {bad} is outside the vocabulary of {vocab}");
-        }
-        Tensor::from_slice(ids, (batch, seq), &self.store.device)
-    }
-
-    fn embed(&self, table: usize, vocab: usize, ids: &Tensor) -> Result<Tensor> {
-        let (batch, seq) = ids.dims2()?;
-        let e = self.cfg.embed;
-        self.var(table).reshape((vocab, e))?.index_select(&ids.flatten_all()?, 0)?.reshape((batch, seq, e))
+    fn source(&self, src: &[u32], batch: usize, src_len: usize) -> Result<Tensor> {
+        id_tensor(&self.store.device, src, (batch, src_len), self.cfg.src_vocab, "source")
     }
 
     /// The decoder's initial state of every layer `[B, S]`, from the source `[B, Ts]`.
@@ -206,7 +156,7 @@ impl Seq2Seq {
         let c = self.cfg;
         let batch = src.dim(0)?;
         let (dirs, s) = (c.directions(), c.state_len());
-        let x = self.embed(self.vars.src_emb, c.src_vocab, src)?;
+        let x = embed(self.var(self.vars.src_emb), (c.src_vocab, c.embed), src)?;
         let params: Vec<Vec<&Tensor>> =
             self.vars.encoder.iter().map(|per| per.iter().map(|&v| self.var(v)).collect()).collect();
         let zeros = Tensor::zeros((batch, s), DType::F32, &self.store.device)?;
@@ -221,65 +171,6 @@ impl Seq2Seq {
             .collect()
     }
 
-    /// Logits `[B·T, V]` of the decoder over inputs `[B, T]` from `s0`, and its final states.
-    fn decode_tensor(&self, dec_in: &Tensor, s0: &[Tensor]) -> Result<(Tensor, Vec<Tensor>)> {
-        let c = self.cfg;
-        let (batch, seq) = dec_in.dims2()?;
-        let y = self.embed(self.vars.tgt_emb, c.tgt_vocab, dec_in)?;
-        let params: Vec<Vec<&Tensor>> = self.vars.decoder.iter().map(|&v| vec![self.var(v)]).collect();
-        let StackOut { top, finals } = run_stack(c.cell, c.hidden, &y, &params, s0)?;
-        let hs = top.contiguous()?.reshape((batch * seq, c.hidden))?;
-        let head = self.var(self.vars.head_w).reshape((c.tgt_vocab, c.hidden))?;
-        let logits = hs.matmul(&head.t()?)?.broadcast_add(self.var(self.vars.head_b))?;
-        Ok((logits, finals))
-    }
-
-    /// The decoder inputs fed under scheduled sampling: position 0 and every position whose flip is 1
-    /// (or whose input is PAD) keep the given input; the others take a sample from the softmax the
-    /// model predicts at the previous position, given the mixed prefix (inverse CDF at `uniforms`).
-    fn mix_inputs(
-        &self,
-        s0: &[Tensor],
-        dec_in: &[u32],
-        batch: usize,
-        seq: usize,
-        flips: &[u8],
-        uniforms: &[f32],
-    ) -> Result<Vec<u32>> {
-        let v = self.cfg.tgt_vocab;
-        let mut inputs = dec_in.to_vec();
-        let mut state: Vec<Tensor> = s0.iter().map(|t| t.detach()).collect();
-        for t in 0..seq - 1 {
-            let tokens: Vec<u32> = (0..batch).map(|b| inputs[b * seq + t]).collect();
-            let (logits, next) =
-                self.decode_tensor(&Tensor::from_vec(tokens, (batch, 1), &self.store.device)?, &state)?;
-            state = next;
-            let logits = logits.to_vec2::<f32>()?;
-            for (b, row) in logits.iter().enumerate() {
-                let at = b * seq + t + 1;
-                if dec_in[at] != PAD && flips[at] == 0 {
-                    inputs[at] = sample_inverse_cdf(row, uniforms[at] as f64);
-                }
-            }
-            debug_assert_eq!(logits.len(), batch);
-            debug_assert!(logits.iter().all(|r| r.len() == v));
-        }
-        Ok(inputs)
-    }
-
-    /// Mean cross-entropy over the non-PAD targets, and their count.
-    fn loss(&self, logits: &Tensor, targets: &[u32]) -> Result<(Tensor, usize)> {
-        let keep: Vec<u32> = (0..targets.len() as u32).filter(|&i| targets[i as usize] != PAD).collect();
-        if keep.is_empty() {
-            bail!("targets: every position is PAD; a batch needs at least one target token");
-        }
-        let n = keep.len();
-        let rows = Tensor::from_vec(keep.clone(), n, &self.store.device)?;
-        let y: Vec<u32> = keep.iter().map(|&i| targets[i as usize]).collect();
-        let y = Tensor::from_vec(y, n, &self.store.device)?;
-        Ok((crate::loss::cross_entropy(&logits.index_select(&rows, 0)?, &y)?, n))
-    }
-
     /// Checks a batch and runs everything up to the loss: `(loss, tokens, mixed inputs)`.
     #[allow(clippy::too_many_arguments)]
     fn batch_loss(
@@ -292,39 +183,11 @@ impl Seq2Seq {
         tgt_len: usize,
         sampling: Option<(&[u8], &[f32])>,
     ) -> Result<(Tensor, usize, Vec<u32>)> {
-        let c = self.cfg;
-        let src = self.ids(src, batch, src_len, c.src_vocab, "source")?;
-        self.ids(dec_in, batch, tgt_len, c.tgt_vocab, "decoder inputs")?;
-        self.ids(targets, batch, tgt_len, c.tgt_vocab, "targets")?;
+        let src = self.source(src, batch, src_len)?;
+        let b = DecoderBatch { dec_in, targets, batch, len: tgt_len, sampling };
+        self.decoder.check(&self.store.device, &b)?;
         let s0 = self.encode_tensor(&src)?;
-        let inputs = match sampling {
-            Some((flips, uniforms)) => {
-                let n = batch * tgt_len;
-                if flips.len() != n || uniforms.len() != n {
-                    bail!(
-                        "scheduled sampling: flips and uniforms need {n} values each, got {} and {}",
-                        flips.len(),
-                        uniforms.len()
-                    );
-                }
-                if let Some(f) = flips.iter().find(|&&f| f > 1) {
-                    bail!("scheduled sampling: flips must be 0 (sample) or 1 (ground truth), got {f}");
-                }
-                if let Some(u) = uniforms.iter().find(|u| !(0.0..1.0).contains(*u)) {
-                    bail!("scheduled sampling: uniforms must lie in [0, 1), got {u}");
-                }
-                if flips.iter().all(|&f| f == 1) {
-                    dec_in.to_vec()
-                } else {
-                    self.mix_inputs(&s0, dec_in, batch, tgt_len, flips, uniforms)?
-                }
-            }
-            None => dec_in.to_vec(),
-        };
-        let dec = Tensor::from_slice(&inputs, (batch, tgt_len), &self.store.device)?;
-        let (logits, _) = self.decode_tensor(&dec, &s0)?;
-        let (loss, tokens) = self.loss(&logits, targets)?;
-        Ok((loss, tokens, inputs))
+        self.decoder.batch_loss(&self.store, &s0, &b)
     }
 
     /// One training step: encoder, bridge, decoder (teacher-forced or scheduled-sampled), mean
@@ -382,60 +245,14 @@ impl Seq2Seq {
 
     /// The decoder's initial state `[L, B, S]` for sources `[B, Ts]` (no gradient).
     pub fn encode(&self, src: &[u32], batch: usize, src_len: usize) -> Result<Vec<f32>> {
-        let src = self.ids(src, batch, src_len, self.cfg.src_vocab, "source")?;
-        flat(&self.encode_tensor(&src)?)
+        flat(&self.encode_tensor(&self.source(src, batch, src_len)?)?)
     }
 
     /// One decoder step of `N` hypotheses: feeds `tokens [N]` from `state [L, N, S]` and returns the
     /// new state and the log-probabilities `[N, V]` of the next token.
     pub fn decode_step(&self, state: &[f32], tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
-        let c = self.cfg;
-        let (n, s) = (tokens.len(), c.state_len());
-        if state.len() != c.layers * n * s {
-            bail!(
-                "decoder state holds {} values; [layers {}, hypotheses {n}, state {s}] needs {}",
-                state.len(),
-                c.layers,
-                c.layers * n * s
-            );
-        }
-        let ids = self.ids(tokens, n, 1, c.tgt_vocab, "decoder tokens")?;
-        let s0 = (0..c.layers)
-            .map(|l| Tensor::from_slice(&state[l * n * s..(l + 1) * n * s], (n, s), &self.store.device))
-            .collect::<Result<Vec<_>>>()?;
-        let (logits, finals) = self.decode_tensor(&ids, &s0)?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        Ok((flat(&finals)?, log_probs.flatten_all()?.to_vec1::<f32>()?))
+        self.decoder.decode_step(&self.store, state, tokens)
     }
-}
-
-fn flat(ts: &[Tensor]) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for t in ts {
-        out.extend(t.detach().flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
-/// The smallest k with Σ_{j≤k} softmax(logits)_j > u, summed in f64 in vocabulary order (the last
-/// token of non-zero probability if rounding leaves the total at or below u).
-pub fn sample_inverse_cdf(logits: &[f32], u: f64) -> u32 {
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l as f64));
-    let weights: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
-    let total: f64 = weights.iter().sum();
-    let mut cum = 0.0;
-    let mut last = 0;
-    for (k, w) in weights.iter().enumerate() {
-        let p = w / total;
-        cum += p;
-        if p > 0.0 {
-            last = k;
-        }
-        if cum > u {
-            return k as u32;
-        }
-    }
-    last as u32
 }
 
 #[cfg(test)]
