@@ -4,9 +4,9 @@
  * other, and the text that says what a resumed run will do.
  */
 import { CheckpointError, ConfigError } from '../errors.js';
-import { readTrainInfo } from '../io/checkpoint.js';
+import { checkpointKind, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, specialFileKind } from '../io/safetensors.js';
-import { checkpointKind, DEFAULT_FLOW, FLOW_KIND, RealNVP } from '../models/flow.js';
+import { DEFAULT_FLOW, FLOW_KIND, RealNVP } from '../models/flow.js';
 import { Flow } from '../models/flownet.js';
 import type { Flags } from './args.js';
 import { ARCH_FLAGS, num, str, TRAIN_FLOW_DATA, TRAIN_FLOW_FLAGS } from './flow-flags.js';

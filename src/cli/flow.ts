@@ -6,8 +6,9 @@
 import { dirname, join, parse } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
+import { checkpointKind } from '../io/checkpoint.js';
 import { heatmapRgb, scatterRgb } from '../io/png.js';
-import { checkpointKind, RealNVP } from '../models/flow.js';
+import { RealNVP } from '../models/flow.js';
 import { FLOW_TRAIN_DEFAULTS } from '../train/flow-trainer.js';
 import {
   checkOutputPath,

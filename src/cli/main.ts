@@ -11,10 +11,11 @@ import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corp
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { ArflowError, CheckpointError, ConfigError } from '../errors.js';
+import { checkpointKind } from '../io/checkpoint.js';
 import { PLOT_COLORS, plotPanels } from '../io/plot.js';
 import { specialFileKind } from '../io/safetensors.js';
 import { CharLM, type H0Policy } from '../models/char-lm.js';
-import { checkpointKind, FLOW_KIND } from '../models/flow.js';
+import { FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
 import { type GradReport, gradReport } from '../models/grad-report.js';
 import { SEQ2SEQ_KIND } from '../models/seq2seq.js';

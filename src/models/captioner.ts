@@ -24,14 +24,20 @@ import { CELL_KINDS, type CellKind, stateWidth } from '../backend/types.js';
 import { CANVAS_SIZE, type CaptionCanvases, captionVocabulary } from '../data/canvases.js';
 import { BOS, EOS, TokenVocabulary } from '../data/token-vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
-import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import {
+  applyOptimizerState,
+  checkpointContents,
+  expectTensors,
+  isCheckpointOf,
+  readOptimizerState,
+  readTrainInfo,
+} from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { corpusBleu, exactMatch } from '../metrics/bleu.js';
 import { beamSearch, type Hypothesis, type LengthPenalty } from '../sample/beam.js';
 import { decodeEach, greedyBatch, layeredStepper } from '../sample/decoder.js';
 import { type CaptionTrainOptions, type CaptionTrainSummary, trainCaptioner } from '../train/caption-trainer.js';
 import { Rng } from '../util/rng.js';
-import { addOptimizerState, applyOptimizerState, readOptimizerState } from './flow.js';
 
 export interface CaptionerConfig {
   /** Word embedding width. Default 32. */
@@ -58,8 +64,6 @@ export const DEFAULT_CAPTIONER: CaptionerConfig = {
 };
 
 export const CAPTION_KIND = 'caption';
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
 
 /** Longest caption generated unless asked otherwise, EOS included (the grammar's longest is 40 words). */
 const DEFAULT_MAX_LENGTH = 48;
@@ -305,18 +309,12 @@ export class Captioner {
    * vocabulary in the metadata; with `optimizer`, the AdamW moments (`optimizer.exp_avg.<name>`, …).
    */
   async save(path: string, opts: { optimizer?: boolean; train?: CaptionerTrainState } = {}): Promise<void> {
-    const tensors: Record<string, TensorEntry> = {};
-    const info = this.backend.paramInfo();
-    for (const p of info) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: CAPTION_KIND,
-      config: JSON.stringify(this.config),
-      vocab: JSON.stringify(this.vocab.toJSON()),
-    };
-    if (opts.optimizer) addOptimizerState(this.backend, info, tensors, metadata);
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      CAPTION_KIND,
+      { config: JSON.stringify(this.config), vocab: JSON.stringify(this.vocab.toJSON()) },
+      opts,
+    );
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -327,7 +325,7 @@ export class Captioner {
    */
   static load(path: string, opts: { device?: string } = {}): { model: Captioner; train: CaptionerTrainState | null } {
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== CAPTION_KIND) {
+    if (!isCheckpointOf(metadata, CAPTION_KIND)) {
       throw new CheckpointError(
         `${path} is not an arflow caption checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );

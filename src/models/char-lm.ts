@@ -25,7 +25,8 @@ import {
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import { checkpointContents, isCheckpointOf, OPTIM_PREFIX } from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { type SamplingOptions, sampleLogits, validateSampling } from '../sample/sampling.js';
 import { type TrainOptions, type TrainSummary, trainCharLM } from '../train/char-trainer.js';
 import { Rng } from '../util/rng.js';
@@ -103,10 +104,7 @@ export interface EvalResult {
   bpcAhead: number[];
 }
 
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
 const KIND = 'char-lm';
-const OPTIM_PREFIX = 'optimizer.';
 const CARRY_TENSOR = 'train.carry';
 
 function checkConfig(c: CharLMConfig): void {
@@ -234,37 +232,20 @@ export class CharLM {
    * The config, vocabulary and `train` state live in the metadata.
    */
   async save(path: string, opts: { optimizer?: boolean; train?: TrainState } = {}): Promise<void> {
-    const tensors: Record<string, TensorEntry> = {};
-    const info = this.backend.paramInfo();
-    for (const p of info) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: KIND,
-      config: JSON.stringify(this.config),
-      vocab: JSON.stringify(this.vocab.toJSON()),
-    };
-    if (opts.optimizer) {
-      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
-        for (const p of info) {
-          tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
-            dtype: 'F32',
-            shape: p.shape,
-            data: this.backend.getOptimState(which, p.name),
-          };
-        }
-      }
-      metadata.optimizer_step = String(this.backend.getOptimStep());
-      const carry = this.backend.getCarry();
-      if (carry) {
-        tensors[CARRY_TENSOR] = {
-          dtype: 'F32',
-          shape: [this.config.layers, carry.batch, this.stateSize()],
-          data: carry.state,
-        };
-      }
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      KIND,
+      { config: JSON.stringify(this.config), vocab: JSON.stringify(this.vocab.toJSON()) },
+      opts,
+    );
+    const carry = opts.optimizer ? this.backend.getCarry() : null;
+    if (carry) {
+      tensors[CARRY_TENSOR] = {
+        dtype: 'F32',
+        shape: [this.config.layers, carry.batch, this.stateSize()],
+        data: carry.state,
+      };
     }
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -274,7 +255,7 @@ export class CharLM {
    */
   static load(path: string, opts: Omit<CreateOptions, 'seed'> = {}): { model: CharLM; train: TrainState | null } {
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== KIND) {
+    if (!isCheckpointOf(metadata, KIND)) {
       throw new CheckpointError(
         `${path} is a safetensors file but not an arflow char-lm checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );

@@ -10,17 +10,23 @@
  * await flow.save('moons.safetensors');
  * ```
  */
-import { closeSync, openSync, readSync } from 'node:fs';
 import { type FlowBackend, type FlowShape, flowParamInfo } from '../backend/flow-types.js';
 import type { BackendName, DeviceName } from '../backend/index.js';
 import { checkFlowShape, JsRealNvp } from '../backend/js/realnvp.js';
 import { checkParamCount, describeValue } from '../backend/limits.js';
 import { checkDeviceName } from '../backend/native.js';
 import { NativeRealNvp } from '../backend/native-flow.js';
-import type { OptimMoment } from '../backend/types.js';
 import { BackendError, CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
-import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, type SafetensorsContents, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import {
+  applyOptimizerState,
+  checkpointContents,
+  checkResumable,
+  expectTensors,
+  isCheckpointOf,
+  readOptimizerState,
+  readTrainInfo,
+} from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, trainFlow } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
 
@@ -42,8 +48,6 @@ export interface FlowSampleOptions {
   seed?: number;
 }
 
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
 export const FLOW_KIND = 'flow-realnvp';
 /** Samples per backend call when scoring or mapping large arrays. */
 const CHUNK = 8192;
@@ -260,17 +264,12 @@ export class RealNVP {
    * `optimizer_step`, so that training can continue exactly (`fit` with `resume`).
    */
   async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
-    const tensors: Record<string, TensorEntry> = {};
-    const params = this.backend.paramInfo();
-    for (const p of params) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: FLOW_KIND,
-      config: JSON.stringify(this.config),
-    };
-    if (opts.optimizer) addOptimizerState(this.backend, params, tensors, metadata);
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      FLOW_KIND,
+      { config: JSON.stringify(this.config) },
+      opts,
+    );
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -283,7 +282,7 @@ export class RealNVP {
   static load(path: string, opts: Omit<FlowCreateOptions, 'seed'> = {}): RealNVP {
     const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== FLOW_KIND) {
+    if (!isCheckpointOf(metadata, FLOW_KIND)) {
       throw new CheckpointError(
         `${path} is a safetensors file but not an arflow Real NVP checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );
@@ -327,154 +326,6 @@ export class RealNVP {
 }
 
 // ---- optimizer state in flow checkpoints ----------------------------------------------------------
-
-/**
- * Prefix of the AdamW moments in a checkpoint, as the char LM writes them (PyTorch's names):
- * `optimizer.exp_avg.<param>` and `optimizer.exp_avg_sq.<param>`, one of each per parameter (never for
- * buffers), with the optimizer's step count in the metadata as `optimizer_step`.
- */
-export const OPTIM_PREFIX = 'optimizer.';
-const MOMENTS: readonly OptimMoment[] = ['exp_avg', 'exp_avg_sq'];
-
-/** What a backend offers of its optimizer (both flow backends and the FlowNet have it). */
-export interface OptimizerAccess {
-  getOptimState(which: OptimMoment, name: string): Float32Array;
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
-}
-
-/** AdamW state read from a checkpoint and checked: the step and every moment of every parameter. */
-export interface OptimizerState {
-  step: number;
-  moments: [OptimMoment, string, Float32Array][];
-}
-
-/** Adds the optimizer's moments of every parameter in `params` and its step to a checkpoint being written. */
-export function addOptimizerState(
-  backend: OptimizerAccess,
-  params: readonly { name: string; shape: readonly number[] }[],
-  tensors: Record<string, TensorEntry>,
-  metadata: Record<string, string>,
-): void {
-  for (const which of MOMENTS) {
-    for (const p of params) {
-      tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
-        dtype: 'F32',
-        shape: [...p.shape],
-        data: backend.getOptimState(which, p.name),
-      };
-    }
-  }
-  metadata.optimizer_step = String(backend.getOptimStep());
-}
-
-/**
- * Splits a checkpoint's tensors into the optimizer's (`optimizer.*`) and the rest, and checks the
- * optimizer's: none at all (no `optimizer_step`, no `optimizer.*` tensor) is `null`; otherwise
- * `optimizer_step` must be a whole number ≥ 0 and the tensors exactly one `exp_avg` and one
- * `exp_avg_sq` per parameter, F32 of the parameter's shape, finite (and `exp_avg_sq` ≥ 0). Some but
- * not all of it is a CheckpointError, as is anything else wrong.
- */
-export function readOptimizerState(
-  path: string,
-  tensors: SafetensorsContents['tensors'],
-  metadata: Record<string, string>,
-  params: readonly { name: string; shape: readonly number[] }[],
-  needs: string,
-): { rest: SafetensorsContents['tensors']; optimizer: OptimizerState | null } {
-  const rest: SafetensorsContents['tensors'] = {};
-  const mine: SafetensorsContents['tensors'] = {};
-  for (const [name, t] of Object.entries(tensors)) {
-    if (name.startsWith(OPTIM_PREFIX)) mine[name] = t;
-    else rest[name] = t;
-  }
-  const raw = metadata.optimizer_step;
-  const names = Object.keys(mine);
-  if (raw === undefined) {
-    if (names.length === 0) return { rest, optimizer: null };
-    throw new CheckpointError(
-      `${path}: it holds optimizer state (${names[0]}…) but no optimizer_step in its metadata: the optimizer state is incomplete`,
-    );
-  }
-  const step = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(step))
-    throw new CheckpointError(
-      `${path}: optimizer_step ${JSON.stringify(raw)} in its metadata is not a whole number from 0 to ${MAX_OPTIM_STEP} (2^53 − 1)`,
-    );
-  const expected = MOMENTS.flatMap((which) =>
-    params.map((p) => ({ which, param: p.name, name: `${OPTIM_PREFIX}${which}.${p.name}`, shape: p.shape })),
-  );
-  const checked = expectTensors(path, mine, expected, `the optimizer state of ${needs}`);
-  const moments = checked.map(([name, data], i): [OptimMoment, string, Float32Array] => {
-    const { which, param } = expected[i];
-    if (which === 'exp_avg_sq') {
-      const bad = data.findIndex((v) => v < 0);
-      if (bad >= 0)
-        throw new CheckpointError(
-          `${path}: tensor ${name} holds a negative value (${data[bad]} at ${bad}); a second moment is never negative`,
-        );
-    }
-    return [which, param, data];
-  });
-  return { rest, optimizer: { step, moments } };
-}
-
-/** Loads checked optimizer state into a backend; what it refuses is the checkpoint's fault. */
-export function applyOptimizerState(path: string, backend: OptimizerAccess, state: OptimizerState): void {
-  for (const [which, name, data] of state.moments) {
-    try {
-      backend.setOptimState(which, name, data);
-    } catch (e) {
-      throw new CheckpointError(`${path}: tensor ${OPTIM_PREFIX}${which}.${name}: ${(e as Error).message}`);
-    }
-  }
-  try {
-    backend.setOptimStep(state.step);
-  } catch (e) {
-    throw new CheckpointError(`${path}: optimizer_step ${state.step}: ${(e as Error).message}`);
-  }
-  // A step the backend cannot hold would come back changed (and bias-correct the moments wrongly).
-  const held = backend.getOptimStep();
-  if (held !== state.step)
-    throw new CheckpointError(
-      `${path}: optimizer_step ${state.step} in its metadata cannot be restored: the optimizer holds ${held}`,
-    );
-}
-
-/** Largest `optimizer_step` a checkpoint may hold: 2^53 − 1, the largest whole number a double holds exactly. */
-export const MAX_OPTIM_STEP = Number.MAX_SAFE_INTEGER;
-
-/**
- * Checks `fit`'s `resume` against the model: continuing a run needs the optimizer state of its steps
- * (a model loaded with it, or trained in this process); a ConfigError otherwise.
- */
-export function checkResumable(hasOptimizerState: boolean, resume: { step: number } | null | undefined): void {
-  if (resume == null || hasOptimizerState) return;
-  throw new ConfigError(
-    `resume: this flow holds no optimizer state (it is new, or its checkpoint was saved without { optimizer: true }), so there is no run to continue; train it without resume, or load a checkpoint saved with { optimizer: true }`,
-  );
-}
-
-/** The metadata `kind` of a safetensors checkpoint (reads only its header), or null if unreadable. */
-export function checkpointKind(path: string): string | null {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    const head = Buffer.alloc(8);
-    if (readSync(fd, head, 0, 8, 0) !== 8) return null;
-    const len = Number(head.readBigUInt64LE(0));
-    if (!(len > 0 && len < 100_000_000)) return null;
-    const json = Buffer.alloc(len);
-    if (readSync(fd, json, 0, len, 8) !== len) return null;
-    const header = JSON.parse(json.toString('utf8')) as { __metadata__?: Record<string, string> };
-    return header.__metadata__?.kind ?? null;
-  } catch {
-    return null;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
 
 /**
  * `xs`, samples `[n, dim]` of a flow, unchanged; a DataError when some are not finite: the flow's

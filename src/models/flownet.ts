@@ -33,17 +33,19 @@ import {
   PIXEL_BITS,
   quantize,
 } from '../flows/preprocess.js';
-import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import {
+  applyOptimizerState,
+  checkpointContents,
+  checkResumable,
+  expectTensors,
+  isCheckpointOf,
+  readOptimizerState,
+  readTrainInfo,
+} from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
-import {
-  addOptimizerState,
-  applyOptimizerState,
-  checkFiniteSamples,
-  checkResumable,
-  readOptimizerState,
-} from './flow.js';
+import { checkFiniteSamples } from './flow.js';
 import {
   type GlowConfig,
   glowSpec,
@@ -56,8 +58,6 @@ import {
 } from './presets.js';
 
 export const FLOWNET_KIND = 'flow-net';
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
 /** Examples per backend call when scoring or mapping large arrays: small enough that activations stay
  * under the allocator's mmap threshold (1024 scored 3× slower than 64 on the Real NVP preset). */
 const CHUNK = 64;
@@ -499,20 +499,14 @@ export class Flow {
    * then `fit` with `resume`.
    */
   async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
-    const tensors: Record<string, TensorEntry> = {};
-    const params = this.backend.paramInfo();
-    for (const p of params) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      FLOWNET_KIND,
+      { spec: JSON.stringify(this.spec), space: this.space },
+      opts,
+    );
     for (const b of this.backend.bufferInfo())
       tensors[b.name] = { dtype: 'F32', shape: b.shape, data: this.backend.getBuffer(b.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: FLOWNET_KIND,
-      spec: JSON.stringify(this.spec),
-      space: this.space,
-    };
-    if (opts.optimizer) addOptimizerState(this.backend, params, tensors, metadata);
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -528,7 +522,7 @@ export class Flow {
   static load(path: string, opts: { device?: DeviceName } = {}): Flow {
     const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== FLOWNET_KIND) {
+    if (!isCheckpointOf(metadata, FLOWNET_KIND)) {
       throw new CheckpointError(
         `${path} is a safetensors file but not an arflow flow checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );

@@ -31,11 +31,18 @@ import {
   validatePixelShape,
 } from '../backend/pixel-types.js';
 import { CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
-import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import {
+  applyOptimizerState,
+  checkpointContents,
+  checkResumable,
+  expectTensors,
+  isCheckpointOf,
+  readOptimizerState,
+  readTrainInfo,
+} from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
-import { addOptimizerState, applyOptimizerState, checkResumable, readOptimizerState } from './flow.js';
 
 export type PixelRNNConfig = PixelRnnShape;
 
@@ -50,8 +57,6 @@ export const DEFAULT_PIXEL_RNN: PixelRNNConfig = Object.freeze({
 });
 
 export const PIXEL_KIND = 'pixel-rnn';
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
 /** Images per native call when scoring. */
 const CHUNK = 64;
 
@@ -304,17 +309,12 @@ export class PixelRNN {
    * metadata (kind 'pixel-rnn'). With `optimizer`, the AdamW state under the char LM's names, for resume.
    */
   async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
-    const tensors: Record<string, TensorEntry> = {};
-    const params = this.backend.paramInfo();
-    for (const p of params) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: PIXEL_KIND,
-      config: JSON.stringify(this.config),
-    };
-    if (opts.optimizer) addOptimizerState(this.backend, params, tensors, metadata);
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      PIXEL_KIND,
+      { config: JSON.stringify(this.config) },
+      opts,
+    );
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -324,7 +324,7 @@ export class PixelRNN {
    */
   static load(path: string, opts: { backend?: BackendName; device?: DeviceName } = {}): PixelRNN {
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== PIXEL_KIND) {
+    if (!isCheckpointOf(metadata, PIXEL_KIND)) {
       throw new CheckpointError(
         `${path} is not an arflow Pixel-RNN checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'}; expected kind=${PIXEL_KIND})`,
       );

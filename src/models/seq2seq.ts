@@ -24,8 +24,8 @@ import type { PronEntry } from '../data/cmudict.js';
 import { bucketBySourceLength, type EncodedPair } from '../data/seq2seq-batches.js';
 import { BOS, EOS, type TokenUnknownPolicy, TokenVocabulary } from '../data/token-vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
-import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import { checkpointContents, expectTensors, isCheckpointOf, OPTIM_PREFIX, readTrainInfo } from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { phonemeErrorRate, wordErrorRate } from '../metrics/edit-distance.js';
 import { beamSearch, type DecoderStep, type Hypothesis, type LengthPenalty } from '../sample/beam.js';
 import { decodeEach, greedyBatch, layeredStepper } from '../sample/decoder.js';
@@ -48,9 +48,6 @@ export interface Seq2SeqConfig {
 export const DEFAULT_SEQ2SEQ: Seq2SeqConfig = { embed: 64, hidden: 256, layers: 1, cell: 'lstm', bidirectional: false };
 
 export const SEQ2SEQ_KIND = 'seq2seq';
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
-const OPTIM_PREFIX = 'optimizer.';
 
 /** Most tokens a decoded output may have (EOS included) unless asked otherwise. */
 const DEFAULT_MAX_LENGTH = 40;
@@ -277,30 +274,16 @@ export class Seq2Seq {
    * vocabularies in the metadata; with `optimizer`, the AdamW moments (`optimizer.exp_avg.<name>`, …).
    */
   async save(path: string, opts: { optimizer?: boolean; train?: Seq2SeqTrainState } = {}): Promise<void> {
-    const tensors: Record<string, TensorEntry> = {};
-    const info = this.backend.paramInfo();
-    for (const p of info) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: SEQ2SEQ_KIND,
-      config: JSON.stringify(this.config),
-      src_vocab: JSON.stringify(this.src.toJSON()),
-      tgt_vocab: JSON.stringify(this.tgt.toJSON()),
-    };
-    if (opts.optimizer) {
-      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
-        for (const p of info) {
-          tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
-            dtype: 'F32',
-            shape: p.shape,
-            data: this.backend.getOptimState(which, p.name),
-          };
-        }
-      }
-      metadata.optimizer_step = String(this.backend.getOptimStep());
-    }
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      SEQ2SEQ_KIND,
+      {
+        config: JSON.stringify(this.config),
+        src_vocab: JSON.stringify(this.src.toJSON()),
+        tgt_vocab: JSON.stringify(this.tgt.toJSON()),
+      },
+      opts,
+    );
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -311,7 +294,7 @@ export class Seq2Seq {
    */
   static load(path: string, opts: { device?: string } = {}): { model: Seq2Seq; train: Seq2SeqTrainState | null } {
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== SEQ2SEQ_KIND) {
+    if (!isCheckpointOf(metadata, SEQ2SEQ_KIND)) {
       throw new CheckpointError(
         `${path} is not an arflow seq2seq checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );

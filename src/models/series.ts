@@ -41,8 +41,8 @@ import { createSeriesBackend } from '../backend/native-series.js';
 import { CELL_KINDS, type CellKind, checkPredictAhead, type OptimMoment, stateWidth } from '../backend/types.js';
 import { Normalizer, type Series, type SeriesSplit, splitSeries } from '../data/series.js';
 import { CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
-import { expectTensors, readTrainInfo } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors, type TensorEntry } from '../io/safetensors.js';
+import { checkpointContents, expectTensors, isCheckpointOf, OPTIM_PREFIX, readTrainInfo } from '../io/checkpoint.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import {
   dequantize,
   detectResolution,
@@ -151,10 +151,7 @@ export interface SeriesSampleOptions {
   temperature?: number;
 }
 
-const FORMAT = 'arflow';
-const FORMAT_VERSION = '1';
 export const SERIES_KIND = 'series';
-const OPTIM_PREFIX = 'optimizer.';
 const CARRY_TENSOR = 'train.carry';
 /** Steps per native call when scoring long sequences (the state is carried between calls: exact). */
 const EVAL_CHUNK = 4096;
@@ -511,37 +508,23 @@ export class SeriesModel {
   async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
     const scales = this.needScales('save');
     const stats = (n: Normalizer) => JSON.stringify({ mean: Array.from(n.mean), std: Array.from(n.std) });
-    const tensors: Record<string, TensorEntry> = {};
-    const info = this.backend.paramInfo();
-    for (const p of info) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: this.backend.getParam(p.name) };
-    const metadata: Record<string, string> = {
-      format: FORMAT,
-      format_version: FORMAT_VERSION,
-      kind: SERIES_KIND,
-      config: JSON.stringify(this.config),
-      normalizer: stats(scales.values),
-      increments: stats(scales.increments),
-      columns: JSON.stringify(this.columns),
-      resolution: JSON.stringify(this.resolution),
-    };
-    if (opts.optimizer) {
-      for (const which of ['exp_avg', 'exp_avg_sq'] as OptimMoment[]) {
-        for (const p of info) {
-          tensors[`${OPTIM_PREFIX}${which}.${p.name}`] = {
-            dtype: 'F32',
-            shape: p.shape,
-            data: this.backend.getOptimState(which, p.name),
-          };
-        }
-      }
-      metadata.optimizer_step = String(this.backend.getOptimStep());
-      const carry = this.backend.getCarry();
-      if (carry) {
-        const S = stateWidth(this.config.cell) * this.config.hidden;
-        tensors[CARRY_TENSOR] = { dtype: 'F32', shape: [this.config.layers, carry.batch, S], data: carry.state };
-      }
+    const { tensors, metadata } = checkpointContents(
+      this.backend,
+      SERIES_KIND,
+      {
+        config: JSON.stringify(this.config),
+        normalizer: stats(scales.values),
+        increments: stats(scales.increments),
+        columns: JSON.stringify(this.columns),
+        resolution: JSON.stringify(this.resolution),
+      },
+      opts,
+    );
+    const carry = opts.optimizer ? this.backend.getCarry() : null;
+    if (carry) {
+      const S = stateWidth(this.config.cell) * this.config.hidden;
+      tensors[CARRY_TENSOR] = { dtype: 'F32', shape: [this.config.layers, carry.batch, S], data: carry.state };
     }
-    if (opts.train) metadata.train = JSON.stringify(opts.train);
     saveSafetensors(path, tensors, metadata);
   }
 
@@ -552,7 +535,7 @@ export class SeriesModel {
    */
   static load(path: string, opts: Omit<CreateSeriesOptions, 'seed'> = {}): SeriesModel {
     const { tensors, metadata } = loadSafetensors(path);
-    if (metadata.format !== FORMAT || metadata.kind !== SERIES_KIND) {
+    if (!isCheckpointOf(metadata, SERIES_KIND)) {
       throw new CheckpointError(
         `${path} is not an arflow series-model checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'}; expected kind=${SERIES_KIND})`,
       );
