@@ -1,8 +1,8 @@
 /**
  * arflow: generative models with an exact likelihood for Node.js: character-level language models
  * (fused GRU, LSTM and tanh-RNN cells with their own backprop through time, in Rust), encoder–decoders
- * with scheduled sampling and beam search, Pixel-RNN image models (Row LSTM / Row GRU), and normalizing
- * flows (Real NVP, Glow, NICE, MAF, IAF) — see README.md.
+ * with scheduled sampling and beam search, Pixel-RNN image models (Row LSTM / Row GRU), an image
+ * captioner, and normalizing flows (Real NVP, Glow, NICE, MAF, IAF) — see README.md.
  */
 
 export { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from './backend/flow-types.js';
@@ -94,6 +94,14 @@ export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export { bleuStatistics, closestReferenceLength, corpusBleu, exactMatch } from './metrics/bleu.js';
 export { editDistance, phonemeErrorRate, wordErrorRate } from './metrics/edit-distance.js';
 export { baselineNll } from './metrics/series-baselines.js';
+export {
+  type CaptionEval,
+  Captioner,
+  type CaptionerConfig,
+  type CaptionOptions,
+  type CaptionResult,
+  DEFAULT_CAPTIONER,
+} from './models/captioner.js';
 export {
   CharLM,
   type CharLMConfig,
