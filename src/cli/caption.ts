@@ -47,7 +47,10 @@ export const TRAIN_CAPTION_FLAGS: Record<string, FlagSpec> = {
     help: `training canvases, cut from Fashion-MNIST's train split (default ${DEFAULT_TRAIN_N})`,
   },
   'test-n': { type: 'int', help: `test canvases, cut from its test split (default ${DEFAULT_TEST_N})` },
-  'val-every': { type: 'int', help: 'greedy BLEU-4 on 200 test canvases every N steps (default 500; 0: at the end)' },
+  'val-every': {
+    type: 'int',
+    help: 'greedy BLEU-4 on 200 test canvases every N steps, a progress display only: nothing is chosen by it (default 500; 0: at the end)',
+  },
   seed: { type: 'int', help: 'seed of the canvases, initialisation, batch order and sampling (default 0)' },
   out: { type: 'string', help: 'checkpoint path (default caption.safetensors; with --resume, the resumed file)' },
   resume: {
