@@ -77,6 +77,41 @@ describe('Captioner', () => {
     expect(() => Captioner.load(other)).toThrow(CheckpointError);
     expect(() => model.caption(new Uint8Array(PX - 1))).toThrow(ConfigError);
   });
+
+  it('an interrupted scheduled-sampling run resumed to its total ends with the same weights as one that never stopped', async () => {
+    const N = 8;
+    const small = loadCaptionCanvases('train', { count: 200, seed: 2, ...items });
+    const opts = {
+      steps: N,
+      batchSize: 8,
+      seed: 4,
+      logEvery: 1,
+      valEvery: 0,
+      sampling: { feed: 'scheduled' as const, schedule: 'linear' as const, k: 1, c: 0.1 },
+    };
+    const make = () => Captioner.create({ hidden: 16, embed: 8, channels: [4, 4, 4] }, { seed: 5 });
+    const whole = make();
+    const full = await whole.fit(small, opts);
+    const path = join(dir, 'half.safetensors');
+    const stop = new AbortController();
+    const first = await make().fit(small, {
+      ...opts,
+      checkpoint: { path },
+      signal: stop.signal,
+      onProgress: (p) => {
+        if (p.step === N / 2) stop.abort();
+      },
+    });
+    expect(first.steps).toBe(N / 2);
+    const loaded = Captioner.load(path);
+    expect(loaded.train?.step).toBe(N / 2);
+    const rest = await loaded.model.fit(small, { ...opts, resume: loaded.train });
+    expect(rest.steps).toBe(N);
+    expect([...first.losses, ...rest.losses]).toEqual(full.losses);
+    for (const p of whole.backend.paramInfo()) {
+      expect(loaded.model.backend.getParam(p.name), p.name).toEqual(whole.backend.getParam(p.name));
+    }
+  });
 });
 
 describe('arflow caption / sample / eval / train caption', () => {
