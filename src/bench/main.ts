@@ -2,33 +2,31 @@
  * `npm run bench`: throughput of the char-LM training step on Moby-Dick (GRU, LSTM and tanh-RNN cells),
  * native CPU vs the pure-TS reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
  * of training at growing T; the affine-coupling kernel of the flows; Fashion-MNIST Real NVP and Glow
- * training and scoring images/s; encoder–decoder training and decoding words/s on CMUdict; series-model time steps/s; Pixel-RNN training pixels/s and sampling images/s. Prints a table and writes `bench/results/char-gru-<date>.json`.
+ * training and scoring images/s; encoder–decoder training and decoding words/s on CMUdict; series-model time steps/s; Pixel-RNN
+ * training pixels/s and sampling images/s; captioner training and captioning captions/s. Prints a table and writes
+ * `bench/results/<date>.json`.
+ * `--peers` adds the comparison with tfjs and brain.js (peers.ts) and its bar chart `bench/results/<date>.png`;
+ * `--peers-only` runs just that and the flow rows; `--quick` shortens everything.
  * Figures are only comparable within one run: the machines are shared and noisy.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { loadNative } from '../backend/native.js';
-import { type CellKind, gateCount } from '../backend/types.js';
-import { StreamBatcher } from '../data/batches.js';
+import { loadNative, type NativeAddon } from '../backend/native.js';
+import { gateCount } from '../backend/types.js';
 import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CharLM } from '../models/char-lm.js';
+import { benchCaption } from './caption.js';
+import { charLmStep, type Size, timeSteps, tokensPerSec } from './char-rate.js';
+import { peerBars, saveBarChart } from './chart.js';
 import { benchCoupling, benchCouplingStack } from './coupling.js';
 import { benchImageFlows } from './flows.js';
+import type { PeersResult } from './peers.js';
 import { benchPixel } from './pixel.js';
 import { benchSeq2Seq } from './seq2seq.js';
 import { benchSeries } from './series.js';
-
-interface Size {
-  cell?: CellKind;
-  embed: number;
-  hidden: number;
-  layers: number;
-  batch: number;
-  seq: number;
-}
 
 /** FLOPs of the GEMMs in one training step: forward, and twice that again for backward (dX and dW). */
 function stepFlops(s: Size, vocab: number): number {
@@ -43,21 +41,8 @@ function stepFlops(s: Size, vocab: number): number {
 }
 
 async function measure(model: CharLM, ids: Uint32Array, s: Size, warmup: number, minSec: number, maxSteps: number) {
-  const batcher = new StreamBatcher(ids, s.batch, s.seq, { seed: 0 });
-  const opt = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 1 };
-  for (let i = 0; i < warmup; i++) {
-    const b = batcher.next();
-    await model.backend.trainStep(b.ids, b.targets, s.batch, s.seq, opt);
-  }
-  let steps = 0;
-  const t0 = performance.now();
-  while (steps < maxSteps && (performance.now() - t0) / 1000 < minSec) {
-    const b = batcher.next();
-    await model.backend.trainStep(b.ids, b.targets, s.batch, s.seq, opt);
-    steps++;
-  }
-  const sec = (performance.now() - t0) / 1000;
-  return { steps, sec, tokensPerSec: (steps * s.batch * s.seq) / sec, msPerStep: (sec / steps) * 1000 };
+  const t = await timeSteps(charLmStep(model, ids, s), warmup, { maxSteps, minSec });
+  return { steps: t.steps, sec: t.sec, tokensPerSec: tokensPerSec(t, s.batch * s.seq), msPerStep: t.msPerStep };
 }
 
 /** Peak RSS of a child process that trains `steps` steps at sequence length `seq`. */
@@ -72,13 +57,8 @@ function rssAt(seq: number, s: Size): { seq: number; peakRssMiB: number; baselin
   return JSON.parse(out.trim().split('\n').pop() as string);
 }
 
-async function main(): Promise<void> {
-  const quick = process.argv.includes('--quick');
-  const text = loadCorpus('moby-dick');
-  const vocab = Vocabulary.fromText(text);
-  const ids = vocab.encode(text);
-  const addon = loadNative();
-  const info = addon.buildInfo();
+/** The char-LM cells, GEMM probe, memory and every model family's own native-vs-TS rows; prints their tables. */
+async function benchFamilies(quick: boolean, vocab: Vocabulary, ids: Uint32Array, addon: NativeAddon) {
   const gemm = addon.benchGemm(2048, 768, 256, quick ? 5 : 30);
   const gemmSquare = addon.benchGemm(1024, 1024, 1024, quick ? 2 : 8);
   const sizes: (Size & { name: string; js: boolean })[] = [
@@ -119,33 +99,16 @@ async function main(): Promise<void> {
       gateActivationsMiB: +savedMiB.toFixed(1),
     };
   });
-  const coupling = benchCoupling(addon, quick);
-  const couplingStack = await benchCouplingStack(quick);
   const imageFlows = await benchImageFlows(quick);
   const seq2seq = await benchSeq2Seq(quick);
   const series = await benchSeries(quick);
   const pixel = await benchPixel(quick);
-  const result = {
-    date: new Date().toISOString(),
-    machine: { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version },
-    fp32GemmGflops: { '2048x768x256': +gemm.toFixed(1), '1024^3': +gemmSquare.toFixed(1) },
-    training: rows,
-    memory,
-    coupling,
-    couplingStack,
-    imageFlows,
-    seq2seq,
-    series,
-    pixel,
-  };
-  console.log(`machine: ${result.machine.cpu}, ${result.machine.cores} cores, ${info.threads} kernel threads`);
+  const caption = await benchCaption(quick);
   console.log(
     `fp32 GEMM (measured): ${gemm.toFixed(1)} GFLOP/s at 2048×768×256, ${gemmSquare.toFixed(1)} GFLOP/s at 1024³\n`,
   );
   console.table(rows);
   console.table(memory);
-  console.table([coupling]);
-  console.table([couplingStack]);
   if (typeof imageFlows === 'string') console.log(`image flows: ${imageFlows}`);
   else console.table(imageFlows);
   if (typeof seq2seq === 'string') console.log(`seq2seq: ${seq2seq}`);
@@ -154,11 +117,86 @@ async function main(): Promise<void> {
   else console.table(series);
   if (typeof pixel === 'string') console.log(`pixel-rnn: ${pixel}`);
   else console.table(pixel);
+  if (typeof caption === 'string') console.log(`captioner: ${caption}`);
+  else console.table(caption);
+  return {
+    fp32GemmGflops: { '2048x768x256': +gemm.toFixed(1), '1024^3': +gemmSquare.toFixed(1) },
+    training: rows,
+    memory,
+    imageFlows,
+    seq2seq,
+    series,
+    pixel,
+    caption,
+  };
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const peersOnly = process.argv.includes('--peers-only');
+  const withPeers = peersOnly || process.argv.includes('--peers');
+  const text = loadCorpus('moby-dick');
+  const vocab = Vocabulary.fromText(text);
+  const ids = vocab.encode(text);
+  const addon = loadNative();
+  const info = addon.buildInfo();
+  const date = new Date().toISOString();
+  const machine = { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version };
+  console.log(`machine: ${machine.cpu}, ${machine.cores} cores, ${info.threads} kernel threads`);
+  const families = peersOnly ? {} : await benchFamilies(quick, vocab, ids, addon);
+  const coupling = benchCoupling(addon, quick);
+  const couplingStack = await benchCouplingStack(quick);
+  console.table([coupling]);
+  console.table([couplingStack]);
+  let peers: PeersResult | undefined;
+  if (withPeers) {
+    // Imported only here: the peers (tfjs, brain.js) are devDependencies and slow to load.
+    const { benchPeers, flowRatios } = await import('./peers.js');
+    console.log('\npeers (tfjs cpu / wasm, brain.js) on the same workload; steps capped, see the table:');
+    peers = await benchPeers(vocab, ids, quick, (line) => console.log(line));
+    peers.flows = flowRatios(couplingStack, coupling);
+    printPeers(peers);
+  }
+  const result = { date, quick, machine, ...families, coupling, couplingStack, ...(peers ? { peers } : {}) };
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
-  const file = `${dir}char-gru-${result.date.replace(/[:.]/g, '-')}.json`;
-  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
-  console.log(`\nwrote ${file}`);
+  const stem = `${dir}${date.replace(/[:.]/g, '-')}`;
+  writeFileSync(`${stem}.json`, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`\nwrote ${stem}.json`);
+  if (peers) {
+    saveBarChart(`${stem}.png`, peerBars(peers));
+    console.log(`wrote ${stem}.png (arflow native ÷ each engine, log scale); npm run bench:readme updates README.md`);
+  }
+}
+
+function printPeers(p: PeersResult): void {
+  console.log('\ntraining (tokens/s; nativeOverThis = arflow native ÷ this engine):');
+  console.table(
+    p.training.map(({ workload, engine, batch, warmupSteps, timedSteps, tokensPerSec, msPerStep, nativeOverThis }) => ({
+      workload,
+      engine,
+      batch,
+      warmupSteps,
+      timedSteps,
+      tokensPerSec,
+      msPerStep,
+      nativeOverThis,
+    })),
+  );
+  console.log('sampling (tokens/s, one stream):');
+  console.table(
+    p.sampling.map(({ workload, engine, tokens, tokensPerSec, msPerToken, nativeOverThis }) => ({
+      workload,
+      engine,
+      tokens,
+      tokensPerSec,
+      msPerToken,
+      nativeOverThis,
+    })),
+  );
+  console.log("flows (no JS library has them: the pure-JS baseline is arflow's TypeScript reference):");
+  console.table(p.flows);
+  for (const s of p.skipped) console.log(`not measured: ${s}`);
 }
 
 main().catch((e) => {

@@ -3,10 +3,10 @@
  * RSS next to the RSS it had before training, so the difference is what training keeps.
  */
 import { readFileSync } from 'node:fs';
-import { StreamBatcher } from '../data/batches.js';
 import { loadCorpus } from '../data/corpora.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CharLM } from '../models/char-lm.js';
+import { charLmStep } from './char-rate.js';
 
 const seq = Number(process.argv[2]);
 const size = JSON.parse(process.argv[3]) as { embed: number; hidden: number; layers: number; batch: number };
@@ -32,10 +32,6 @@ function peakKiB(): number {
   return process.resourceUsage().maxRSS;
 }
 const baseline = process.memoryUsage().rss / 1024;
-const batcher = new StreamBatcher(ids, size.batch, seq, { seed: 0 });
-const opt = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 1 };
-for (let i = 0; i < 3; i++) {
-  const b = batcher.next();
-  await model.backend.trainStep(b.ids, b.targets, size.batch, seq, opt);
-}
+const step = charLmStep(model, ids, { ...size, seq });
+for (let i = 0; i < 3; i++) await step();
 console.log(JSON.stringify({ seq, baselineRssMiB: mib(baseline), peakRssMiB: mib(peakKiB()) }));
