@@ -5,33 +5,20 @@
  * captioner, and normalizing flows (Real NVP, Glow, NICE, MAF, IAF) — see README.md.
  */
 
-export { couplingMask, type FlowBackend, type FlowShape, flowParamInfo } from './backend/flow-types.js';
-export type { FlowNetSpec, LayerSpec, MaskKind, NetSpec, TensorInfo } from './backend/flownet-types.js';
-export { type BackendName, createCharLmBackend, type DeviceName } from './backend/index.js';
-export { checkFlowNetSpec, flowNetTensorInfo, JsFlowNet } from './backend/js/flownet.js';
-export { JsCharLm } from './backend/js/index.js';
-export { JsRealNvp } from './backend/js/realnvp.js';
-export { loadNative, NativeCharLm, nativeAvailable } from './backend/native.js';
-export { NativeRealNvp } from './backend/native-flow.js';
-export { NativeFlowNet } from './backend/native-flownet.js';
-export { NativeSeq2Seq, type Seq2SeqBatch, type Seq2SeqShape } from './backend/native-seq2seq.js';
-export {
-  CELL_KINDS,
-  type CellKind,
-  type CharLmBackend,
-  type CharLmShape,
-  gateCount,
-  type OptimConfig,
-  type ParamInfo,
-  type StepStats,
-  stateWidth,
-} from './backend/types.js';
-export { evalBatches, StreamBatcher, splitTrainVal } from './data/batches.js';
+export type { FlowNetSpec, LayerSpec, MaskKind, NetSpec } from './backend/flownet-types.js';
+export type { BackendName, DeviceName } from './backend/index.js';
+export type { Likelihood, SeriesOutputs } from './backend/js/series.js';
+export { nativeAvailable } from './backend/native.js';
+export type { PixelOutput } from './backend/pixel-types.js';
+export { CELL_KINDS, type CellKind } from './backend/types.js';
+export { splitTrainVal } from './data/batches.js';
 export {
   CANVAS_CELLS,
   CANVAS_SIZE,
   CAPTION_NOUNS,
   type CanvasLayout,
+  type CanvasOptions,
+  type CanvasSource,
   type CaptionCanvas,
   type CaptionCanvases,
   captionPhrasings,
@@ -44,18 +31,29 @@ export {
 } from './data/canvases.js';
 export {
   CMUDICT_PHONEMES,
+  type CmudictOptions,
+  type CmudictParse,
   cmudictAvailable,
   flattenPairs,
   loadCmudict,
   type Pair,
   type PronEntry,
   parseCmudict,
+  type Split,
+  type SplitOptions as CmudictSplitOptions,
   type StressMode,
   splitCmudict,
+  wordFraction,
 } from './data/cmudict.js';
-export { CORPORA, type CorpusName, loadCorpus, loadTextFile } from './data/corpora.js';
-export { FASHION_MNIST_CLASSES, loadFashionMnist } from './data/fashion-mnist.js';
-export { loadPairsTsv, parsePairsTsv } from './data/pairs.js';
+export { CORPORA, type CorpusInfo, type CorpusName, loadCorpus, loadTextFile } from './data/corpora.js';
+export {
+  FASHION_MNIST_CLASSES,
+  type FashionMnist,
+  type FashionMnistOptions,
+  type FashionMnistSplit,
+  loadFashionMnist,
+} from './data/fashion-mnist.js';
+export { loadPairsTsv, type PairsTsvOptions, parsePairsTsv } from './data/pairs.js';
 export {
   BINARIZE_TEST_SEED,
   BINARIZE_TRAIN_SEED,
@@ -64,10 +62,26 @@ export {
   type PixelBaseline,
   pixelBaselineNll,
 } from './data/pixel-data.js';
-export { BucketBatcher, type EncodedPair, makeBatch } from './data/seq2seq-batches.js';
-export { loadSeries, loadSeriesCsv, Normalizer, splitSeries } from './data/series.js';
-export { BOS, EOS, PAD, TokenVocabulary } from './data/token-vocab.js';
-export { type UnknownPolicy, Vocabulary } from './data/vocab.js';
+export {
+  type LoadSeriesOptions,
+  loadSeries,
+  loadSeriesCsv,
+  Normalizer,
+  type Series,
+  type SeriesName,
+  type SeriesSplit,
+  type SplitOptions as SeriesSplitOptions,
+  splitSeries,
+} from './data/series.js';
+export {
+  BOS,
+  EOS,
+  PAD,
+  type TokenUnknownPolicy,
+  TokenVocabulary,
+  type TokenVocabularyJSON,
+} from './data/token-vocab.js';
+export { type UnknownPolicy, Vocabulary, type VocabularyJSON } from './data/vocab.js';
 export {
   ArflowError,
   BackendError,
@@ -78,26 +92,51 @@ export {
   ShapeError,
   VocabularyError,
 } from './errors.js';
-export { DENSITIES, type Density2dName, sample2d } from './flows/data2d.js';
+export { DENSITIES, type Density2dInfo, type Density2dName, sample2d } from './flows/data2d.js';
 export {
   bitsPerDim,
+  type DequantizeOptions,
   dequantize,
+  type FloatArray,
   LOGIT_ALPHA,
+  type LogitResult,
   logitForward,
   logitInverse,
+  logitLogDet,
+  type Preprocessed,
+  type PreprocessOptions,
   preprocessImages,
+  quantize,
 } from './flows/preprocess.js';
-export { plotPanels } from './io/plot.js';
-export { encodePng, heatmapRgb, imageGrid, savePng, scatterRgb } from './io/png.js';
-export { expectSize, PNG_MAX_PIXELS, readPngGray } from './io/png-read.js';
-export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
-export { bleuStatistics, closestReferenceLength, corpusBleu, exactMatch } from './metrics/bleu.js';
+export { type PlotOptions, type PlotPanel, plotPanels } from './io/plot.js';
+export {
+  encodePng,
+  type GridOptions,
+  heatmapRgb,
+  imageGrid,
+  type PngChannels,
+  type RawImage,
+  savePng,
+  scatterRgb,
+} from './io/png.js';
+export { PNG_MAX_PIXELS, readPngGray } from './io/png-read.js';
+export { loadSafetensors, type SafetensorsContents, saveSafetensors, type TensorEntry } from './io/safetensors.js';
+export {
+  type BleuOptions,
+  type BleuStatistics,
+  bleuStatistics,
+  closestReferenceLength,
+  corpusBleu,
+  exactMatch,
+  type Tokens,
+} from './metrics/bleu.js';
 export { editDistance, phonemeErrorRate, wordErrorRate } from './metrics/edit-distance.js';
-export { baselineNll } from './metrics/series-baselines.js';
+export { type BaselineOptions, baselineNll, type SeriesBaselines } from './metrics/series-baselines.js';
 export {
   type CaptionEval,
   Captioner,
   type CaptionerConfig,
+  type CaptionerTrainState,
   type CaptionOptions,
   type CaptionResult,
   DEFAULT_CAPTIONER,
@@ -113,7 +152,13 @@ export {
   type SampleOptions,
   type TrainState,
 } from './models/char-lm.js';
-export { type FlowConfig, gaussianNll, RealNVP } from './models/flow.js';
+export {
+  type FlowConfig,
+  type FlowCreateOptions,
+  type FlowSampleOptions,
+  gaussianNll,
+  RealNVP,
+} from './models/flow.js';
 export {
   type ContextInput,
   Flow,
@@ -127,10 +172,11 @@ export {
   NICE,
   RealNVPImage,
 } from './models/flownet.js';
-export { type GradReport, gradReport } from './models/grad-report.js';
-export { LetterBaseline } from './models/letter-baseline.js';
+export { type GradReport, type GradReportOptions, gradReport } from './models/grad-report.js';
+export { LetterBaseline, type LetterBaselineOptions } from './models/letter-baseline.js';
 export {
   DEFAULT_PIXEL_RNN,
+  type PixelCreateOptions,
   type PixelEvalResult,
   PixelRNN,
   type PixelRNNConfig,
@@ -145,6 +191,7 @@ export {
   niceSpec,
   type RealNvpImageConfig,
   realNvpImageSpec,
+  type Shape3,
   type VectorFlowConfig,
 } from './models/presets.js';
 export {
@@ -153,25 +200,42 @@ export {
   Seq2Seq,
   type Seq2SeqConfig,
   type Seq2SeqEval,
+  type Seq2SeqTrainState,
   type Translation,
 } from './models/seq2seq.js';
 export {
+  type CreateSeriesOptions,
   DEFAULT_SERIES_MODEL,
   type SeriesEvalResult,
+  type SeriesFitOptions,
+  type SeriesInput,
   SeriesModel,
   type SeriesModelConfig,
   type SeriesSampleOptions,
+  type SeriesScales,
 } from './models/series.js';
-export { type BeamOptions, beamSearch, type DecoderStep, greedyDecode, type Hypothesis } from './sample/beam.js';
-export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
-export type { TrainOptions, TrainProgress, TrainSummary } from './train/char-trainer.js';
-export { learningRate, type Schedule, type ScheduleOptions } from './train/options.js';
 export {
-  coinFlips,
+  type BeamOptions,
+  beamSearch,
+  type DecoderStep,
+  type GreedyOptions,
+  greedyDecode,
+  type Hypothesis,
+  type LengthPenalty,
+} from './sample/beam.js';
+export { type SamplingOptions, sampleLogits } from './sample/sampling.js';
+export type { CaptionProgress, CaptionTrainOptions, CaptionTrainSummary } from './train/caption-trainer.js';
+export type { TrainOptions, TrainProgress, TrainSummary } from './train/char-trainer.js';
+export type { DecoderTrainOptions } from './train/decoder-loop.js';
+export type { FlowTrainOptions, FlowTrainProgress, FlowTrainSummary } from './train/flow-trainer.js';
+export { learningRate, type ResolvedSchedule, type Schedule, type ScheduleOptions } from './train/options.js';
+export {
   type Feed,
+  type ResolvedScheduledSampling,
   type ScheduledSamplingOptions,
   type SsSchedule,
   teacherForcingProb,
 } from './train/scheduled-sampling.js';
 export type { Seq2SeqProgress, Seq2SeqTrainOptions, Seq2SeqTrainSummary } from './train/seq2seq-trainer.js';
+export type { SeriesTrainProgress, SeriesTrainState, SeriesTrainSummary } from './train/series-trainer.js';
 export { Rng } from './util/rng.js';

@@ -4,7 +4,9 @@ import { JsCharLm } from './js/index.js';
 import { NativeCharLm } from './native.js';
 import type { CharLmBackend, CharLmShape } from './types.js';
 
+/** Which implementation runs a model: 'native' (the Rust addon) or 'js' (the pure TypeScript reference). */
 export type BackendName = 'native' | 'js';
+/** Where the native backend computes: 'cpu', or a CUDA GPU ('cuda' is 'cuda:0') when the addon was built with CUDA. */
 export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}`;
 
 export function createCharLmBackend(

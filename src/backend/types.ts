@@ -17,6 +17,7 @@ import { ConfigError } from '../errors.js';
 /** The recurrent cell of the LM: PyTorch's `nn.GRU`, `nn.LSTM` or `nn.RNN` (nonlinearity tanh). */
 export type CellKind = 'gru' | 'lstm' | 'rnn';
 
+/** Every recurrent cell kind, in the order the CLI lists them. */
 export const CELL_KINDS: readonly CellKind[] = ['gru', 'lstm', 'rnn'];
 
 export interface CharLmShape {

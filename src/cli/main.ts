@@ -247,7 +247,7 @@ async function runTraining(job: TrainJob): Promise<void> {
     bar?.update(
       byTime ? p.elapsedSec / (job.seconds as number) : p.step / steps,
       byTime ? `step ${p.step}` : `${p.step}/${steps}`,
-      `loss ${p.loss.toFixed(3)}${val} · ${Math.round(p.tokensPerSec).toLocaleString('en-US')} tok/s · lr ${p.lr.toExponential(1)} · ${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(job.seconds as number)}` : `ETA ${formatDuration(p.etaSec)}`}`,
+      `train ${(p.loss / Math.LN2).toFixed(3)} bpc${val} · ${Math.round(p.tokensPerSec).toLocaleString('en-US')} tok/s · lr ${p.lr.toExponential(1)} · ${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(job.seconds as number)}` : `ETA ${formatDuration(p.etaSec)}`}`,
     );
     if (p.valBpc !== undefined) {
       validations++;
@@ -308,8 +308,8 @@ async function runTraining(job: TrainJob): Promise<void> {
   const sample = model.sample({ prime: '', length: 400, temperature: 0.8, seed: 1 });
   console.log(
     `\n${summary.aborted ? `interrupted at step ${summary.steps}` : summary.outOfTime ? `time budget spent at step ${summary.steps}` : `done: ${summary.steps} steps`} in ${formatDuration(summary.elapsedSec)}; ` +
-      `${Math.round(summary.tokensPerSec).toLocaleString('en-US')} tokens/s; train loss ${summary.trainLoss.toFixed(3)} nats/char; ` +
-      `validation ${result.valBpc === null ? 'n/a' : `${result.valBpc.toFixed(3)} bits/char`}`,
+      `${Math.round(summary.tokensPerSec).toLocaleString('en-US')} tokens/s; ` +
+      `train ${(summary.trainLoss / Math.LN2).toFixed(3)} bits/char, validation ${result.valBpc === null ? 'n/a' : `${result.valBpc.toFixed(3)} bits/char`}`,
   );
   if (summary.valBpcAhead.length > 0) {
     console.log(

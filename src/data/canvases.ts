@@ -86,6 +86,7 @@ export interface CanvasSource {
   n: number;
 }
 
+/** How {@link makeCanvases} and {@link loadCaptionCanvases} draw canvases. */
 export interface CanvasOptions {
   /** Number of canvases, an integer ≥ 1. */
   count: number;
@@ -97,6 +98,7 @@ export interface CanvasOptions {
   maxItems?: number;
 }
 
+/** One canvas of a caption data set: its layout, the images placed in it and its reference captions. */
 export interface CaptionCanvas {
   /** Class id per cell (TL, TR, BL, BR), `null` where the cell is empty. */
   layout: (number | null)[];
@@ -108,6 +110,7 @@ export interface CaptionCanvas {
   caption: string[];
 }
 
+/** A caption data set: `n` 56×56 canvases with their layouts and reference captions. */
 export interface CaptionCanvases {
   /** `[n, 56, 56]` row-major pixels, 0 = background, 255 = ink. */
   images: Uint8Array;

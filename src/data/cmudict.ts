@@ -37,6 +37,7 @@ export const CMUDICT_PHONEMES: readonly string[] = Object.freeze(
   'AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH'.split(' '),
 );
 
+/** Whether pronunciations keep CMUdict's stress digits ('keep') or drop them ('strip'). */
 export type StressMode = 'strip' | 'keep';
 
 const STRESS_MODES: readonly StressMode[] = ['strip', 'keep'];
@@ -57,6 +58,7 @@ export interface Pair {
   target: string[];
 }
 
+/** Where {@link loadCmudict} reads the dictionary from and what it keeps. */
 export interface CmudictOptions {
   /** `'strip'` (default) removes stress digits; `'keep'` keeps them. */
   stress?: StressMode;
@@ -64,6 +66,7 @@ export interface CmudictOptions {
   path?: string;
 }
 
+/** What {@link parseCmudict} returns: the kept entries and the words it left out. */
 export interface CmudictParse {
   entries: PronEntry[];
   /** Distinct words left out because they contain characters other than A–Z and `'`, in file order. */
@@ -187,6 +190,7 @@ export function loadCmudict(opts: CmudictOptions = {}): PronEntry[] {
   return parseCmudict(new TextDecoder('utf-8').decode(bytes), { stress, name: path }).entries;
 }
 
+/** Fractions and seed of {@link splitCmudict}. */
 export interface SplitOptions {
   /** Any integer; different seeds give independent splits. Default 0. */
   seed?: number;
@@ -196,6 +200,7 @@ export interface SplitOptions {
   valid?: number;
 }
 
+/** A train/valid/test split of dictionary entries. */
 export interface Split<T> {
   train: T[];
   valid: T[];

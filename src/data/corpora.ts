@@ -11,14 +11,17 @@ import { dirname, join } from 'node:path';
 import { ConfigError, DataError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 
+/** Name of a built-in text corpus, for {@link loadCorpus}. */
 export type CorpusName = 'moby-dick' | 'sotu' | 'names';
 
+/** A built-in corpus: its name and a one-line description. */
 export interface CorpusInfo {
   name: CorpusName;
   /** One line, for CLI help. */
   description: string;
 }
 
+/** The built-in text corpora, with a one-line description each. */
 export const CORPORA: readonly CorpusInfo[] = [
   { name: 'moby-dick', description: 'Moby-Dick by Herman Melville, all chapters (~1.2 M characters)' },
   {

@@ -37,8 +37,10 @@ export const FASHION_MNIST_CLASSES: readonly string[] = [
   'Ankle boot',
 ];
 
+/** Which Fashion-MNIST split to load. */
 export type FashionMnistSplit = 'train' | 'test';
 
+/** Where {@link loadFashionMnist} reads the IDX files from and how many examples it keeps. */
 export interface FashionMnistOptions {
   /** Directory of the IDX files; defaults to $ARFLOW_FASHION_MNIST, then the Debian location. */
   dir?: string;
@@ -46,6 +48,7 @@ export interface FashionMnistOptions {
   limit?: number;
 }
 
+/** One Fashion-MNIST split: 28×28 8-bit images and their class labels. */
 export interface FashionMnist {
   /** `[n, 28, 28]` row-major pixels, 0 = background, 255 = ink. */
   images: Uint8Array;

@@ -26,6 +26,7 @@ import { readFileSync } from 'node:fs';
 import { DataError } from '../errors.js';
 import type { PronEntry } from './cmudict.js';
 
+/** How {@link loadPairsTsv} and {@link parsePairsTsv} tokenise the two columns. */
 export interface PairsTsvOptions {
   /**
    * Split the source into characters (default true). When false, the source is space-separated tokens

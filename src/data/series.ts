@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { ConfigError, DataError, ShapeError } from '../errors.js';
 
+/** A multivariate time series: `[T, D]` values, row-major, with a name per column. */
 export interface Series {
   /** Where it came from: `sensors-mote3`, `births`, or the CSV path. */
   name: string;
@@ -23,6 +24,7 @@ export interface Series {
   dim: number;
 }
 
+/** Name of a built-in series, for {@link loadSeries}. */
 export type SeriesName = 'sensors' | 'births';
 
 export interface SeriesInfo {
@@ -43,6 +45,7 @@ export const SERIES: readonly SeriesInfo[] = [
 
 export type MoteId = 1 | 2 | 3 | 4;
 
+/** Options of {@link loadSeries}. */
 export interface LoadSeriesOptions {
   /**
    * `sensors` only: which mote. Motes 1 and 2 were indoors, 3 and 4 outdoors. The default, mote 3, is
@@ -238,6 +241,7 @@ export function loadSeries(name: SeriesName, opts: LoadSeriesOptions = {}): Seri
   return births();
 }
 
+/** Fractions of {@link splitSeries}. */
 export interface SplitOptions {
   /** Fraction of the steps, the latest ones, held out for testing (default 0.2). */
   test?: number;
@@ -245,6 +249,7 @@ export interface SplitOptions {
   valid?: number;
 }
 
+/** A chronological train/valid/test split of a series. */
 export interface SeriesSplit {
   train: Series;
   valid: Series;
@@ -349,6 +354,7 @@ export class Normalizer {
     return new Normalizer(mean, std);
   }
 
+  /** Variables per time step (D). */
   get dim(): number {
     return this.mean.length;
   }

@@ -16,13 +16,17 @@
  */
 import { CheckpointError, ConfigError, DataError, VocabularyError } from '../errors.js';
 
+/** Id of the padding token `<pad>`. */
 export const PAD = 0;
+/** Id of the start-of-sequence token `<s>`. */
 export const BOS = 1;
+/** Id of the end-of-sequence token `</s>`. */
 export const EOS = 2;
 
 /** The special tokens' texts, at their ids. */
 export const SPECIAL_TOKENS: readonly string[] = Object.freeze(['<pad>', '<s>', '</s>']);
 
+/** What encoding does with a token not in the vocabulary: throw ('error') or drop it ('skip'). */
 export type TokenUnknownPolicy = 'error' | 'skip';
 
 const POLICIES: readonly TokenUnknownPolicy[] = ['error', 'skip'];
@@ -46,6 +50,7 @@ function quoteList(list: readonly string[]): string {
   return `${shown.join(', ')}${more}`;
 }
 
+/** A vocabulary of whole tokens (words, phonemes) with the specials `<pad>`, `<s>`, `</s>` at ids 0–2. */
 export class TokenVocabulary {
   /** All tokens in id order: `<pad>`, `<s>`, `</s>`, then the symbols. */
   readonly tokens: readonly string[];
@@ -165,6 +170,7 @@ export class TokenVocabulary {
     return out;
   }
 
+  /** A plain-JSON form of the vocabulary, for {@link TokenVocabulary.fromJSON}. */
   toJSON(): TokenVocabularyJSON {
     return { tokens: [...this.tokens] };
   }

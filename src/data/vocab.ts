@@ -17,6 +17,7 @@
  */
 import { CheckpointError, ConfigError, DataError, VocabularyError } from '../errors.js';
 
+/** What encoding does with a character not in the vocabulary: throw ('error'), drop it ('skip') or replace it ('replace'). */
 export type UnknownPolicy = 'error' | 'skip' | 'replace';
 
 export const UNKNOWN_POLICIES: readonly UnknownPolicy[] = ['error', 'skip', 'replace'];
@@ -34,6 +35,7 @@ function byCodePoint(a: string, b: string): number {
   return (a.codePointAt(0) as number) - (b.codePointAt(0) as number);
 }
 
+/** The characters a {@link CharLM} reads and writes, each with an integer id. */
 export class Vocabulary {
   /** The characters in id order. */
   readonly chars: readonly string[];
@@ -86,10 +88,12 @@ export class Vocabulary {
     return new Vocabulary([...chars]);
   }
 
+  /** Number of characters. */
   get size(): number {
     return this.chars.length;
   }
 
+  /** Whether `ch` is in the vocabulary. */
   has(ch: string): boolean {
     return this.ids.has(ch);
   }
@@ -137,6 +141,7 @@ export class Vocabulary {
     return parts.join('');
   }
 
+  /** A plain-JSON form of the vocabulary, for {@link Vocabulary.fromJSON}. */
   toJSON(): VocabularyJSON {
     return { chars: [...this.chars] };
   }

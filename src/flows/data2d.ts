@@ -16,6 +16,7 @@ import { Rng } from '../util/rng.js';
 
 export type Density2d = (n: number, seed?: number) => Float32Array;
 
+/** Name of a built-in 2-D toy density, for {@link sample2d}. */
 export type Density2dName =
   | 'moons'
   | '8gaussians'
@@ -26,6 +27,7 @@ export type Density2dName =
   | '2spirals'
   | 'swissroll';
 
+/** A built-in 2-D density: its sampler and a one-line description. */
 export interface Density2dInfo {
   generate: Density2d;
   /** One line, for CLI help. */
@@ -270,6 +272,7 @@ export function swissroll(n: number, seed = DEFAULT_SEED): Float32Array {
   return out;
 }
 
+/** The built-in 2-D toy densities, each with its generator and a one-line description. */
 export const DENSITIES: Readonly<Record<Density2dName, Density2dInfo>> = {
   moons: {
     generate: moons,

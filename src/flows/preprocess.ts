@@ -25,6 +25,7 @@
 import { ConfigError, ShapeError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 
+/** A float array of either precision. */
 export type FloatArray = Float32Array | Float64Array;
 export type Dtype = 'f32' | 'f64';
 
@@ -51,6 +52,7 @@ function alloc(dtype: Dtype, n: number): FloatArray {
   return dtype === 'f64' ? new Float64Array(n) : new Float32Array(n);
 }
 
+/** Options of {@link dequantize}. */
 export interface DequantizeOptions {
   /** Seed of the noise u, or a generator to draw it from (advanced by `pixels.length` uniforms). */
   seed?: number | Rng;
@@ -92,6 +94,7 @@ function logitLogDerivative(x: number, alpha: number): number {
   return Math.log(1 - 2 * alpha) - Math.log(p) - Math.log1p(-p);
 }
 
+/** What {@link logitForward} returns: the transformed values and the log-determinant per sample. */
 export interface LogitResult {
   /** `[N, dims]` logit-space values, in the dtype of x. */
   y: FloatArray;
@@ -155,10 +158,12 @@ export function logitToPixels(y: FloatArray, alpha = LOGIT_ALPHA): Uint8Array {
   return quantize(logitInverse(y, alpha));
 }
 
+/** Options of {@link preprocessImages}: the dequantisation's, plus the logit's α (default {@link LOGIT_ALPHA}). */
 export interface PreprocessOptions extends DequantizeOptions {
   alpha?: number;
 }
 
+/** What {@link preprocessImages} returns: the dequantised data, its logit transform and the log-determinant. */
 export interface Preprocessed extends LogitResult {
   /** The dequantised data in [0, 1), `[N, dims]`. */
   x: FloatArray;

@@ -14,12 +14,14 @@ export interface LineSeries {
   color: Rgb;
 }
 
+/** One panel of a {@link plotPanels} picture: its line series and axis scale. */
 export interface PlotPanel {
   series: readonly LineSeries[];
   /** A logarithmic y axis (non-positive values are left out). */
   logY?: boolean;
 }
 
+/** Size of the picture {@link plotPanels} draws, in pixels. */
 export interface PlotOptions {
   width?: number;
   panelHeight?: number;

@@ -16,6 +16,7 @@ import { deflateSync } from 'node:zlib';
 import { ConfigError, ShapeError } from '../errors.js';
 import { writeFileAtomic } from './safetensors.js';
 
+/** Channels per pixel of a PNG: 1 gray, 3 RGB, 4 RGBA. */
 export type PngChannels = 1 | 3 | 4;
 
 const SIGNATURE = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -109,6 +110,7 @@ export function savePng(path: string, width: number, height: number, pixels: Uin
   }
 }
 
+/** An uncompressed image: `width × height` pixels, one or more bytes each. */
 export interface RawImage {
   width: number;
   height: number;
@@ -116,6 +118,7 @@ export interface RawImage {
   pixels: Uint8Array;
 }
 
+/** Layout of {@link imageGrid}. */
 export interface GridOptions {
   /** Images per row; default ⌈√n⌉. */
   columns?: number;

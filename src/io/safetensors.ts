@@ -47,6 +47,7 @@ export type Dtype = keyof DataByDtype;
 /** One tensor: `data` is row-major with `shape.reduce(*)` elements; the dtype fixes the array type. */
 export type TensorEntry = { [D in Dtype]: { dtype: D; shape: number[]; data: DataByDtype[D] } }[Dtype];
 
+/** What {@link loadSafetensors} returns: the named tensors and the file's string metadata. */
 export interface SafetensorsContents {
   tensors: Record<string, TensorEntry>;
   metadata: Record<string, string>;

@@ -25,13 +25,16 @@
  */
 import { ConfigError, DataError } from '../errors.js';
 
+/** A tokenised sentence. */
 export type Tokens = readonly string[];
 
+/** Options of {@link corpusBleu} and {@link bleuStatistics}. */
 export interface BleuOptions {
   /** Largest n-gram order N, an integer ≥ 1 (default 4). */
   maxN?: number;
 }
 
+/** Corpus BLEU with the counts it is computed from. */
 export interface BleuStatistics {
   /** The corpus BLEU-N score in [0, 1]. */
   bleu: number;

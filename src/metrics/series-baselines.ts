@@ -40,6 +40,7 @@ export type BaselineFit = RandomWalkFit | Ar1Fit;
 
 export type BaselineName = BaselineFit['kind'];
 
+/** Test NLL of the classical baselines of a series split, nats per step, original units. */
 export interface SeriesBaselines {
   /** Mean nats per evaluation step of the random walk. */
   randomWalk: number;
@@ -152,6 +153,7 @@ export function baselineStepNll(fit: BaselineFit, prev: Float64Array, evaluation
   return total / n;
 }
 
+/** Options of {@link baselineNll}. */
 export interface BaselineOptions {
   /** Which split to score: 'test' (default) or 'valid'. */
   on?: 'test' | 'valid';

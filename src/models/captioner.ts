@@ -39,6 +39,7 @@ import { decodeEach, greedyBatch, layeredStepper } from '../sample/decoder.js';
 import { type CaptionTrainOptions, type CaptionTrainSummary, trainCaptioner } from '../train/caption-trainer.js';
 import { Rng } from '../util/rng.js';
 
+/** Architecture of a {@link Captioner}. */
 export interface CaptionerConfig {
   /** Word embedding width. Default 32. */
   embed: number;
@@ -54,6 +55,7 @@ export interface CaptionerConfig {
   image: number;
 }
 
+/** The default captioner architecture. */
 export const DEFAULT_CAPTIONER: CaptionerConfig = {
   embed: 32,
   hidden: 128,
@@ -68,6 +70,7 @@ export const CAPTION_KIND = 'caption';
 /** Longest caption generated unless asked otherwise, EOS included (the grammar's longest is 40 words). */
 const DEFAULT_MAX_LENGTH = 48;
 
+/** Options of {@link Captioner.caption}. */
 export interface CaptionOptions {
   /** Beam width; 1 (default) is greedy decoding. */
   beam?: number;
@@ -77,6 +80,7 @@ export interface CaptionOptions {
   lengthPenalty?: LengthPenalty;
 }
 
+/** One caption: its words, their text and its log-probability. */
 export interface CaptionResult {
   words: string[];
   text: string;
@@ -84,6 +88,7 @@ export interface CaptionResult {
   logProb: number;
 }
 
+/** What {@link Captioner.evaluate} returns: BLEU-4 and exact match of greedy (and beam) captions. */
 export interface CaptionEval {
   canvases: number;
   /** Corpus BLEU-4 of greedy captions against every phrasing of each canvas. */
@@ -125,6 +130,20 @@ function checkConfig(c: CaptionerConfig): void {
 
 const bridgeWeight = (name: string) => name.startsWith('bridge.') && name.endsWith('.weight');
 
+/**
+ * An image captioner ("Show and Tell"): a small CNN encodes a 56×56 picture into the initial state of
+ * a recurrent decoder that writes the caption word by word.
+ *
+ * ```ts
+ * import { Captioner, makeCanvases } from 'arflow';
+ * const n = 10;   // stand-in for Fashion-MNIST: one 28×28 image per class
+ * const source = { images: Uint8Array.from({ length: n * 28 * 28 }, (_, i) => (i * 31) % 256), labels: Uint8Array.from({ length: n }, (_, i) => i), n };
+ * const train = makeCanvases(source, { count: 64, seed: 0 });
+ * const model = Captioner.create({ embed: 16, hidden: 32 });
+ * await model.fit(train, { steps: 5, batchSize: 16 });
+ * console.log(model.caption(train.images.subarray(0, 56 * 56))[0].text);
+ * ```
+ */
 export class Captioner {
   private constructor(
     readonly vocab: TokenVocabulary,

@@ -31,6 +31,7 @@ import { type SamplingOptions, sampleLogits, validateSampling } from '../sample/
 import { type TrainOptions, type TrainSummary, trainCharLM } from '../train/char-trainer.js';
 import { Rng } from '../util/rng.js';
 
+/** Architecture of a {@link CharLM}. */
 export interface CharLMConfig {
   /** Embedding width. Default 64. */
   embed: number;
@@ -58,10 +59,13 @@ export interface CharLMConfig {
   predictAhead: number;
 }
 
+/** How a char LM's initial hidden state is chosen: zeros, learned, sampled, or given from outside. */
 export type H0Policy = 'zero' | 'learned' | 'sampled' | 'external';
 
+/** Every {@link H0Policy}. */
 export const H0_POLICIES: readonly H0Policy[] = ['zero', 'learned', 'sampled', 'external'];
 
+/** The default char LM architecture: embed 64, one GRU layer of 256. */
 export const DEFAULT_CHAR_LM: CharLMConfig = {
   embed: 64,
   hidden: 256,
@@ -72,6 +76,7 @@ export const DEFAULT_CHAR_LM: CharLMConfig = {
   predictAhead: 1,
 };
 
+/** Options of {@link CharLM.create}: backend, device and seed. */
 export interface CreateOptions {
   /** 'native' (Rust, default) or 'js' (pure TypeScript reference). */
   backend?: BackendName;
@@ -80,6 +85,7 @@ export interface CreateOptions {
   seed?: number;
 }
 
+/** Options of {@link CharLM.sample}. */
 export interface SampleOptions extends SamplingOptions {
   /** Text the model reads before it starts writing; it is part of the returned string. */
   prime?: string;
@@ -90,6 +96,7 @@ export interface SampleOptions extends SamplingOptions {
   unknown?: UnknownPolicy;
 }
 
+/** What {@link CharLM.evaluate} returns: bits and nats per character over the characters scored. */
 export interface EvalResult {
   /** Bits per character. */
   bpc: number;
@@ -150,6 +157,18 @@ export interface TrainState {
   [key: string]: unknown;
 }
 
+/**
+ * A character-level language model: `Embedding → GRU/LSTM/RNN × layers → Linear`, trained with
+ * truncated backprop through time.
+ *
+ * ```ts
+ * import { CharLM, Vocabulary } from 'arflow';
+ * const text = 'the quick brown fox jumps over the lazy dog. '.repeat(40);
+ * const lm = CharLM.create(Vocabulary.fromText(text), { embed: 16, hidden: 32 }, { seed: 0 });
+ * await lm.fit(text, { steps: 20, batchSize: 4, seqLen: 16 });
+ * console.log(lm.sample({ prime: 'the ', length: 40, seed: 1 }), await lm.evaluate(text));
+ * ```
+ */
 export class CharLM {
   private constructor(
     readonly vocab: Vocabulary,
@@ -157,6 +176,7 @@ export class CharLM {
     readonly backend: CharLmBackend,
   ) {}
 
+  /** The backend's view of the architecture (vocabulary size, widths, cell). */
   get shape(): CharLmShape {
     return this.backend.shape;
   }
@@ -412,6 +432,7 @@ export class CharLM {
     return this.evaluateIds(ids, opts.chunk);
   }
 
+  /** Like {@link CharLM.evaluate}, on text already encoded with this model's vocabulary; `chunk` characters per backend call. */
   async evaluateIds(ids: Uint32Array, chunk = 4096): Promise<EvalResult> {
     if (ids.length < 2) throw new ConfigError('evaluation needs at least 2 characters of text');
     // A 'sampled' h0 draws the starting state from a fixed seed, so evaluation is repeatable.

@@ -30,10 +30,12 @@ import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, trainFlow } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
 
+/** Architecture of a vector {@link RealNVP}: dimension, couplings and the size of their networks. */
 export type FlowConfig = FlowShape;
 
 export const DEFAULT_FLOW: Omit<FlowConfig, 'dim'> & { dim: number } = { dim: 2, couplings: 8, hidden: 64, depth: 2 };
 
+/** Options of {@link RealNVP.create}: backend, device and seed. */
 export interface FlowCreateOptions {
   /** 'native' (Rust) or 'js' (pure TypeScript). Default: native when the addon has the flow, else js. */
   backend?: BackendName;
@@ -42,6 +44,7 @@ export interface FlowCreateOptions {
   seed?: number;
 }
 
+/** Options of {@link RealNVP.sample}. */
 export interface FlowSampleOptions {
   /** Standard deviation of the base samples (z ~ N(0, T²I)). Default 1. */
   temperature?: number;
@@ -93,6 +96,17 @@ function resolveConfig(config: Partial<FlowConfig>): FlowConfig {
   return cfg;
 }
 
+/**
+ * A vector Real NVP normalizing flow (Dinh et al. 2016) for density estimation on `[n, dim]` data.
+ *
+ * ```ts
+ * import { RealNVP, sample2d } from 'arflow';
+ * const data = sample2d('moons', 2000, 0);
+ * const flow = RealNVP.create({ dim: 2 }, { backend: 'js' });
+ * await flow.fit(data, { steps: 20 });
+ * console.log(await flow.logProb(data.subarray(0, 4)), flow.sample(3, { seed: 1 }));
+ * ```
+ */
 export class RealNVP {
   /** What the checkpoint recorded about training (`save(path, { train })`), or null. */
   trainInfo: Record<string, unknown> | null = null;

@@ -68,6 +68,7 @@ const CHUNK = 64;
  */
 export type ContextInput = Float32Array | Float64Array | readonly number[];
 
+/** Options of {@link Flow.create} and the presets: device, seed and data space. */
 export interface FlowNetCreateOptions {
   device?: DeviceName;
   /** Seed of the initialisation. Default 0. */
@@ -76,6 +77,7 @@ export interface FlowNetCreateOptions {
   pixels?: boolean;
 }
 
+/** Options of {@link Flow.sample}. */
 export interface FlowNetSampleOptions {
   /** Scale of the base samples: z ~ N(0, T²I) or T·Logistic. Default 1; must be > 0. */
   temperature?: number;
@@ -92,6 +94,7 @@ export interface FlowNetCondition {
   context?: ContextInput;
 }
 
+/** Options of {@link Flow.fit}: the flow trainer's, plus conditioning labels or contexts. */
 export interface FlowNetTrainOptions extends Omit<FlowTrainOptions, 'valData'> {
   /** Labels `[n]` of the training data, turned into one-hot contexts (conditional flows). */
   labels?: ArrayLike<number>;
@@ -131,6 +134,18 @@ function checkFlowNetSize(spec: FlowNetSpec, params: TensorInfo[]): void {
   });
 }
 
+/**
+ * A normalizing flow built from a {@link FlowNetSpec} — image Real NVP, Glow, NICE, MAF, IAF or any stack
+ * of their layers — with exact log-likelihood, sampling, encoding and decoding, conditioning and
+ * checkpoints. The presets ({@link MAF}, {@link Glow}…) build one from a small config.
+ *
+ * ```ts
+ * import { MAF, sample2d } from 'arflow';
+ * const flow = MAF.create({ dim: 2, layers: 2, hidden: 16 });
+ * await flow.fit(sample2d('moons', 512, 1), { steps: 20, batchSize: 64 });
+ * console.log(await flow.logProb(sample2d('moons', 4, 2)), flow.sample(3, { seed: 2 }));
+ * ```
+ */
 export class Flow {
   /** What the checkpoint recorded about training, or null. */
   trainInfo: Record<string, unknown> | null = null;
@@ -577,27 +592,32 @@ export class Flow {
 
 /** Real NVP's multi-scale image architecture ({@link realNvpImageSpec}); a pixel-space flow by default. */
 export const RealNVPImage = {
+  /** Builds an image Real NVP from its config; `opts` as for {@link Flow.create}. */
   create: (cfg: RealNvpImageConfig, opts: FlowNetCreateOptions = {}): Flow =>
     Flow.create(realNvpImageSpec(cfg), { pixels: true, ...opts }),
 };
 
 /** Glow ({@link glowSpec}); a pixel-space flow by default. */
 export const Glow = {
+  /** Builds a Glow flow from its config; `opts` as for {@link Flow.create}. */
   create: (cfg: GlowConfig, opts: FlowNetCreateOptions = {}): Flow =>
     Flow.create(glowSpec(cfg), { pixels: true, ...opts }),
 };
 
 /** NICE ({@link niceSpec}). */
 export const NICE = {
+  /** Builds a NICE flow from its config; `opts` as for {@link Flow.create}. */
   create: (cfg: VectorFlowConfig, opts: FlowNetCreateOptions = {}): Flow => Flow.create(niceSpec(cfg), opts),
 };
 
 /** MAF ({@link mafSpec}). */
 export const MAF = {
+  /** Builds a MAF flow from its config; `opts` as for {@link Flow.create}. */
   create: (cfg: VectorFlowConfig, opts: FlowNetCreateOptions = {}): Flow => Flow.create(mafSpec(cfg), opts),
 };
 
 /** IAF ({@link iafSpec}). */
 export const IAF = {
+  /** Builds an IAF flow from its config; `opts` as for {@link Flow.create}. */
   create: (cfg: VectorFlowConfig, opts: FlowNetCreateOptions = {}): Flow => Flow.create(iafSpec(cfg), opts),
 };

@@ -16,6 +16,7 @@ import { type CellKind, stateWidth } from '../backend/types.js';
 import { ConfigError } from '../errors.js';
 import type { CharLM } from './char-lm.js';
 
+/** What {@link gradReport} measures: the gradient norm of the last step's loss by distance back in time. */
 export interface GradReport {
   cell: CellKind;
   /** T − t for t = T … 1: 0 is the last state itself. */
@@ -32,6 +33,7 @@ interface LayerCall {
   dx: Float32Array;
 }
 
+/** Window length and count of {@link gradReport}. */
 export interface GradReportOptions {
   /** Characters per window (T). Default 100. */
   length?: number;
@@ -39,6 +41,7 @@ export interface GradReportOptions {
   batch?: number;
 }
 
+/** Measures ‖∂L_T/∂h_t‖ against the distance T − t on windows of `ids`: how far back the model's gradients reach. */
 export function gradReport(model: CharLM, ids: Uint32Array, opts: GradReportOptions = {}): GradReport {
   const T = opts.length ?? 100;
   const B = opts.batch ?? 8;

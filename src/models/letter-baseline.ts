@@ -27,6 +27,7 @@
 import type { Pair } from '../data/cmudict.js';
 import { ConfigError, DataError, VocabularyError } from '../errors.js';
 
+/** Options of {@link LetterBaseline.fit}. */
 export interface LetterBaselineOptions {
   /** Most alignment/re-counting rounds after the 1:1 initialisation, an integer in 1..100. Default 10. */
   iterations?: number;
@@ -36,6 +37,17 @@ const ALPHA = 0.5;
 /** Units: 0 = ε, 1 + p = phoneme p, 1 + P + p·P + q = phonemes p q. */
 const EPS = 0;
 
+/**
+ * A letter-to-phoneme baseline for grapheme-to-phoneme: each letter maps to zero, one or two phonemes,
+ * learned by alignment; what a {@link Seq2Seq} should beat.
+ *
+ * ```ts
+ * import { LetterBaseline, flattenPairs, loadCmudict, phonemeErrorRate } from 'arflow';
+ * const pairs = flattenPairs(loadCmudict().slice(0, 2000));
+ * const base = LetterBaseline.fit(pairs);
+ * console.log(base.predict([...'CAT'], 'skip'));
+ * ```
+ */
 export class LetterBaseline {
   /** Each known letter's prediction: zero, one or two phonemes. */
   readonly rules: ReadonlyMap<string, readonly string[]>;

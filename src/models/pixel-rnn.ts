@@ -44,6 +44,7 @@ import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
 
+/** Architecture of a {@link PixelRNN}: cell, feature maps, layers, image size, output and classes. */
 export type PixelRNNConfig = PixelRnnShape;
 
 /** The default model: a 2-layer Row LSTM with 32 feature maps on 28×28 8-bit images. */
@@ -60,6 +61,7 @@ export const PIXEL_KIND = 'pixel-rnn';
 /** Images per native call when scoring. */
 const CHUNK = 64;
 
+/** Options of {@link PixelRNN.create}: backend, device and seed. */
 export interface PixelCreateOptions {
   backend?: BackendName;
   device?: DeviceName;
@@ -76,6 +78,7 @@ export interface PixelTrainOptions extends Omit<FlowTrainOptions, 'valData'> {
   valLabels?: Uint8Array;
 }
 
+/** What {@link PixelRNN.evaluate} returns: nats per image and bits per dimension. */
 export interface PixelEvalResult {
   /** Mean NLL, nats per image. */
   natsPerImage: number;
@@ -84,6 +87,7 @@ export interface PixelEvalResult {
   n: number;
 }
 
+/** Options of {@link PixelRNN.sample}. */
 export interface PixelSampleOptions {
   n: number;
   /** Seed of the uniforms the pixels are drawn with. Default 0. */
@@ -94,6 +98,18 @@ export interface PixelSampleOptions {
   top?: { rows: number; images: Uint8Array };
 }
 
+/**
+ * Pixel-RNN (van den Oord et al. 2016): an exact likelihood of an image, pixel by pixel in raster
+ * order, with a Row LSTM or Row GRU.
+ *
+ * ```ts
+ * import { PixelRNN } from 'arflow';
+ * const images = Uint8Array.from({ length: 8 * 8 * 8 }, (_, i) => (i * 37) % 256);   // 8 images of 8×8
+ * const model = PixelRNN.create({ hidden: 8, layers: 1, rows: 8, cols: 8 });
+ * await model.fit(images, { steps: 5, batchSize: 4 });
+ * console.log((await model.evaluate(images)).bitsPerDim, await model.sample({ n: 2, seed: 1 }));
+ * ```
+ */
 export class PixelRNN {
   /** Whether this model holds optimizer state a run can continue from (`fit` with `resume`). */
   hasOptimizerState = false;
@@ -102,6 +118,7 @@ export class PixelRNN {
 
   private constructor(readonly backend: PixelBackend) {}
 
+  /** The model's architecture. */
   get config(): PixelRNNConfig {
     return this.backend.shape;
   }

@@ -18,8 +18,10 @@ import type { FlowNetSpec, LayerSpec, NetSpec } from '../backend/flownet-types.j
 import { describeValue } from '../backend/limits.js';
 import { ConfigError } from '../errors.js';
 
+/** `[C, H, W]` of one image. */
 export type Shape3 = [number, number, number];
 
+/** Architecture of a multi-scale image Real NVP, for {@link realNvpImageSpec} and {@link RealNVPImage}. */
 export interface RealNvpImageConfig {
   /** `[C, H, W]` of one image. */
   shape: Shape3;
@@ -37,6 +39,7 @@ export interface RealNvpImageConfig {
   context?: number;
 }
 
+/** Architecture of a Glow flow, for {@link glowSpec} and {@link Glow}. */
 export interface GlowConfig {
   shape: Shape3;
   /** Levels L (each starts with a squeeze). Default 2. */
@@ -50,6 +53,7 @@ export interface GlowConfig {
   context?: number;
 }
 
+/** Architecture of a vector flow (NICE, MAF, IAF), for {@link niceSpec}, {@link mafSpec} and {@link iafSpec}. */
 export interface VectorFlowConfig {
   /** Data dimension D, or `[C, H, W]` of images treated as flat vectors. */
   dim: number | Shape3;
@@ -81,6 +85,7 @@ function vectorShape(dim: number | Shape3): Shape3 {
   return Array.isArray(dim) ? checkShape(dim) : [whole('dim', dim, 2), 1, 1];
 }
 
+/** The FlowNet spec of Real NVP's multi-scale image architecture (Dinh et al. 2016). */
 export function realNvpImageSpec(cfg: RealNvpImageConfig): FlowNetSpec {
   const shape = checkShape(cfg.shape);
   const scales = whole('scales', cfg.scales ?? 2, 1);
@@ -111,6 +116,7 @@ export function realNvpImageSpec(cfg: RealNvpImageConfig): FlowNetSpec {
   return { shape, context: whole('context', cfg.context ?? 0, 0), base: 'normal', layers };
 }
 
+/** The FlowNet spec of Glow (Kingma & Dhariwal 2018): multi-scale levels of actnorm, invertible 1×1 convolution and affine coupling steps. */
 export function glowSpec(cfg: GlowConfig): FlowNetSpec {
   const shape = checkShape(cfg.shape);
   const levels = whole('levels', cfg.levels ?? 2, 1);
@@ -133,6 +139,7 @@ export function glowSpec(cfg: GlowConfig): FlowNetSpec {
   return { shape, context: whole('context', cfg.context ?? 0, 0), base: 'normal', layers };
 }
 
+/** The FlowNet spec of NICE (Dinh et al. 2014): additive couplings on alternating coordinates, then a diagonal scale, on a logistic base. */
 export function niceSpec(cfg: VectorFlowConfig): FlowNetSpec {
   const shape = vectorShape(cfg.dim);
   const net: NetSpec = {

@@ -32,6 +32,7 @@ import { decodeEach, greedyBatch, layeredStepper } from '../sample/decoder.js';
 import { type Seq2SeqTrainOptions, type Seq2SeqTrainSummary, trainSeq2Seq } from '../train/seq2seq-trainer.js';
 import { Rng } from '../util/rng.js';
 
+/** Architecture of a {@link Seq2Seq}. */
 export interface Seq2SeqConfig {
   /** Embedding width of both vocabularies. Default 64. */
   embed: number;
@@ -45,6 +46,7 @@ export interface Seq2SeqConfig {
   bidirectional: boolean;
 }
 
+/** The default encoder–decoder architecture: embed 64, one unidirectional LSTM layer of 256. */
 export const DEFAULT_SEQ2SEQ: Seq2SeqConfig = { embed: 64, hidden: 256, layers: 1, cell: 'lstm', bidirectional: false };
 
 export const SEQ2SEQ_KIND = 'seq2seq';
@@ -52,6 +54,7 @@ export const SEQ2SEQ_KIND = 'seq2seq';
 /** Most tokens a decoded output may have (EOS included) unless asked otherwise. */
 const DEFAULT_MAX_LENGTH = 40;
 
+/** Options of {@link Seq2Seq.translate} and {@link Seq2Seq.evaluate}. */
 export interface DecodeOptions {
   /** Beam width; 1 (default) is greedy decoding. */
   beam?: number;
@@ -65,6 +68,7 @@ export interface DecodeOptions {
   unknown?: TokenUnknownPolicy;
 }
 
+/** One output sequence with its log-probability. */
 export interface Translation {
   tokens: string[];
   /** Natural log-probability of the output, EOS included. */
@@ -73,6 +77,7 @@ export interface Translation {
   score: number;
 }
 
+/** What {@link Seq2Seq.evaluate} returns: phoneme and word error rates of greedy (and beam) decoding. */
 export interface Seq2SeqEval {
   words: number;
   /** Phoneme (token) error rate of greedy decoding: Σ edit distance / Σ reference length. */
@@ -101,6 +106,18 @@ export interface Seq2SeqTrainState {
   [key: string]: unknown;
 }
 
+/**
+ * An encoder–decoder over token sequences (grapheme-to-phoneme on CMUdict, or any `source → target`
+ * pairs), trained with teacher forcing or scheduled sampling, decoded greedily or with beam search.
+ *
+ * ```ts
+ * import { Seq2Seq, loadCmudict, splitCmudict } from 'arflow';
+ * const { train, test } = splitCmudict(loadCmudict().slice(0, 2000));
+ * const g2p = Seq2Seq.forEntries(train, { embed: 16, hidden: 32 });
+ * await g2p.fit(train, { steps: 20, batchSize: 16 });
+ * console.log(g2p.translate([...'CAT'], { beam: 3 })[0].tokens, await g2p.evaluate(test.slice(0, 50)));
+ * ```
+ */
 export class Seq2Seq {
   private constructor(
     readonly src: TokenVocabulary,
@@ -109,6 +126,7 @@ export class Seq2Seq {
     readonly backend: NativeSeq2Seq,
   ) {}
 
+  /** The backend's view of the architecture (vocabulary sizes, widths, cell). */
   get shape(): Seq2SeqShape {
     return this.backend.shape;
   }

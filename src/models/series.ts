@@ -53,6 +53,7 @@ import {
 } from '../train/series-trainer.js';
 import { Rng } from '../util/rng.js';
 
+/** Architecture of a {@link SeriesModel}. */
 export interface SeriesModelConfig {
   /** D, variables per time step. */
   dim: number;
@@ -86,10 +87,12 @@ export interface SeriesModelConfig {
   outputs: SeriesOutputs;
 }
 
+/** What the recurrent cell reads each step: the previous increment or the previous value. */
 export type SeriesInput = 'increment' | 'value';
 
 export const SERIES_INPUTS: readonly SeriesInput[] = ['increment', 'value'];
 
+/** The default series model: one GRU layer of 32 with a 16-component mixture density over the increments. */
 export const DEFAULT_SERIES_MODEL: Omit<SeriesModelConfig, 'dim'> = {
   cell: 'gru',
   hidden: 32,
@@ -101,6 +104,7 @@ export const DEFAULT_SERIES_MODEL: Omit<SeriesModelConfig, 'dim'> = {
   outputs: 'every',
 };
 
+/** Options of {@link SeriesModel.create}: backend, device and seed. */
 export interface CreateSeriesOptions {
   /** 'native' (Rust, default) or 'js' (pure TypeScript reference). */
   backend?: BackendName;
@@ -109,6 +113,7 @@ export interface CreateSeriesOptions {
   seed?: number;
 }
 
+/** Options of {@link SeriesModel.fit}: the trainer's, plus the split fractions for a whole series. */
 export interface SeriesFitOptions extends SeriesTrainOptions {
   /** Fractions held out when `fit` is given a whole series rather than a split (defaults 0.2 and 0.1). */
   test?: number;
@@ -121,6 +126,7 @@ export interface SeriesFitOptions extends SeriesTrainOptions {
   dequantize?: 'auto' | 'off' | number[];
 }
 
+/** What {@link SeriesModel.evaluate} returns: NLL per time step in original and normalised units. */
 export interface SeriesEvalResult {
   /** Mean NLL, nats per time step (all D variables of a step together), in the original units. */
   nll: number;
@@ -139,6 +145,7 @@ export interface SeriesEvalResult {
   stepsAhead: number[];
 }
 
+/** Options of {@link SeriesModel.sample}. */
 export interface SeriesSampleOptions {
   /** Real values `[C, D]` (original units, C ≥ 1) to continue: read once, the last is the first input. */
   context: Float64Array;
@@ -220,6 +227,18 @@ function incrementsOf(series: Series): Series {
   return { ...series, name: `${series.name} (increments)`, values: inc, length: inc.length / dim };
 }
 
+/**
+ * A recurrent density model of a continuous multivariate time series, with an exact likelihood
+ * (a Gaussian or a mixture density over the next increment).
+ *
+ * ```ts
+ * import { SeriesModel, loadSeries, splitSeries } from 'arflow';
+ * const split = splitSeries(loadSeries('sensors'));
+ * const model = SeriesModel.create({ dim: split.train.dim, hidden: 16 });
+ * await model.fit(split, { steps: 20 });
+ * console.log((await model.evaluateSplit(split)).nll);       // nats per test step, original units
+ * ```
+ */
 export class SeriesModel {
   /** Per-column recording resolution (original units) of the dequantisation noise; 0: none. */
   resolution: number[];
@@ -238,6 +257,7 @@ export class SeriesModel {
     this.resolution = resolution ?? new Array(config.dim).fill(0);
   }
 
+  /** The backend's view of the architecture. */
   get shape(): SeriesShape {
     return this.backend.shape;
   }
@@ -296,7 +316,7 @@ export class SeriesModel {
    * Trains on `data` (a split, or a whole series split here by time with `opts.test` / `opts.valid`):
    * fits the normalisers of values and increments on the training split (unless the model already has
    * them: a loaded checkpoint keeps its own), settles the dequantisation resolution, and runs
-   * {@link trainSeries}.
+   * `trainSeries`.
    */
   fit(data: Series | SeriesSplit, opts: SeriesFitOptions = {}): Promise<SeriesTrainSummary> {
     const split = 'train' in data ? data : splitSeries(data, { test: opts.test, valid: opts.valid });

@@ -10,6 +10,7 @@
  */
 import { ConfigError, DataError, ShapeError } from '../errors.js';
 
+/** A decoder as {@link beamSearch} and {@link greedyDecode} see it: its start state and one step. */
 export interface DecoderStep<S> {
   /**
    * For N hypotheses: their states and last tokens → new states and log-probabilities [N, V], row-major,
@@ -41,6 +42,7 @@ export interface DecoderStep<S> {
  */
 export type LengthPenalty = 'none' | 'average' | { alpha: number };
 
+/** Options of {@link beamSearch}. */
 export interface BeamOptions {
   /** Hypotheses kept per step, a whole number ≥ 1; 1 is greedy decoding. */
   width: number;
@@ -56,6 +58,7 @@ export interface BeamOptions {
   lengthPenalty?: LengthPenalty;
 }
 
+/** One decoded sequence with its score. */
 export interface Hypothesis {
   /** Generated tokens, without bos and eos. */
   tokens: number[];
@@ -67,6 +70,7 @@ export interface Hypothesis {
   finished: boolean;
 }
 
+/** Options of {@link greedyDecode}. */
 export type GreedyOptions = Pick<BeamOptions, 'maxLength' | 'bos' | 'eos' | 'lengthPenalty'>;
 
 type ResolvedBeam = Required<BeamOptions>;

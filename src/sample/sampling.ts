@@ -5,6 +5,7 @@
 import { ConfigError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
 
+/** How a token is drawn from logits: temperature, top-k, top-p and seed. */
 export interface SamplingOptions {
   /** Divides the logits; < 1 sharpens, > 1 flattens. 0 means greedy (argmax). Default 1. */
   temperature?: number;

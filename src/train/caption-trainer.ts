@@ -21,6 +21,7 @@ export interface CaptionTrainOptions extends DecoderTrainOptions<CaptionProgress
   valCanvases?: number;
 }
 
+/** What {@link Captioner.fit} reports to `onProgress`. */
 export interface CaptionProgress {
   step: number;
   steps: number;
@@ -39,6 +40,7 @@ export interface CaptionProgress {
   etaSec: number;
 }
 
+/** What {@link Captioner.fit} returns. */
 export interface CaptionTrainSummary {
   steps: number;
   captionsPerSec: number;

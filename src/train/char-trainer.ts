@@ -43,6 +43,7 @@ export interface TrainOptions extends ScheduleOptions {
   resume?: TrainState | null;
 }
 
+/** What {@link CharLM.fit} reports to `onProgress`. */
 export interface TrainProgress {
   step: number;
   steps: number;
@@ -63,6 +64,7 @@ export interface TrainProgress {
   etaSec: number;
 }
 
+/** What {@link CharLM.fit} returns. */
 export interface TrainSummary {
   steps: number;
   tokensPerSec: number;

@@ -40,6 +40,7 @@ export interface FlowTrainOptions extends ScheduleOptions {
   resume?: { step: number; trainSec?: number } | null;
 }
 
+/** What a flow's or {@link PixelRNN}'s `fit` reports to `onProgress`. */
 export interface FlowTrainProgress {
   step: number;
   steps: number;
@@ -57,6 +58,7 @@ export interface FlowTrainProgress {
   etaSec: number;
 }
 
+/** What a flow's or {@link PixelRNN}'s `fit` returns. */
 export interface FlowTrainSummary {
   /** Steps taken in all, counting those of a resumed run. */
   steps: number;

@@ -5,8 +5,10 @@
 import type { OptimConfig } from '../backend/types.js';
 import { ConfigError } from '../errors.js';
 
+/** Learning-rate schedule after warm-up: constant, cosine decay to `minLr`, or step decay. */
 export type Schedule = 'constant' | 'cosine' | 'step';
 
+/** Steps, learning rate and schedule, shared by every model's `fit`. */
 export interface ScheduleOptions {
   /** Optimizer steps in all, counting those of a resumed run. */
   steps?: number;
@@ -38,6 +40,7 @@ export interface ScheduleOptions {
   logEvery?: number;
 }
 
+/** {@link ScheduleOptions} with every default filled in. */
 export type ResolvedSchedule = Required<ScheduleOptions>;
 
 /** Defaults shared by the loops; each loop overrides what differs (batch size, lr, minLr…). */

@@ -16,6 +16,7 @@ export type SsSchedule = 'linear' | 'exponential' | 'inverse-sigmoid';
 export const FEEDS: readonly Feed[] = ['teacher', 'free', 'scheduled'];
 export const SS_SCHEDULES: readonly SsSchedule[] = ['linear', 'exponential', 'inverse-sigmoid'];
 
+/** Scheduled sampling (Bengio et al. 2015): what the decoder is fed while training, and how ε_i decays. */
 export interface ScheduledSamplingOptions {
   /** Default 'teacher' (plain teacher forcing), so that nothing changes unless scheduled sampling is asked for. */
   feed?: Feed;
@@ -33,6 +34,7 @@ export interface ScheduledSamplingOptions {
   min?: number;
 }
 
+/** {@link ScheduledSamplingOptions} with every default filled in. */
 export type ResolvedScheduledSampling = Required<ScheduledSamplingOptions>;
 
 /**

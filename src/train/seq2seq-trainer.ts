@@ -21,6 +21,7 @@ export interface Seq2SeqTrainOptions extends DecoderTrainOptions<Seq2SeqProgress
   valWords?: number;
 }
 
+/** What {@link Seq2Seq.fit} reports to `onProgress`. */
 export interface Seq2SeqProgress {
   step: number;
   steps: number;
@@ -40,6 +41,7 @@ export interface Seq2SeqProgress {
   etaSec: number;
 }
 
+/** What {@link Seq2Seq.fit} returns. */
 export interface Seq2SeqTrainSummary {
   steps: number;
   wordsPerSec: number;

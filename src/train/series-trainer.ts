@@ -83,6 +83,7 @@ export interface SeriesTrainOptions extends ScheduleOptions {
   resume?: SeriesTrainState | null;
 }
 
+/** What {@link SeriesModel.fit} reports to `onProgress`. */
 export interface SeriesTrainProgress {
   step: number;
   steps: number;
@@ -104,6 +105,7 @@ export interface SeriesTrainProgress {
   etaSec: number;
 }
 
+/** What {@link SeriesModel.fit} returns. */
 export interface SeriesTrainSummary {
   steps: number;
   /** Mean training loss over the last reporting window (nats per step, normalised units). */
