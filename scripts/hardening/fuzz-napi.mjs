@@ -29,7 +29,7 @@ const { values: opt } = parseArgs({
     'timeout-ms': { type: 'string', default: '20000' },
     child: { type: 'boolean', default: false },
     trace: { type: 'string' },
-    'huge-layers': { type: 'boolean', default: false },
+    'no-huge-layers': { type: 'boolean', default: false },
   },
 });
 
@@ -37,7 +37,7 @@ if (!opt.child) {
   const dir = mkdtempSync(join(tmpdir(), 'arflow-fuzz-'));
   const trace = join(dir, 'trace');
   const args = [fileURLToPath(import.meta.url), '--child', '--calls', opt.calls, '--seed', opt.seed, '--trace', trace];
-  if (opt['huge-layers']) args.push('--huge-layers');
+  if (opt['no-huge-layers']) args.push('--no-huge-layers');
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => {
@@ -123,13 +123,14 @@ async function runChild() {
   const count = (small = [1, 2, 3, 4]) =>
     chance(0.75) ? pick(small) : chance(0.5) ? pick([0, ...HUGE, ...ODD_NUMBERS]) : ODD();
   /**
-   * A count of layers, couplings, depth or heads: as {@link count} without the huge values, which
-   * hang the constructors (see the header) unless --huge-layers.
+   * A count of layers, couplings, depth or heads: as {@link count}. Huge ones (2³¹, or −1 read as
+   * 2³² − 1) once hung the constructors; the core now refuses more than MAX_LAYERS (4096) at once.
+   * --no-huge-layers leaves them out.
    */
   const layerCount = (small) => {
     const v = count(small);
     // N-API reads -1 as a u32 as 4294967295: negatives are huge too.
-    return !opt['huge-layers'] && typeof v === 'number' && (v >= 2 ** 31 || v < 0) ? pick(small) : v;
+    return opt['no-huge-layers'] && typeof v === 'number' && (v >= 2 ** 31 || v < 0) ? pick(small) : v;
   };
   const floatVal = () =>
     chance(0.9)

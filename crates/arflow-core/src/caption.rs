@@ -29,7 +29,7 @@
 use crate::device::Dev;
 use crate::flow::conv::conv3x3_nhwc;
 use crate::optim::AdamWConfig;
-use crate::params::{NamedGrads, ParamSpec, ParamStore};
+use crate::params::{check_layer_counts, NamedGrads, ParamSpec, ParamStore};
 use crate::rnn::CellKind;
 use crate::seq2seq::decoder::{flat, Decoder, DecoderBatch, DecoderConfig, EOS};
 use crate::seq2seq::Seq2SeqStep;
@@ -58,6 +58,7 @@ impl CaptionConfig {
                 bail!("caption config: {name} must be at least 1");
             }
         }
+        check_layer_counts("caption", &[("layers", self.layers), ("conv blocks", self.channels.len())])?;
         if self.vocab <= EOS as usize + 1 {
             bail!("caption config: the vocabulary must hold PAD, BOS, EOS and at least one word, got {}", self.vocab);
         }

@@ -17,7 +17,7 @@
 use crate::device::Dev;
 use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamWConfig;
-use crate::params::{ParamSpec, ParamStore, StepStats};
+use crate::params::{check_layer_counts, ParamSpec, ParamStore, StepStats};
 use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
 use candle_core::{bail, DType, Result, Tensor, Var};
 
@@ -51,7 +51,7 @@ impl CharLmConfig {
         if self.vocab < 2 {
             bail!("char LM config: vocab must hold at least 2 symbols, got {}", self.vocab);
         }
-        Ok(())
+        check_layer_counts("char LM", &[("layers", self.layers), ("ahead", self.ahead)])
     }
 
     fn layer_dims(&self, layer: usize, batch: usize, seq: usize) -> RnnDims {

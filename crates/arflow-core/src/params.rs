@@ -167,6 +167,22 @@ impl ParamStore {
     }
 }
 
+/// Most layers (couplings, conv blocks, prediction heads) a config may ask for. Far above any model
+/// that trains; it refuses a typo'd, wrapped (−1 read as 2³² − 1 by N-API) or tampered count before the
+/// per-layer parameter list is built, which for 2³¹ layers would take minutes before [`MAX_PARAMS`]
+/// could refuse it.
+pub const MAX_LAYERS: usize = 4096;
+
+/// Errors unless every count in `counts` (a layer count or the like) is at most [`MAX_LAYERS`].
+pub fn check_layer_counts(model: &str, counts: &[(&str, usize)]) -> Result<()> {
+    for &(name, v) in counts {
+        if v > MAX_LAYERS {
+            bail!("{model} config: {name} is {v}, more than the {MAX_LAYERS} a model may have");
+        }
+    }
+    Ok(())
+}
+
 /// Most values (parameters) a model may hold: 2³¹, 8 GiB of f32 before the optimizer's two moments.
 /// Far above any model of this crate; its job is to turn a typo'd or tampered size into an error.
 pub const MAX_PARAMS: usize = 1 << 31;
@@ -272,6 +288,29 @@ mod tests {
         // Many tensors each under the bound whose sum is over it.
         let e = err((0..3).map(|i| spec(&format!("p{i}"), vec![1 << 30], i)).collect());
         assert!(e.contains("config") && e.contains("3221225472 parameters"), "{e}");
+    }
+
+    #[test]
+    fn layer_counts_over_the_bound_are_refused_before_any_parameter_list_is_built() {
+        use crate::lm::CharLmConfig;
+        use crate::rnn::CellKind;
+        let cfg = |layers: usize, ahead: usize| CharLmConfig {
+            vocab: 6,
+            embed: 3,
+            hidden: 4,
+            layers,
+            cell: CellKind::Gru,
+            learned_h0: false,
+            ahead,
+        };
+        // 2³¹ layers, and −1 as N-API reads it into a u32: refused at once, naming the field.
+        for (layers, ahead, field) in [(1 << 31, 1, "layers"), (u32::MAX as usize, 1, "layers"), (2, 1 << 31, "ahead")]
+        {
+            let e = cfg(layers, ahead).validate().unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(&format!("{MAX_LAYERS}")), "{e}");
+        }
+        assert!(cfg(MAX_LAYERS, 1).validate().is_ok());
+        assert!(check_layer_counts("m", &[("blocks", MAX_LAYERS + 1)]).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::device::Dev;
 use crate::heads::{linear_head_nll, linear_raw, Head};
 use crate::lm::{LossGrads, NllAhead};
 use crate::optim::AdamWConfig;
-use crate::params::{ParamSpec, ParamStore, StepStats};
+use crate::params::{check_layer_counts, ParamSpec, ParamStore, StepStats};
 use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
 use candle_core::{bail, DType, Result, Tensor, Var};
 
@@ -71,6 +71,7 @@ impl SeriesConfig {
                 bail!("series model config: {name} must be at least 1");
             }
         }
+        check_layer_counts("series model", &[("layers", self.layers), ("ahead", self.ahead)])?;
         self.head.validate()?;
         if self.head.dim() != self.dim {
             bail!("series model config: the head is over {} variables, the series has {}", self.head.dim(), self.dim);

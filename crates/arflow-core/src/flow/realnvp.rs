@@ -10,7 +10,7 @@
 use super::op::{affine_coupling, affine_coupling_inverse};
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
-use crate::params::{NamedGrads, ParamSpec, ParamStore, StepStats};
+use crate::params::{check_layer_counts, NamedGrads, ParamSpec, ParamStore, StepStats};
 use candle_core::{bail, DType, Result, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl RealNvpConfig {
         if self.dim < 2 {
             bail!("real NVP config: dim must be at least 2, got {}", self.dim);
         }
-        Ok(())
+        check_layer_counts("real NVP", &[("couplings", self.couplings), ("depth", self.depth)])
     }
 
     /// Variables per coupling: weight and bias of each of the depth + 1 linears, then the scale.

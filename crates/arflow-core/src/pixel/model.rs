@@ -13,7 +13,7 @@ use super::sample::{sample_images, SampleRequest};
 use super::INPUT_KERNEL;
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
-use crate::params::{NamedGrads, ParamSpec, ParamStore, StepStats};
+use crate::params::{check_layer_counts, NamedGrads, ParamSpec, ParamStore, StepStats};
 use crate::rnn::CellKind;
 use candle_core::{bail, DType, Result, Tensor};
 use rayon::prelude::*;
@@ -46,7 +46,7 @@ impl PixelConfig {
         if self.classes == Some(0) {
             bail!("pixel model config: classes must be at least 1 (leave it out for an unconditional model)");
         }
-        Ok(())
+        check_layer_counts("pixel model", &[("layers", self.layers)])
     }
 
     /// Pixels per image.

@@ -18,7 +18,7 @@
 
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
-use crate::params::{NamedGrads, ParamSpec, ParamStore, StepStats};
+use crate::params::{check_layer_counts, NamedGrads, ParamSpec, ParamStore, StepStats};
 use crate::rnn::{run_stack, CellKind, StackOut};
 use candle_core::{bail, DType, Result, Tensor};
 
@@ -45,6 +45,7 @@ impl Seq2SeqConfig {
                 bail!("seq2seq config: {name} must be at least 1");
             }
         }
+        check_layer_counts("seq2seq", &[("layers", self.layers)])?;
         for (name, v) in [("source", self.src_vocab), ("target", self.tgt_vocab)] {
             if v <= EOS as usize + 1 {
                 bail!("seq2seq config: the {name} vocabulary must hold PAD, BOS, EOS and at least one token, got {v}");
