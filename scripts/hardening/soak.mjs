@@ -6,12 +6,23 @@
  *
  *   node scripts/hardening/soak.mjs [--steps 10000] [--calls 100000] [--max-growth 0.05]
  *
- * Needs the compiled dist/ (`npx tsc -p tsconfig.json`). Prints the RSS samples' figures per phase
- * and exits 1 when a phase grew too much. Not run by `npm test` (minutes).
+ * Needs the compiled dist/ (`npx tsc -p tsconfig.json`). RSS is read after a forced garbage collection
+ * (the script re-runs itself with --expose-gc). Prints the RSS samples' figures per phase and exits 1
+ * when a phase grew too much. Not run by `npm test` (minutes).
  */
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+
+// RSS is sampled after a full garbage collection, so that what V8 has not collected yet is not
+// read as growth: re-run this script with --expose-gc when it was started without it.
+if (typeof globalThis.gc !== 'function') {
+  const r = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+  });
+  process.exit(r.status ?? 1);
+}
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const { CharLM, Vocabulary, loadCorpus } = await import(join(ROOT, 'dist', 'index.js'));
@@ -36,6 +47,11 @@ async function phase(name, chunks, work) {
   const t0 = performance.now();
   for (let c = 0; c < chunks; c++) {
     await work(c);
+    // Typed arrays the native addon returns are freed by finalizers that run when the event loop
+    // turns: let it turn, collect, and let the finalizers run before reading RSS.
+    await new Promise((r) => setImmediate(r));
+    globalThis.gc();
+    await new Promise((r) => setImmediate(r));
     rss.push(process.memoryUsage().rss);
   }
   const warm = Math.max(1, Math.floor(chunks * 0.2));
