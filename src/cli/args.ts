@@ -187,3 +187,25 @@ export function savePicture(path: string, width: number, height: number, pixels:
     throw e;
   }
 }
+
+/** A numeric flag's value, or undefined when it was not given (parseArgs has checked its type). */
+export const num = (f: Flags, k: string) => f[k] as number | undefined;
+/** A string flag's value, or undefined when it was not given. */
+export const str = (f: Flags, k: string) => f[k] as string | undefined;
+
+/** Prints one JSON object as a line of standard output (the `--json` protocol). */
+export function emit(obj: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+/** `--json` of a training command: progress lines, then a summary. */
+export const JSON_FLAG: FlagSpec = {
+  type: 'boolean',
+  help: 'print one JSON object per line (progress, then a summary)',
+};
+/** `--json` of a one-shot command. */
+export const JSON_RESULT_FLAG: FlagSpec = {
+  type: 'boolean',
+  help: 'print the result (or the error) as one JSON object',
+};
+export const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };

@@ -9,21 +9,25 @@ import { corpusBleu, exactMatch } from '../metrics/bleu.js';
 import { type CaptionEval, Captioner, type CaptionerConfig, type CaptionerTrainState } from '../models/captioner.js';
 import type { CaptionProgress } from '../train/caption-trainer.js';
 import type { ScheduledSamplingOptions } from '../train/scheduled-sampling.js';
-import { checkOutputPath, type FlagSpec, type Flags, helpText, intFlag, parseArgs, positiveFlag } from './args.js';
+import {
+  checkOutputPath,
+  emit,
+  type FlagSpec,
+  type Flags,
+  HELP_FLAG,
+  helpText,
+  intFlag,
+  JSON_FLAG,
+  parseArgs,
+  positiveFlag,
+  str,
+} from './args.js';
 import { checkPicturePath, saveGrid } from './flownet.js';
 import { formatDuration, ProgressBar } from './progress.js';
 import { FEED_FLAGS, samplingFlags } from './seq2seq.js';
 
 export { CAPTION_KIND } from '../models/captioner.js';
 
-const str = (f: Flags, k: string) => f[k] as string | undefined;
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-
-const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
-const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 const BEAM_FLAG: FlagSpec = { type: 'int', help: 'beam width (default 3; 1 = greedy only)' };
 
 const DEFAULT_TRAIN_N = 20_000;

@@ -1,19 +1,14 @@
 /**
  * The flags of `arflow train flow`, `sample` and `eval` on flow checkpoints, the data sets `--data`
- * accepts, which architecture flags each model uses, and typed readers of parsed flags.
+ * accepts and which architecture flags each model uses.
  */
-import type { FlagSpec, Flags } from './args.js';
+import { type FlagSpec, HELP_FLAG, JSON_FLAG, JSON_RESULT_FLAG } from './args.js';
 import { FLOW_MODELS, type FlowModelName } from './flownet.js';
 
 /** The densities `train flow --data` accepts. */
 export const FLOW_DATA = ['moons', '8gaussians', 'checkerboard', 'pinwheel', 'rings'] as const;
 /** What `train flow --data` accepts: the 2-D densities and Fashion-MNIST. */
 export const TRAIN_FLOW_DATA = [...FLOW_DATA, 'fashion-mnist'] as const;
-
-const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
-/** `--json` of `sample` and `eval`, which report no progress. */
-const JSON_RESULT_FLAG: FlagSpec = { type: 'boolean', help: 'print the result (or the error) as one JSON object' };
-const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 
 export const TRAIN_FLOW_FLAGS: Record<string, FlagSpec> = {
   data: { type: 'string', help: `2-D density or fashion-mnist (default moons)`, choices: TRAIN_FLOW_DATA },
@@ -116,9 +111,6 @@ export const EVAL_FLOW_FLAGS: Record<string, FlagSpec> = {
   json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
-
-export const num = (f: Flags, k: string) => f[k] as number | undefined;
-export const str = (f: Flags, k: string) => f[k] as string | undefined;
 
 /** Architecture flags, the runs that use them and, for the message, which those are. */
 export const ARCH_FLAGS: Record<string, { uses: (model: FlowModelName, image: boolean) => boolean; for: string }> = {

@@ -9,7 +9,8 @@ import { loadSafetensors, specialFileKind } from '../io/safetensors.js';
 import { DEFAULT_FLOW, FLOW_KIND, RealNVP } from '../models/flow.js';
 import { Flow } from '../models/flownet.js';
 import type { Flags } from './args.js';
-import { ARCH_FLAGS, num, str, TRAIN_FLOW_DATA, TRAIN_FLOW_FLAGS } from './flow-flags.js';
+import { num, str } from './args.js';
+import { ARCH_FLAGS, TRAIN_FLOW_DATA, TRAIN_FLOW_FLAGS } from './flow-flags.js';
 import {
   FASHION_TEST_IMAGES,
   FASHION_TRAIN_IMAGES,

@@ -12,15 +12,18 @@ import { RealNVP } from '../models/flow.js';
 import { FLOW_TRAIN_DEFAULTS } from '../train/flow-trainer.js';
 import {
   checkOutputPath,
+  emit,
   type Flags,
   helpText,
   intFlag,
+  num,
   parseArgs,
   positiveFlag,
   samePath,
   savePicture,
+  str,
 } from './args.js';
-import { ARCH_FLAGS, EVAL_FLOW_FLAGS, FLOW_DATA, num, SAMPLE_FLOW_FLAGS, str, TRAIN_FLOW_FLAGS } from './flow-flags.js';
+import { ARCH_FLAGS, EVAL_FLOW_FLAGS, FLOW_DATA, SAMPLE_FLOW_FLAGS, TRAIN_FLOW_FLAGS } from './flow-flags.js';
 import { archOf, checkResume, openResume, resumingText } from './flow-resume.js';
 import {
   baselineFields,
@@ -47,10 +50,6 @@ import { formatDuration, ProgressBar } from './progress.js';
 const TEST_N = 5000;
 /** Held-out points scored for the progress lines of a 2-D Real NVP run (the first of the test set). */
 const VAL_POINTS = 5000;
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
 
 function withExt(path: string, suffix: string): string {
   const p = parse(path);

@@ -15,23 +15,17 @@ import { gaussianNll } from '../models/flow.js';
 import { FLOWNET_KIND, type Flow, Flow as FlowModel } from '../models/flownet.js';
 import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec } from '../models/presets.js';
 import type { FlowTrainProgress } from '../train/flow-trainer.js';
-import { checkOutputPath, type Flags, intFlag, positiveFlag, samePath, savePicture } from './args.js';
+import { checkOutputPath, emit, type Flags, intFlag, num, positiveFlag, samePath, savePicture, str } from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 export const FLOW_MODELS = ['realnvp', 'glow', 'nice', 'maf', 'iaf'] as const;
 export type FlowModelName = (typeof FLOW_MODELS)[number];
 export { FLOWNET_KIND };
 
-const num = (f: Flags, k: string) => f[k] as number | undefined;
-const str = (f: Flags, k: string) => f[k] as string | undefined;
 /** The shape of a Fashion-MNIST image, `[C, H, W]`. */
 const FASHION_SHAPE: [number, number, number] = [1, 28, 28];
 const SHAPE = FASHION_SHAPE;
 const CLASSES = 10;
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
 
 /** The FlowNet spec of `--model` for images (`[1, 28, 28]`) or `dim`-vectors, from the flags. */
 export function flowSpec(model: FlowModelName, image: boolean, f: Flags, dim: number): FlowNetSpec {

@@ -20,7 +20,19 @@ import { FLOWNET_KIND } from '../models/flownet.js';
 import { type GradReport, gradReport } from '../models/grad-report.js';
 import { SEQ2SEQ_KIND } from '../models/seq2seq.js';
 import type { TrainProgress } from '../train/char-trainer.js';
-import { checkOutputPath, type FlagSpec, type Flags, helpText, parseArgs, samePath, savePicture } from './args.js';
+import {
+  checkOutputPath,
+  emit,
+  type FlagSpec,
+  type Flags,
+  HELP_FLAG,
+  helpText,
+  JSON_FLAG,
+  JSON_RESULT_FLAG,
+  parseArgs,
+  samePath,
+  savePicture,
+} from './args.js';
 import {
   CAPTION_KIND,
   cmdCaption,
@@ -54,10 +66,7 @@ import {
 
 const CORPUS_NAMES = CORPORA.map((c) => c.name);
 
-const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
 /** `--json` of `sample` and `eval`, which report no progress. */
-const JSON_RESULT_FLAG: FlagSpec = { type: 'boolean', help: 'print the result (or the error) as one JSON object' };
-const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 const UNKNOWN_FLAG: FlagSpec = {
   type: 'string',
   help: 'characters the model never saw: error, skip or replace (default error)',
@@ -144,10 +153,6 @@ const DEMO_FLAGS: Record<string, FlagSpec> = {
   json: JSON_FLAG,
   help: HELP_FLAG,
 };
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
 
 function num(f: Flags, k: string): number | undefined {
   return f[k] as number | undefined;

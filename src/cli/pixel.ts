@@ -20,18 +20,25 @@ import {
 import { ConfigError, DataError, DivergenceError } from '../errors.js';
 import { DEFAULT_PIXEL_RNN, PIXEL_KIND, PixelRNN } from '../models/pixel-rnn.js';
 import type { FlowTrainProgress } from '../train/flow-trainer.js';
-import { checkOutputPath, type FlagSpec, type Flags, helpText, intFlag, parseArgs, positiveFlag } from './args.js';
+import {
+  checkOutputPath,
+  emit,
+  type FlagSpec,
+  type Flags,
+  HELP_FLAG,
+  helpText,
+  intFlag,
+  JSON_FLAG,
+  JSON_RESULT_FLAG,
+  num,
+  parseArgs,
+  positiveFlag,
+  str,
+} from './args.js';
 import { checkPicturePath, saveGrid } from './flownet.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 export { PIXEL_KIND };
-
-const num = (f: Flags, k: string) => f[k] as number | undefined;
-const str = (f: Flags, k: string) => f[k] as string | undefined;
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
 
 const CLASSES = FASHION_MNIST_CLASSES.length;
 const TEST_IMAGES = 10_000;
@@ -39,10 +46,6 @@ const TEST_IMAGES = 10_000;
 const UNBOUNDED_STEPS = 1_000_000_000;
 /** Defaults of the training loop that differ from the flows'. */
 const PIXEL_DEFAULTS = { steps: 500, batchSize: 16, lr: 2e-3 };
-
-const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
-const JSON_RESULT_FLAG: FlagSpec = { type: 'boolean', help: 'print the result (or the error) as one JSON object' };
-const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 
 export const PIXEL_TRAIN_FLAGS: Record<string, FlagSpec> = {
   data: { type: 'string', help: 'the images: fashion-mnist (default)', choices: ['fashion-mnist'] },

@@ -9,18 +9,22 @@ import { CheckpointError, ConfigError } from '../errors.js';
 import { Seq2Seq, type Seq2SeqConfig, type Seq2SeqEval, type Seq2SeqTrainState } from '../models/seq2seq.js';
 import type { Feed, ScheduledSamplingOptions, SsSchedule } from '../train/scheduled-sampling.js';
 import type { Seq2SeqProgress, Seq2SeqTrainOptions } from '../train/seq2seq-trainer.js';
-import { checkOutputPath, type FlagSpec, type Flags, helpText, intFlag, parseArgs, positiveFlag } from './args.js';
+import {
+  checkOutputPath,
+  emit,
+  type FlagSpec,
+  type Flags,
+  HELP_FLAG,
+  helpText,
+  intFlag,
+  JSON_FLAG,
+  num,
+  parseArgs,
+  positiveFlag,
+  str,
+} from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
-const num = (f: Flags, k: string) => f[k] as number | undefined;
-const str = (f: Flags, k: string) => f[k] as string | undefined;
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-
-const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
-const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 const BEAM_FLAG: FlagSpec = { type: 'int', help: 'beam width of the beam-search scores (default 5; 1 = greedy only)' };
 
 /** How a decoder is fed in training: the flags of every `arflow train` of a decoder model. */

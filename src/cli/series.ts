@@ -29,30 +29,26 @@ import { DEFAULT_SERIES_MODEL, SERIES_KIND, type SeriesInput, SeriesModel } from
 import { SERIES_TRAIN_DEFAULTS, type SeriesTrainOptions, type SeriesTrainProgress } from '../train/series-trainer.js';
 import {
   checkOutputPath,
+  emit,
   type FlagSpec,
   type Flags,
+  HELP_FLAG,
   helpText,
   intFlag,
+  JSON_FLAG,
+  JSON_RESULT_FLAG,
+  num,
   parseArgs,
   positiveFlag,
   samePath,
   savePicture,
+  str,
 } from './args.js';
 import { checkPicturePath } from './flownet.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 export { SERIES_KIND };
 
-const num = (f: Flags, k: string) => f[k] as number | undefined;
-const str = (f: Flags, k: string) => f[k] as string | undefined;
-
-function emit(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-
-const JSON_FLAG: FlagSpec = { type: 'boolean', help: 'print one JSON object per line (progress, then a summary)' };
-const JSON_RESULT_FLAG: FlagSpec = { type: 'boolean', help: 'print the result (or the error) as one JSON object' };
-const HELP_FLAG: FlagSpec = { type: 'boolean', help: 'show this help' };
 const DATA_HELP = `${SERIES.map((s) => s.name).join(' | ')} | FILE.csv (a numeric CSV, one row per time step, optional header)`;
 const MOTE_FLAG: FlagSpec = { type: 'int', help: `sensors only: which mote, 1-4 (default ${DEFAULT_MOTE})` };
 
