@@ -47,8 +47,8 @@ async function phase(name, chunks, work) {
   const t0 = performance.now();
   for (let c = 0; c < chunks; c++) {
     await work(c);
-    // Typed arrays the native addon returns are freed by finalizers that run when the event loop
-    // turns: let it turn, collect, and let the finalizers run before reading RSS.
+    // Let the event loop turn and collect before reading RSS, so that garbage not yet collected is
+    // not read as growth (the addon's results live in V8-owned ArrayBuffers, freed by the GC).
     await new Promise((r) => setImmediate(r));
     globalThis.gc();
     await new Promise((r) => setImmediate(r));

@@ -127,9 +127,9 @@ impl NativeCaptioner {
 
     /// The decoder's initial state `[L, B, S]` for `batch` images.
     #[napi]
-    pub fn encode(&self, images: Uint8Array, batch: u32) -> Result<Float32Array> {
+    pub fn encode(&self, images: Uint8Array, batch: u32) -> Result<F32Out> {
         let m = lock(&self.inner)?;
-        guarded(|| m.encode(&images, batch as usize).map(Float32Array::new).map_err(core_err))
+        guarded(|| m.encode(&images, batch as usize).map(F32Out).map_err(core_err))
     }
 
     /// One decoder step of N hypotheses: `state [L, N, S]`, `tokens [N]` → new state, log-probs `[N, V]`.
@@ -137,6 +137,6 @@ impl NativeCaptioner {
     pub fn decode_step(&self, state: Float32Array, tokens: Uint32Array) -> Result<DecodeStepResult> {
         let m = lock(&self.inner)?;
         let (s, lp) = guarded(|| m.decode_step(&state, &tokens).map_err(core_err))?;
-        Ok(DecodeStepResult { state: Float32Array::new(s), log_probs: Float32Array::new(lp) })
+        Ok(DecodeStepResult { state: F32Out(s), log_probs: F32Out(lp) })
     }
 }

@@ -5,17 +5,17 @@ use super::*;
 #[napi(object)]
 pub struct CouplingResult {
     /// `y` (forward) or `x` (inverse), `[N, D]`.
-    pub out: Float32Array,
+    pub out: F32Out,
     /// Per-sample log|det J| of the map applied, `[N]`.
-    pub logdet: Float32Array,
+    pub logdet: F32Out,
 }
 
 #[napi(object)]
 pub struct CouplingGrads {
-    pub dx: Float32Array,
-    pub ds_raw: Float32Array,
-    pub dt: Float32Array,
-    pub dscale: Float32Array,
+    pub dx: F32Out,
+    pub ds_raw: F32Out,
+    pub dt: F32Out,
+    pub dscale: F32Out,
 }
 
 /// Checks one affine coupling call: x-like arrays `[N, D]`, `mask`/`scale` `[D]`, mask entries 0 or 1.
@@ -71,7 +71,7 @@ pub fn coupling_forward(
         } else {
             coupling_forward_kernel(n, d, &x, &mask, &s_raw, &t, &scale, &mut out, &mut logdet);
         }
-        Ok(CouplingResult { out: Float32Array::new(out), logdet: Float32Array::new(logdet) })
+        Ok(CouplingResult { out: F32Out(out), logdet: F32Out(logdet) })
     })
 }
 
@@ -115,11 +115,6 @@ pub fn coupling_backward(
             &mut dt,
             &mut dscale,
         );
-        Ok(CouplingGrads {
-            dx: Float32Array::new(dx),
-            ds_raw: Float32Array::new(ds_raw),
-            dt: Float32Array::new(dt),
-            dscale: Float32Array::new(dscale),
-        })
+        Ok(CouplingGrads { dx: F32Out(dx), ds_raw: F32Out(ds_raw), dt: F32Out(dt), dscale: F32Out(dscale) })
     })
 }

@@ -43,9 +43,9 @@ impl NativeFlowNet {
     }
 
     #[napi]
-    pub fn get_buffer(&self, name: String) -> Result<Float32Array> {
+    pub fn get_buffer(&self, name: String) -> Result<F32Out> {
         let m = lock(&self.inner)?;
-        guarded(|| m.get_buffer(&name).map(Float32Array::new).map_err(core_err))
+        guarded(|| m.get_buffer(&name).map(F32Out).map_err(core_err))
     }
 
     #[napi]
@@ -89,33 +89,28 @@ impl NativeFlowNet {
             move || lock(&model)?.loss_and_grads(&x, ctx.as_deref(), batch as usize).map_err(core_err),
             |(loss, grads)| FlowLossGradsResult {
                 loss,
-                grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect(),
+                grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: F32Out(g) }).collect(),
             },
         )
     }
 
     #[napi(ts_return_type = "Promise<Float32Array>")]
-    pub fn log_prob(
-        &self,
-        x: Float32Array,
-        ctx: Option<Float32Array>,
-        batch: u32,
-    ) -> AsyncTask<Job<Vec<f32>, Float32Array>> {
+    pub fn log_prob(&self, x: Float32Array, ctx: Option<Float32Array>, batch: u32) -> AsyncTask<Job<Vec<f32>, F32Out>> {
         let (model, x, ctx) = (self.inner.clone(), x.to_vec(), ctx_vec(ctx));
-        job(move || lock(&model)?.log_prob(&x, ctx.as_deref(), batch as usize).map_err(core_err), Float32Array::new)
+        job(move || lock(&model)?.log_prob(&x, ctx.as_deref(), batch as usize).map_err(core_err), F32Out)
     }
 
     #[napi]
     pub fn encode(&self, x: Float32Array, ctx: Option<Float32Array>, batch: u32) -> Result<EncodeResult> {
         let m = lock(&self.inner)?;
         let (z, logdet) = guarded(|| m.encode(&x, ctx.as_deref(), batch as usize).map_err(core_err))?;
-        Ok(EncodeResult { z: Float32Array::new(z), logdet: Float32Array::new(logdet) })
+        Ok(EncodeResult { z: F32Out(z), logdet: F32Out(logdet) })
     }
 
     #[napi]
     pub fn decode(&self, z: Float32Array, ctx: Option<Float32Array>, batch: u32) -> Result<DecodeResult> {
         let m = lock(&self.inner)?;
         let (x, logdet) = guarded(|| m.decode(&z, ctx.as_deref(), batch as usize).map_err(core_err))?;
-        Ok(DecodeResult { x: Float32Array::new(x), logdet: Float32Array::new(logdet) })
+        Ok(DecodeResult { x: F32Out(x), logdet: F32Out(logdet) })
     }
 }

@@ -76,6 +76,53 @@ fn usize_of(v: u32, what: &str) -> Result<usize> {
     Ok(v as usize)
 }
 
+/// Results cross to JS in memory V8 owns: each is copied into a fresh `ArrayBuffer` from
+/// `napi_create_arraybuffer`. napi-rs's own `F32Out(vec)` hands V8 an *external* buffer that
+/// Rust frees in a finalizer, and Node runs those finalizers only when the event loop turns, so a
+/// synchronous loop (`step`, `logits`, `sample` per token) held every result ever returned: 5,000
+/// sync calls kept ~440 MB alive. V8 counts its own buffers towards its heap limits and frees them
+/// in the GC that its allocation pressure triggers, mid-loop. The copy costs microseconds against
+/// work that takes milliseconds.
+macro_rules! v8_owned {
+    ($name:ident, $elem:ty, $slice:ident, $ts:literal) => {
+        #[doc = concat!("A `", $ts, "` returned to (or read from) JS, held in V8-owned memory.")]
+        pub struct $name(pub Vec<$elem>);
+
+        impl TypeName for $name {
+            fn type_name() -> &'static str {
+                $ts
+            }
+            fn value_type() -> ValueType {
+                ValueType::Object
+            }
+        }
+
+        impl ToNapiValue for $name {
+            unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+                Ok($slice::copy_from(&Env::from_raw(env), &val.0)?.raw())
+            }
+        }
+
+        impl FromNapiValue for $name {
+            unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+                // SAFETY: forwarded from napi-rs's caller, same contract.
+                Ok($name(unsafe { $slice::from_napi_value(env, value) }?.to_vec()))
+            }
+        }
+
+        impl ValidateNapiValue for $name {
+            unsafe fn validate(env: sys::napi_env, value: sys::napi_value) -> Result<sys::napi_value> {
+                // SAFETY: forwarded from napi-rs's caller, same contract.
+                unsafe { <$slice as ValidateNapiValue>::validate(env, value) }
+            }
+        }
+    };
+}
+v8_owned!(F32Out, f32, Float32ArraySlice, "Float32Array");
+v8_owned!(F64Out, f64, Float64ArraySlice, "Float64Array");
+v8_owned!(U32Out, u32, Uint32ArraySlice, "Uint32Array");
+v8_owned!(U8Out, u8, Uint8ArraySlice, "Uint8Array");
+
 #[napi(object)]
 pub struct OptimConfig {
     pub lr: f64,
@@ -107,7 +154,7 @@ pub struct ParamInfo {
 #[napi(object)]
 pub struct NamedTensor {
     pub name: String,
-    pub data: Float32Array,
+    pub data: F32Out,
 }
 
 fn lock<M>(m: &Arc<Mutex<M>>) -> Result<MutexGuard<'_, M>> {
@@ -131,9 +178,9 @@ macro_rules! param_accessors {
             }
 
             #[napi]
-            pub fn get_param(&self, name: String) -> Result<Float32Array> {
+            pub fn get_param(&self, name: String) -> Result<F32Out> {
                 let m = lock(&self.inner)?;
-                guarded(|| m.params().get_param(&name).map(Float32Array::new).map_err(core_err))
+                guarded(|| m.params().get_param(&name).map(F32Out).map_err(core_err))
             }
 
             #[napi]
@@ -143,9 +190,9 @@ macro_rules! param_accessors {
             }
 
             #[napi]
-            pub fn get_optim_state(&self, which: String, name: String) -> Result<Float32Array> {
+            pub fn get_optim_state(&self, which: String, name: String) -> Result<F32Out> {
                 let m = lock(&self.inner)?;
-                guarded(|| m.params().get_optim(&which, &name).map(Float32Array::new).map_err(core_err))
+                guarded(|| m.params().get_optim(&which, &name).map(F32Out).map_err(core_err))
             }
 
             #[napi]

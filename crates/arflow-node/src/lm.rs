@@ -30,7 +30,7 @@ pub(crate) fn cell_of(name: Option<&str>) -> Result<CellKind> {
 #[napi(object)]
 pub struct Carry {
     pub batch: u32,
-    pub state: Float32Array,
+    pub state: F32Out,
 }
 
 #[napi(object)]
@@ -41,7 +41,7 @@ pub struct NllResult {
     pub ahead_nll: Vec<f64>,
     /// The positions each of heads 2..n scored (the length of `ahead_nll`).
     pub ahead_rows: Vec<u32>,
-    pub state: Float32Array,
+    pub state: F32Out,
 }
 
 impl From<NllAhead> for NllResult {
@@ -49,21 +49,21 @@ impl From<NllAhead> for NllResult {
         let NllAhead { mut nll, rows, state } = out;
         let ahead_nll = nll.split_off(1);
         let ahead_rows = rows[1..].iter().map(|&r| r as u32).collect();
-        NllResult { nll: nll[0], ahead_nll, ahead_rows, state: Float32Array::new(state) }
+        NllResult { nll: nll[0], ahead_nll, ahead_rows, state: F32Out(state) }
     }
 }
 
 #[napi(object)]
 pub struct StepResult {
-    pub state: Float32Array,
-    pub logits: Float32Array,
+    pub state: F32Out,
+    pub logits: F32Out,
 }
 
 #[napi(object)]
 pub struct LossGradsResult {
     pub loss: f64,
     pub grads: Vec<NamedTensor>,
-    pub dh0: Float32Array,
+    pub dh0: F32Out,
 }
 
 type Shared = Arc<Mutex<CharLm>>;
@@ -97,13 +97,13 @@ impl NativeCharLm {
     #[napi]
     pub fn get_carry(&self) -> Result<Option<Carry>> {
         let m = lock(&self.inner)?;
-        Ok(m.carry().map(|(b, s)| Carry { batch: b as u32, state: Float32Array::new(s) }))
+        Ok(m.carry().map(|(b, s)| Carry { batch: b as u32, state: F32Out(s) }))
     }
 
     #[napi]
     pub fn set_carry(&self, carry: Option<Carry>) -> Result<()> {
         let mut m = lock(&self.inner)?;
-        let c = carry.map(|c| (c.batch as usize, c.state.to_vec()));
+        let c = carry.map(|c| (c.batch as usize, c.state.0));
         guarded(|| m.set_carry(c).map_err(core_err))
     }
 
@@ -174,7 +174,7 @@ impl NativeCharLm {
     pub fn step(&self, state: Option<Float32Array>, tokens: Uint32Array) -> Result<StepResult> {
         let m = lock(&self.inner)?;
         let (s, logits) = guarded(|| m.step(state.as_deref(), &tokens).map_err(core_err))?;
-        Ok(StepResult { state: Float32Array::new(s), logits: Float32Array::new(logits) })
+        Ok(StepResult { state: F32Out(s), logits: F32Out(logits) })
     }
 }
 
@@ -224,8 +224,8 @@ impl Task for LossGradsTask {
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
-        let grads = out.grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect();
-        Ok(LossGradsResult { loss: out.loss, grads, dh0: Float32Array::new(out.dh0) })
+        let grads = out.grads.into_iter().map(|(name, g)| NamedTensor { name, data: F32Out(g) }).collect();
+        Ok(LossGradsResult { loss: out.loss, grads, dh0: F32Out(out.dh0) })
     }
 }
 
@@ -259,12 +259,12 @@ pub struct RnnDimsJs {
 #[napi(object)]
 pub struct RnnLayerResult {
     /// `[B, T, S]`: S = H, or 2H for the LSTM (h then c per position).
-    pub out: Float32Array,
-    pub dx: Float32Array,
+    pub out: F32Out,
+    pub dx: F32Out,
     /// dL/d(initial state) `[B, S]`.
-    pub dh0: Float32Array,
+    pub dh0: F32Out,
     /// Packed like the parameters: `[w_ih, w_hh, b_ih, b_hh]`.
-    pub dparams: Float32Array,
+    pub dparams: F32Out,
 }
 
 /// One recurrent layer forward and backward through time on raw arrays, for kernel tests and
@@ -303,11 +303,6 @@ pub fn rnn_layer_grads(
         let mut saved = Vec::new();
         rnn_forward(&d, &x, &h0, &w, &mut out, Some(&mut saved));
         let g = rnn_backward(&d, &x, &h0, &w, &out, &saved, &d_out);
-        Ok(RnnLayerResult {
-            out: Float32Array::new(out),
-            dx: Float32Array::new(g.dx),
-            dh0: Float32Array::new(g.dh0),
-            dparams: Float32Array::new(g.dparams),
-        })
+        Ok(RnnLayerResult { out: F32Out(out), dx: F32Out(g.dx), dh0: F32Out(g.dh0), dparams: F32Out(g.dparams) })
     })
 }

@@ -118,7 +118,7 @@ impl NativePixelModel {
             move || lock(&b.model)?.loss_and_grads(&b.x, &b.targets, b.labels.as_deref(), b.batch).map_err(pixel_err),
             |(loss, grads)| FlowLossGradsResult {
                 loss,
-                grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect(),
+                grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: F32Out(g) }).collect(),
             },
         ))
     }
@@ -131,12 +131,9 @@ impl NativePixelModel {
         targets: Uint8Array,
         labels: Option<Int32Array>,
         batch: u32,
-    ) -> Result<AsyncTask<Job<Vec<f64>, Float64Array>>> {
+    ) -> Result<AsyncTask<Job<Vec<f64>, F64Out>>> {
         let b = self.batch(x, targets, labels, batch)?;
-        Ok(job(
-            move || lock(&b.model)?.nll(&b.x, &b.targets, b.labels.as_deref(), b.batch).map_err(pixel_err),
-            Float64Array::new,
-        ))
+        Ok(job(move || lock(&b.model)?.nll(&b.x, &b.targets, b.labels.as_deref(), b.batch).map_err(pixel_err), F64Out))
     }
 
     /// Logits `[batch, R, C, O]` of every pixel.
@@ -146,12 +143,9 @@ impl NativePixelModel {
         x: Float32Array,
         labels: Option<Int32Array>,
         batch: u32,
-    ) -> Result<AsyncTask<Job<Vec<f32>, Float32Array>>> {
+    ) -> Result<AsyncTask<Job<Vec<f32>, F32Out>>> {
         let (model, x, labels) = (self.inner.clone(), x.to_vec(), labels_of(labels)?);
-        Ok(job(
-            move || lock(&model)?.forward(&x, labels.as_deref(), batch as usize).map_err(pixel_err),
-            Float32Array::new,
-        ))
+        Ok(job(move || lock(&model)?.forward(&x, labels.as_deref(), batch as usize).map_err(pixel_err), F32Out))
     }
 
     /// `n` images `[n, R, C]` drawn in raster order from `uniforms [n, R, C]`; the first `topRows` rows of
@@ -164,7 +158,7 @@ impl NativePixelModel {
         labels: Option<Int32Array>,
         top_rows: u32,
         top: Option<Uint8Array>,
-    ) -> Result<AsyncTask<Job<Vec<u8>, Uint8Array>>> {
+    ) -> Result<AsyncTask<Job<Vec<u8>, U8Out>>> {
         let (model, u, labels, top) =
             (self.inner.clone(), uniforms.to_vec(), labels_of(labels)?, top.map(|t| t.to_vec()));
         Ok(job(
@@ -172,7 +166,7 @@ impl NativePixelModel {
                 let m = lock(&model)?;
                 m.sample(n as usize, &u, labels.as_deref(), top_rows as usize, top.as_deref()).map_err(pixel_err)
             },
-            Uint8Array::new,
+            U8Out,
         ))
     }
 }

@@ -18,14 +18,14 @@ pub struct FlowLossGradsResult {
 
 #[napi(object)]
 pub struct EncodeResult {
-    pub z: Float32Array,
-    pub logdet: Float32Array,
+    pub z: F32Out,
+    pub logdet: F32Out,
 }
 
 #[napi(object)]
 pub struct DecodeResult {
-    pub x: Float32Array,
-    pub logdet: Float32Array,
+    pub x: F32Out,
+    pub logdet: F32Out,
 }
 
 type SharedFlow = Arc<Mutex<arflow_core::RealNvp>>;
@@ -74,14 +74,14 @@ impl NativeRealNvp {
     pub fn encode(&self, x: Float32Array, batch: u32) -> Result<EncodeResult> {
         let m = lock(&self.inner)?;
         let (z, logdet) = guarded(|| m.encode(&x, batch as usize).map_err(core_err))?;
-        Ok(EncodeResult { z: Float32Array::new(z), logdet: Float32Array::new(logdet) })
+        Ok(EncodeResult { z: F32Out(z), logdet: F32Out(logdet) })
     }
 
     #[napi]
     pub fn decode(&self, z: Float32Array, batch: u32) -> Result<DecodeResult> {
         let m = lock(&self.inner)?;
         let (x, logdet) = guarded(|| m.decode(&z, batch as usize).map_err(core_err))?;
-        Ok(DecodeResult { x: Float32Array::new(x), logdet: Float32Array::new(logdet) })
+        Ok(DecodeResult { x: F32Out(x), logdet: F32Out(logdet) })
     }
 
     fn args(&self, x: Float32Array, batch: u32) -> FlowArgs {
@@ -129,7 +129,7 @@ impl Task for FlowLossGradsTask {
     }
 
     fn resolve(&mut self, _env: Env, (loss, grads): Self::Output) -> Result<Self::JsValue> {
-        let grads = grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect();
+        let grads = grads.into_iter().map(|(name, g)| NamedTensor { name, data: F32Out(g) }).collect();
         Ok(FlowLossGradsResult { loss, grads })
     }
 }
@@ -138,7 +138,7 @@ pub struct FlowLogProbTask(FlowArgs);
 
 impl Task for FlowLogProbTask {
     type Output = Vec<f32>;
-    type JsValue = Float32Array;
+    type JsValue = F32Out;
 
     fn compute(&mut self) -> Result<Self::Output> {
         let a = &self.0;
@@ -147,6 +147,6 @@ impl Task for FlowLogProbTask {
     }
 
     fn resolve(&mut self, _env: Env, lp: Self::Output) -> Result<Self::JsValue> {
-        Ok(Float32Array::new(lp))
+        Ok(F32Out(lp))
     }
 }

@@ -37,14 +37,14 @@ pub struct Seq2SeqStepStats {
     pub grad_norm: f64,
     pub tokens: u32,
     /// The decoder inputs actually fed `[B, Tt]`.
-    pub inputs: Uint32Array,
+    pub inputs: U32Out,
 }
 
 #[napi(object)]
 pub struct Seq2SeqLossGrads {
     pub loss: f64,
     pub grads: Vec<NamedTensor>,
-    pub inputs: Uint32Array,
+    pub inputs: U32Out,
 }
 
 #[napi(object)]
@@ -55,8 +55,8 @@ pub struct Seq2SeqNll {
 
 #[napi(object)]
 pub struct DecodeStepResult {
-    pub state: Float32Array,
-    pub log_probs: Float32Array,
+    pub state: F32Out,
+    pub log_probs: F32Out,
 }
 
 /// A batch copied out of JS memory so the work can run on another thread.
@@ -107,7 +107,7 @@ pub(crate) fn step_stats(s: arflow_core::seq2seq::Seq2SeqStep) -> Seq2SeqStepSta
         loss: s.stats.loss,
         grad_norm: s.stats.grad_norm,
         tokens: s.tokens as u32,
-        inputs: Uint32Array::new(s.inputs),
+        inputs: U32Out(s.inputs),
     }
 }
 
@@ -115,8 +115,8 @@ pub(crate) fn step_stats(s: arflow_core::seq2seq::Seq2SeqStep) -> Seq2SeqStepSta
 pub(crate) fn loss_grads((loss, grads, inputs): LossGradsOut) -> Seq2SeqLossGrads {
     Seq2SeqLossGrads {
         loss,
-        grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect(),
-        inputs: Uint32Array::new(inputs),
+        grads: grads.into_iter().map(|(name, g)| NamedTensor { name, data: F32Out(g) }).collect(),
+        inputs: U32Out(inputs),
     }
 }
 
@@ -200,9 +200,9 @@ impl NativeSeq2Seq {
 
     /// The decoder's initial state `[L, B, S]` for sources `[B, Ts]`.
     #[napi]
-    pub fn encode(&self, src: Uint32Array, batch: u32, src_len: u32) -> Result<Float32Array> {
+    pub fn encode(&self, src: Uint32Array, batch: u32, src_len: u32) -> Result<F32Out> {
         let m = lock(&self.inner)?;
-        guarded(|| m.encode(&src, batch as usize, src_len as usize).map(Float32Array::new).map_err(core_err))
+        guarded(|| m.encode(&src, batch as usize, src_len as usize).map(F32Out).map_err(core_err))
     }
 
     /// One decoder step of N hypotheses: `state [L, N, S]`, `tokens [N]` → new state, log-probs `[N, V]`.
@@ -210,6 +210,6 @@ impl NativeSeq2Seq {
     pub fn decode_step(&self, state: Float32Array, tokens: Uint32Array) -> Result<DecodeStepResult> {
         let m = lock(&self.inner)?;
         let (s, lp) = guarded(|| m.decode_step(&state, &tokens).map_err(core_err))?;
-        Ok(DecodeStepResult { state: Float32Array::new(s), log_probs: Float32Array::new(lp) })
+        Ok(DecodeStepResult { state: F32Out(s), log_probs: F32Out(lp) })
     }
 }

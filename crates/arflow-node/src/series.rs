@@ -34,9 +34,9 @@ fn head_of(likelihood: &str, dim: u32, components: Option<u32>) -> Result<Head> 
 
 #[napi(object)]
 pub struct SeriesStepResult {
-    pub state: Float32Array,
+    pub state: F32Out,
     /// Raw head outputs `[N, outSize]`: the distribution of the next value.
-    pub raw: Float32Array,
+    pub raw: F32Out,
 }
 
 type Shared = Arc<Mutex<SeriesModel>>;
@@ -60,8 +60,8 @@ struct Batch {
 }
 
 fn loss_grads_result(out: LossGrads) -> LossGradsResult {
-    let grads = out.grads.into_iter().map(|(name, g)| NamedTensor { name, data: Float32Array::new(g) }).collect();
-    LossGradsResult { loss: out.loss, grads, dh0: Float32Array::new(out.dh0) }
+    let grads = out.grads.into_iter().map(|(name, g)| NamedTensor { name, data: F32Out(g) }).collect();
+    LossGradsResult { loss: out.loss, grads, dh0: F32Out(out.dh0) }
 }
 
 #[napi]
@@ -85,13 +85,13 @@ impl NativeSeriesModel {
     #[napi]
     pub fn get_carry(&self) -> Result<Option<Carry>> {
         let m = lock(&self.inner)?;
-        Ok(m.carry().map(|(b, s)| Carry { batch: b as u32, state: Float32Array::new(s) }))
+        Ok(m.carry().map(|(b, s)| Carry { batch: b as u32, state: F32Out(s) }))
     }
 
     #[napi]
     pub fn set_carry(&self, carry: Option<Carry>) -> Result<()> {
         let mut m = lock(&self.inner)?;
-        let c = carry.map(|c| (c.batch as usize, c.state.to_vec()));
+        let c = carry.map(|c| (c.batch as usize, c.state.0));
         guarded(|| m.set_carry(c).map_err(core_err))
     }
 
@@ -174,16 +174,16 @@ impl NativeSeriesModel {
     pub fn step(&self, state: Option<Float32Array>, x: Float32Array) -> Result<SeriesStepResult> {
         let m = lock(&self.inner)?;
         let (s, raw) = guarded(|| m.step(state.as_deref(), &x).map_err(core_err))?;
-        Ok(SeriesStepResult { state: Float32Array::new(s), raw: Float32Array::new(raw) })
+        Ok(SeriesStepResult { state: F32Out(s), raw: F32Out(raw) })
     }
 }
 
 #[napi(object)]
 pub struct HeadNllResult {
     /// NLL of every row, nats.
-    pub nll: Float64Array,
+    pub nll: F64Out,
     /// ∂(Σ rows NLL)/∂raw, `[rows, outSize]`.
-    pub grad: Float64Array,
+    pub grad: F64Out,
 }
 
 /// The likelihood head's candle op (forward and backward) in f64 on raw arrays, for the tests against
@@ -199,6 +199,6 @@ pub fn series_head_nll(
     let head = head_of(&likelihood, dim, components)?;
     guarded(|| {
         let (nll, grad) = head_nll_f64(head, &raw, &y).map_err(core_err)?;
-        Ok(HeadNllResult { nll: Float64Array::new(nll), grad: Float64Array::new(grad) })
+        Ok(HeadNllResult { nll: F64Out(nll), grad: F64Out(grad) })
     })
 }
