@@ -10,13 +10,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { FlowNetSpec } from '../src/backend/flownet-types.js';
 import { loadNative } from '../src/backend/native.js';
-import { NativeRealNvp } from '../src/backend/native-flow.js';
 import { NativeFlowNet } from '../src/backend/native-flownet.js';
 import { BackendError, CheckpointError, ConfigError, DataError, ShapeError } from '../src/errors.js';
 import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
 import { RealNVP } from '../src/models/flow.js';
 import { Flow, Glow, IAF, MAF, NICE, RealNVPImage } from '../src/models/flownet.js';
-import { mafSpec } from '../src/models/presets.js';
+import { mafSpec, realNvpVectorSpec } from '../src/models/presets.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'arflow-flow-errors-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -80,7 +79,8 @@ describe('sizes too big to allocate are errors, not aborts (finding 1)', () => {
     expect(() => new NativeFlowNet(mafSpec({ dim: 2, hidden: 2, depth: HUGE }), 0, 'cpu')).toThrow(ConfigError);
     const wide: FlowNetSpec = { shape: [1e7, 1e7, 1e7], context: 0, base: 'normal', layers: [{ type: 'reverse' }] };
     expect(() => new NativeFlowNet(wide, 0, 'cpu')).toThrow(ConfigError);
-    expect(() => new NativeRealNvp({ dim: 2, couplings: 1, hidden: HUGE, depth: 2 }, 'cpu')).toThrow(ConfigError);
+    const rnvp = realNvpVectorSpec({ dim: 2, couplings: 1, hidden: HUGE, depth: 2 });
+    expect(() => new NativeFlowNet(rnvp, 0, 'cpu')).toThrow(ConfigError);
   });
 
   it('a Flow checkpoint whose spec was tampered to hidden 10⁹ is a CheckpointError', async () => {
@@ -99,18 +99,36 @@ describe('sizes too big to allocate are errors, not aborts (finding 1)', () => {
     expect(Flow.load(path).dim).toBe(2);
   });
 
-  it('a RealNVP checkpoint whose config was tampered to hidden 10⁹ (or dim "2") is a CheckpointError', async () => {
+  it('a RealNVP checkpoint whose spec was tampered to hidden 10⁹ (or dim "2") is a CheckpointError', async () => {
     const path = join(dir, 'rnvp.safetensors');
     await RealNVP.create({ dim: 2, hidden: 8, couplings: 2 }).save(path);
+    const big = tamper(path, 'spec', (v) => v.replaceAll('"hidden":8', `"hidden":${HUGE}`));
+    const e = await thrown(() => RealNVP.load(big));
+    expect(e).toBeInstanceOf(CheckpointError);
+    expect(e.message).toContain(`hidden ${HUGE}`);
+    const str = tamper(path, 'spec', (v) => v.replace('"shape":[2,1,1]', '"shape":["2",1,1]'));
+    expect(() => RealNVP.load(str)).toThrow(/shape\[0\] must be an integer ≥ 1, got the string "2"/);
+    const other = tamper(path, 'spec', (v) => v.replaceAll('"hidden":8', '"hidden":9'));
+    expect(() => RealNVP.load(other)).toThrow(CheckpointError);
+    expect(RealNVP.load(path).config.hidden).toBe(8);
+  });
+
+  it('so is a vector Real NVP checkpoint of arflow ≤ 0.1.0 whose config was tampered', async () => {
+    const path = join(dir, 'rnvp-v0.safetensors');
+    await RealNVP.create({ dim: 2, hidden: 8, couplings: 2 }).save(path);
+    const { tensors } = loadSafetensors(path);
+    const old = Object.fromEntries(Object.entries(tensors).map(([n, t]) => [n.replace(/^layers\./, 'couplings.'), t]));
+    const config = JSON.stringify({ dim: 2, couplings: 2, hidden: 8, depth: 2 });
+    saveSafetensors(path, old, { format: 'arflow', format_version: '1', kind: 'flow-realnvp', config });
+    expect(RealNVP.load(path).config.hidden).toBe(8);
     const big = tamper(path, 'config', (v) => v.replace('"hidden":8', `"hidden":${HUGE}`));
     const e = await thrown(() => RealNVP.load(big));
     expect(e).toBeInstanceOf(CheckpointError);
     expect(e.message).toContain(`hidden ${HUGE}`);
     const str = tamper(path, 'config', (v) => v.replace('"dim":2', '"dim":"2"'));
-    expect(() => RealNVP.load(str)).toThrow(/dim must be an integer ≥ 1, got the string "2"/);
+    expect(() => RealNVP.load(str)).toThrow(/arflow ≤ 0\.1\.0.*dim must be a whole number ≥ 2, got the string "2"/);
     const other = tamper(path, 'config', (v) => v.replace('"hidden":8', '"hidden":9'));
-    expect(() => RealNVP.load(other)).toThrow(CheckpointError);
-    expect(RealNVP.load(path).config.hidden).toBe(8);
+    expect(() => RealNVP.load(other)).toThrow(/needs F32\[9,2\]/);
   });
 });
 

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CheckpointError, ConfigError, DataError, ShapeError } from '../src/errors.js';
 import { sample2d } from '../src/flows/data2d.js';
-import { saveSafetensors } from '../src/io/safetensors.js';
+import { loadSafetensors, saveSafetensors } from '../src/io/safetensors.js';
 import { gaussianNll, RealNVP } from '../src/models/flow.js';
+import { realNvpVectorSpec } from '../src/models/presets.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'arflow-flow-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -80,18 +81,17 @@ describe('RealNVP (js backend)', () => {
       { format: 'arflow', kind: 'char-lm' },
     );
     expect(() => RealNVP.load(foreign, { backend: 'js' })).toThrow(CheckpointError);
+    // A saved file with one value made NaN, or with a config that does not match its tensors.
+    const { tensors, metadata } = loadSafetensors(path);
     const nan = join(dir, 'nan.safetensors');
-    const bad: Parameters<typeof saveSafetensors>[1] = {};
-    for (const p of flow.backend.paramInfo())
-      bad[p.name] = { dtype: 'F32', shape: p.shape, data: flow.backend.getParam(p.name) };
-    (bad['couplings.0.scale'].data as Float32Array)[0] = Number.NaN;
-    saveSafetensors(nan, bad, { format: 'arflow', kind: 'flow-realnvp', config: JSON.stringify(flow.config) });
+    const scale = Float32Array.from(tensors['layers.0.scale'].data as Float32Array);
+    scale[0] = Number.NaN;
+    saveSafetensors(nan, { ...tensors, 'layers.0.scale': { dtype: 'F32', shape: [2], data: scale } }, metadata);
     expect(() => RealNVP.load(nan, { backend: 'js' })).toThrow(CheckpointError);
     const mismatch = join(dir, 'mismatch.safetensors');
-    saveSafetensors(mismatch, bad, {
-      format: 'arflow',
-      kind: 'flow-realnvp',
-      config: JSON.stringify({ ...flow.config, hidden: 7 }),
+    saveSafetensors(mismatch, tensors, {
+      ...metadata,
+      spec: JSON.stringify(realNvpVectorSpec({ ...flow.config, hidden: 7 })),
     });
     expect(() => RealNVP.load(mismatch, { backend: 'js' })).toThrow(CheckpointError);
   });

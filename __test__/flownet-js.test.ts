@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import type { FlowNetSpec, LayerSpec, MaskKind, NetSpec } from '../src/backend/flownet-types.js';
 import { checkFlowNetSpec, flowNetTensorInfo, JsFlowNet } from '../src/backend/js/flownet.js';
 import { ConfigError, DataError, ShapeError } from '../src/errors.js';
+import { mafSpec, niceSpec, realNvpVectorConfigOf, realNvpVectorSpec } from '../src/models/presets.js';
 import { Rng } from '../src/util/rng.js';
 import { EPS, expectClose, logAbsDet, uniform } from './helpers/numeric.js';
 
@@ -1511,5 +1512,73 @@ describe('JsFlowNet errors', () => {
     const plain = new JsFlowNet(flow([2, 1, 1], [{ type: 'actnorm' }]));
     expect(() => plain.forward([1, 2], 1, [1])).toThrow(ShapeError);
     expect(plain.forward([], 0).z.length).toBe(0);
+  });
+});
+
+describe('the vector Real NVP preset', () => {
+  it('is K affine couplings of MLP conditioners on alternating coordinates, parities 0, 1, 0, …', () => {
+    const spec = realNvpVectorSpec({ dim: 3, couplings: 3, hidden: 5, depth: 2 });
+    expect(spec).toMatchObject({ shape: [3, 1, 1], context: 0, base: 'normal' });
+    const net = { type: 'mlp', hidden: 5, depth: 2 };
+    expect(spec.layers).toEqual(
+      [0, 1, 0].map((parity) => ({ type: 'coupling', mask: 'alternate', parity, affine: true, net })),
+    );
+    // Coupling k's tensors: the MLP D → H → H → 2D, then scale [D] (what arflow ≤ 0.1.0 named couplings.{k}.…).
+    const k1 = flowNetTensorInfo(spec).params.filter((p) => p.name.startsWith('layers.1.'));
+    expect(k1).toEqual([
+      { name: 'layers.1.net.0.weight', shape: [5, 3] },
+      { name: 'layers.1.net.0.bias', shape: [5] },
+      { name: 'layers.1.net.1.weight', shape: [5, 5] },
+      { name: 'layers.1.net.1.bias', shape: [5] },
+      { name: 'layers.1.net.2.weight', shape: [6, 5] },
+      { name: 'layers.1.net.2.bias', shape: [6] },
+      { name: 'layers.1.scale', shape: [3] },
+    ]);
+    // Coupling k passes coordinate d through when (d + k) is even: y_d = x_d exactly there.
+    const js = new JsFlowNet(spec);
+    const rng = new Rng(2);
+    for (const { name, shape } of js.paramInfo())
+      js.setTensor(
+        name,
+        uniform(
+          rng,
+          shape.reduce((a, b) => a * b, 1),
+          0.5,
+        ),
+      );
+    const single = new JsFlowNet({ ...spec, layers: [spec.layers[1]] });
+    for (const { name } of single.paramInfo())
+      single.setTensor(name, js.getTensor(name.replace('layers.0.', 'layers.1.')));
+    const x = [0.3, -1.1, 0.8];
+    const { z } = single.forward(x, 1);
+    expect(z[1]).toBe(x[1]);
+    expect(z[0]).not.toBe(x[0]);
+    expect(z[2]).not.toBe(x[2]);
+  });
+
+  it('realNvpVectorConfigOf inverts it and refuses every other spec', () => {
+    const cfg = { dim: 4, couplings: 5, hidden: 7, depth: 1, context: 2 };
+    expect(realNvpVectorConfigOf(realNvpVectorSpec(cfg))).toEqual(cfg);
+    expect(realNvpVectorConfigOf(realNvpVectorSpec({ dim: 2 }))).toEqual({
+      dim: 2,
+      couplings: 8,
+      hidden: 64,
+      depth: 2,
+      context: 0,
+    });
+    const base = realNvpVectorSpec({ dim: 2, couplings: 2 });
+    const swapped = { ...base, layers: [base.layers[1], base.layers[0]] };
+    for (const other of [
+      niceSpec({ dim: 2 }),
+      mafSpec({ dim: 2 }),
+      swapped,
+      { ...base, base: 'logistic' as const },
+      { ...base, shape: [2, 2, 1] as [number, number, number] },
+      { ...base, layers: [...base.layers, { type: 'reverse' as const }] },
+    ]) {
+      expect(realNvpVectorConfigOf(other), JSON.stringify(other)).toBeNull();
+    }
+    expect(() => realNvpVectorSpec({ dim: 1 })).toThrow(/dim must be a whole number ≥ 2, got 1/);
+    expect(() => realNvpVectorSpec({ dim: 2, couplings: 2 ** 31 })).toThrow(/couplings 2147483648 gives more than/);
   });
 });

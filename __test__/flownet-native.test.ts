@@ -15,7 +15,7 @@ import { CheckpointError, ConfigError, DataError, ShapeError } from '../src/erro
 import { sample2d } from '../src/flows/data2d.js';
 import { gaussianNll } from '../src/models/flow.js';
 import { Flow, Glow, IAF, MAF, NICE, RealNVPImage } from '../src/models/flownet.js';
-import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec } from '../src/models/presets.js';
+import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec, realNvpVectorSpec } from '../src/models/presets.js';
 import { Rng } from '../src/util/rng.js';
 import { expectClose } from './helpers/numeric.js';
 import { diagonalGaussianBpd, fitDiagonalGaussian } from './helpers/pixel-baseline.js';
@@ -294,7 +294,7 @@ describe('native FlowNet against the TypeScript reference', () => {
     }
   });
 
-  it('whole presets round-trip in float32: decode(encode(x)) = x (Glow and Real NVP 28×28, NICE, MAF, IAF)', () => {
+  it('whole presets round-trip in float32: decode(encode(x)) = x (Glow and Real NVP 28×28, vector Real NVP, NICE, MAF, IAF)', () => {
     for (const [name, spec] of [
       ['Glow 28x28', glowSpec({ shape: [1, 28, 28], levels: 2, steps: 2, channels: 4 })],
       ['Real NVP 28x28', realNvpImageSpec({ shape: [1, 28, 28], scales: 2, channels: 4, blocks: 1 })],
@@ -310,6 +310,7 @@ describe('native FlowNet against the TypeScript reference', () => {
         }),
       ],
       ['NICE 784', niceSpec({ dim: [1, 28, 28], hidden: 64, depth: 2 })],
+      ['Real NVP vectors 20', realNvpVectorSpec({ dim: 20 })],
       ['MAF 20', mafSpec({ dim: 20 })],
       ['IAF 20', iafSpec({ dim: 20 })],
     ] as const) {

@@ -190,7 +190,9 @@ export {
   mafSpec,
   niceSpec,
   type RealNvpImageConfig,
+  type RealNvpVectorConfig,
   realNvpImageSpec,
+  realNvpVectorSpec,
   type Shape3,
   type VectorFlowConfig,
 } from './models/presets.js';

@@ -81,7 +81,7 @@ if (!opt.child) {
 
 async function runChild() {
   const { loadNative } = await import(join(ROOT, 'dist', 'backend', 'native.js'));
-  const { niceSpec, mafSpec } = await import(join(ROOT, 'dist', 'models', 'presets.js'));
+  const { niceSpec, mafSpec, realNvpVectorSpec } = await import(join(ROOT, 'dist', 'models', 'presets.js'));
   const N = loadNative();
   const CALLS = Number(opt.calls);
   const traceFd = openSync(opt.trace, 'w');
@@ -232,13 +232,8 @@ async function runChild() {
     output: str(['categorical', 'bernoulli']),
     classes: chance(0.5) ? undefined : count([2, 3]),
   });
-  const flowShape = () => ({
-    dim: count([2, 4]),
-    couplings: layerCount([2]),
-    hidden: count([4]),
-    depth: layerCount([1, 2]),
-  });
   const specs = [
+    realNvpVectorSpec({ dim: 2, couplings: 2, hidden: 4, depth: 1 }),
     niceSpec({ dim: 4, layers: 2, hidden: 4, depth: 1 }),
     mafSpec({ dim: 4, layers: 2, hidden: 4, depth: 1 }),
     mafSpec({ dim: 3, layers: 1, hidden: 4, depth: 1, context: 2 }),
@@ -281,10 +276,6 @@ async function runChild() {
       { cell: 'lstm', hidden: 4, layers: 1, rows: 3, cols: 4, output: 'categorical' },
       { cell: 'gru', hidden: 4, layers: 1, rows: 4, cols: 3, output: 'bernoulli', classes: 3 },
     ].map((s) => ({ m: new N.NativePixelModel(s, 'cpu'), s })),
-    NativeRealNvp: [
-      { dim: 2, couplings: 2, hidden: 4, depth: 1 },
-      { dim: 4, couplings: 2, hidden: 4, depth: 2 },
-    ].map((s) => ({ m: new N.NativeRealNvp(s, 'cpu'), s })),
     NativeFlowNet: specs.map((s) => ({ m: new N.NativeFlowNet(JSON.stringify(s), 1, 'cpu'), s })),
   };
   for (const list of Object.values(instances))
@@ -439,29 +430,6 @@ async function runChild() {
         return [b, arr('f32', sz(b, i.s.rows, i.s.cols)), optArr('i32', b), tr, optArr('u8', sz(b, tr, i.s.cols))];
       },
     },
-    NativeRealNvp: {
-      ...common,
-      trainStep: (i) => {
-        const b = B();
-        return [arr('f32', sz(b, i.s.dim)), b, optim()];
-      },
-      lossAndGrads: (i) => {
-        const b = B();
-        return [arr('f32', sz(b, i.s.dim)), b];
-      },
-      logProb: (i) => {
-        const b = B();
-        return [arr('f32', sz(b, i.s.dim)), b];
-      },
-      encode: (i) => {
-        const b = B();
-        return [arr('f32', sz(b, i.s.dim)), b];
-      },
-      decode: (i) => {
-        const b = B();
-        return [arr('f32', sz(b, i.s.dim)), b];
-      },
-    },
     NativeFlowNet: (() => {
       const xs = (i) => {
         const b = B();
@@ -488,7 +456,6 @@ async function runChild() {
     NativeCaptioner: () => [maybe(capShape()), device()],
     NativeSeriesModel: () => [maybe(seriesShape()), device()],
     NativePixelModel: () => [maybe(pixelShape()), device()],
-    NativeRealNvp: () => [maybe(flowShape()), device()],
     NativeFlowNet: () => [flowSpec(), chance(0.9) ? int(10) : pick(ODD_NUMBERS), device()],
   };
   // Benchmarks bound neither sizes nor reps, and N-API reads -1 as 4294967295: small values only.

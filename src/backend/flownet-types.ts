@@ -1,8 +1,10 @@
 /**
  * The contract of the general flow network ("FlowNet"): a stack of invertible layers described by a JSON
- * spec, implemented natively (Rust on candle, `crates/arflow-core/src/flow/net.rs`) and by the
- * pure-TypeScript reference (`src/backend/js/flownet.ts`, float64, the test oracle). The image Real NVP,
- * Glow, NICE, MAF and IAF are all presets of this spec (`src/models/presets.ts`).
+ * spec, implemented natively (Rust on candle, `crates/arflow-core/src/flow/net/`) and by the
+ * pure-TypeScript reference (`src/backend/js/flownet.ts`, float64, the test oracle), which
+ * `src/backend/js/flownet-backend.ts` turns into a trainable backend for the layers it has gradients for
+ * (`src/backend/js/flownet-grad.ts`). The vector and image Real NVP, Glow, NICE, MAF and IAF are all
+ * presets of this spec (`src/models/presets.ts`); {@link FlowNetBackend} is what a backend offers.
  *
  * ## Tensors
  * Data is `[N, C, H, W]` row-major (vectors are `[N, D, 1, 1]`), flattened per example to `D = C·H·W`
@@ -88,6 +90,8 @@
  * Sampling at temperature T draws z ~ N(0, T²I) (normal) or T · Logistic(0, 1).
  */
 
+import type { OptimConfig, OptimMoment, StepStats } from './types.js';
+
 export type MaskKind = 'checkerboard' | 'channel' | 'alternate' | 'halves' | 'random';
 export type NetSpec =
   | { type: 'mlp'; hidden: number; depth: number }
@@ -117,4 +121,43 @@ export interface FlowNetSpec {
 export interface TensorInfo {
   name: string;
   shape: number[];
+}
+
+/**
+ * What a FlowNet backend offers (the native one, `NativeFlowNet`, and the TypeScript one,
+ * `JsFlowNetBackend`): batches are `[batch, D]`, contexts `[batch, K]` or null for an unconditional
+ * flow. Parameters and buffers are f32, by the names of the contract above; training is AdamW with
+ * global-norm clipping on the mean NLL (nats per example), and a non-finite loss or gradient rejects
+ * with a DivergenceError that changes nothing.
+ */
+export interface FlowNetBackend {
+  readonly kind: 'native' | 'js';
+  readonly spec: FlowNetSpec;
+  readonly device: string;
+  paramInfo(): TensorInfo[];
+  getParam(name: string): Float32Array;
+  setParam(name: string, data: Float32Array): void;
+  getOptimState(which: OptimMoment, name: string): Float32Array;
+  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
+  getOptimStep(): number;
+  setOptimStep(step: number): void;
+  bufferInfo(): TensorInfo[];
+  getBuffer(name: string): Float32Array;
+  setBuffer(name: string, data: Float32Array): void;
+  /** Runs every uninitialised actnorm's data-dependent initialisation on this batch; whether there was one. */
+  dataInit(x: Float32Array, ctx: Float32Array | null, batch: number): boolean;
+  /** One AdamW step on the batch's mean NLL (after a pending data-dependent initialisation). */
+  trainStep(x: Float32Array, ctx: Float32Array | null, batch: number, opt: OptimConfig): Promise<StepStats>;
+  /** Mean training-mode NLL and its gradient for every parameter; changes nothing. */
+  lossAndGrads(
+    x: Float32Array,
+    ctx: Float32Array | null,
+    batch: number,
+  ): Promise<{ loss: number; grads: Record<string, Float32Array> }>;
+  /** Per-example log p(x) in nats (evaluation statistics). */
+  logProb(x: Float32Array, ctx: Float32Array | null, batch: number): Promise<Float32Array>;
+  /** z = f(x) and the per-example log|det ∂z/∂x|. */
+  encode(x: Float32Array, ctx: Float32Array | null, batch: number): { z: Float32Array; logdet: Float32Array };
+  /** x = f⁻¹(z) and the per-example log|det ∂x/∂z|. */
+  decode(z: Float32Array, ctx: Float32Array | null, batch: number): { x: Float32Array; logdet: Float32Array };
 }

@@ -4,7 +4,7 @@
  * `"<CODE>: message"` and are rethrown as arflow's typed errors.
  */
 import { BackendError } from '../errors.js';
-import type { FlowNetSpec, TensorInfo } from './flownet-types.js';
+import type { FlowNetBackend, FlowNetSpec, TensorInfo } from './flownet-types.js';
 import { async, checkDevice, loadNative, NativeParameters, type NativeParamModel, sync } from './native.js';
 import type { OptimConfig, StepStats } from './types.js';
 
@@ -32,7 +32,7 @@ interface NativeNetAddon {
 }
 
 /** A FlowNet on the native backend; batches are `[batch, D]`, contexts `[batch, K]` or null. */
-export class NativeFlowNet extends NativeParameters<NativeNet> {
+export class NativeFlowNet extends NativeParameters<NativeNet> implements FlowNetBackend {
   protected readonly m: NativeNet;
 
   constructor(

@@ -69,11 +69,11 @@ export async function benchCouplingStack(quick: boolean) {
   const x = Float32Array.from({ length: batch * dim }, () => rng.normal());
   const opt: OptimConfig = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 100 };
   const rate = async (model: RealNVP, minSec: number) => {
-    await model.backend.trainStep(x, batch, opt);
+    await model.backend.trainStep(x, null, batch, opt);
     let steps = 0;
     const t0 = performance.now();
     while ((performance.now() - t0) / 1000 < minSec || steps < 2) {
-      await model.backend.trainStep(x, batch, opt);
+      await model.backend.trainStep(x, null, batch, opt);
       steps++;
     }
     return (steps * batch) / ((performance.now() - t0) / 1000);

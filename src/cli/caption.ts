@@ -292,21 +292,26 @@ export async function cmdTrainCaption(argv: string[]): Promise<void> {
         `${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(seconds)}` : `ETA ${formatDuration(p.etaSec)}`}`,
     );
   };
-  const summary = await model.fit(train, {
-    ...run.options,
-    steps,
-    seconds,
-    seed: data.seed,
-    sampling,
-    valid: test,
-    signal: stop.signal,
-    onProgress,
-    checkpoint: { path: out },
-    meta: { data },
-    resume: run.resume,
-  });
-  process.off('SIGINT', onSigint);
-  bar?.end();
+  let summary: Awaited<ReturnType<Captioner['fit']>>;
+  try {
+    summary = await model.fit(train, {
+      ...run.options,
+      steps,
+      seconds,
+      seed: data.seed,
+      sampling,
+      valid: test,
+      signal: stop.signal,
+      onProgress,
+      checkpoint: { path: out },
+      meta: { data },
+      resume: run.resume,
+    });
+  } finally {
+    // Also when training fails (diverges): the error line then starts on a line of its own.
+    process.off('SIGINT', onSigint);
+    bar?.end();
+  }
   bar?.log(`saved ${out}; captioning ${test.n.toLocaleString('en-US')} test canvases (greedy and beam ${beam})…`);
   const t0 = performance.now();
   const greedy = model.caption(test.images);

@@ -6,8 +6,10 @@
 import { CheckpointError, ConfigError } from '../errors.js';
 import { checkpointKind, readTrainInfo } from '../io/checkpoint.js';
 import { loadSafetensors, specialFileKind } from '../io/safetensors.js';
-import { DEFAULT_FLOW, FLOW_KIND, RealNVP } from '../models/flow.js';
-import { Flow } from '../models/flownet.js';
+import { DEFAULT_FLOW, RealNVP } from '../models/flow.js';
+import { FLOWNET_KIND, Flow } from '../models/flownet.js';
+import { REALNVP_V0_KIND } from '../models/realnvp-v0.js';
+import { canonicalJson } from '../util/canonical-json.js';
 import type { Flags } from './args.js';
 import { num, str } from './args.js';
 import { ARCH_FLAGS, TRAIN_FLOW_DATA, TRAIN_FLOW_FLAGS } from './flow-flags.js';
@@ -70,10 +72,13 @@ export function openResume(path: string, f: Flags): Resumed {
     );
   let flow: Flow | undefined;
   let realnvp: RealNVP | undefined;
-  if (kind === FLOW_KIND) {
-    // The backend the run used, unless --backend says otherwise (a small 2-D model: read twice).
-    const recorded = readTrainInfo(path, loadSafetensors(path).metadata)?.backend;
-    const backend = str(f, 'backend') ?? (recorded === 'js' ? 'js' : undefined);
+  // A 2-D Real NVP run (train.model realnvp on points, or any vector Real NVP checkpoint of arflow ≤
+  // 0.1.0) continues on the RealNVP model, with the backend the run used unless --backend says
+  // otherwise; the checkpoint is read twice (small for 2-D data).
+  const recorded =
+    kind === REALNVP_V0_KIND || kind === FLOWNET_KIND ? readTrainInfo(path, loadSafetensors(path).metadata) : null;
+  if (kind === REALNVP_V0_KIND || (recorded?.model === 'realnvp' && recorded.data !== 'fashion-mnist')) {
+    const backend = str(f, 'backend') ?? (recorded?.backend === 'js' ? 'js' : undefined);
     realnvp = RealNVP.load(path, { backend: backend as 'native' | 'js' | undefined });
   } else {
     flow = Flow.load(path);
@@ -153,7 +158,7 @@ export function openResume(path: string, f: Flags): Resumed {
   // MAF labelled glow is not a Glow).
   const describes = realnvp
     ? (['couplings', 'hidden', 'depth'] as const).every((k) => (arch[k] ?? DEFAULT_FLOW[k]) === realnvp.config[k])
-    : canonical(flowSpec(modelName, image, arch, 2)) === canonical((flow as Flow).spec);
+    : canonicalJson(flowSpec(modelName, image, arch, 2)) === canonicalJson((flow as Flow).spec);
   if (!describes)
     throw new CheckpointError(
       `${path}: its training state (train.model ${modelName}, train.arch ${JSON.stringify(arch)}) does not describe the flow it holds: the metadata is not that of these tensors`,
@@ -241,7 +246,7 @@ export function checkResume(
       if (c[k] !== v) throw fail();
     } else if (r.flow) {
       const spec = flowSpec(model, image, { ...r.arch, [k]: v }, 2);
-      if (canonical(spec) !== canonical(r.flow.spec)) throw fail();
+      if (canonicalJson(spec) !== canonicalJson(r.flow.spec)) throw fail();
     }
   }
   const given = num(f, 'seconds');
@@ -276,15 +281,6 @@ export function resumingText(r: Resumed, steps: number, seconds: number | undefi
   const budget =
     seconds !== undefined && seconds > 0 ? `, ${secs(r.trainSec)} of its ${secs(seconds)} budget spent` : '';
   return `resuming ${r.from} at step ${r.step} of ${steps}${budget}`;
-}
-
-/** JSON with the keys of every object sorted: equal for equal specs whatever their key order. */
-function canonical(x: unknown): string {
-  return JSON.stringify(x, (_k, v: unknown) =>
-    v !== null && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : v,
-  );
 }
 
 /** The architecture flags of a run, as given (what `--resume` checks new flags against). */

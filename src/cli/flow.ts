@@ -1,12 +1,14 @@
 /**
- * `arflow train flow`, and `arflow sample` / `arflow eval` of Real NVP checkpoints: 2-D density
- * estimation on the toy densities of `src/flows/data2d.ts`, with a PNG of the learned density and
- * samples. Output conventions as in main.ts (`--json`: progress lines, one summary).
+ * `arflow train flow`, `arflow sample` and `arflow eval` of flow checkpoints. A 2-D Real NVP run
+ * (density estimation on the toy densities of `src/flows/data2d.ts`, with a PNG of the learned density
+ * and samples) trains here on the RealNVP model, on the native or the TypeScript backend; other models
+ * and image data train through `flownet.ts`, which also samples and scores every flow checkpoint (those
+ * of the 2-D Real NVP, old ones of arflow ≤ 0.1.0 included). Output conventions as in main.ts (`--json`:
+ * progress lines, one summary).
  */
 import { dirname, join, parse } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { DENSITIES, sample2d } from '../flows/data2d.js';
-import { checkpointKind } from '../io/checkpoint.js';
 import { heatmapRgb, scatterRgb } from '../io/png.js';
 import { RealNVP } from '../models/flow.js';
 import { FLOW_TRAIN_DEFAULTS } from '../train/flow-trainer.js';
@@ -29,18 +31,14 @@ import {
   baselineFields,
   baselineText,
   checkPicturePath,
-  checkpointSamples,
   evalFlowNet,
-  evalPoints,
   FASHION_TEST_IMAGES,
   FASHION_TRAIN_IMAGES,
-  FLOWNET_KIND,
   type FlowModelName,
   flowProgress,
   gaussianBaseline,
   MAX_POINTS,
   sampleFlowNet,
-  sampleSettings,
   scoreAfterTraining,
   TEST_SEED_OFFSET,
   trainFlowNet,
@@ -328,32 +326,14 @@ export async function cmdSampleFlow(path: string, argv: string[]): Promise<void>
     return;
   }
   if (positional.length !== 1) throw new ConfigError('arflow sample needs exactly one checkpoint FILE');
-  const defaultOut = withExt(path, '-samples.png');
-  if (checkpointKind(path) === FLOWNET_KIND) {
-    return sampleFlowNet(path, f, defaultOut, (xs, out) => {
-      savePicture(out, 256, 256, scatterRgb(xs, 256, 256, extentOf(xs)), 3);
-    });
-  }
-  const model = RealNVP.load(path);
-  if (model.config.dim !== 2)
-    throw new ConfigError(`sample pictures need a 2-D flow; this one has dim ${model.config.dim}`);
-  const { n, temperature, seed, out } = sampleSettings(path, f, {
-    pixels: false,
-    classes: 0,
-    defaultOut,
-    defaultTemperature: 1,
+  return sampleFlowNet(path, f, withExt(path, '-samples.png'), (xs, out, info) => {
+    // On the extent of the density it was trained on, when the checkpoint says which.
+    const extent =
+      info && typeof info.data === 'string' && (FLOW_DATA as readonly string[]).includes(info.data)
+        ? extentOf(sample2d(info.data, 5000, 0))
+        : extentOf(xs);
+    savePicture(out, 256, 256, scatterRgb(xs, 256, 256, extent), 3);
   });
-  const t0 = performance.now();
-  const xs = checkpointSamples(path, () => model.sample(n, { temperature, seed }));
-  const sec = (performance.now() - t0) / 1000;
-  const info = model.trainInfo;
-  const extent =
-    info && typeof info.data === 'string' && (FLOW_DATA as readonly string[]).includes(info.data)
-      ? extentOf(sample2d(info.data, 5000, 0))
-      : extentOf(xs);
-  savePicture(out, 256, 256, scatterRgb(xs, 256, 256, extent), 3);
-  if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
-  else console.log(`${n} samples (temperature ${temperature}) → ${out}`);
 }
 
 export async function cmdEvalFlow(path: string, argv: string[]): Promise<void> {
@@ -363,7 +343,5 @@ export async function cmdEvalFlow(path: string, argv: string[]): Promise<void> {
     return;
   }
   if (positional.length !== 1) throw new ConfigError('arflow eval needs exactly one checkpoint FILE');
-  if (checkpointKind(path) === FLOWNET_KIND) return evalFlowNet(path, f);
-  const model = RealNVP.load(path);
-  return evalPoints(path, f, model.trainInfo ?? {}, model.config.dim, (x) => model.nll(x));
+  return evalFlowNet(path, f);
 }

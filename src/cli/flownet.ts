@@ -10,10 +10,12 @@ import type { FlowNetSpec } from '../backend/flownet-types.js';
 import { loadFashionMnist } from '../data/fashion-mnist.js';
 import { CheckpointError, ConfigError, DataError, DivergenceError } from '../errors.js';
 import { DENSITIES, isDensity2dName, sample2d } from '../flows/data2d.js';
+import { checkpointKind } from '../io/checkpoint.js';
 import { imageGrid } from '../io/png.js';
-import { gaussianNll } from '../models/flow.js';
+import { gaussianNll, RealNVP } from '../models/flow.js';
 import { FLOWNET_KIND, type Flow, Flow as FlowModel } from '../models/flownet.js';
-import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec } from '../models/presets.js';
+import { glowSpec, iafSpec, mafSpec, niceSpec, realNvpImageSpec, realNvpVectorSpec } from '../models/presets.js';
+import { REALNVP_V0_KIND } from '../models/realnvp-v0.js';
 import type { FlowTrainProgress } from '../train/flow-trainer.js';
 import { checkOutputPath, emit, type Flags, intFlag, num, positiveFlag, samePath, savePicture, str } from './args.js';
 import { formatDuration, ProgressBar } from './progress.js';
@@ -34,7 +36,14 @@ export function flowSpec(model: FlowModelName, image: boolean, f: Flags, dim: nu
   const spec = (() => {
     switch (model) {
       case 'realnvp':
-        if (!image) throw new ConfigError('internal: the vector Real NVP has its own class');
+        if (!image)
+          return realNvpVectorSpec({
+            dim,
+            couplings: num(f, 'couplings'),
+            hidden: num(f, 'hidden'),
+            depth: num(f, 'depth'),
+            context,
+          });
         return realNvpImageSpec({
           shape: SHAPE,
           scales: num(f, 'scales'),
@@ -595,13 +604,22 @@ export async function trainFlowNet(a: FlowNetTrainArgs): Promise<void> {
   }
 }
 
+/** The flow of a checkpoint: a FlowNet one, or a vector Real NVP one of arflow ≤ 0.1.0. */
+function loadCheckpointFlow(path: string): Flow {
+  return checkpointKind(path) === REALNVP_V0_KIND ? RealNVP.load(path).flow : FlowModel.load(path);
+}
+
+/**
+ * `sample` of a flow checkpoint: a grid of images, or `scatter` of 2-D points (given the checkpoint's
+ * training record, for the data's extent).
+ */
 export async function sampleFlowNet(
   path: string,
   f: Flags,
   defaultOut: string,
-  scatter: (xs: Float32Array, out: string) => void,
+  scatter: (xs: Float32Array, out: string, trainInfo: Record<string, unknown> | null) => void,
 ): Promise<void> {
-  const flow = FlowModel.load(path);
+  const flow = loadCheckpointFlow(path);
   const pixels = flow.space === 'pixels';
   if (pixels) checkPictureShape(flow.spec.shape, path);
   else if (flow.dim !== 2)
@@ -626,13 +644,14 @@ export async function sampleFlowNet(
   }
   const xs = checkpointSamples(path, () => flow.sample(n, { temperature, seed, labels }));
   const sec = (performance.now() - t0) / 1000;
-  scatter(xs, out);
+  scatter(xs, out, flow.trainInfo);
   if (f.json) emit({ type: 'summary', n, temperature, seed, out, samplesPerSec: sec > 0 ? n / sec : null });
   else console.log(`${n} samples (temperature ${temperature}) → ${out}`);
 }
 
+/** `eval` of a flow checkpoint: held-out NLL on 2-D points, or bits per dimension on Fashion-MNIST. */
 export async function evalFlowNet(path: string, f: Flags): Promise<void> {
-  const flow = FlowModel.load(path);
+  const flow = loadCheckpointFlow(path);
   const info = flow.trainInfo ?? {};
   const conditional = flow.contextSize > 0;
   if (flow.space !== 'pixels') {

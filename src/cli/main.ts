@@ -15,11 +15,11 @@ import { checkpointKind } from '../io/checkpoint.js';
 import { PLOT_COLORS, plotPanels } from '../io/plot.js';
 import { specialFileKind } from '../io/safetensors.js';
 import { CharLM, type H0Policy } from '../models/char-lm.js';
-import { FLOW_KIND } from '../models/flow.js';
 import { FLOWNET_KIND } from '../models/flownet.js';
 import { type GradReport, gradReport } from '../models/grad-report.js';
+import { REALNVP_V0_KIND } from '../models/realnvp-v0.js';
 import { SEQ2SEQ_KIND } from '../models/seq2seq.js';
-import type { TrainProgress } from '../train/char-trainer.js';
+import type { TrainProgress, TrainSummary } from '../train/char-trainer.js';
 import {
   checkOutputPath,
   emit,
@@ -262,26 +262,31 @@ async function runTraining(job: TrainJob): Promise<void> {
       }
     }
   };
-  const summary = await model.fit(ids, {
-    steps,
-    batchSize: num(f, 'batch'),
-    seqLen: num(f, 'seq'),
-    lr: num(f, 'lr'),
-    schedule: str(f, 'schedule') as 'constant' | 'cosine' | 'step' | undefined,
-    warmup: num(f, 'warmup'),
-    clip: num(f, 'clip'),
-    weightDecay: num(f, 'weight-decay'),
-    valEvery: num(f, 'val-every'),
-    seed: num(f, 'seed'),
-    seconds: job.seconds,
-    signal: stop.signal,
-    onProgress,
-    checkpoint: { path: job.out, every: num(f, 'checkpoint-every') },
-    meta: { corpus: job.corpus },
-    resume,
-  });
-  process.off('SIGINT', onSigint);
-  bar?.end();
+  let summary: TrainSummary;
+  try {
+    summary = await model.fit(ids, {
+      steps,
+      batchSize: num(f, 'batch'),
+      seqLen: num(f, 'seq'),
+      lr: num(f, 'lr'),
+      schedule: str(f, 'schedule') as 'constant' | 'cosine' | 'step' | undefined,
+      warmup: num(f, 'warmup'),
+      clip: num(f, 'clip'),
+      weightDecay: num(f, 'weight-decay'),
+      valEvery: num(f, 'val-every'),
+      seed: num(f, 'seed'),
+      seconds: job.seconds,
+      signal: stop.signal,
+      onProgress,
+      checkpoint: { path: job.out, every: num(f, 'checkpoint-every') },
+      meta: { corpus: job.corpus },
+      resume,
+    });
+  } finally {
+    // Also when training fails (diverges): the error line then starts on a line of its own.
+    process.off('SIGINT', onSigint);
+    bar?.end();
+  }
   // The gradient diagnostic on the held-out tail (the training text when it is too short).
   let grads: GradReport | null = null;
   if (gradPng !== undefined) {
@@ -534,7 +539,7 @@ async function dispatchCheckpoint(
 ): Promise<boolean> {
   const ckpt = checkpointArg(argv, [charFlags, flowFlags]);
   const kind = ckpt === undefined ? null : regularFileKind(ckpt);
-  if (ckpt !== undefined && (kind === FLOW_KIND || kind === FLOWNET_KIND)) {
+  if (ckpt !== undefined && (kind === REALNVP_V0_KIND || kind === FLOWNET_KIND)) {
     if (!argv.includes('--help'))
       refuseOtherKindOptions(cmd, ckpt, argv, { flags: flowFlags, is: IS_FLOW }, { flags: charFlags, of: OF_CHAR });
     await runFlow(ckpt, argv);

@@ -196,21 +196,26 @@ export async function cmdTrainSeq2Seq(argv: string[]): Promise<void> {
         `${byTime ? `${formatDuration(p.elapsedSec)} of ${formatDuration(seconds)}` : `ETA ${formatDuration(p.etaSec)}`}`,
     );
   };
-  const summary = await model.fit(train, {
-    ...run.options,
-    steps,
-    seconds,
-    seed,
-    sampling,
-    valid,
-    signal: stop.signal,
-    onProgress,
-    checkpoint: { path: out },
-    meta: { data, stress, seed },
-    resume: run.resume,
-  });
-  process.off('SIGINT', onSigint);
-  bar?.end();
+  let summary: Awaited<ReturnType<Seq2Seq['fit']>>;
+  try {
+    summary = await model.fit(train, {
+      ...run.options,
+      steps,
+      seconds,
+      seed,
+      sampling,
+      valid,
+      signal: stop.signal,
+      onProgress,
+      checkpoint: { path: out },
+      meta: { data, stress, seed },
+      resume: run.resume,
+    });
+  } finally {
+    // Also when training fails (diverges): the error line then starts on a line of its own.
+    process.off('SIGINT', onSigint);
+    bar?.end();
+  }
   bar?.log(`saved ${out}; scoring ${test.length.toLocaleString('en-US')} test words (greedy and beam ${beam})…`);
   const t0 = performance.now();
   const e = await model.evaluate(test, { beam });

@@ -9,7 +9,7 @@
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { OptimMoment, ParamInfo } from '../backend/types.js';
-import { CheckpointError, ConfigError } from '../errors.js';
+import { CheckpointError, ConfigError, DivergenceError } from '../errors.js';
 import type { SafetensorsContents, TensorEntry } from './safetensors.js';
 
 /** `format` and `format_version` of every arflow checkpoint's metadata. */
@@ -31,6 +31,9 @@ export interface CheckpointSource extends OptimizerAccess {
  * The tensors and metadata of a model's checkpoint: every parameter, `format`/`format_version`/`kind`,
  * the model's own `meta`, `train` as JSON when given, and with `optimizer` the AdamW state. Models add
  * what else they keep (buffers, a carried state) before writing it with `saveSafetensors`.
+ * A parameter or optimizer moment holding NaN or ±Infinity (training diverged: an update overflowed
+ * f32) is a DivergenceError, thrown before anything is written: a checkpoint never holds broken
+ * weights, which no `load` would accept.
  */
 export function checkpointContents(
   backend: CheckpointSource,
@@ -48,8 +51,19 @@ export function checkpointContents(
     ...meta,
   };
   if (opts.optimizer) addOptimizerState(backend, params, tensors, metadata);
+  for (const [name, t] of Object.entries(tensors)) refuseNonFinite(name, t.data as Float32Array);
   if (opts.train) metadata.train = JSON.stringify(opts.train);
   return { tensors, metadata };
+}
+
+/** DivergenceError when tensor `name` of a checkpoint being written holds NaN or ±Infinity. */
+function refuseNonFinite(name: string, data: Float32Array): void {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]))
+      throw new DivergenceError(
+        `training diverged: tensor ${name} holds ${data[i]} (value ${i} of ${data.length}); refusing to save non-finite weights, nothing was written`,
+      );
+  }
 }
 
 const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);

@@ -1,5 +1,10 @@
 /**
- * A vector Real NVP normalizing flow (Dinh et al., 2016) for density estimation on `[n, dim]` data.
+ * A vector Real NVP normalizing flow (Dinh et al., 2016) for density estimation on `[n, dim]` data: the
+ * FlowNet preset {@link realNvpVectorSpec} (affine couplings on alternating coordinates with MLP
+ * conditioners, normal base) with a small config, a seeded initialisation of its own, and a choice of
+ * the native or the TypeScript backend. It runs on a {@link Flow} ({@link RealNVP.flow}) and saves
+ * FlowNet checkpoints; the checkpoints of arflow ≤ 0.1.0 (kind 'flow-realnvp') load too
+ * (`realnvp-v0.ts`).
  *
  * ```ts
  * const data = sample2d('moons', 20000);
@@ -10,34 +15,37 @@
  * await flow.save('moons.safetensors');
  * ```
  */
-import { type FlowBackend, type FlowShape, flowParamInfo } from '../backend/flow-types.js';
+import type { FlowNetBackend, FlowNetSpec } from '../backend/flownet-types.js';
 import type { BackendName, DeviceName } from '../backend/index.js';
-import { checkFlowShape, JsRealNvp } from '../backend/js/realnvp.js';
-import { checkParamCount, describeValue } from '../backend/limits.js';
+import { checkFlowNetSpec, flowNetTensorInfo } from '../backend/js/flownet.js';
+import { checkParamCount } from '../backend/limits.js';
 import { checkDeviceName } from '../backend/native.js';
-import { NativeRealNvp } from '../backend/native-flow.js';
 import { BackendError, CheckpointError, ConfigError, DataError, ShapeError } from '../errors.js';
-import {
-  applyOptimizerState,
-  checkpointContents,
-  checkResumable,
-  expectTensors,
-  isCheckpointOf,
-  readOptimizerState,
-  readTrainInfo,
-} from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
-import { type FlowTrainOptions, type FlowTrainSummary, trainFlow } from '../train/flow-trainer.js';
+import { checkResumable, isCheckpointOf } from '../io/checkpoint.js';
+import { loadSafetensors, type SafetensorsContents } from '../io/safetensors.js';
+import type { FlowTrainOptions, FlowTrainSummary } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
+import { checkSeed, FLOWNET_KIND, Flow, flowFromCheckpoint } from './flownet.js';
+import { realNvpVectorConfigOf, realNvpVectorSpec } from './presets.js';
+import { REALNVP_V0_KIND, realNvpV0Contents } from './realnvp-v0.js';
 
 /** Architecture of a vector {@link RealNVP}: dimension, couplings and the size of their networks. */
-export type FlowConfig = FlowShape;
+export interface FlowConfig {
+  /** Data dimension D (≥ 2). */
+  dim: number;
+  /** Number of affine couplings K (≥ 1). */
+  couplings: number;
+  /** Conditioner width H. */
+  hidden: number;
+  /** Hidden layers of the conditioner MLP (≥ 1). */
+  depth: number;
+}
 
-export const DEFAULT_FLOW: Omit<FlowConfig, 'dim'> & { dim: number } = { dim: 2, couplings: 8, hidden: 64, depth: 2 };
+export const DEFAULT_FLOW: FlowConfig = { dim: 2, couplings: 8, hidden: 64, depth: 2 };
 
 /** Options of {@link RealNVP.create}: backend, device and seed. */
 export interface FlowCreateOptions {
-  /** 'native' (Rust) or 'js' (pure TypeScript). Default: native when the addon has the flow, else js. */
+  /** 'native' (Rust) or 'js' (pure TypeScript). Default: native when the addon has FlowNet, else js. */
   backend?: BackendName;
   device?: DeviceName;
   /** Seed of the initialisation. Default 0. */
@@ -51,49 +59,30 @@ export interface FlowSampleOptions {
   seed?: number;
 }
 
-export const FLOW_KIND = 'flow-realnvp';
-/** Samples per backend call when scoring or mapping large arrays. */
-const CHUNK = 8192;
-
-/** A seed must be a whole number ≥ 0 (NaN, −1 or 1.5 would quietly act as some other seed). */
-function checkSeed(seed: unknown): number {
-  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
-    throw new ConfigError(`seed must be a whole number ≥ 0, got ${describeValue(seed)}`);
-  return seed;
-}
-
-function jsBackend(shape: FlowShape): FlowBackend {
-  try {
-    return new JsRealNvp(shape);
-  } catch (e) {
-    if (!(e instanceof RangeError)) throw e;
-    throw new ConfigError(`the flow ${JSON.stringify(shape)} is too big for the TypeScript backend (${e.message})`);
-  }
-}
-
-function makeBackend(shape: FlowShape, backend: BackendName | undefined, device: DeviceName = 'cpu'): FlowBackend {
-  if (backend === 'js') return jsBackend(shape);
-  if (backend !== undefined && backend !== 'native') {
-    throw new ConfigError(`unknown backend ${JSON.stringify(backend)}: expected native or js`);
-  }
-  try {
-    return new NativeRealNvp(shape, device);
-  } catch (e) {
-    // With no backend asked for, fall back to the TypeScript reference when the addon lacks the flow.
-    if (backend === undefined && e instanceof BackendError && device === 'cpu') return jsBackend(shape);
-    throw e;
-  }
-}
-
-function resolveConfig(config: Partial<FlowConfig>): FlowConfig {
+/** The config with its defaults, checked, and its spec: a ConfigError naming the field otherwise. */
+function resolveConfig(config: Partial<FlowConfig>): { cfg: FlowConfig; spec: FlowNetSpec } {
   const cfg = { ...DEFAULT_FLOW };
   for (const k of ['dim', 'couplings', 'hidden', 'depth'] as const) if (config[k] !== undefined) cfg[k] = config[k];
-  checkFlowShape(cfg);
-  checkParamCount('this flow', flowParamInfo(cfg), (big) => {
+  const spec = realNvpVectorSpec(cfg);
+  checkParamCount('this flow', flowNetTensorInfo(spec).params, (big) => {
     const field = big.shape.includes(cfg.hidden) ? `hidden ${cfg.hidden}` : `dim ${cfg.dim}`;
     return `${field} (with couplings ${cfg.couplings}, depth ${cfg.depth}) makes it big; make it smaller`;
   });
-  return cfg;
+  return { cfg, spec };
+}
+
+/**
+ * Runs `build` on `backend`; with no backend asked for, on the native one, falling back to the
+ * TypeScript one when the addon lacks FlowNet (a BackendError on the cpu).
+ */
+function onBackend<T>(backend: BackendName | undefined, device: DeviceName, build: (backend: BackendName) => T): T {
+  if (backend !== undefined) return build(backend);
+  try {
+    return build('native');
+  } catch (e) {
+    if (e instanceof BackendError && device === 'cpu') return build('js');
+    throw e;
+  }
 }
 
 /**
@@ -108,33 +97,56 @@ function resolveConfig(config: Partial<FlowConfig>): FlowConfig {
  * ```
  */
 export class RealNVP {
+  private constructor(
+    readonly config: FlowConfig,
+    /** The FlowNet flow of {@link realNvpVectorSpec} this model runs on (parameters `layers.{k}.…`). */
+    readonly flow: Flow,
+  ) {}
+
+  /** The backend holding the parameters (those of {@link RealNVP.flow}). */
+  get backend(): FlowNetBackend {
+    return this.flow.backend;
+  }
+
   /** What the checkpoint recorded about training (`save(path, { train })`), or null. */
-  trainInfo: Record<string, unknown> | null = null;
+  get trainInfo(): Record<string, unknown> | null {
+    return this.flow.trainInfo;
+  }
+
+  /** Replaces the training record (saved with the flow's next `save`). */
+  set trainInfo(info: Record<string, unknown> | null) {
+    this.flow.trainInfo = info;
+  }
+
   /**
    * Whether this flow holds optimizer state a run can continue from (`fit` with `resume`): loaded from
    * a checkpoint that had it (now restored), or trained by `fit` in this process. False for a new flow
    * and for one loaded from a checkpoint saved without `{ optimizer: true }`.
    */
-  hasOptimizerState = false;
+  get hasOptimizerState(): boolean {
+    return this.flow.hasOptimizerState;
+  }
 
-  private constructor(
-    readonly config: FlowConfig,
-    readonly backend: FlowBackend,
-  ) {}
+  /** Marks whether the optimizer state may be continued (as `fit` and `load` set it). */
+  set hasOptimizerState(has: boolean) {
+    this.flow.hasOptimizerState = has;
+  }
 
   /**
    * A new flow: Linear weights and biases U(±1/√fan_in), except the last layer of every conditioner,
-   * which is zero (so the flow starts as the identity); scales are ones. A config of more than 2³¹
-   * parameters, or one the backend cannot allocate, is a ConfigError.
+   * which is zero (so the flow starts as the identity); scales are ones; drawn from arflow's `Rng` with
+   * `seed`, the same values on either backend. A config of more than 2³¹ parameters, or one the backend
+   * cannot allocate, is a ConfigError.
    */
   static create(config: Partial<FlowConfig> = {}, opts: FlowCreateOptions = {}): RealNVP {
-    const cfg = resolveConfig(config);
+    const { cfg, spec } = resolveConfig(config);
     const rng = new Rng(checkSeed(opts.seed ?? 0));
-    const backend = makeBackend(cfg, opts.backend, opts.device);
-    for (const p of backend.paramInfo()) {
+    const device = opts.device ?? 'cpu';
+    const flow = onBackend(opts.backend, device, (backend) => Flow.create(spec, { backend, device }));
+    for (const p of flow.backend.paramInfo()) {
       const n = p.shape.reduce((a, b) => a * b, 1);
       const data = new Float32Array(n);
-      const m = /^couplings\.\d+\.net\.(\d+)\.(weight|bias)$/.exec(p.name);
+      const m = /^layers\.\d+\.net\.(\d+)\.(weight|bias)$/.exec(p.name);
       if (m === null) {
         data.fill(1); // scale
       } else if (Number(m[1]) !== cfg.depth) {
@@ -142,16 +154,16 @@ export class RealNVP {
         const bound = 1 / Math.sqrt(fanIn);
         for (let i = 0; i < n; i++) data[i] = rng.range(-bound, bound);
       }
-      backend.setParam(p.name, data);
+      flow.backend.setParam(p.name, data);
     }
-    return new RealNVP(cfg, backend);
+    return new RealNVP(cfg, flow);
   }
 
-  /** A copy of the weights on another backend. */
+  /** A copy of the weights on another backend (without the optimizer state). */
   to(backend: BackendName, device: DeviceName = 'cpu'): RealNVP {
-    const other = makeBackend(this.config, backend, device);
-    for (const p of this.backend.paramInfo()) other.setParam(p.name, this.backend.getParam(p.name));
-    return new RealNVP(this.config, other);
+    const flow = Flow.create(this.flow.spec, { backend, device });
+    for (const p of this.backend.paramInfo()) flow.backend.setParam(p.name, this.backend.getParam(p.name));
+    return new RealNVP(this.config, flow);
   }
 
   /** Checks `x` is `[n, dim]` of finite values and returns n. */
@@ -177,23 +189,17 @@ export class RealNVP {
    */
   async fit(data: Float32Array, opts: FlowTrainOptions = {}): Promise<FlowTrainSummary> {
     checkResumable(this.hasOptimizerState, opts.resume);
-    try {
-      return await trainFlow(this, data, opts);
-    } finally {
-      if (this.backend.getOptimStep() > 0) this.hasOptimizerState = true;
-    }
+    if (this.checkData(data, 'training data') === 0) throw new ConfigError('training data is empty');
+    const val = opts.valData;
+    // An empty held-out set is no held-out set.
+    if (val !== undefined && this.checkData(val, 'validation data') === 0)
+      return this.flow.fit(data, { ...opts, valData: undefined });
+    return this.flow.fit(data, opts);
   }
 
   /** Per-point log-density (nats), `[n]`. */
   async logProb(x: Float32Array): Promise<Float32Array> {
-    const n = this.checkData(x);
-    const D = this.config.dim;
-    const out = new Float32Array(n);
-    for (let s = 0; s < n; s += CHUNK) {
-      const e = Math.min(n, s + CHUNK);
-      out.set(await this.backend.logProb(x.subarray(s * D, e * D), e - s), s);
-    }
-    return out;
+    return this.checkData(x) === 0 ? new Float32Array(0) : this.flow.logProb(x);
   }
 
   /**
@@ -220,149 +226,77 @@ export class RealNVP {
     return s / n;
   }
 
-  private mapChunks(x: Float32Array, f: (c: Float32Array, b: number) => Float32Array): Float32Array {
-    const D = this.config.dim;
-    const n = x.length / D;
-    const out = new Float32Array(x.length);
-    for (let s = 0; s < n; s += CHUNK) {
-      const e = Math.min(n, s + CHUNK);
-      out.set(f(x.subarray(s * D, e * D), e - s), s * D);
-    }
-    return out;
-  }
-
   /** z = f(x), `[n, dim]`. */
   encode(x: Float32Array): Float32Array {
-    this.checkData(x);
-    return this.mapChunks(x, (c, b) => this.backend.encode(c, b).z);
+    return this.checkData(x) === 0 ? new Float32Array(0) : this.flow.encode(x);
   }
 
   /** x = f⁻¹(z), `[n, dim]`. */
   decode(z: Float32Array): Float32Array {
-    this.checkData(z, 'latent');
-    return this.mapChunks(z, (c, b) => this.backend.decode(c, b).x);
+    return this.checkData(z, 'latent') === 0 ? new Float32Array(0) : this.flow.decode(z);
   }
 
   /** `n` points decoded from z ~ N(0, T²I). */
   sample(n: number, opts: FlowSampleOptions = {}): Float32Array {
-    const T = opts.temperature ?? 1;
-    if (!(Number.isFinite(T) && T > 0)) throw new ConfigError(`temperature must be a finite number > 0, got ${T}`);
-    if (!Number.isSafeInteger(n) || n < 1)
-      throw new ConfigError(`sample count must be a whole number ≥ 1, got ${describeValue(n)}`);
-    const rng = new Rng(checkSeed(opts.seed ?? 0));
-    const z = new Float32Array(n * this.config.dim);
-    for (let i = 0; i < z.length; i++) z[i] = T * rng.normal();
-    return checkFiniteSamples(this.decode(z), this.config.dim);
+    return this.flow.sample(n, { temperature: opts.temperature, seed: opts.seed });
   }
 
   /** `steps` points (≥ 2) from x0 to x1, linear in z; `[steps, dim]`. */
   interpolate(x0: Float32Array, x1: Float32Array, steps: number): Float32Array {
     const D = this.config.dim;
     if (x0.length !== D || x1.length !== D) throw new ShapeError(`interpolate: x0 and x1 must each hold ${D} values`);
-    if (!Number.isSafeInteger(steps) || steps < 2)
-      throw new ConfigError(`interpolate: steps must be a whole number ≥ 2, got ${steps}`);
-    const z0 = this.encode(x0);
-    const z1 = this.encode(x1);
-    const z = new Float32Array(steps * D);
-    for (let s = 0; s < steps; s++) {
-      const a = s / (steps - 1);
-      for (let d = 0; d < D; d++) z[s * D + d] = (1 - a) * z0[d] + a * z1[d];
-    }
-    return this.decode(z);
+    return this.flow.interpolate(x0, x1, steps) as Float32Array;
   }
 
   /**
-   * One safetensors file (written atomically): weights under their state_dict names, config (and
-   * `train`, facts about the training run, such as the data set) in the metadata. With `optimizer`,
-   * also the AdamW moments (`optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>`) and
-   * `optimizer_step`, so that training can continue exactly (`fit` with `resume`).
+   * One safetensors file (written atomically): the FlowNet checkpoint of {@link RealNVP.flow} (kind
+   * 'flow-net', the spec of {@link realNvpVectorSpec} in the metadata, which {@link Flow.load} reads as
+   * well), with `train`, facts about the training run, such as the data set. With `optimizer`, also the
+   * AdamW moments (`optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>`) and `optimizer_step`, so
+   * that training can continue exactly (`fit` with `resume`).
    */
   async save(path: string, opts: { optimizer?: boolean; train?: Record<string, unknown> } = {}): Promise<void> {
-    const { tensors, metadata } = checkpointContents(
-      this.backend,
-      FLOW_KIND,
-      { config: JSON.stringify(this.config) },
-      opts,
-    );
-    saveSafetensors(path, tensors, metadata);
+    await this.flow.save(path, opts);
   }
 
   /**
-   * Loads a checkpoint of {@link RealNVP.save} (with its optimizer state, when it has one: see
-   * {@link hasOptimizerState}); CheckpointError for foreign, mismatched or non-finite files. The config and every tensor's name, dtype and shape are checked against each other before
-   * a backend is built, so a tampered size is an error, not an allocation of whatever it says. An
-   * unknown device is a ConfigError, one not available here a BackendError.
+   * Loads a checkpoint of {@link RealNVP.save}, or a vector Real NVP checkpoint of arflow ≤ 0.1.0 (kind
+   * 'flow-realnvp', read as the same flow), with its optimizer state when it has one (see
+   * {@link hasOptimizerState}). CheckpointError for foreign, mismatched or non-finite files, and for a
+   * flow checkpoint of another architecture (load that with {@link Flow.load}). The spec and every
+   * tensor's name, dtype and shape are checked against each other before a backend is built, so a
+   * tampered size is an error, not an allocation of whatever it says. An unknown device is a
+   * ConfigError, one not available here a BackendError.
    */
   static load(path: string, opts: Omit<FlowCreateOptions, 'seed'> = {}): RealNVP {
     const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
-    const { tensors, metadata } = loadSafetensors(path);
-    if (!isCheckpointOf(metadata, FLOW_KIND)) {
+    let contents: SafetensorsContents = loadSafetensors(path);
+    const { metadata } = contents;
+    if (isCheckpointOf(metadata, REALNVP_V0_KIND)) contents = realNvpV0Contents(path, contents);
+    else if (!isCheckpointOf(metadata, FLOWNET_KIND))
       throw new CheckpointError(
         `${path} is a safetensors file but not an arflow Real NVP checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
       );
-    }
-    let raw: Partial<FlowConfig>;
+    // An unreadable or invalid spec is left to flowFromCheckpoint, which says what is wrong with it.
+    let spec: FlowNetSpec | null = null;
     try {
-      raw = JSON.parse(metadata.config) as Partial<FlowConfig>;
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('config is not an object');
-      if (raw.dim === undefined) throw new Error('config has no dim');
+      spec = JSON.parse(contents.metadata.spec) as FlowNetSpec;
+      checkFlowNetSpec(spec);
     } catch (e) {
-      throw new CheckpointError(`${path}: unreadable config in metadata (${(e as Error).message})`);
+      if (!(e instanceof SyntaxError || e instanceof ConfigError)) throw e;
+      spec = null;
     }
-    let cfg: FlowConfig;
-    try {
-      cfg = resolveConfig(raw);
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      throw new CheckpointError(`${path}: the config in its metadata is not a valid flow (${e.message})`);
+    const cfg = spec === null ? null : realNvpVectorConfigOf(spec);
+    if (spec !== null && (cfg === null || cfg.context !== 0 || contents.metadata.space !== 'real')) {
+      const layers = Array.isArray(spec.layers) ? spec.layers.map((l) => l?.type).join(', ') : 'no layers';
+      throw new CheckpointError(
+        `${path} is an arflow flow checkpoint, but not of a vector Real NVP (its ${contents.metadata.space} flow of shape ${JSON.stringify(spec.shape)} has ${layers}): load it with Flow.load`,
+      );
     }
-    const info = flowParamInfo(cfg);
-    const needs = `the config ${JSON.stringify(cfg)}`;
-    const { rest, optimizer } = readOptimizerState(path, tensors, metadata, info, needs);
-    const params = expectTensors(path, rest, info, needs);
-    const train = readTrainInfo(path, metadata);
-    let backend: FlowBackend;
-    try {
-      backend = makeBackend(cfg, opts.backend, device);
-    } catch (e) {
-      // An unavailable device (BackendError) or backend name (ConfigError before any work) is not the
-      // file's fault; a size the backend cannot allocate is.
-      if (!(e instanceof ConfigError) || /unknown backend/.test(e.message)) throw e;
-      throw new CheckpointError(`${path}: cannot build the flow its config describes (${e.message})`);
-    }
-    for (const [name, data] of params) backend.setParam(name, data);
-    if (optimizer) applyOptimizerState(path, backend, optimizer);
-    const model = new RealNVP(cfg, backend);
-    model.trainInfo = train;
-    model.hasOptimizerState = optimizer !== null;
-    return model;
+    const flow = onBackend(opts.backend, device, (backend) => flowFromCheckpoint(path, contents, { device, backend }));
+    const { dim, couplings, hidden, depth } = cfg as FlowConfig;
+    return new RealNVP({ dim, couplings, hidden, depth }, flow);
   }
-}
-
-// ---- optimizer state in flow checkpoints ----------------------------------------------------------
-
-/**
- * `xs`, samples `[n, dim]` of a flow, unchanged; a DataError when some are not finite: the flow's
- * weights are broken (a corrupt or tampered checkpoint, training that diverged) or the temperature is
- * far too high. Samples are never returned with NaN or ±Infinity in them.
- */
-export function checkFiniteSamples<T extends Float32Array>(xs: T, dim: number): T {
-  let rows = 0;
-  let first = -1;
-  for (let r = 0; r * dim < xs.length; r++) {
-    for (let d = 0; d < dim; d++) {
-      if (!Number.isFinite(xs[r * dim + d])) {
-        if (first < 0) first = r * dim + d;
-        rows++;
-        break;
-      }
-    }
-  }
-  if (rows === 0) return xs;
-  throw new DataError(
-    `samples: the flow maps ${rows} of ${xs.length / dim} base samples to non-finite values (sample ${Math.floor(first / dim)}: ${xs[first]}): ` +
-      'its weights may be broken (a corrupt or tampered checkpoint, or training that diverged), or the temperature is far too high',
-  );
 }
 
 /**

@@ -1,7 +1,9 @@
 /**
- * `Flow`: a normalizing flow built from a FlowNet spec (`src/backend/flownet-types.ts`) — image Real
- * NVP, Glow, NICE, MAF, IAF, or any stack of their layers — on the native backend, with exact
- * log-likelihood, sampling, encoding and decoding, optional conditioning, and checkpoints.
+ * `Flow`: a normalizing flow built from a FlowNet spec (`src/backend/flownet-types.ts`) — vector or
+ * image Real NVP, Glow, NICE, MAF, IAF, or any stack of their layers — with exact log-likelihood,
+ * sampling, encoding and decoding, optional conditioning, and checkpoints. It runs on the native
+ * backend, or on the TypeScript one (`backend: 'js'`) for the specs that one trains (couplings with MLP
+ * conditioners, scale and reverse layers).
  *
  * Data lives in one of two spaces:
  * - `real`: `[n, D]` float vectors, modelled as they are;
@@ -17,9 +19,11 @@
  * const grid = flow.sampleImages(64, { temperature: 0.7 });
  * ```
  */
-import type { FlowNetSpec, LayerSpec, TensorInfo } from '../backend/flownet-types.js';
-import type { DeviceName } from '../backend/index.js';
+import type { FlowNetBackend, FlowNetSpec, LayerSpec, TensorInfo } from '../backend/flownet-types.js';
+import type { BackendName, DeviceName } from '../backend/index.js';
 import { flowNetTensorInfo } from '../backend/js/flownet.js';
+import { JsFlowNetBackend } from '../backend/js/flownet-backend.js';
+import { checkTrainable } from '../backend/js/flownet-grad.js';
 import { checkParamCount, describeValue } from '../backend/limits.js';
 import { checkDeviceName } from '../backend/native.js';
 import { NativeFlowNet } from '../backend/native-flownet.js';
@@ -42,10 +46,9 @@ import {
   readOptimizerState,
   readTrainInfo,
 } from '../io/checkpoint.js';
-import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
+import { loadSafetensors, type SafetensorsContents, saveSafetensors } from '../io/safetensors.js';
 import { type FlowTrainOptions, type FlowTrainSummary, runFlowTraining } from '../train/flow-trainer.js';
 import { Rng } from '../util/rng.js';
-import { checkFiniteSamples } from './flow.js';
 import {
   type GlowConfig,
   glowSpec,
@@ -58,9 +61,17 @@ import {
 } from './presets.js';
 
 export const FLOWNET_KIND = 'flow-net';
-/** Examples per backend call when scoring or mapping large arrays: small enough that activations stay
- * under the allocator's mmap threshold (1024 scored 3× slower than 64 on the Real NVP preset). */
+/** Examples per backend call when scoring or mapping large arrays of images: small enough that
+ * activations stay under the allocator's mmap threshold (1024 scored 3× slower than 64 on the Real NVP
+ * preset). */
 const CHUNK = 64;
+/** Values per backend call for vectors (`[D, 1, 1]`): 8192 2-D points, as few calls as a 2-D grid needs. */
+const VECTOR_CHUNK_VALUES = 16384;
+
+/** Examples per backend call for a flow of `shape`: {@link CHUNK} images, or up to 8192 vectors. */
+function chunkOf([C, H, W]: readonly number[]): number {
+  return H * W === 1 ? Math.max(CHUNK, Math.min(8192, Math.floor(VECTOR_CHUNK_VALUES / C))) : CHUNK;
+}
 
 /**
  * Contexts `[n, K]` as given to the API: a Float32Array, or a Float64Array or plain array of numbers
@@ -68,8 +79,15 @@ const CHUNK = 64;
  */
 export type ContextInput = Float32Array | Float64Array | readonly number[];
 
-/** Options of {@link Flow.create} and the presets: device, seed and data space. */
+/** Options of {@link Flow.create} and the presets: backend, device, seed and data space. */
 export interface FlowNetCreateOptions {
+  /**
+   * 'native' (Rust on candle, the default) or 'js' (pure TypeScript, float64 math on float32 weights:
+   * slow, CPU only; it trains specs of couplings with MLP conditioners, scale and reverse layers, such
+   * as the vector Real NVP and NICE, and refuses others with a ConfigError). Both start from the same
+   * values for the same seed.
+   */
+  backend?: BackendName;
   device?: DeviceName;
   /** Seed of the initialisation. Default 0. */
   seed?: number;
@@ -109,7 +127,7 @@ export interface FlowNetTrainOptions extends Omit<FlowTrainOptions, 'valData'> {
 type Data = Float32Array | Uint8Array;
 
 /** A seed must be a whole number ≥ 0 (NaN, −1 or 1.5 would quietly act as some other seed). */
-function checkSeed(seed: unknown, what = 'seed'): number {
+export function checkSeed(seed: unknown, what = 'seed'): number {
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
     throw new ConfigError(`${what} must be a whole number ≥ 0, got ${describeValue(seed)}`);
   return seed;
@@ -135,9 +153,34 @@ function checkFlowNetSize(spec: FlowNetSpec, params: TensorInfo[]): void {
 }
 
 /**
- * A normalizing flow built from a {@link FlowNetSpec} — image Real NVP, Glow, NICE, MAF, IAF or any stack
- * of their layers — with exact log-likelihood, sampling, encoding and decoding, conditioning and
- * checkpoints. The presets ({@link MAF}, {@link Glow}…) build one from a small config.
+ * `xs`, samples `[n, dim]` of a flow, unchanged; a DataError when some are not finite: the flow's
+ * weights are broken (a corrupt or tampered checkpoint, training that diverged) or the temperature is
+ * far too high. Samples are never returned with NaN or ±Infinity in them.
+ */
+export function checkFiniteSamples<T extends Float32Array>(xs: T, dim: number): T {
+  let rows = 0;
+  let first = -1;
+  for (let r = 0; r * dim < xs.length; r++) {
+    for (let d = 0; d < dim; d++) {
+      if (!Number.isFinite(xs[r * dim + d])) {
+        if (first < 0) first = r * dim + d;
+        rows++;
+        break;
+      }
+    }
+  }
+  if (rows === 0) return xs;
+  throw new DataError(
+    `samples: the flow maps ${rows} of ${xs.length / dim} base samples to non-finite values (sample ${Math.floor(first / dim)}: ${xs[first]}): ` +
+      'its weights may be broken (a corrupt or tampered checkpoint, or training that diverged), or the temperature is far too high',
+  );
+}
+
+/**
+ * A normalizing flow built from a {@link FlowNetSpec} — vector or image Real NVP, Glow, NICE, MAF, IAF
+ * or any stack of their layers — with exact log-likelihood, sampling, encoding and decoding,
+ * conditioning and checkpoints. The presets ({@link MAF}, {@link Glow}, {@link RealNVP}…) build one from
+ * a small config.
  *
  * ```ts
  * import { MAF, sample2d } from 'arflow';
@@ -158,23 +201,34 @@ export class Flow {
   /** D = C·H·W. */
   readonly dim: number;
 
+  /** Examples per backend call when scoring or mapping. */
+  private readonly chunk: number;
+
   private constructor(
     readonly spec: FlowNetSpec,
-    readonly backend: NativeFlowNet,
+    readonly backend: FlowNetBackend,
     readonly space: 'real' | 'pixels',
   ) {
     this.dim = spec.shape[0] * spec.shape[1] * spec.shape[2];
+    this.chunk = chunkOf(spec.shape);
   }
 
   /**
    * A new flow of `spec`, initialised from `seed`. The spec is validated (ConfigError naming the layer
    * and field) and sized before anything is allocated: a flow of more than 2³¹ parameters, or one the
-   * native allocator cannot hold with its optimizer state, is a ConfigError, never a crash.
+   * native allocator cannot hold with its optimizer state, is a ConfigError, never a crash. So is a
+   * spec the TypeScript backend cannot train, with `backend: 'js'` (on a device other than cpu too).
    */
   static create(spec: FlowNetSpec, opts: FlowNetCreateOptions = {}): Flow {
     const seed = checkSeed(opts.seed ?? 0);
     checkFlowNetSize(spec, flowNetTensorInfo(spec).params);
-    return new Flow(spec, new NativeFlowNet(spec, seed, opts.device ?? 'cpu'), opts.pixels ? 'pixels' : 'real');
+    const device = opts.device ?? 'cpu';
+    const space = opts.pixels ? 'pixels' : 'real';
+    const backend = opts.backend ?? 'native';
+    if (backend === 'native') return new Flow(spec, new NativeFlowNet(spec, seed, device), space);
+    if (backend !== 'js') throw new ConfigError(`unknown backend ${JSON.stringify(backend)}: expected native or js`);
+    if (device !== 'cpu') throw new ConfigError(`the TypeScript backend runs on cpu only, not ${device}`);
+    return new Flow(spec, new JsFlowNetBackend(spec, seed), space);
   }
 
   /** Context values per example (0 for an unconditional flow). */
@@ -330,8 +384,8 @@ export class Flow {
     const n = this.checkReal(y, 'data');
     const ctx = this.contextFor(n, opts.labels, opts.context);
     const out = new Float32Array(n);
-    for (let s = 0; s < n; s += CHUNK) {
-      const e = Math.min(n, s + CHUNK);
+    for (let s = 0; s < n; s += this.chunk) {
+      const e = Math.min(n, s + this.chunk);
       out.set(await this.backend.logProb(y.subarray(s * D, e * D), this.slice(ctx, s, e), e - s), s);
     }
     return out;
@@ -494,8 +548,8 @@ export class Flow {
     const D = this.dim;
     const n = x.length / D;
     const out = new Float32Array(x.length);
-    for (let s = 0; s < n; s += CHUNK) {
-      const e = Math.min(n, s + CHUNK);
+    for (let s = 0; s < n; s += this.chunk) {
+      const e = Math.min(n, s + this.chunk);
       out.set(f(x.subarray(s * D, e * D), this.slice(ctx, s, e), e - s), s * D);
     }
     return out;
@@ -532,62 +586,74 @@ export class Flow {
    * tampered size is an error, not an allocation of whatever it says. Optimizer state, when the file
    * has it, is checked the same way (all of it or none: see {@link Flow.save}) and restored
    * ({@link hasOptimizerState}). A device that is unknown (ConfigError) or cannot be opened here
-   * (BackendError) is not the checkpoint's fault.
+   * (BackendError), or a spec the chosen backend cannot run (ConfigError), is not the checkpoint's fault.
    */
-  static load(path: string, opts: { device?: DeviceName } = {}): Flow {
-    const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
-    const { tensors, metadata } = loadSafetensors(path);
-    if (!isCheckpointOf(metadata, FLOWNET_KIND)) {
-      throw new CheckpointError(
-        `${path} is a safetensors file but not an arflow flow checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
-      );
-    }
-    let spec: FlowNetSpec;
-    try {
-      spec = JSON.parse(metadata.spec) as FlowNetSpec;
-    } catch (e) {
-      throw new CheckpointError(`${path}: unreadable spec in metadata (${(e as Error).message})`);
-    }
-    if (metadata.space !== 'real' && metadata.space !== 'pixels')
-      throw new CheckpointError(`${path}: unknown data space ${JSON.stringify(metadata.space)} in metadata`);
-    let params: TensorInfo[];
-    let buffers: TensorInfo[];
-    try {
-      ({ params, buffers } = flowNetTensorInfo(spec));
-      checkFlowNetSize(spec, params);
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      throw new CheckpointError(`${path}: the spec in its metadata is not a valid flow (${e.message})`);
-    }
-    const { rest, optimizer } = readOptimizerState(path, tensors, metadata, params, 'the spec');
-    const checked = expectTensors(path, rest, [...params, ...buffers], 'the spec');
-    const trainInfo = readTrainInfo(path, metadata);
-    let flow: Flow;
-    try {
-      flow = Flow.create(spec, { device, pixels: metadata.space === 'pixels' });
-    } catch (e) {
-      // The device was not available (BackendError): the checkpoint is fine. What else the native
-      // side refuses (a spec it reads differently, a size it cannot allocate) is the checkpoint's.
-      if (!(e instanceof ConfigError || e instanceof ShapeError)) throw e;
-      throw new CheckpointError(`${path}: cannot build the flow its metadata describes (${e.message})`);
-    }
-    const bufferNames = new Set(buffers.map((b) => b.name));
-    for (const [name, data] of checked) {
-      try {
-        if (bufferNames.has(name)) flow.backend.setBuffer(name, data);
-        else flow.backend.setParam(name, data);
-      } catch (e) {
-        const m = (e as Error).message;
-        throw new CheckpointError(
-          `${path}: tensor ${name}: ${m.startsWith(`${name}: `) ? m.slice(name.length + 2) : m}`,
-        );
-      }
-    }
-    if (optimizer) applyOptimizerState(path, flow.backend, optimizer);
-    flow.trainInfo = trainInfo;
-    flow.hasOptimizerState = optimizer !== null;
-    return flow;
+  static load(path: string, opts: { device?: DeviceName; backend?: BackendName } = {}): Flow {
+    return flowFromCheckpoint(path, loadSafetensors(path), opts);
   }
+}
+
+/**
+ * The flow of a checkpoint's contents, read from `path` (named in messages): {@link Flow.load} after
+ * reading the file; the vector Real NVP also loads the files of older versions through it.
+ */
+export function flowFromCheckpoint(
+  path: string,
+  { tensors, metadata }: SafetensorsContents,
+  opts: { device?: DeviceName; backend?: BackendName } = {},
+): Flow {
+  const device = checkDeviceName(opts.device ?? 'cpu') as DeviceName;
+  if (!isCheckpointOf(metadata, FLOWNET_KIND)) {
+    throw new CheckpointError(
+      `${path} is a safetensors file but not an arflow flow checkpoint (metadata format=${metadata.format ?? 'none'}, kind=${metadata.kind ?? 'none'})`,
+    );
+  }
+  let spec: FlowNetSpec;
+  try {
+    spec = JSON.parse(metadata.spec) as FlowNetSpec;
+  } catch (e) {
+    throw new CheckpointError(`${path}: unreadable spec in metadata (${(e as Error).message})`);
+  }
+  if (metadata.space !== 'real' && metadata.space !== 'pixels')
+    throw new CheckpointError(`${path}: unknown data space ${JSON.stringify(metadata.space)} in metadata`);
+  let params: TensorInfo[];
+  let buffers: TensorInfo[];
+  try {
+    ({ params, buffers } = flowNetTensorInfo(spec));
+    checkFlowNetSize(spec, params);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    throw new CheckpointError(`${path}: the spec in its metadata is not a valid flow (${e.message})`);
+  }
+  // A spec the TypeScript backend has no gradients for is that backend's limit, not the file's fault.
+  if (opts.backend === 'js') checkTrainable(spec);
+  const { rest, optimizer } = readOptimizerState(path, tensors, metadata, params, 'the spec');
+  const checked = expectTensors(path, rest, [...params, ...buffers], 'the spec');
+  const trainInfo = readTrainInfo(path, metadata);
+  let flow: Flow;
+  try {
+    flow = Flow.create(spec, { device, backend: opts.backend, pixels: metadata.space === 'pixels' });
+  } catch (e) {
+    // The device was not available (BackendError): the checkpoint is fine, as is a backend name
+    // unknown (ConfigError before any work). What else the backend refuses (a spec it reads
+    // differently, a size it cannot allocate) is the checkpoint's.
+    if (!(e instanceof ConfigError || e instanceof ShapeError) || /unknown backend|cpu only/.test(e.message)) throw e;
+    throw new CheckpointError(`${path}: cannot build the flow its metadata describes (${e.message})`);
+  }
+  const bufferNames = new Set(buffers.map((b) => b.name));
+  for (const [name, data] of checked) {
+    try {
+      if (bufferNames.has(name)) flow.backend.setBuffer(name, data);
+      else flow.backend.setParam(name, data);
+    } catch (e) {
+      const m = (e as Error).message;
+      throw new CheckpointError(`${path}: tensor ${name}: ${m.startsWith(`${name}: `) ? m.slice(name.length + 2) : m}`);
+    }
+  }
+  if (optimizer) applyOptimizerState(path, flow.backend, optimizer);
+  flow.trainInfo = trainInfo;
+  flow.hasOptimizerState = optimizer !== null;
+  return flow;
 }
 
 /** Real NVP's multi-scale image architecture ({@link realNvpImageSpec}); a pixel-space flow by default. */

@@ -2,6 +2,8 @@
  * The architectures of the literature as FlowNet specs (`src/backend/flownet-types.ts`), from small
  * typed configs with sane defaults:
  *
+ * - {@link realNvpVectorSpec}: Real NVP on vectors (Dinh et al. 2017): affine couplings on alternating
+ *   coordinates (parity 0, 1, 0, …) with MLP conditioners; normal base. What {@link RealNVP} runs.
  * - {@link realNvpImageSpec}: Real NVP's multi-scale architecture (Dinh et al. 2017): per scale, 3
  *   affine couplings with alternating checkerboard masks → squeeze → 3 with alternating channel masks →
  *   factor out half the channels; the final scale has 4 checkerboard couplings. ResNet conditioners
@@ -15,8 +17,9 @@
  */
 
 import type { FlowNetSpec, LayerSpec, NetSpec } from '../backend/flownet-types.js';
-import { describeValue } from '../backend/limits.js';
+import { describeValue, MAX_TENSORS } from '../backend/limits.js';
 import { ConfigError } from '../errors.js';
+import { canonicalJson } from '../util/canonical-json.js';
 
 /** `[C, H, W]` of one image. */
 export type Shape3 = [number, number, number];
@@ -53,6 +56,20 @@ export interface GlowConfig {
   context?: number;
 }
 
+/** Architecture of a vector Real NVP, for {@link realNvpVectorSpec} (and, with every field set, {@link RealNVP}). */
+export interface RealNvpVectorConfig {
+  /** Data dimension D (≥ 2). */
+  dim: number;
+  /** Affine couplings K. Default 8. */
+  couplings?: number;
+  /** Conditioner width H. Default 64. */
+  hidden?: number;
+  /** Hidden layers of each conditioner MLP. Default 2. */
+  depth?: number;
+  /** Context values per example. Default 0. */
+  context?: number;
+}
+
 /** Architecture of a vector flow (NICE, MAF, IAF), for {@link niceSpec}, {@link mafSpec} and {@link iafSpec}. */
 export interface VectorFlowConfig {
   /** Data dimension D, or `[C, H, W]` of images treated as flat vectors. */
@@ -83,6 +100,53 @@ function checkShape(shape: Shape3): Shape3 {
 
 function vectorShape(dim: number | Shape3): Shape3 {
   return Array.isArray(dim) ? checkShape(dim) : [whole('dim', dim, 2), 1, 1];
+}
+
+/**
+ * The FlowNet spec of the vector Real NVP (Dinh et al. 2017), shape `[D, 1, 1]`: K affine couplings,
+ * coupling k with the alternating mask of parity k mod 2 (coordinate d passes through when
+ * (d + k) mod 2 = 0) and an MLP conditioner Linear(D → H) → ReLU → [Linear(H → H) → ReLU] × (depth − 1)
+ * → Linear(H → 2D) = [s_raw | t] on the masked input, s = scale ⊙ tanh(s_raw); normal base. The
+ * parameters of coupling k are `layers.{k}.net.{j}.weight|bias` and `layers.{k}.scale [D]`.
+ */
+export function realNvpVectorSpec(cfg: RealNvpVectorConfig): FlowNetSpec {
+  const D = whole('dim', cfg.dim, 2);
+  const net: NetSpec = {
+    type: 'mlp',
+    hidden: whole('hidden', cfg.hidden ?? 64, 1),
+    depth: whole('depth', cfg.depth ?? 2, 1),
+  };
+  const couplings = whole('couplings', cfg.couplings ?? 8, 1);
+  // Each coupling has at least 5 tensors: refuse a count no flow may have before building its layers.
+  if (couplings > MAX_TENSORS)
+    throw new ConfigError(`couplings ${couplings} gives more than ${MAX_TENSORS} tensors; make it smaller`);
+  const layers: LayerSpec[] = [];
+  for (let k = 0; k < couplings; k++) {
+    layers.push({ type: 'coupling', mask: 'alternate', parity: (k % 2) as 0 | 1, affine: true, net });
+  }
+  return { shape: [D, 1, 1], context: whole('context', cfg.context ?? 0, 0), base: 'normal', layers };
+}
+
+/**
+ * The config whose {@link realNvpVectorSpec} is `spec` (every field set), or null when `spec` is not a
+ * vector Real NVP (another stack of layers, another base, a shape that is not `[D, 1, 1]`).
+ */
+export function realNvpVectorConfigOf(spec: FlowNetSpec): Required<RealNvpVectorConfig> | null {
+  const first = Array.isArray(spec?.layers) ? spec.layers[0] : undefined;
+  if (first?.type !== 'coupling' || first.net?.type !== 'mlp' || !Array.isArray(spec.shape)) return null;
+  const cfg = {
+    dim: spec.shape[0],
+    couplings: spec.layers.length,
+    hidden: first.net.hidden,
+    depth: first.net.depth,
+    context: spec.context,
+  };
+  try {
+    return canonicalJson(realNvpVectorSpec(cfg)) === canonicalJson(spec) ? cfg : null;
+  } catch (e) {
+    if (e instanceof ConfigError) return null;
+    throw e;
+  }
 }
 
 /** The FlowNet spec of Real NVP's multi-scale image architecture (Dinh et al. 2016). */

@@ -118,6 +118,7 @@ export async function trainCaptioner(
           })
       : undefined,
     checkpointEvery: checkpoint?.every,
+    checkpointPath: checkpoint?.path,
     signal: opts.signal,
     onProgress:
       opts.onProgress &&

@@ -11,6 +11,7 @@ import { IGNORE_TARGET } from '../backend/types.js';
 import { evalBatches, StreamBatcher, splitTrainVal } from '../data/batches.js';
 import type { CharLM, TrainState } from '../models/char-lm.js';
 import { Rng } from '../util/rng.js';
+import { atStep, checkpointSaver } from './divergence.js';
 import {
   learningRate,
   optimConfig,
@@ -167,9 +168,12 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
   let aborted = false;
   const losses: number[] = [];
   const trainState = (): TrainState => ({ ...opts.meta, step, batcher: batcher.state(), options: { ...r } });
-  const save = async () => {
-    if (opts.checkpoint) await model.save(opts.checkpoint.path, { optimizer: true, train: trainState() });
-  };
+  // A DivergenceError (broken weights refused) names the step; the file keeps the last good save.
+  const { record: saved, save } = checkpointSaver(
+    opts.checkpoint?.path,
+    () => step,
+    (path) => model.save(path, { optimizer: true, train: trainState() }),
+  );
   const report = (lr: number, withVal: boolean) => {
     const now = performance.now();
     const elapsed = (now - t0) / 1000;
@@ -218,7 +222,11 @@ export async function trainCharLM(model: CharLM, ids: Uint32Array, opts: TrainOp
     }
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
-    const s = await model.backend.trainStep(b.ids, b.targets, r.batchSize, r.seqLen, optimConfig(r, lr));
+    const s = await atStep(
+      step + 1,
+      () => model.backend.trainStep(b.ids, b.targets, r.batchSize, r.seqLen, optimConfig(r, lr)),
+      saved,
+    );
     const dt = performance.now() - ts;
     trainMs += dt;
     windowTrainMs += dt;

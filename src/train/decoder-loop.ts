@@ -11,6 +11,7 @@
 import type { OptimConfig } from '../backend/types.js';
 import { DataError } from '../errors.js';
 import { Rng } from '../util/rng.js';
+import { atStep, checkpointSaver } from './divergence.js';
 import { learningRate, optimConfig, type ResolvedSchedule, type ScheduleOptions } from './options.js';
 import {
   coinFlips,
@@ -59,6 +60,8 @@ export interface DecoderLoop<B extends DecoderBatchLike, V> {
   validate?: () => Promise<V>;
   /** Saves a checkpoint after `step` steps (every `checkpointEvery` and at the end). */
   save?: (step: number) => Promise<void>;
+  /** Where `save` writes, named when training diverges. */
+  checkpointPath?: string;
   checkpointEvery?: number;
   signal?: AbortSignal;
   onProgress?: (p: LoopProgress<V>) => void;
@@ -107,6 +110,13 @@ export async function runDecoderLoop<B extends DecoderBatchLike, V>(o: DecoderLo
   let outOfTime = false;
   let examples = 0;
   const losses: number[] = [];
+  // A DivergenceError (broken weights refused) names the step; the file keeps the last good save.
+  const write = o.save;
+  const { record: saved, save } = checkpointSaver(
+    write && o.checkpointPath,
+    () => step,
+    async () => write?.(step),
+  );
   const validate = async () => {
     if (o.validate) val = await o.validate();
   };
@@ -162,7 +172,7 @@ export async function runDecoderLoop<B extends DecoderBatchLike, V>(o: DecoderLo
       b.uniforms = Float32Array.from({ length: n }, () => Math.min(rng.uniform(), 1 - 2 ** -24));
     }
     const ts = performance.now();
-    const s = await o.trainStep(b, optimConfig(r, lr));
+    const s = await atStep(step + 1, () => o.trainStep(b, optimConfig(r, lr)), saved);
     const dt = performance.now() - ts;
     trainMs += dt;
     step++;
@@ -180,10 +190,10 @@ export async function runDecoderLoop<B extends DecoderBatchLike, V>(o: DecoderLo
       o.validate !== undefined && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps && !spent();
     if (validateNow) await validate();
     if (validateNow || step % r.logEvery === 0) report(lr, eps, validateNow);
-    if (o.checkpointEvery && step % o.checkpointEvery === 0) await o.save?.(step);
+    if (o.checkpointEvery && step % o.checkpointEvery === 0) await save();
   }
   const elapsedSec = (performance.now() - t0) / 1000;
-  await o.save?.(step);
+  await save();
   await validate();
   if (window.steps > 0 || !aborted) report(lr, eps, o.validate !== undefined);
   return {

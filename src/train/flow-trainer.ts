@@ -1,12 +1,12 @@
 /**
- * Maximum-likelihood training of a Real NVP flow on vector data `[n, dim]`: minibatches drawn with a
- * seeded generator (with replacement), AdamW with global-norm clipping, a cosine (or other) learning-rate
- * schedule, progress reports, an AbortSignal and a time budget, and optional held-out NLL.
+ * Maximum-likelihood training of a flow (`Flow.fit`, and through it `RealNVP.fit`): minibatches drawn
+ * with a seeded generator (with replacement), AdamW with global-norm clipping, a cosine (or other)
+ * learning-rate schedule, progress reports, an AbortSignal and a time budget, and optional held-out NLL.
  */
 import type { OptimConfig, StepStats } from '../backend/types.js';
-import { ConfigError, DataError } from '../errors.js';
-import type { RealNVP } from '../models/flow.js';
+import { ConfigError } from '../errors.js';
 import { Rng } from '../util/rng.js';
+import { atStep } from './divergence.js';
 import {
   learningRate,
   optimConfig,
@@ -102,39 +102,6 @@ export interface FlowTrainSource {
   skip?: (steps: number, batch: number) => void;
 }
 
-export async function trainFlow(
-  model: RealNVP,
-  data: Float32Array,
-  opts: FlowTrainOptions = {},
-): Promise<FlowTrainSummary> {
-  const dim = model.config.dim;
-  const n = model.checkData(data, 'training data');
-  const val = opts.valData;
-  if (val !== undefined) model.checkData(val, 'validation data');
-  let x = new Float32Array(0);
-  return runFlowTraining(
-    {
-      n,
-      step: (idx, opt) => {
-        if (x.length !== idx.length * dim) x = new Float32Array(idx.length * dim);
-        for (let b = 0; b < idx.length; b++) x.set(data.subarray(idx[b] * dim, (idx[b] + 1) * dim), b * dim);
-        return model.backend.trainStep(x, idx.length, opt);
-      },
-      // A non-finite validation NLL (a diverging run) is reported as NaN, as the image flows do; the
-      // step's own divergence check ends the run.
-      validate:
-        val !== undefined && val.length > 0
-          ? () =>
-              model.nll(val, 'validation data').catch((e: unknown) => {
-                if (e instanceof DataError) return Number.NaN;
-                throw e;
-              })
-          : undefined,
-    },
-    opts,
-  );
-}
-
 /**
  * The loop every flow trains with: seeded minibatch indices, the learning-rate schedule, progress
  * reports, validation, an AbortSignal and a time budget.
@@ -228,7 +195,7 @@ export async function runFlowTraining(
     for (let b = 0; b < B; b++) idx[b] = rng.int(n);
     lr = learningRate(r, step, fraction());
     const ts = performance.now();
-    const s = await src.step(idx, optimConfig(r, lr));
+    const s = await atStep(step + 1, () => src.step(idx, optimConfig(r, lr)));
     const dt = performance.now() - ts;
     trainMs += dt;
     thisMs += dt;

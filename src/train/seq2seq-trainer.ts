@@ -97,6 +97,7 @@ export async function trainSeq2Seq(
           })
       : undefined,
     checkpointEvery: checkpoint?.every,
+    checkpointPath: checkpoint?.path,
     signal: opts.signal,
     onProgress:
       opts.onProgress &&

@@ -24,6 +24,7 @@ import { seriesWindows } from '../data/series.js';
 import { ConfigError } from '../errors.js';
 import type { SeriesModel } from '../models/series.js';
 import { Rng } from '../util/rng.js';
+import { atStep, checkpointSaver } from './divergence.js';
 import {
   learningRate,
   optimConfig,
@@ -221,9 +222,12 @@ export async function trainSeries(
   let outOfTime = false;
   const losses: number[] = [];
   const state = (): SeriesTrainState => ({ ...opts.meta, step, epoch, window: next, options: { ...r } });
-  const save = async () => {
-    if (opts.checkpoint) await model.save(opts.checkpoint.path, { optimizer: true, train: state() });
-  };
+  // A DivergenceError (broken weights refused) names the step; the file keeps the last good save.
+  const { record: saved, save } = checkpointSaver(
+    opts.checkpoint?.path,
+    () => step,
+    (path) => model.save(path, { optimizer: true, train: state() }),
+  );
   const report = (lr: number, withVal: boolean) => {
     const elapsed = (performance.now() - t0) / 1000;
     const done = step - startStep;
@@ -270,7 +274,11 @@ export async function trainSeries(
     if (w.reset) model.backend.setCarry(null);
     lr = learningRate(r, step, budgetMs > 0 ? trainMs / budgetMs : undefined);
     const ts = performance.now();
-    const s = await model.backend.trainStep(w.inputs, w.targets, r.batchSize, r.seqLen, optimConfig(r, lr));
+    const s = await atStep(
+      step + 1,
+      () => model.backend.trainStep(w.inputs, w.targets, r.batchSize, r.seqLen, optimConfig(r, lr)),
+      saved,
+    );
     const dt = performance.now() - ts;
     trainMs += dt;
     windowMs += dt;

@@ -25,7 +25,7 @@ pub mod series;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;
-pub use flow::{FlowNet, RealNvp, RealNvpConfig};
+pub use flow::FlowNet;
 pub use lm::{CharLm, CharLmConfig, LossGrads};
 pub use optim::AdamWConfig;
 pub use params::{ParamSpec, ParamStore, StepStats};

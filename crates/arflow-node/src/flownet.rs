@@ -1,12 +1,30 @@
-//! The general flow network built from a JSON spec (image Real NVP, Glow, NICE, MAF, IAF).
+//! The general flow network built from a JSON spec (vector and image Real NVP, Glow, NICE, MAF, IAF).
 
 use super::*;
-use crate::realnvp::{DecodeResult, EncodeResult, FlowLossGradsResult};
+
+/// The mean NLL of a batch and its gradient for every parameter (flows and the Pixel-RNN).
+#[napi(object)]
+pub struct FlowLossGradsResult {
+    pub loss: f64,
+    pub grads: Vec<NamedTensor>,
+}
+
+#[napi(object)]
+pub struct EncodeResult {
+    pub z: F32Out,
+    pub logdet: F32Out,
+}
+
+#[napi(object)]
+pub struct DecodeResult {
+    pub x: F32Out,
+    pub logdet: F32Out,
+}
 
 type SharedNet = Arc<Mutex<arflow_core::FlowNet>>;
 
 /// The general flow network of arflow-core (`src/backend/flownet-types.ts`), built from a JSON spec:
-/// image Real NVP, Glow, NICE, MAF and IAF. Training, gradients and log-densities return promises and
+/// vector and image Real NVP, Glow, NICE, MAF and IAF. Training, gradients and log-densities return promises and
 /// run on the libuv pool; encode and decode are synchronous. `ctx` is the `[batch, K]` context of a
 /// conditional flow, or null.
 #[napi]

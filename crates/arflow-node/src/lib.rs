@@ -290,6 +290,5 @@ pub mod coupling;
 pub mod flownet;
 pub mod lm;
 pub mod pixel;
-pub mod realnvp;
 pub mod seq2seq;
 pub mod series;

@@ -1,7 +1,7 @@
 //! The Pixel-RNN image model (Row LSTM / Row GRU): `src/backend/pixel-backend.ts` is its contract.
 
 use super::*;
-use crate::realnvp::FlowLossGradsResult;
+use crate::flownet::FlowLossGradsResult;
 use arflow_core::pixel::{PixelConfig, PixelModel, PixelOutput};
 use arflow_core::rnn::CellKind;
 

@@ -7,7 +7,8 @@
  * Only evaluation lives here: `forward` (data → latent; `train: true` switches batchnorm layers and the
  * batch normalisation of norm = 'batch' resnet conditioners to the batch statistics), `inverse` and
  * `logProb`. Nothing here changes a buffer: no actnorm initialisation and no
- * running-statistics update, which belong to a training step.
+ * running-statistics update, which belong to a training step. The gradient of the layers the
+ * TypeScript backend trains is `flownet-grad.ts`; that backend is `flownet-backend.ts`.
  *
  * Per example, the latent `z` is every split's factored-out part (in layer order) followed by the
  * final output, each flattened `[C, H, W]`, so it always holds `D = C·H·W` values.
@@ -17,10 +18,10 @@ import type { FlowNetSpec, LayerSpec, MaskKind, NetSpec, TensorInfo } from '../f
 import { describeValue, MAX_TENSORS } from '../limits.js';
 
 /** `[C, H, W]` of one example at some point of the flow. */
-type Chw = [number, number, number];
+export type Chw = [number, number, number];
 
 /** A layer of the spec with the shapes around it. */
-interface Resolved {
+export interface Resolved {
   k: number;
   spec: LayerSpec;
   /** Shape of the layer's input. */
@@ -88,7 +89,7 @@ function tensor(k: number, name: string, shape: number[]): TensorInfo {
 }
 
 /** Input and output widths of linear j of an MLP with `depth` hidden layers. */
-function mlpDims(input: number, hidden: number, depth: number, output: number, j: number): [number, number] {
+export function mlpDims(input: number, hidden: number, depth: number, output: number, j: number): [number, number] {
   return [j === 0 ? input : hidden, j === depth ? output : hidden];
 }
 
@@ -278,7 +279,7 @@ export function flowNetTensorInfo(spec: FlowNetSpec): { params: TensorInfo[]; bu
 // Building blocks on Float64Array, row-major, batch first
 
 /** `[N, a]` and `[N, b]` (…) → `[N, a + b + …]`: per-example concatenation. */
-function concatRows(parts: Float64Array[], widths: number[], N: number): Float64Array {
+export function concatRows(parts: Float64Array[], widths: number[], N: number): Float64Array {
   const total = widths.reduce((a, b) => a + b, 0);
   const out = new Float64Array(N * total);
   for (let n = 0; n < N; n++) {
@@ -305,19 +306,19 @@ function splitRows(a: Float64Array, widths: number[], N: number): Float64Array[]
   return parts;
 }
 
-function relu(a: Float64Array): Float64Array {
+export function relu(a: Float64Array): Float64Array {
   return a.map((v) => Math.max(v, 0));
 }
 
 /** A dense layer, PyTorch layout: `w [out, in]`, `b [out]`. */
-interface Linear {
+export interface Linear {
   w: Float64Array;
   b: Float64Array;
   nIn: number;
   nOut: number;
 }
 
-function linear(x: Float64Array, N: number, l: Linear): Float64Array {
+export function linear(x: Float64Array, N: number, l: Linear): Float64Array {
   const y = new Float64Array(N * l.nOut);
   for (let n = 0; n < N; n++) {
     for (let o = 0; o < l.nOut; o++) {
@@ -399,7 +400,7 @@ function softplus(v: number): number {
 }
 
 /** log p(z) per example under the base distribution, `z [N, D]`. */
-function baseLogProb(base: FlowNetSpec['base'], z: Float64Array, N: number, D: number): Float64Array {
+export function baseLogProb(base: FlowNetSpec['base'], z: Float64Array, N: number, D: number): Float64Array {
   const lp = new Float64Array(N);
   for (let n = 0; n < N; n++) {
     let s = 0;
@@ -416,7 +417,7 @@ function baseLogProb(base: FlowNetSpec['base'], z: Float64Array, N: number, D: n
  * The coupling mask b over `[C, H, W]`, flattened: 1 = passes through and is seen by the conditioner.
  * `random` reads the layer's 0/1 buffer `m` (b = m XOR (parity == 1)).
  */
-function couplingMask(kind: MaskKind, parity: number, [C, H, W]: Chw, m: Float64Array | null): Uint8Array {
+export function couplingMask(kind: MaskKind, parity: number, [C, H, W]: Chw, m: Float64Array | null): Uint8Array {
   const b = new Uint8Array(C * H * W);
   if (kind === 'random') {
     if (!m || m.length !== b.length) throw new Error('unreachable: a random mask needs its buffer');
@@ -847,7 +848,8 @@ function made(l: Made, env: Env, x: Float64Array, inverse: boolean, logdet: Floa
 }
 
 /** Copies `a` into a Float64Array after checking its length (ShapeError) and that every value is finite (DataError). */
-function toF64(fn: string, what: string, a: ArrayLike<number>, want: number, shape: string): Float64Array {
+/** `a` as float64, checked: `want` finite numbers (ShapeError for a wrong count, DataError for a bad value). */
+export function toF64(fn: string, what: string, a: ArrayLike<number>, want: number, shape: string): Float64Array {
   if (a === null || typeof a !== 'object' || typeof a.length !== 'number') {
     throw new ShapeError(`${fn}: ${what} must be an array of numbers`);
   }
@@ -862,7 +864,8 @@ function toF64(fn: string, what: string, a: ArrayLike<number>, want: number, sha
   return out;
 }
 
-function checkBatch(fn: string, batch: number): number {
+/** `batch` when it is a whole number ≥ 0; a ShapeError naming `fn` otherwise. */
+export function checkBatch(fn: string, batch: number): number {
   if (!Number.isSafeInteger(batch) || batch < 0)
     throw new ShapeError(`${fn}: batch must be an integer ≥ 0, got ${batch}`);
   return batch;
@@ -952,6 +955,23 @@ export class JsFlowNet {
     cur.set(v);
   }
 
+  /** The layers of the spec with the shapes around each, in order. */
+  get layers(): readonly Resolved[] {
+    return this.plan.layers;
+  }
+
+  /**
+   * The stored values of a parameter or buffer, not a copy (for the gradient of `flownet-grad.ts`, which
+   * reads them at every step, and for the TypeScript backend, which copies its float32 parameters in
+   * after every update as they are: an update that overflowed leaves ±Infinity there, for the next
+   * step to report as divergence). {@link setTensor} is the checked way to store values.
+   */
+  tensorView(name: string): Float64Array {
+    const cur = this.tensors.get(name);
+    if (!cur) throw new ConfigError(`tensorView: no parameter or buffer named '${name}'`);
+    return cur;
+  }
+
   /** A copy of a parameter or buffer. */
   getTensor(name: string): Float64Array {
     const cur = this.tensors.get(name);
@@ -1030,7 +1050,7 @@ export class JsFlowNet {
   }
 
   /** The context as `[N, K]`: required (ShapeError) when the spec has K > 0, refused when K = 0. */
-  private context(fn: string, ctx: ArrayLike<number> | undefined, N: number): Float64Array {
+  context(fn: string, ctx: ArrayLike<number> | undefined, N: number): Float64Array {
     const K = this.spec.context;
     if (K === 0) {
       if (ctx !== undefined && ctx.length !== 0) {

@@ -1,10 +1,11 @@
-//! Invertible flow layers: the fused affine coupling of Real NVP, its kernel on slices and its candle op.
+//! Invertible flows: the fused affine coupling of Real NVP (its kernel on slices and its candle op), the
+//! 3×3 convolution of the ResNet conditioners, and [`FlowNet`], the spec-driven stack of flow layers that
+//! every flow model of arflow is a preset of.
 
 pub mod conv;
 pub mod kernel;
 pub mod net;
 pub mod op;
-pub mod realnvp;
 
 pub use kernel::{
     coupling_backward, coupling_backward_packed, coupling_forward, coupling_forward_packed, coupling_inverse,
@@ -12,7 +13,6 @@ pub use kernel::{
 };
 pub use net::FlowNet;
 pub use op::{affine_coupling, affine_coupling_inverse};
-pub use realnvp::{RealNvp, RealNvpConfig};
 
 #[cfg(test)]
 mod tests;
