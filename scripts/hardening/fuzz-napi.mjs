@@ -278,8 +278,27 @@ async function runChild() {
     ].map((s) => ({ m: new N.NativePixelModel(s, 'cpu'), s })),
     NativeFlowNet: specs.map((s) => ({ m: new N.NativeFlowNet(JSON.stringify(s), 1, 'cpu'), s })),
   };
+  // Char-LM sampling loops in progress (they have no constructor: NativeCharLm.sampler makes them).
+  instances.NativeLmSampler = instances.NativeCharLm.map(({ m, s }, k) => ({
+    m: m.sampler(
+      null,
+      Uint32Array.of(1, 2, 3, 4),
+      1 + (k % 2),
+      new Uint32Array(4 + 4 * (k % 2)).fill(k + 1),
+      1,
+      k,
+      0.9,
+    ),
+    s,
+  }));
   for (const list of Object.values(instances))
-    for (const inst of list) inst.names = inst.m.paramInfo().map((p) => p.name);
+    for (const inst of list) inst.names = inst.m.paramInfo?.().map((p) => p.name) ?? [];
+  /** A sampling option: mostly valid, sometimes negative, NaN, infinite or huge. */
+  const samplingArgs = () => [
+    chance(0.8) ? rnd() * 2 : pick(ODD_NUMBERS),
+    chance(0.8) ? int(8) : count(),
+    chance(0.8) ? rnd() : pick([...ODD_NUMBERS, 1]),
+  ];
 
   // --- argument makers per method -------------------------------------------------------------------
   const B = () => count([1, 2, 3]);
@@ -356,6 +375,14 @@ async function runChild() {
         const b = B();
         return [statesOf(sz(b, 4)), arr('u32', b)];
       },
+      sampler: () => {
+        const b = B();
+        return [statesOf(sz(b, 4)), arr('u32', sz(b, count([1, 2]))), b, arr('u32', sz(b, 4)), ...samplingArgs()];
+      },
+    },
+    NativeLmSampler: {
+      next: () => [],
+      take: () => [count([0, 1, 5])],
     },
     NativeSeq2Seq: {
       ...common,
@@ -468,6 +495,8 @@ async function runChild() {
   };
   const functions = {
     buildInfo: () => [],
+    sampleLogitsRow: () => [arr('f32', int(9)), ...samplingArgs(), arr('u32', chance(0.9) ? 4 : int(6))],
+    v8ExpOf: () => [arr('f64', int(9))],
     benchGemm: () => [small(), small(), small(), chance(0.8) ? int(3) + 1 : pick([0, Number.NaN])],
     benchCoupling: () => [small(), small(), chance(0.8) ? int(3) + 1 : pick([0, Number.NaN])],
     rnnLayerGrads: () => {

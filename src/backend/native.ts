@@ -19,14 +19,16 @@ import type {
   OptimConfig,
   OptimMoment,
   ParamInfo,
+  SamplerInit,
   StepStats,
+  TokenSampler,
 } from './types.js';
 
 /**
  * The addon's model class: the backend contract, except that gradients come back as a list (an N-API
  * object cannot be a record of typed arrays).
  */
-type NativeModel = Omit<CharLmBackend, 'kind' | 'shape' | 'lossAndGrads'> & {
+type NativeModel = Omit<CharLmBackend, 'kind' | 'shape' | 'lossAndGrads' | 'sampler'> & {
   lossAndGrads(
     ids: Uint32Array,
     targets: Uint32Array,
@@ -34,6 +36,16 @@ type NativeModel = Omit<CharLmBackend, 'kind' | 'shape' | 'lossAndGrads'> & {
     seq: number,
     state: Float32Array | null,
   ): Promise<{ loss: number; grads: { name: string; data: Float32Array }[]; dh0: Float32Array }>;
+  /** A sampling loop in Rust: `prime [N, P]`, `rng [N, 4]` (each stream's `Rng.state()`), topK 0 or ≥ V: off. */
+  sampler(
+    state: Float32Array | null,
+    prime: Uint32Array,
+    streams: number,
+    rng: Uint32Array,
+    temperature: number,
+    topK: number,
+    topP: number,
+  ): TokenSampler;
 };
 
 export interface RnnLayerResult {
@@ -55,6 +67,16 @@ export interface NativeAddon {
     dOut: Float32Array,
   ): RnnLayerResult;
   buildInfo(): { version: string; cuda: boolean; threads: number };
+  /** One draw of the Rust sampler (`sampleLogits` replicated) with the sfc32 state `rng [4]`; the state after it. */
+  sampleLogitsRow(
+    logits: Float32Array,
+    temperature: number,
+    topK: number,
+    topP: number,
+    rng: Uint32Array,
+  ): { index: number; rng: Uint32Array };
+  /** `Math.exp` of each value as the Rust sampler computes it (V8's fdlibm port). */
+  v8ExpOf(xs: Float64Array): Float64Array;
   /** GFLOP/s of `reps` f32 products [m×k]·[k×n] with the kernels' GEMM. */
   benchGemm(m: number, n: number, k: number, reps: number): number;
   benchCoupling(n: number, d: number, reps: number): number;
@@ -276,5 +298,25 @@ export class NativeCharLm extends NativeParameters<NativeModel> implements CharL
   }
   step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array } {
     return sync(() => this.m.step(state, tokens));
+  }
+  /** Steps and draws in Rust: one call per token for `stream()`, one for all of `sample()`. */
+  sampler(init: SamplerInit): TokenSampler {
+    const { temperature, topK, topP } = init.sampling;
+    const rng = new Uint32Array(4 * init.rngs.length);
+    for (const [i, r] of init.rngs.entries()) rng.set(r.state(), 4 * i);
+    // topK ≥ V keeps every token, as 0 does; clamped so that it fits the binding's u32.
+    const k = Math.min(topK, this.shape.vocabSize);
+    const s = sync(() => this.m.sampler(init.state, init.prime, init.rngs.length, rng, temperature, k, topP));
+    return {
+      // The per-character call of `stream()`: no closure beyond this one.
+      next: () => {
+        try {
+          return s.next();
+        } catch (e) {
+          throw mapNativeError(e);
+        }
+      },
+      take: (n: number) => sync(() => s.take(n)),
+    };
   }
 }

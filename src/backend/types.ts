@@ -13,6 +13,8 @@
  * I = E for layer 0, H above it.
  */
 import { ConfigError } from '../errors.js';
+import type { SamplingOptions } from '../sample/sampling.js';
+import type { Rng } from '../util/rng.js';
 
 /** The recurrent cell of the LM: PyTorch's `nn.GRU`, `nn.LSTM` or `nn.RNN` (nonlinearity tanh). */
 export type CellKind = 'gru' | 'lstm' | 'rnn';
@@ -129,6 +131,25 @@ export interface NllResult {
   aheadRows: number[];
 }
 
+/** Where a sampling loop starts: see {@link CharLmBackend.sampler}. */
+export interface SamplerInit {
+  /** `[L, N, stateWidth·H]`; null: the backend's initial state (zeros, or the learned h0). */
+  state: Float32Array | null;
+  /** `[N, P]`, P ≥ 1: what each of the N streams reads before its first draw (its last id conditions that draw). */
+  prime: Uint32Array;
+  /** One generator per stream. The sampler owns them from here on: do not draw from them again. */
+  rngs: Rng[];
+  sampling: Required<SamplingOptions>;
+}
+
+/** A sampling loop in progress over N streams: each stream draws with `sampleLogits` and its own generator. */
+export interface TokenSampler {
+  /** The next id of a one-stream sampler. */
+  next(): number;
+  /** The next `n` ids of every stream, `[N, n]` row-major. */
+  take(n: number): Uint32Array;
+}
+
 export interface CharLmBackend {
   readonly kind: 'native' | 'js';
   readonly shape: CharLmShape;
@@ -171,6 +192,12 @@ export interface CharLmBackend {
   ): Promise<NllResult>;
   /** One step of N streams: feeds `tokens [N]` from `state [L, N, stateWidth·H]` (null: zeros). Logits `[N, V]`. */
   step(state: Float32Array | null, tokens: Uint32Array): { state: Float32Array; logits: Float32Array };
+  /**
+   * Optional: a sampling loop the backend runs itself (the native one: step and draw in Rust, no
+   * per-token round trip). It must draw exactly what `StepSampler` (src/sample/sampling.ts) over this
+   * backend's `step` draws: the same `sampleLogits` on the same logits. Without it, CharLM runs a StepSampler.
+   */
+  sampler?(init: SamplerInit): TokenSampler;
 }
 
 /** Parameter names and shapes of a model of this shape, in state_dict order. */

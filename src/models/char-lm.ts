@@ -20,14 +20,16 @@ import {
   checkPredictAhead,
   IGNORE_TARGET,
   type OptimMoment,
+  type SamplerInit,
   stateWidth,
+  type TokenSampler,
 } from '../backend/types.js';
 import type { UnknownPolicy } from '../data/vocab.js';
 import { Vocabulary } from '../data/vocab.js';
 import { CheckpointError, ConfigError } from '../errors.js';
 import { checkpointContents, isCheckpointOf, OPTIM_PREFIX } from '../io/checkpoint.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
-import { type SamplingOptions, sampleLogits, validateSampling } from '../sample/sampling.js';
+import { type SamplingOptions, StepSampler, validateSampling } from '../sample/sampling.js';
 import { type TrainOptions, type TrainSummary, trainCharLM } from '../train/char-trainer.js';
 import { Rng } from '../util/rng.js';
 
@@ -113,6 +115,8 @@ export interface EvalResult {
 
 const KIND = 'char-lm';
 const CARRY_TENSOR = 'train.carry';
+/** Characters `sample` takes from the sampler per call: bounds the ids held at once, not the length. */
+const TAKE_CHUNK = 1 << 20;
 
 function checkConfig(c: CharLMConfig): void {
   for (const k of ['embed', 'hidden', 'layers'] as const) {
@@ -388,38 +392,92 @@ export class CharLM {
   }
 
   /**
-   * Generates text. The hidden state is carried from step to step (the prime is read once, never
-   * re-fed), and a fixed `seed` gives the same text every time.
+   * The sampling loop of `count` generations, generation i with the generator `new Rng(seed + i)`:
+   * its initial state (h0 'sampled' draws it from that generator), then its prime — or, with no
+   * prime, a newline if the corpus has one (a natural "start of text"), else a random character —
+   * read once (never re-fed), the hidden state carried from step to step. The backend's own sampler
+   * when it has one (native: steps and draws in Rust), else {@link StepSampler} over `step`; both
+   * draw the same ids.
    */
-  *stream(opts: SampleOptions = {}): Generator<string> {
+  private startSampling(opts: SampleOptions, count: number): { sampler: TokenSampler; length: number } {
     const sampling = validateSampling(opts);
     const length = opts.length ?? 200;
     if (!Number.isInteger(length) || length < 0)
       throw new ConfigError(`length must be a whole number ≥ 0, got ${length}`);
-    const rng = new Rng(opts.seed ?? 0);
+    const seed = opts.seed ?? 0;
     const prime = this.vocab.encode(opts.prime ?? '', opts.unknown ?? 'error');
-    let state: Float32Array | null = this.initialState(1, rng);
-    let logits: Float32Array;
-    if (prime.length === 0) {
-      // No prime: start from a newline if the corpus has one (a natural "start of text"), else a random character.
-      const start = this.vocab.has('\n') ? this.vocab.encode('\n')[0] : rng.int(this.vocab.size);
-      ({ state, logits } = this.backend.step(state, Uint32Array.of(start)));
-    } else {
-      for (let i = 0; i < prime.length - 1; i++) state = this.backend.step(state, prime.subarray(i, i + 1)).state;
-      ({ state, logits } = this.backend.step(state, prime.subarray(prime.length - 1)));
+    const p = Math.max(prime.length, 1);
+    const primes = new Uint32Array(count * p);
+    const rngs: Rng[] = [];
+    const states: (Float32Array | null)[] = [];
+    for (let i = 0; i < count; i++) {
+      const rng = new Rng(seed + i);
+      states.push(this.initialState(1, rng));
+      if (prime.length > 0) primes.set(prime, i * p);
+      else primes[i] = this.vocab.has('\n') ? this.vocab.encode('\n')[0] : rng.int(this.vocab.size);
+      rngs.push(rng);
     }
-    for (let i = 0; i < length; i++) {
-      const next = sampleLogits(logits, sampling, rng);
-      yield this.vocab.decode([next]);
-      ({ state, logits } = this.backend.step(state, Uint32Array.of(next)));
-    }
+    const init: SamplerInit = { state: this.stackStates(states), prime: primes, rngs, sampling };
+    const sampler = this.backend.sampler ? this.backend.sampler(init) : new StepSampler(this.backend, init);
+    return { sampler, length };
   }
 
-  /** `prime` followed by `length` generated characters. */
+  /** Per-stream states `[L, 1, S]` stacked into `[L, N, S]`; null when every stream starts from the backend's h0. */
+  private stackStates(states: (Float32Array | null)[]): Float32Array | null {
+    if (states[0] === null) return null;
+    if (states.length === 1) return states[0];
+    const { layers } = this.config;
+    const s = this.stateSize();
+    const n = states.length;
+    const out = new Float32Array(layers * n * s);
+    states.forEach((st, i) => {
+      for (let l = 0; l < layers; l++) out.set((st as Float32Array).subarray(l * s, (l + 1) * s), (l * n + i) * s);
+    });
+    return out;
+  }
+
+  /** `prime` as `sample` returns it: with an `unknown` policy, what the model actually read. */
+  private primeText(opts: SampleOptions): string {
+    const out = opts.prime ?? '';
+    return opts.unknown && opts.unknown !== 'error' ? this.vocab.decode(this.vocab.encode(out, opts.unknown)) : out;
+  }
+
+  /**
+   * Generates text, one character per iteration. The hidden state is carried from step to step (the
+   * prime is read once, never re-fed), and a fixed `seed` gives the same text every time — the same
+   * characters as {@link CharLM.sample}.
+   */
+  *stream(opts: SampleOptions = {}): Generator<string> {
+    const { sampler, length } = this.startSampling(opts, 1);
+    for (let i = 0; i < length; i++) yield this.vocab.decode([sampler.next()]);
+  }
+
+  /** `prime` followed by `length` generated characters: what {@link CharLM.stream} yields, in one call. */
   sample(opts: SampleOptions = {}): string {
-    let out = opts.prime ?? '';
-    if (opts.unknown && opts.unknown !== 'error') out = this.vocab.decode(this.vocab.encode(out, opts.unknown));
-    for (const ch of this.stream(opts)) out += ch;
+    let out = this.primeText(opts);
+    const { sampler, length } = this.startSampling(opts, 1);
+    for (let done = 0; done < length; done += TAKE_CHUNK) {
+      out += this.vocab.decode(sampler.take(Math.min(TAKE_CHUNK, length - done)));
+    }
+    return out;
+  }
+
+  /**
+   * `count` generations at once, all streams stepping together (on the native backend each step is
+   * one GEMM per weight for all of them): generation i is exactly
+   * `sample({ ...opts, seed: (opts.seed ?? 0) + i })`.
+   */
+  sampleMany(count: number, opts: SampleOptions = {}): string[] {
+    if (!Number.isInteger(count) || count < 1) throw new ConfigError(`count must be a whole number ≥ 1, got ${count}`);
+    const prefix = this.primeText(opts);
+    const { sampler, length } = this.startSampling(opts, count);
+    const out = new Array<string>(count).fill(prefix);
+    const chunk = Math.max(1, Math.floor(TAKE_CHUNK / count));
+    for (let done = 0; done < length; done += chunk) {
+      const n = Math.min(chunk, length - done);
+      const ids = sampler.take(n);
+      for (let i = 0; i < count; i++) out[i] += this.vocab.decode(ids.subarray(i * n, (i + 1) * n));
+    }
     return out;
   }
 

@@ -2,6 +2,7 @@
  * Choosing the next token from logits: temperature, top-k and nucleus (top-p) sampling
  * (Holtzman et al., 2020, "The Curious Case of Neural Text Degeneration"), seeded.
  */
+import type { CharLmBackend, SamplerInit, TokenSampler } from '../backend/types.js';
 import { ConfigError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
 
@@ -61,4 +62,66 @@ export function sampleLogits(logits: ArrayLike<number>, opts: Required<SamplingO
     if (u < 0 && p[i] > 0) return i;
   }
   return best;
+}
+
+/**
+ * The sampling loop over a backend's `step`, in TypeScript: reads each stream's prime (one step per
+ * id), then per draw samples every stream's logits with its own generator and feeds the draws back.
+ * A draw is fed only when the next one is asked for, so `take(n)` steps n − 1 times after the prime.
+ * What a backend's own {@link CharLmBackend.sampler} must reproduce exactly.
+ */
+export class StepSampler implements TokenSampler {
+  private state: Float32Array | null;
+  private logits: Float32Array;
+  private readonly streams: number;
+  private readonly rngs: Rng[];
+  private readonly sampling: Required<SamplingOptions>;
+  /** The last draws, fed before the next ones. */
+  private pending: Uint32Array | null = null;
+
+  constructor(
+    private readonly backend: Pick<CharLmBackend, 'step'>,
+    init: SamplerInit,
+  ) {
+    const n = init.rngs.length;
+    const p = init.prime.length / n;
+    if (n < 1 || !Number.isInteger(p) || p < 1) {
+      throw new ConfigError(
+        `a sampler needs ≥ 1 stream and a prime of ≥ 1 id per stream, got ${init.prime.length} ids for ${n}`,
+      );
+    }
+    this.streams = n;
+    this.rngs = init.rngs;
+    this.sampling = init.sampling;
+    let state = init.state;
+    let logits: Float32Array = new Float32Array(0);
+    const column = new Uint32Array(n);
+    for (let t = 0; t < p; t++) {
+      for (let r = 0; r < n; r++) column[r] = init.prime[r * p + t];
+      ({ state, logits } = backend.step(state, column));
+    }
+    this.state = state;
+    this.logits = logits;
+  }
+
+  next(): number {
+    if (this.streams !== 1) throw new ConfigError(`next() is for one stream; this sampler has ${this.streams}`);
+    return this.take(1)[0];
+  }
+
+  take(n: number): Uint32Array {
+    const ns = this.streams;
+    const out = new Uint32Array(ns * n);
+    for (let i = 0; i < n; i++) {
+      if (this.pending) ({ state: this.state, logits: this.logits } = this.backend.step(this.state, this.pending));
+      const v = this.logits.length / ns;
+      const drawn = new Uint32Array(ns);
+      for (let r = 0; r < ns; r++) {
+        drawn[r] = sampleLogits(this.logits.subarray(r * v, (r + 1) * v), this.sampling, this.rngs[r]);
+        out[r * n + i] = drawn[r];
+      }
+      this.pending = drawn;
+    }
+    return out;
+  }
 }

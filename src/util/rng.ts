@@ -25,6 +25,15 @@ export class Rng {
     for (let i = 0; i < 12; i++) this.u32();
   }
 
+  /**
+   * The sfc32 state `[a, b, c, d]` the next draw starts from (the Box–Muller spare of {@link normal}
+   * is not part of it): what a sampling loop in Rust takes over to draw as this generator would.
+   */
+  state(): [number, number, number, number] {
+    // `a` is kept as a signed int32 (`b ^ (b >>> 9)`); every use of it wraps it to 32 bits.
+    return [this.a >>> 0, this.b >>> 0, this.c >>> 0, this.d >>> 0];
+  }
+
   /** Uniform 32-bit unsigned integer (sfc32). */
   u32(): number {
     const t = (((this.a + this.b) >>> 0) + this.d) >>> 0;

@@ -13,13 +13,27 @@
 //! positions of CE_k). Targets then come as n blocks `[n, B, T]`, block k−1 holding x_{t+k}; a target
 //! of [`IGNORE`] (past the end of the text) in blocks k ≥ 2 is not scored. With n = 1 the model, its
 //! parameters and its computation are exactly those of a plain LM.
+//!
+//! **Stepping and sampling** ([`CharLm::step`], [`CharLm::sample_session`]) run on CPU through
+//! [`fast`]: the weights packed once, each step a few packed products and fused cells, no tensor
+//! graph; the draws replicate the TypeScript sampler bit for bit ([`sampling`]).
 
+mod fast;
+pub mod sampling;
+
+use self::fast::{FastLm, StepScratch};
+use self::sampling::{sample_logits, SampleScratch, Sampling, Sfc32};
 use crate::device::Dev;
 use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamWConfig;
 use crate::params::{check_layer_counts, ParamSpec, ParamStore, StepStats};
 use crate::rnn::{run_stack, CellKind, RnnDims, StackOut};
 use candle_core::{bail, DType, Result, Tensor, Var};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Streams below this many draw on the calling thread (a draw is ~1 µs at V ≈ 80).
+const PAR_MIN_DRAWS: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CharLmConfig {
@@ -92,9 +106,13 @@ pub struct LossGrads {
 
 pub struct CharLm {
     pub cfg: CharLmConfig,
+    /// Private: every write to a parameter goes through `&mut self` ([`CharLm::params_mut`],
+    /// [`CharLm::train_step`]), which drops `fast`.
     store: ParamStore,
     /// Final state of the last training batch, `[L, B, S]`, detached: truncated BPTT carries it.
     carry: Option<(usize, Vec<f32>)>,
+    /// The weights packed for single steps, built on the first step after any change to them.
+    fast: OnceLock<FastLm>,
 }
 
 impl CharLm {
@@ -137,16 +155,34 @@ impl CharLm {
             specs.push(ParamSpec { name: format!("ahead.{k}.weight"), shape: vec![vocab, hidden], var, offset: 0 });
             specs.push(ParamSpec { name: format!("ahead.{k}.bias"), shape: vec![vocab], var: var + 1, offset: 0 });
         }
-        Ok(CharLm { cfg, store: ParamStore::new(specs, device, "char LM")?, carry: None })
+        Ok(CharLm { cfg, store: ParamStore::new(specs, device, "char LM")?, carry: None, fast: OnceLock::new() })
     }
 
-    /// Parameters by name and their optimizer state.
+    /// Parameters by name and their optimizer state, to read (writes go through
+    /// [`CharLm::params_mut`], which keeps the packed sampling weights in step with them).
     pub fn params(&self) -> &ParamStore {
         &self.store
     }
 
+    /// Parameters and optimizer state to change. Drops the packed copy of the weights the step path
+    /// uses: the next step packs them again from what the parameters then hold.
     pub fn params_mut(&mut self) -> &mut ParamStore {
+        self.fast.take();
         &mut self.store
+    }
+
+    /// The packed weights of the step path, packed now if a change dropped them (CPU only).
+    fn fast(&self) -> Result<&FastLm> {
+        if let Some(f) = self.fast.get() {
+            return Ok(f);
+        }
+        let f = FastLm::new(&self.cfg, &self.store)?;
+        Ok(self.fast.get_or_init(|| f))
+    }
+
+    /// Whether steps run through the packed single-step path (CPU) or the tensor graph (CUDA).
+    fn stepping_fast(&self) -> bool {
+        self.store.device.is_cpu()
     }
 
     /// The carried training state `(batch, [L, B, S])`, if a training step has run since the last reset.
@@ -201,6 +237,12 @@ impl CharLm {
     }
 
     fn ids(&self, ids: &[u32], batch: usize, seq: usize, what: &str) -> Result<Tensor> {
+        self.check_ids(ids, batch, seq, what)?;
+        Tensor::from_slice(ids, (batch, seq), &self.store.device)
+    }
+
+    /// Errors unless `ids` holds `batch × seq` ids, each inside the vocabulary.
+    fn check_ids(&self, ids: &[u32], batch: usize, seq: usize, what: &str) -> Result<()> {
         if batch == 0 || seq == 0 {
             bail!("{what}: batch and sequence length must be at least 1");
         }
@@ -210,7 +252,7 @@ impl CharLm {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             bail!("{what}: id {bad} is outside the vocabulary of {}", self.cfg.vocab);
         }
-        Tensor::from_slice(ids, (batch, seq), &self.store.device)
+        Ok(())
     }
 
     /// Per-layer initial states `[B, S]` from a flat `[L, B, S]`; when `None`, the learned h0 repeated
@@ -286,6 +328,8 @@ impl CharLm {
         cfg: &AdamWConfig,
     ) -> Result<StepStats> {
         crate::params::check_lr(cfg)?;
+        // The update below changes the weights: the packed copy is stale from here on.
+        self.fast.take();
         let x = self.ids(ids, batch, seq, "train step inputs")?;
         let y = self.targets(targets, batch, seq, true, "train step targets")?;
         let carry = match &self.carry {
@@ -387,9 +431,37 @@ impl CharLm {
         Ok(NllAhead { nll, rows, state: self.flat_state(&last)? })
     }
 
-    /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, S]` (zeros when
-    /// `None`) and returns the new state and the logits `[N, V]` for the next character.
+    /// One step of `N` independent streams: feeds `tokens [N]` from `state [L, N, S]` (zeros, or the
+    /// learned h0, when `None`) and returns the new state and the logits `[N, V]` for the next
+    /// character. On CPU through the packed single-step path (see [`fast`]): the states are bit for bit
+    /// those of [`CharLm::step_graph`], the logits equal to f32 rounding.
     pub fn step(&self, state: Option<&[f32]>, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        if !self.stepping_fast() {
+            return self.step_graph(state, tokens);
+        }
+        let n = tokens.len();
+        self.check_ids(tokens, n, 1, "step tokens")?;
+        if let Some(s) = state {
+            self.check_state(s, n)?;
+        }
+        let fast = self.fast()?;
+        let init;
+        let state = match state {
+            Some(s) => s,
+            None => {
+                init = fast.initial(n);
+                &init
+            }
+        };
+        let mut next = vec![0f32; state.len()];
+        let mut logits = vec![0f32; n * self.cfg.vocab];
+        fast.step(state, tokens, &mut next, Some(&mut logits), &mut StepScratch::default());
+        Ok((next, logits))
+    }
+
+    /// [`CharLm::step`] through candle's tensor ops (the forward of training at T = 1): the reference
+    /// the packed path is tested against, and the path on CUDA.
+    pub fn step_graph(&self, state: Option<&[f32]>, tokens: &[u32]) -> Result<(Vec<f32>, Vec<f32>)> {
         let n = tokens.len();
         let x = self.ids(tokens, n, 1, "step tokens")?;
         if let Some(s) = state {
@@ -398,4 +470,161 @@ impl CharLm {
         let (logits, last) = self.forward(&x, &self.states(state, n)?)?;
         Ok((self.flat_state(&last)?, logits.flatten_all()?.to_vec1::<f32>()?))
     }
+
+    /// The state `[L, N, S]` every stream starts from: the learned h0 repeated, or zeros.
+    fn initial_state(&self, n: usize) -> Result<Vec<f32>> {
+        let h0 = match self.cfg.learned_h0 {
+            true => Some(self.store.vars[3 + self.cfg.layers].as_tensor().flatten_all()?.to_vec1::<f32>()?),
+            false => None,
+        };
+        Ok(fast::initial_state(&self.cfg, h0.as_deref(), n))
+    }
+
+    /// Starts a sampling loop over `streams` independent streams: reads each stream's prime
+    /// (`prime [N, P]`, P ≥ 1: the first draw is conditioned on all of it) from `state [L, N, S]`
+    /// (`None`: zeros or the learned h0). Each stream draws with its own
+    /// generator; the draws are those of `sampleLogits` in `src/sample/sampling.ts` with the TS `Rng`
+    /// in the same state, bit for bit ([`sampling`]), so a stream gives the text the JS loop gives
+    /// from the same logits. Continue it with [`CharLm::sample_next`].
+    pub fn sample_session(
+        &self,
+        state: Option<&[f32]>,
+        prime: &[u32],
+        streams: usize,
+        rngs: Vec<Sfc32>,
+        sampling: Sampling,
+    ) -> Result<SampleSession> {
+        if streams == 0 {
+            bail!("sampling: streams must be at least 1");
+        }
+        if prime.is_empty() || !prime.len().is_multiple_of(streams) {
+            bail!("sampling: the prime must hold P ≥ 1 ids per stream ([{streams}, P]), got {} ids", prime.len());
+        }
+        if rngs.len() != streams {
+            bail!("sampling: {} generators for {streams} streams", rngs.len());
+        }
+        let p = prime.len() / streams;
+        self.check_ids(prime, streams, p, "sampling prime")?;
+        let state = match state {
+            Some(s) => {
+                self.check_state(s, streams)?;
+                s.to_vec()
+            }
+            None => self.initial_state(streams)?,
+        };
+        let mut session = SampleSession {
+            streams,
+            state,
+            next: Vec::new(),
+            logits: vec![0f32; streams * self.cfg.vocab],
+            pending: false,
+            rngs,
+            sampling,
+            scratch: StepScratch::default(),
+            draw: SampleScratch::default(),
+            tokens: vec![0u32; streams],
+        };
+        for t in 0..p {
+            for (r, tok) in session.tokens.iter_mut().enumerate() {
+                *tok = prime[r * p + t];
+            }
+            self.advance(&mut session, t + 1 == p)?;
+        }
+        Ok(session)
+    }
+
+    /// The next `n` characters of every stream of `session`, `[N, n]` row-major. Each call steps with
+    /// the weights the model holds at that moment.
+    pub fn sample_next(&self, session: &mut SampleSession, n: usize) -> Result<Vec<u32>> {
+        let (ns, v) = (session.streams, self.cfg.vocab);
+        if session.logits.len() != ns * v {
+            bail!("sampling: this session belongs to a model of another vocabulary size");
+        }
+        let mut out = vec![0u32; ns * n];
+        let threads = rayon::current_num_threads();
+        for i in 0..n {
+            if session.pending {
+                self.advance(session, true)?;
+            }
+            let SampleSession { logits, rngs, tokens, sampling, draw, .. } = session;
+            // Each stream draws from its own row with its own generator: split across threads when
+            // there are enough of them, with the same draws.
+            if threads > 1 && ns >= PAR_MIN_DRAWS {
+                let per = ns.div_ceil(threads);
+                tokens.par_chunks_mut(per).zip(rngs.par_chunks_mut(per)).zip(logits.par_chunks(per * v)).for_each_init(
+                    SampleScratch::default,
+                    |draw, ((tokens, rngs), logits)| {
+                        for ((t, rng), row) in tokens.iter_mut().zip(rngs).zip(logits.chunks_exact(v)) {
+                            *t = sample_logits(row, sampling, rng, draw) as u32;
+                        }
+                    },
+                );
+            } else {
+                for ((t, rng), row) in tokens.iter_mut().zip(rngs.iter_mut()).zip(logits.chunks_exact(v)) {
+                    *t = sample_logits(row, sampling, rng, draw) as u32;
+                }
+            }
+            for (r, &t) in tokens.iter().enumerate() {
+                out[r * n + i] = t;
+            }
+            session.pending = true;
+        }
+        Ok(out)
+    }
+
+    /// Feeds `session.tokens` to every stream: the new state, and the logits when asked for.
+    fn advance(&self, session: &mut SampleSession, logits: bool) -> Result<()> {
+        if !self.stepping_fast() {
+            let (state, l) = self.step_graph(Some(&session.state), &session.tokens)?;
+            session.state = state;
+            if logits {
+                session.logits = l;
+            }
+            return Ok(());
+        }
+        let fast = self.fast()?;
+        session.next.resize(session.state.len(), 0.0);
+        let logits = logits.then_some(&mut session.logits[..]);
+        fast.step(&session.state, &session.tokens, &mut session.next, logits, &mut session.scratch);
+        std::mem::swap(&mut session.state, &mut session.next);
+        Ok(())
+    }
 }
+
+/// A sampling loop in progress ([`CharLm::sample_session`]): each stream's state and the logits of
+/// its next character, the characters drawn but not yet fed, and each stream's generator.
+pub struct SampleSession {
+    streams: usize,
+    /// `[L, N, S]`.
+    state: Vec<f32>,
+    next: Vec<f32>,
+    /// `[N, V]`: the distribution of each stream's next draw.
+    logits: Vec<f32>,
+    /// Whether `tokens` holds the last draw of every stream, to feed (one step) before the next draw.
+    pending: bool,
+    rngs: Vec<Sfc32>,
+    sampling: Sampling,
+    scratch: StepScratch,
+    draw: SampleScratch,
+    /// The ids being fed, `[N]`: the prime's, then the last draws.
+    tokens: Vec<u32>,
+}
+
+impl SampleSession {
+    pub fn streams(&self) -> usize {
+        self.streams
+    }
+
+    /// Each stream's state `[L, N, S]` after the characters fed so far (a draw not yet fed excluded).
+    pub fn state(&self) -> &[f32] {
+        &self.state
+    }
+
+    /// Each stream's generator, as it stands.
+    pub fn rngs(&self) -> &[Sfc32] {
+        &self.rngs
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -18,11 +18,16 @@
 //!   tile, and a step needs far less L2 bandwidth (one panel row + MR floats per MR·NV FMAs)
 //!   than the core has, so the kernels already run near FMA peak (~110 GFLOP/s on Zen 4).
 //! - Microkernels: AVX-512F `8×32` (16 zmm accumulators), AVX2+FMA `6×16` (12 ymm accumulators),
-//!   and a portable scalar `4×8` fallback. The kernel is picked at pack time from the CPU's
-//!   features (the crate is built for baseline x86-64, so the SIMD kernels are
-//!   `#[target_feature]` functions behind runtime detection). A `12×32` AVX-512 tile measured no
-//!   faster, and slower when A's rows are a power of two apart (one time step of `[B, T, H]`):
-//!   12 rows read at once then share one L1 set, which has 8 ways.
+//!   and a portable scalar `4×8` fallback. One or two rows (the mat-vec of a batch-1 sampling
+//!   step) would leave a tile 2–4 accumulator chains, too few to hide the FMA latency: they run
+//!   `1×4` / `2×2` panels per tile instead (8 chains), each lane still one FMA chain over k from
+//!   zero then one add into C, exactly as in the big tiles — so a row's result never depends on
+//!   how many rows run with it (the sampling path relies on that to match training bit for bit).
+//!   The kernel is picked at pack time from the CPU's features (the crate is built for baseline
+//!   x86-64, so the SIMD kernels are `#[target_feature]` functions behind runtime detection).
+//!   A `12×32` AVX-512 tile measured no faster, and slower when A's rows are a power of two
+//!   apart (one time step of `[B, T, H]`): 12 rows read at once then share one L1 set, which has
+//!   8 ways.
 
 use std::fmt;
 
@@ -393,6 +398,11 @@ mod x86 {
         const NR: usize = 8 * AVX2_NV;
         let (k, n) = (pb.k, pb.n);
         let (ap, cp) = (a.as_ptr(), c.as_mut_ptr());
+        if m <= 2 {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { narrow_avx2(pb, m, ap, lda, cp, ldc, accumulate) };
+            return;
+        }
         for (p, panel) in pb.panels().chunks_exact(k * NR).enumerate() {
             let j0 = p * NR;
             let cols = NR.min(n - j0);
@@ -402,38 +412,83 @@ mod x86 {
                 unsafe {
                     let (a, c) = (ap.add(i0 * lda), cp.add(i0 * ldc + j0));
                     let b = panel.as_ptr();
-                    by_rows!(rows, tile_avx2, AVX2_NV, (k, a, lda, b, c, ldc, cols, accumulate));
+                    by_rows!(rows, tile_avx2, AVX2_NV, (k, a, lda, b, 0, c, ldc, cols, accumulate));
                 }
             }
         }
     }
 
-    /// One `MR × 8·NV` tile of C.
+    /// One or two rows (a mat-vec: the batch-1 sampling step): several panels per tile, so the
+    /// tile still keeps 8 independent accumulators (`MR · NT = 8`) to hide the FMA latency. Each
+    /// lane computes exactly what [`tile_avx2`] computes for it (one FMA chain over p from zero,
+    /// then one add into C), so a row's result does not depend on how many rows run with it.
     ///
     /// # Safety
-    /// AVX2+FMA; `a` readable at `i·lda + p` for i < MR, p < k; `b` readable for `k·8·NV` floats,
-    /// `c` writable at `i·ldc + j` for i < MR, j < cols ≤ 8·NV.
+    /// As [`run_avx2`], with m ≤ 2.
+    unsafe fn narrow_avx2(
+        pb: &PackedB,
+        m: usize,
+        a: *const f32,
+        lda: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        const NR: usize = 8 * AVX2_NV;
+        let (k, n) = (pb.k, pb.n);
+        let panels = n.div_ceil(NR);
+        let group = if m == 1 { 4 } else { 2 };
+        let base = pb.panels().as_ptr();
+        for p0 in (0..panels).step_by(group) {
+            let np = group.min(panels - p0);
+            let j0 = p0 * NR;
+            let cols = (np * NR).min(n - j0);
+            // SAFETY: panels p0 .. p0 + np exist (k × NR floats each, `k·NR` apart); columns
+            // j0 .. j0 + cols ≤ n of rows < m ≤ 2 of `c` are in bounds (caller).
+            unsafe {
+                let (b, c) = (base.add(p0 * k * NR), c.add(j0));
+                let s = k * NR;
+                match (m, np) {
+                    (1, 1) => tile_avx2::<1, 2>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (1, 2) => tile_avx2::<1, 4>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (1, 3) => tile_avx2::<1, 6>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (1, _) => tile_avx2::<1, 8>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (_, 1) => tile_avx2::<2, 2>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (_, _) => tile_avx2::<2, 4>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                }
+            }
+        }
+    }
+
+    /// One `MR × 8·NT` tile of C: `NT` ymm vectors per row, [`AVX2_NV`] from each panel, the
+    /// panels `ps` floats apart (`ps` is unused when the tile reads one panel).
+    ///
+    /// # Safety
+    /// AVX2+FMA; `a` readable at `i·lda + p` for i < MR, p < k; panel q (< NT / NV) readable from
+    /// `b + q·ps` for `k·8·NV` floats, `c` writable at `i·ldc + j` for i < MR, j < cols ≤ 8·NT.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_avx2<const MR: usize, const NV: usize>(
+    unsafe fn tile_avx2<const MR: usize, const NT: usize>(
         k: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ps: usize,
         c: *mut f32,
         ldc: usize,
         cols: usize,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+        const NV: usize = AVX2_NV;
+        let mut acc = [[_mm256_setzero_ps(); NT]; MR];
         let mut bp = b;
         for p in 0..k {
-            let mut bv = [_mm256_setzero_ps(); NV];
+            let mut bv = [_mm256_setzero_ps(); NT];
             for (v, bv) in bv.iter_mut().enumerate() {
-                // SAFETY: row p of the panel holds 8·NV floats. (Unaligned load, though panels
+                // SAFETY: row p of panel v / NV holds 8·NV floats. (Unaligned load, though panels
                 // start on 64-byte boundaries and rows are 32·NV bytes apart, so it never splits
                 // a cache line.)
-                *bv = unsafe { _mm256_loadu_ps(bp.add(8 * v)) };
+                *bv = unsafe { _mm256_loadu_ps(bp.add((v / NV) * ps + 8 * (v % NV))) };
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: element (i, p) of A, in bounds by the caller's contract.
@@ -445,7 +500,7 @@ mod x86 {
             // SAFETY: stays within (or one past) the panel's k rows.
             bp = unsafe { bp.add(8 * NV) };
         }
-        if cols == 8 * NV {
+        if cols == 8 * NT {
             for (i, acc) in acc.iter().enumerate() {
                 for (v, &s) in acc.iter().enumerate() {
                     // SAFETY: full-width tile: columns 8v .. 8v + 8 < cols of row i.
@@ -458,7 +513,7 @@ mod x86 {
             }
         } else {
             // The right edge: spill the tile and copy the `cols` real columns.
-            let mut tmp = [[[0f32; 8]; NV]; MR];
+            let mut tmp = [[[0f32; 8]; NT]; MR];
             for (t, acc) in tmp.iter_mut().zip(&acc) {
                 for (t, &s) in t.iter_mut().zip(acc) {
                     // SAFETY: `t` is 8 floats.
@@ -494,6 +549,11 @@ mod x86 {
         const NR: usize = 16 * AVX512_NV;
         let (k, n) = (pb.k, pb.n);
         let (ap, cp) = (a.as_ptr(), c.as_mut_ptr());
+        if m <= 2 {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { narrow_avx512(pb, m, ap, lda, cp, ldc, accumulate) };
+            return;
+        }
         for (p, panel) in pb.panels().chunks_exact(k * NR).enumerate() {
             let j0 = p * NR;
             let cols = NR.min(n - j0);
@@ -502,36 +562,78 @@ mod x86 {
                 unsafe {
                     let (a, c) = (ap.add(i0 * lda), cp.add(i0 * ldc + j0));
                     let b = panel.as_ptr();
-                    by_rows!(rows, tile_avx512, AVX512_NV, (k, a, lda, b, c, ldc, cols, accumulate));
+                    by_rows!(rows, tile_avx512, AVX512_NV, (k, a, lda, b, 0, c, ldc, cols, accumulate));
                 }
             }
         }
     }
 
-    /// One `MR × 16·NV` tile of C; the right edge uses masked loads and stores.
+    /// [`narrow_avx2`] for AVX-512: one row reads four panels at once (8 zmm accumulators), two
+    /// rows two panels; every lane is computed exactly as [`tile_avx512`] computes it.
     ///
     /// # Safety
-    /// AVX-512F; `a` readable at `i·lda + p` for i < MR, p < k; `b` readable for `k·16·NV` floats,
-    /// `c` writable at `i·ldc + j` for i < MR, j < cols ≤ 16·NV.
+    /// As [`run_avx512`], with m ≤ 2.
+    unsafe fn narrow_avx512(
+        pb: &PackedB,
+        m: usize,
+        a: *const f32,
+        lda: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        const NR: usize = 16 * AVX512_NV;
+        let (k, n) = (pb.k, pb.n);
+        let panels = n.div_ceil(NR);
+        let group = if m == 1 { 4 } else { 2 };
+        let base = pb.panels().as_ptr();
+        for p0 in (0..panels).step_by(group) {
+            let np = group.min(panels - p0);
+            let j0 = p0 * NR;
+            let cols = (np * NR).min(n - j0);
+            // SAFETY: as in `narrow_avx2`.
+            unsafe {
+                let (b, c) = (base.add(p0 * k * NR), c.add(j0));
+                let s = k * NR;
+                match (m, np) {
+                    (1, 1) => tile_avx512::<1, 2>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (1, 2) => tile_avx512::<1, 4>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (1, 3) => tile_avx512::<1, 6>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (1, _) => tile_avx512::<1, 8>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (_, 1) => tile_avx512::<2, 2>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                    (_, _) => tile_avx512::<2, 4>(k, a, lda, b, s, c, ldc, cols, accumulate),
+                }
+            }
+        }
+    }
+
+    /// One `MR × 16·NT` tile of C, [`AVX512_NV`] zmm vectors from each panel, the panels `ps`
+    /// floats apart; the right edge uses masked loads and stores.
+    ///
+    /// # Safety
+    /// AVX-512F; `a` readable at `i·lda + p` for i < MR, p < k; panel q (< NT / NV) readable from
+    /// `b + q·ps` for `k·16·NV` floats, `c` writable at `i·ldc + j` for i < MR, j < cols ≤ 16·NT.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_avx512<const MR: usize, const NV: usize>(
+    unsafe fn tile_avx512<const MR: usize, const NT: usize>(
         k: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ps: usize,
         c: *mut f32,
         ldc: usize,
         cols: usize,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        const NV: usize = AVX512_NV;
+        let mut acc = [[_mm512_setzero_ps(); NT]; MR];
         let mut bp = b;
         for p in 0..k {
-            let mut bv = [_mm512_setzero_ps(); NV];
+            let mut bv = [_mm512_setzero_ps(); NT];
             for (v, bv) in bv.iter_mut().enumerate() {
-                // SAFETY: row p of the panel holds 16·NV floats (64-byte aligned in practice).
-                *bv = unsafe { _mm512_loadu_ps(bp.add(16 * v)) };
+                // SAFETY: row p of panel v / NV holds 16·NV floats (64-byte aligned in practice).
+                *bv = unsafe { _mm512_loadu_ps(bp.add((v / NV) * ps + 16 * (v % NV))) };
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: element (i, p) of A, in bounds by the caller's contract.
@@ -613,7 +715,7 @@ mod tests {
         }
     }
 
-    const MS: [usize; 8] = [1, 5, 6, 7, 16, 17, 32, 33];
+    const MS: [usize; 9] = [1, 2, 5, 6, 7, 16, 17, 32, 33];
     const KS: [usize; 5] = [1, 3, 64, 256, 257];
     const NS: [usize; 7] = [1, 15, 16, 17, 48, 768, 770];
 
@@ -651,6 +753,33 @@ mod tests {
         // The scalar kernel on its own packing and on every SIMD packing (other panel widths).
         for pack in Kernel::all_available() {
             sweep(pack, Kernel::Scalar);
+        }
+    }
+
+    /// Every row of a product is bit-for-bit what that row alone gives, whatever the rows around it:
+    /// the batch-1 sampling step (one-row mat-vec kernels), the batched one (row blocks) and the
+    /// training forward (row blocks, rows split across threads) compute the same hidden states.
+    #[test]
+    fn packed_rows_do_not_depend_on_their_batch() {
+        for kernel in Kernel::all_available() {
+            for (k, n) in [(64, 768), (256, 768), (256, 83), (17, 100), (3, 1)] {
+                let pb = PackedB::with_kernel(kernel, k, n, &fill(k * n, (k + n) as u64), 1, k);
+                for m in 1..=13 {
+                    let a = fill(m * k, (m * 7 + k) as u64);
+                    let c0 = fill(m * n, 5);
+                    for accumulate in [false, true] {
+                        let mut all = c0.clone();
+                        pb.matmul(m, &a, k, &mut all, n, accumulate);
+                        for i in 0..m {
+                            let mut one = c0[i * n..(i + 1) * n].to_vec();
+                            pb.matmul(1, &a[i * k..], k, &mut one, n, accumulate);
+                            let same =
+                                one.iter().zip(&all[i * n..(i + 1) * n]).all(|(x, y)| x.to_bits() == y.to_bits());
+                            assert!(same, "{kernel:?} k={k} n={n}: row {i} of {m} (acc={accumulate}) differs alone");
+                        }
+                    }
+                }
+            }
         }
     }
 

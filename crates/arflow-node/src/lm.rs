@@ -1,7 +1,8 @@
 //! The character language model (GRU, LSTM or tanh-RNN stack) and the raw recurrent-layer kernel call.
 
 use super::*;
-use arflow_core::lm::NllAhead;
+use arflow_core::lm::sampling::{sample_logits, v8_exp, SampleScratch, Sampling, Sfc32};
+use arflow_core::lm::{NllAhead, SampleSession};
 use arflow_core::rnn::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
 use arflow_core::{CharLm, CharLmConfig};
 
@@ -176,6 +177,112 @@ impl NativeCharLm {
         let (s, logits) = guarded(|| m.step(state.as_deref(), &tokens).map_err(core_err))?;
         Ok(StepResult { state: F32Out(s), logits: F32Out(logits) })
     }
+
+    /// A sampling loop over `streams` streams run in Rust (see `CharLm::sample_session`): reads
+    /// `prime [N, P]` from `state [L, N, S]` (null: zeros or the learned h0); `rng [N, 4]` holds each
+    /// stream's sfc32 state (`Rng.state()`); temperature, topK (0 or ≥ V: off) and topP as
+    /// `validateSampling` returns them. Draws replicate `sampleLogits` bit for bit.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn sampler(
+        &self,
+        state: Option<Float32Array>,
+        prime: Uint32Array,
+        streams: u32,
+        rng: Uint32Array,
+        temperature: f64,
+        top_k: u32,
+        top_p: f64,
+    ) -> Result<NativeLmSampler> {
+        let n = usize_of(streams, "streams")?;
+        if rng.len() != 4 * n {
+            return Err(tag(format!("sampling: rng holds {} values, 4 per stream ({n} streams) needed", rng.len())));
+        }
+        let rngs = rng.chunks_exact(4).map(|s| Sfc32::from_state([s[0], s[1], s[2], s[3]])).collect();
+        let sampling = Sampling::new(temperature, top_k as usize, top_p).map_err(core_err)?;
+        let m = lock(&self.inner)?;
+        let session = guarded(|| m.sample_session(state.as_deref(), &prime, n, rngs, sampling).map_err(core_err))?;
+        Ok(NativeLmSampler { model: self.inner.clone(), session })
+    }
+}
+
+/// Most characters one `take` returns (all streams together): 2²⁶ ids, 256 MiB.
+const MAX_TAKE: usize = 1 << 26;
+
+/// A sampling loop in progress on a [`NativeCharLm`] (`sampler()`): each call steps and draws in Rust,
+/// with the weights the model holds at that moment.
+#[napi]
+pub struct NativeLmSampler {
+    model: Shared,
+    session: SampleSession,
+}
+
+#[napi]
+impl NativeLmSampler {
+    /// The next character of a one-stream sampler (no typed array: the per-token call of `stream()`).
+    #[napi(js_name = "next")]
+    pub fn next_id(&mut self) -> Result<u32> {
+        if self.session.streams() != 1 {
+            return Err(tag(format!(
+                "sampling: next() is for one stream; this sampler has {}",
+                self.session.streams()
+            )));
+        }
+        let m = lock(&self.model)?;
+        let out = guarded(|| m.sample_next(&mut self.session, 1).map_err(core_err))?;
+        Ok(out[0])
+    }
+
+    /// The next `n` characters of every stream, `[N, n]` row-major.
+    #[napi]
+    pub fn take(&mut self, n: u32) -> Result<U32Out> {
+        let total = (n as usize).saturating_mul(self.session.streams());
+        if total > MAX_TAKE {
+            return Err(tag(format!(
+                "sampling: {n} characters × {} streams is more than {MAX_TAKE} at once",
+                self.session.streams()
+            )));
+        }
+        let m = lock(&self.model)?;
+        guarded(|| m.sample_next(&mut self.session, n as usize).map(U32Out).map_err(core_err))
+    }
+}
+
+#[napi(object)]
+pub struct SampleRowResult {
+    pub index: u32,
+    /// The generator's state after the draw, `[a, b, c, d]`.
+    pub rng: U32Out,
+}
+
+/// One draw of the Rust sampler from one row of logits with the sfc32 state `rng [4]`: the kernel
+/// test of its equality with `sampleLogits` in TS.
+#[napi]
+pub fn sample_logits_row(
+    logits: Float32Array,
+    temperature: f64,
+    top_k: u32,
+    top_p: f64,
+    rng: Uint32Array,
+) -> Result<SampleRowResult> {
+    if logits.is_empty() || rng.len() != 4 {
+        return Err(tag(format!(
+            "sampling: need ≥ 1 logit and a 4-word rng state, got {} and {}",
+            logits.len(),
+            rng.len()
+        )));
+    }
+    let sampling = Sampling::new(temperature, top_k as usize, top_p).map_err(core_err)?;
+    let mut r = Sfc32::from_state([rng[0], rng[1], rng[2], rng[3]]);
+    let index = sample_logits(&logits, &sampling, &mut r, &mut SampleScratch::default()) as u32;
+    Ok(SampleRowResult { index, rng: U32Out(r.state().to_vec()) })
+}
+
+/// `Math.exp` as the Rust sampler computes it (V8's fdlibm port) for every value: the kernel test
+/// that it matches the running V8 bit for bit.
+#[napi]
+pub fn v8_exp_of(xs: Float64Array) -> F64Out {
+    F64Out(xs.iter().map(|&x| v8_exp(x)).collect())
 }
 
 pub struct TrainStepTask {

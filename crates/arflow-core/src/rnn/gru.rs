@@ -96,6 +96,12 @@ avx2_dispatch! {
     fn gate_grads(saved: &[T], h_prev: &[T], dy: &[T], dh: &mut [T], dgi: &mut [T], dgh: &mut [T]) => gate_grads_impl;
 }
 
+/// One step of one row, as the forward pass computes it (the same fused pass, bit for bit): h' into
+/// `h_out` from the projections `gi`, `gh` (biases included) and `h_prev`. The sampling step's cell.
+pub(crate) fn step_row<T: Real>(gi: &[T], gh: &[T], h_prev: &[T], h_out: &mut [T]) {
+    cell(gi, gh, h_prev, h_out, None)
+}
+
 /// Runs the layer over the whole sequence. Writes `[B, T, H]` into `out`; when `save` is given it is
 /// filled with `[B·T, 4H]` activations for [`gru_backward`].
 pub fn gru_forward<T: Real>(

@@ -76,6 +76,12 @@ avx2_dispatch! {
     fn gate_grads(saved: &[T], c: &[T], c_prev: &[T], dy: &[T], dh_next: &[T], dc: &mut [T], dg: &mut [T]) => gate_grads_impl;
 }
 
+/// One step of one row, as the forward pass computes it (bit for bit): (h', c') into `hc_out [2H]`
+/// from the projections `gi`, `gh` (biases included) and `c_prev`; `scratch [4H]` receives the gates.
+pub(crate) fn step_row<T: Real>(gi: &[T], gh: &[T], c_prev: &[T], hc_out: &mut [T], scratch: &mut [T]) {
+    cell(gi, gh, c_prev, hc_out, scratch)
+}
+
 /// Runs the layer over the whole sequence from `s0 [B, 2H]` (h0 then c0 per row). Writes
 /// `[B, T, 2H]` into `out`; when `save` is given it is filled with `[B·T, 4H]` gates for backward.
 pub fn lstm_forward<T: Real>(

@@ -37,6 +37,11 @@ avx2_dispatch! {
     fn grad(h_t: &[T], dy: &[T], dh: &[T], dg: &mut [T]) => grad_impl;
 }
 
+/// One step of one row, as the forward pass computes it (bit for bit): h' = tanh(gi + gh).
+pub(crate) fn step_row<T: Real>(gi: &[T], gh: &[T], h_out: &mut [T]) {
+    cell(gi, gh, h_out)
+}
+
 /// Runs the layer over the whole sequence from `h0 [B, H]`, writing `[B, T, H]` into `out`.
 pub fn rnn_tanh_forward<T: Real>(dims: &RnnDims, x: &[T], h0: &[T], w: &RnnWeights<T>, out: &mut [T]) {
     check(dims, x, h0, w);
