@@ -10,9 +10,6 @@
  * Runs the fuzzing in a child process (itself with --child) that writes each call, before making it,
  * to a trace file; if the child dies or hangs, the parent prints that call (function and arguments)
  * and exits 1. Needs the compiled dist/ (`npx tsc -p tsconfig.json`) and the native addon.
- *
- * `benchGemm`/`benchCoupling` only get sizes ≤ 16 and reps ≤ 3: they are benchmarks that do not bound
- * their sizes (benchGemm(4294967295, 1, 1, 1) runs on, allocating, instead of being refused).
  */
 import { spawn } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
@@ -485,8 +482,10 @@ async function runChild() {
     NativePixelModel: () => [maybe(pixelShape()), device()],
     NativeFlowNet: () => [flowSpec(), chance(0.9) ? int(10) : pick(ODD_NUMBERS), device()],
   };
-  // Benchmarks bound neither sizes nor reps, and N-API reads -1 as 4294967295: small values only.
+  // Sizes for the benchmarks, which refuse what a benchmark does not need (N-API reads -1 as 4294967295).
   const small = () => (chance(0.8) ? int(16) + 1 : pick([0, Number.NaN, 1.5, 'x', undefined]));
+  const sized = () => (chance(0.9) ? small() : pick([65_536, 1 << 20, 4_294_967_295, -1]));
+  const reps = () => (chance(0.8) ? int(3) + 1 : pick([0, Number.NaN, 1_000_000, 4_294_967_295]));
   const coupling = () => {
     const n = count([1, 2, 3]);
     const d = count([2, 4]);
@@ -497,8 +496,9 @@ async function runChild() {
     buildInfo: () => [],
     sampleLogitsRow: () => [arr('f32', int(9)), ...samplingArgs(), arr('u32', chance(0.9) ? 4 : int(6))],
     v8ExpOf: () => [arr('f64', int(9))],
-    benchGemm: () => [small(), small(), small(), chance(0.8) ? int(3) + 1 : pick([0, Number.NaN])],
-    benchCoupling: () => [small(), small(), chance(0.8) ? int(3) + 1 : pick([0, Number.NaN])],
+    // Benchmarks refuse sizes and repetitions past what a benchmark needs: probe those bounds too.
+    benchGemm: () => [sized(), sized(), sized(), reps()],
+    benchCoupling: () => [sized(), sized(), reps()],
     rnnLayerGrads: () => {
       const dims = {
         cell: maybe(str(['gru', 'lstm', 'rnn'])),

@@ -1,4 +1,5 @@
-//! Row-major matrix products on raw slices, through the `gemm` crate that candle itself uses.
+//! Row-major matrix products on raw slices: f32 on AVX-512 CPUs through [`crate::sgemm`], everything
+//! else through the `gemm` crate that candle itself uses.
 //! Calling it directly lets the GRU kernels read strided views (one time step of a batch-first
 //! sequence, a transposed weight) without copies or per-op tensor overhead.
 
@@ -99,6 +100,34 @@ fn matmul_with<T: Real>(
         }
         return;
     }
+    let par = parallelism(m, n, k, threaded);
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::sgemm::available() {
+        let threads = match par {
+            Parallelism::Rayon(t) => t,
+            _ => 1,
+        };
+        // SAFETY: T is f32 (same type, so the pointer casts are identities); the asserts above keep
+        // every index inside the slices; `c` is borrowed mutably so it cannot alias `a` or `b`;
+        // `available()` checked AVX-512F.
+        unsafe {
+            crate::sgemm::sgemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr().cast(),
+                ldc,
+                accumulate,
+                a.data.as_ptr().cast(),
+                a.rs,
+                a.cs,
+                b.data.as_ptr().cast(),
+                b.rs,
+                b.cs,
+                threads,
+            )
+        };
+        return;
+    }
     // SAFETY: the asserts above keep every index the strides can reach inside the slices, and `c`
     // is borrowed mutably so it cannot alias `a` or `b`.
     unsafe {
@@ -121,7 +150,7 @@ fn matmul_with<T: Real>(
             false,
             false,
             false,
-            parallelism(m, n, k, threaded),
+            par,
         )
     }
 }

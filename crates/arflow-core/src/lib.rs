@@ -22,6 +22,9 @@ pub mod real;
 pub mod rnn;
 pub mod seq2seq;
 pub mod series;
+pub mod sgemm;
+#[cfg(test)]
+mod test_values;
 
 pub use candle_core::{Error, Result};
 pub use device::Dev;
