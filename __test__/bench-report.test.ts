@@ -1,18 +1,40 @@
 /**
  * The `--peers` report: the README block rewriter (only the marked block changes; missing, repeated or
  * swapped markers are refused), the generated table, and the chart's log-scale bar heights read back
- * from its pixels.
+ * from its pixels. The `--torch` report's pure parts: medians, speed ratios (rates and µs/token), the
+ * Markdown table, its JSON shape and README block, and the path without PyTorch (an injected detector).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { NativeAddon } from '../src/backend/native.js';
 import { type Bar, barChart, logAxis, logRow, ratioLabel } from '../src/bench/chart.js';
 import type { PeersResult } from '../src/bench/peers.js';
 import {
   type BenchResultFile,
   BLOCK_END,
   BLOCK_START,
+  latestTorchResult,
   renderPeersBlock,
+  renderTorchBlock,
   replaceMarkedBlock,
+  TORCH_BLOCK_END,
+  TORCH_BLOCK_START,
 } from '../src/bench/readme.js';
+import {
+  benchTorch,
+  median,
+  renderTorchTable,
+  speedRatio,
+  spread,
+  summarizeRow,
+  TORCH_MISSING,
+  type TorchResult,
+  tensorMismatches,
+  torchHeader,
+} from '../src/bench/torch.js';
+import { Vocabulary } from '../src/data/vocab.js';
 
 describe('README block', () => {
   const readme = `# arflow\n\n## Measured\n\nbefore\n${BLOCK_START}\nold table\n${BLOCK_END}\nafter\n`;
@@ -137,3 +159,166 @@ describe('ratio chart', () => {
     expect(ratioLabel(1234.5)).toBe('1235');
   });
 });
+
+describe('--torch report', () => {
+  it('takes medians, odd and even, and the extremes of every round', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(spread([5, 1, 3])).toEqual({ median: 3, min: 1, max: 5, rounds: [5, 1, 3] });
+  });
+
+  it('gives arflow’s speed ÷ PyTorch’s for rates and for times per token', () => {
+    expect(speedRatio(300, 100, 'higher')).toBe(3);
+    expect(speedRatio(10, 200, 'lower')).toBe(20);
+  });
+
+  it('pairs each arflow round with the PyTorch round after it for the ratio’s range', () => {
+    const def = { id: 'x', workload: 'w', unit: 'tokens/s', better: 'higher' as const };
+    const row = summarizeRow(def, [100, 200, 150], [50, 50, 100]);
+    expect(row.arflow.median).toBe(150);
+    expect(row.torch?.median).toBe(50);
+    expect(row.ratio).toEqual({ median: 3, min: 1.5, max: 4 });
+    const lower = summarizeRow({ ...def, better: 'lower' }, [10, 12, 11], [200, 240, 220]);
+    expect(lower.ratio?.median).toBe(20);
+    expect(lower.ratio?.min).toBe(20);
+    expect(summarizeRow(def, [1, 2, 3], null)).toMatchObject({ torch: null, ratio: null });
+  });
+
+  it('renders one table row per workload, with the ratio bold, the checks and what failed', () => {
+    const md = renderTorchTable(torchResult());
+    const lines = md.split('\n');
+    expect(lines[0]).toBe(
+      '| workload | unit | parameters (arflow / PyTorch) | arflow | PyTorch | arflow ÷ PyTorch (speed) |',
+    );
+    expect(md).toContain(
+      '| char-GRU training | tokens/s | 273,939 / 273,939 | 45,000 (40,000–50,000) | 15,000 (14,000–16,000) | ' +
+        '**3.00×** (2.86×–3.13×) |',
+    );
+    expect(md).toContain(
+      '| sampling | µs/token | 273,939 / 273,939 | 10.5 (10–11) | 210 (200–220) | **20×** (20×–20×) |',
+    );
+    expect(md).toContain('| fp32 GEMM | GFLOP/s | — | 300 (300–300) | — | — |');
+    expect(md).toMatch(
+      /- Glow: 191,392 \/ 191,392 parameters, every parameter name and shape matches; log p .* 1\.0e-3/,
+    );
+    expect(md).toContain('Not measured: PyTorch gemm: out of memory.');
+    const header = torchHeader(torchResult());
+    expect(header).toContain('PyTorch 2.15.0 (eager, no torch.compile; Python 3.11.7)');
+    expect(header).toContain('(OMP_WAIT_POLICY=PASSIVE)');
+    expect(header).toContain('Test CPU (AVX-512), 2 cores. 4 alternating rounds of 4 s per side');
+  });
+
+  it('survives a JSON round trip and makes a README block of the newest result with PyTorch figures', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'arflow-bench-'));
+    try {
+      const older: BenchResultFile = { date: '2031-01-01T00:00:00.000Z', machine, torch: torchResult() };
+      const newer: BenchResultFile = { date: '2031-02-01T00:00:00.000Z', machine, torch: torchResult() };
+      const noTorch: BenchResultFile = {
+        date: '2031-03-01T00:00:00.000Z',
+        machine,
+        torch: { ...torchResult(), available: false, message: TORCH_MISSING, rows: [] },
+      };
+      writeFileSync(join(dir, 'a.json'), JSON.stringify(older));
+      writeFileSync(join(dir, 'b.json'), JSON.stringify(newer));
+      writeFileSync(join(dir, 'c.json'), JSON.stringify(noTorch));
+      const { file, result } = latestTorchResult(dir);
+      expect(file).toBe('b.json');
+      expect(result).toEqual(newer);
+      const block = renderTorchBlock(result, file);
+      expect(block).toMatch(/^One `npm run bench -- --torch` run, 2031-02-01, Node v20/);
+      expect(block).toContain('**3.00×**');
+      expect(block).toContain('Source: `bench/results/b.json`');
+      const readme = `# x\n${TORCH_BLOCK_START}\nold\n${TORCH_BLOCK_END}\n${BLOCK_START}\npeers\n${BLOCK_END}\n`;
+      const out = replaceMarkedBlock(readme, block, TORCH_BLOCK_START, TORCH_BLOCK_END);
+      expect(out).toContain(`${TORCH_BLOCK_START}\n${block}\n${TORCH_BLOCK_END}\n${BLOCK_START}\npeers\n`);
+      expect(() => renderTorchBlock(noTorch, 'c.json')).toThrow(/c\.json has no --torch/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('lists the tensors whose names or shapes differ', () => {
+    const a: [string, number[]][] = [
+      ['x', [2, 3]],
+      ['y', [4]],
+    ];
+    expect(tensorMismatches(a, [...a].reverse())).toEqual([]);
+    expect(
+      tensorMismatches(a, [
+        ['x', [3, 2]],
+        ['z', [1]],
+      ]),
+    ).toEqual(['x: arflow [2×3], PyTorch [3×2]', 'y [4] missing in PyTorch', 'z [1] only in PyTorch']);
+  });
+
+  it('without PyTorch says so and runs nothing', async () => {
+    const lines: string[] = [];
+    const addon = {
+      buildInfo: () => ({ version: '0', cuda: false, threads: 2 }),
+      benchGemm: () => {
+        throw new Error('measured without PyTorch');
+      },
+    } as unknown as NativeAddon;
+    const vocab = Vocabulary.fromText('ab');
+    const result = await benchTorch({
+      quick: true,
+      vocab,
+      ids: vocab.encode('abab'),
+      addon,
+      detect: async () => null,
+      log: (l) => lines.push(l),
+    });
+    expect(lines).toEqual([TORCH_MISSING]);
+    expect(TORCH_MISSING).toBe("PyTorch not found (python3 -c 'import torch' failed): skipping the --torch rows");
+    expect(result).toMatchObject({ available: false, message: TORCH_MISSING, torch: null, rows: [], checks: [] });
+    expect(result.threads).toEqual({ arflow: 2, torch: null });
+    expect(JSON.parse(JSON.stringify(result))).toEqual(result);
+    expect(torchHeader(result)).toMatch(/^PyTorch not found .*arflow's own figures, 2 threads/);
+  });
+});
+
+const machine = { cpu: 'Test CPU', cores: 2, node: 'v20' };
+
+function torchResult(): TorchResult {
+  const params = { arflow: 273_939, torch: 273_939 };
+  return {
+    available: true,
+    cpu: 'Test CPU',
+    cores: 2,
+    avx512: true,
+    python: '3.11.7',
+    torch: '2.15.0',
+    threads: { arflow: 2, torch: 2 },
+    torchEnv: { OMP_WAIT_POLICY: 'PASSIVE' },
+    quick: false,
+    rounds: 4,
+    secondsPerRound: 4,
+    rows: [
+      summarizeRow(
+        { id: 'a', workload: 'char-GRU training', unit: 'tokens/s', better: 'higher', params },
+        [40_000, 45_000, 45_000, 50_000],
+        [14_000, 15_000, 15_000, 16_000],
+      ),
+      summarizeRow(
+        { id: 'b', workload: 'sampling', unit: 'µs/token', better: 'lower', params },
+        [10, 10.5, 10.5, 11],
+        [200, 210, 210, 220],
+      ),
+      summarizeRow({ id: 'c', workload: 'fp32 GEMM', unit: 'GFLOP/s', better: 'higher' }, [300, 300, 300, 300], null),
+    ],
+    checks: [
+      {
+        model: 'Glow',
+        params: { arflow: 191_392, torch: 191_392 },
+        sameTensors: true,
+        mismatches: [],
+        quantity: 'log p of 16 images (nats)',
+        arflow: [-1000, -2000],
+        torch: [-1000.001, -2000],
+        maxAbsDiff: 1e-3,
+        maxRelDiff: 1e-6,
+      },
+    ],
+    failures: ['PyTorch gemm: out of memory'],
+  };
+}

@@ -44,10 +44,13 @@ export async function timeSteps(
   return { warmup, steps, sec, msPerStep: (sec / steps) * 1000 };
 }
 
+/** The optimizer of the benchmarked step (the `--torch` rows give PyTorch's AdamW the same). */
+export const CHAR_LM_BENCH_OPT = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 1 } as const;
+
 /** One AdamW training step of `model` on the next batch of `ids` (TBPTT streams, as `arflow train char`). */
 export function charLmStep(model: CharLM, ids: Uint32Array, s: Size, seed = 0): () => Promise<number> {
   const batcher = new StreamBatcher(ids, s.batch, s.seq, { seed });
-  const opt = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, clip: 1 };
+  const opt = { ...CHAR_LM_BENCH_OPT };
   return async () => {
     const b = batcher.next();
     return (await model.backend.trainStep(b.ids, b.targets, s.batch, s.seq, opt)).loss;

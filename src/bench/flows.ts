@@ -6,14 +6,52 @@
 import { fashionMnistAvailable, loadFashionMnist } from '../data/fashion-mnist.js';
 import type { Flow } from '../models/flownet.js';
 import { Glow, RealNVPImage } from '../models/flownet.js';
+import type { GlowConfig, RealNvpImageConfig } from '../models/presets.js';
+
+/** Training batch of the image-flow rows. */
+export const FLOW_BATCH = 64;
+/** Fashion-MNIST images the rows train on (the first ones of the training split). */
+export const FLOW_IMAGES = 2048;
+const shape: [number, number, number] = [1, 28, 28];
+/** The two image flows of the bench, at the CLI's defaults (`--torch` builds the same networks in PyTorch). */
+export const IMAGE_FLOWS: {
+  realnvp: { name: string; config: RealNvpImageConfig };
+  glow: { name: string; config: GlowConfig };
+} = {
+  realnvp: { name: 'Real NVP multi-scale (2 scales, ResNet width 32, 1 block)', config: { shape } },
+  glow: { name: 'Glow (L=2, K=4, width 32)', config: { shape, levels: 2, steps: 4, channels: 32 } },
+};
+
+/** A fresh flow of the row `which` (seed 0). */
+export function createImageFlow(which: keyof typeof IMAGE_FLOWS): Flow {
+  return which === 'realnvp' ? RealNVPImage.create(IMAGE_FLOWS.realnvp.config) : Glow.create(IMAGE_FLOWS.glow.config);
+}
+
+/**
+ * One timed training round of `flow` on `images`: `steps` steps, or (without `steps`) as many as fit in
+ * `seconds`. Training images/s as `fit` reports it (time inside steps) and over the round's wall time.
+ */
+export async function flowTrainRound(
+  flow: Flow,
+  images: Uint8Array,
+  opts: { steps?: number; seconds?: number; seed?: number },
+): Promise<{ steps: number; imagesPerSec: number; wallImagesPerSec: number }> {
+  const t0 = performance.now();
+  const s = await flow.fit(images, {
+    steps: opts.steps ?? 1_000_000_000,
+    seconds: opts.steps === undefined ? opts.seconds : undefined,
+    batchSize: FLOW_BATCH,
+    seed: opts.seed ?? 1,
+  });
+  const sec = (performance.now() - t0) / 1000;
+  return { steps: s.steps, imagesPerSec: s.samplesPerSec, wallImagesPerSec: (s.steps * FLOW_BATCH) / sec };
+}
 
 async function measure(name: string, flow: Flow, images: Uint8Array, quick: boolean) {
-  const batch = 64;
+  const batch = FLOW_BATCH;
   await flow.fit(images, { steps: 2, batchSize: batch });
   const steps = quick ? 3 : 15;
-  const t0 = performance.now();
-  const s = await flow.fit(images, { steps, batchSize: batch, seed: 1 });
-  const trainSec = (performance.now() - t0) / 1000;
+  const s = await flowTrainRound(flow, images, { steps, seed: 1 });
   const scoreN = quick ? 256 : 1024;
   const t1 = performance.now();
   await flow.bitsPerDim(images.subarray(0, scoreN * 784));
@@ -22,28 +60,17 @@ async function measure(name: string, flow: Flow, images: Uint8Array, quick: bool
   return {
     model: name,
     parameters: params,
-    trainImagesPerSec: Math.round(s.samplesPerSec),
-    trainWallImagesPerSec: Math.round((steps * batch) / trainSec),
+    trainImagesPerSec: Math.round(s.imagesPerSec),
+    trainWallImagesPerSec: Math.round(s.wallImagesPerSec),
     scoreImagesPerSec: Math.round(scoreN / scoreSec),
   };
 }
 
 export async function benchImageFlows(quick: boolean): Promise<Record<string, unknown>[] | string> {
   if (!fashionMnistAvailable()) return 'skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)';
-  const { images } = loadFashionMnist('train', { limit: 2048 });
-  const shape: [number, number, number] = [1, 28, 28];
+  const { images } = loadFashionMnist('train', { limit: FLOW_IMAGES });
   return [
-    await measure(
-      'Real NVP multi-scale (2 scales, ResNet width 32, 1 block)',
-      RealNVPImage.create({ shape }),
-      images,
-      quick,
-    ),
-    await measure(
-      'Glow (L=2, K=4, width 32)',
-      Glow.create({ shape, levels: 2, steps: 4, channels: 32 }),
-      images,
-      quick,
-    ),
+    await measure(IMAGE_FLOWS.realnvp.name, createImageFlow('realnvp'), images, quick),
+    await measure(IMAGE_FLOWS.glow.name, createImageFlow('glow'), images, quick),
   ];
 }

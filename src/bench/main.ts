@@ -3,10 +3,12 @@
  * native CPU vs the pure-TS reference, in one run; achieved GFLOP/s against this machine's measured fp32 GEMM rate; and peak RSS
  * of training at growing T; the affine-coupling kernel of the flows; Fashion-MNIST Real NVP and Glow
  * training and scoring images/s; encoder–decoder training and decoding words/s on CMUdict; series-model time steps/s; Pixel-RNN
- * training pixels/s and sampling images/s; captioner training and captioning captions/s. Prints a table and writes
- * `bench/results/<date>.json`.
+ * training pixels/s and sampling images/s; captioner training and captioning captions/s; char-LM sampling, µs per
+ * character at batch 1 and characters/s batched (sampling.ts). Prints a table and writes `bench/results/<date>.json`.
  * `--peers` adds the comparison with tfjs and brain.js (peers.ts) and its bar chart `bench/results/<date>.png`;
- * `--peers-only` runs just that and the flow rows; `--quick` shortens everything.
+ * `--peers-only` runs just that and the flow rows; `--sampling-only` just the sampling rows; `--quick` shortens everything.
+ * `--torch` adds arflow vs PyTorch on the same workloads, alternating (torch.ts; needs `python3 -c "import torch"`,
+ * else it says so and skips them); `--torch-only` runs just those rows (arflow's side alone without PyTorch).
  * Figures are only comparable within one run: the machines are shared and noisy.
  */
 import { execFileSync } from 'node:child_process';
@@ -25,8 +27,10 @@ import { benchCoupling, benchCouplingStack } from './coupling.js';
 import { benchImageFlows } from './flows.js';
 import type { PeersResult } from './peers.js';
 import { benchPixel } from './pixel.js';
+import { benchSampling } from './sampling.js';
 import { benchSeq2Seq } from './seq2seq.js';
 import { benchSeries } from './series.js';
+import { benchTorch, renderTorchTable, type TorchResult, torchHeader } from './torch.js';
 
 /** FLOPs of the GEMMs in one training step: forward, and twice that again for backward (dX and dW). */
 function stepFlops(s: Size, vocab: number): number {
@@ -99,6 +103,7 @@ async function benchFamilies(quick: boolean, vocab: Vocabulary, ids: Uint32Array
       gateActivationsMiB: +savedMiB.toFixed(1),
     };
   });
+  const sampling = benchSampling(vocab, quick);
   const imageFlows = await benchImageFlows(quick);
   const seq2seq = await benchSeq2Seq(quick);
   const series = await benchSeries(quick);
@@ -108,6 +113,8 @@ async function benchFamilies(quick: boolean, vocab: Vocabulary, ids: Uint32Array
     `fp32 GEMM (measured): ${gemm.toFixed(1)} GFLOP/s at 2048×768×256, ${gemmSquare.toFixed(1)} GFLOP/s at 1024³\n`,
   );
   console.table(rows);
+  console.log('char-LM sampling, E64-H256-L1 GRU (µs per character of one stream; batched: of all streams together):');
+  console.table(sampling);
   console.table(memory);
   if (typeof imageFlows === 'string') console.log(`image flows: ${imageFlows}`);
   else console.table(imageFlows);
@@ -122,6 +129,7 @@ async function benchFamilies(quick: boolean, vocab: Vocabulary, ids: Uint32Array
   return {
     fp32GemmGflops: { '2048x768x256': +gemm.toFixed(1), '1024^3': +gemmSquare.toFixed(1) },
     training: rows,
+    sampling,
     memory,
     imageFlows,
     seq2seq,
@@ -134,7 +142,10 @@ async function benchFamilies(quick: boolean, vocab: Vocabulary, ids: Uint32Array
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const peersOnly = process.argv.includes('--peers-only');
+  const samplingOnly = process.argv.includes('--sampling-only');
   const withPeers = peersOnly || process.argv.includes('--peers');
+  const torchOnly = process.argv.includes('--torch-only');
+  const withTorch = torchOnly || process.argv.includes('--torch');
   const text = loadCorpus('moby-dick');
   const vocab = Vocabulary.fromText(text);
   const ids = vocab.encode(text);
@@ -143,6 +154,17 @@ async function main(): Promise<void> {
   const date = new Date().toISOString();
   const machine = { cpu: cpus()[0]?.model, cores: cpus().length, threads: info.threads, node: process.version };
   console.log(`machine: ${machine.cpu}, ${machine.cores} cores, ${info.threads} kernel threads`);
+  if (samplingOnly) {
+    const sampling = benchSampling(vocab, quick);
+    console.table(sampling);
+    save({ date, quick, machine, sampling }, date);
+    return;
+  }
+  if (torchOnly) {
+    const torch = await runTorch(quick, vocab, ids, addon, true);
+    save({ date, quick, machine, torch }, date);
+    return;
+  }
   const families = peersOnly ? {} : await benchFamilies(quick, vocab, ids, addon);
   const coupling = benchCoupling(addon, quick);
   const couplingStack = await benchCouplingStack(quick);
@@ -157,16 +179,48 @@ async function main(): Promise<void> {
     peers.flows = flowRatios(couplingStack, coupling);
     printPeers(peers);
   }
-  const result = { date, quick, machine, ...families, coupling, couplingStack, ...(peers ? { peers } : {}) };
+  const torch = withTorch ? await runTorch(quick, vocab, ids, addon, false) : undefined;
+  const result = {
+    date,
+    quick,
+    machine,
+    ...families,
+    coupling,
+    couplingStack,
+    ...(peers ? { peers } : {}),
+    ...(torch ? { torch } : {}),
+  };
+  const stem = save(result, date);
+  if (peers) {
+    saveBarChart(`${stem}.png`, peerBars(peers));
+    console.log(`wrote ${stem}.png (arflow native ÷ each engine, log scale); npm run bench:readme updates README.md`);
+  }
+}
+
+/** Writes `bench/results/<date>.json`; returns its path without the extension. */
+function save(result: object, date: string): string {
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
   const stem = `${dir}${date.replace(/[:.]/g, '-')}`;
   writeFileSync(`${stem}.json`, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`\nwrote ${stem}.json`);
-  if (peers) {
-    saveBarChart(`${stem}.png`, peerBars(peers));
-    console.log(`wrote ${stem}.png (arflow native ÷ each engine, log scale); npm run bench:readme updates README.md`);
+  return stem;
+}
+
+/** The `--torch` rows (torch.ts), printed as a Markdown table. */
+async function runTorch(
+  quick: boolean,
+  vocab: Vocabulary,
+  ids: Uint32Array,
+  addon: NativeAddon,
+  arflowWithoutTorch: boolean,
+): Promise<TorchResult> {
+  console.log('\narflow vs PyTorch, alternating rounds (torch.ts):');
+  const torch = await benchTorch({ quick, vocab, ids, addon, arflowWithoutTorch });
+  if (torch.rows.length > 0 || torch.failures.length > 0) {
+    console.log(`\n${torchHeader(torch)}\n\n${renderTorchTable(torch)}`);
   }
+  return torch;
 }
 
 function printPeers(p: PeersResult): void {
