@@ -230,7 +230,13 @@ export type { CaptionProgress, CaptionTrainOptions, CaptionTrainSummary } from '
 export type { TrainOptions, TrainProgress, TrainSummary } from './train/char-trainer.js';
 export type { DecoderTrainOptions } from './train/decoder-loop.js';
 export type { FlowTrainOptions, FlowTrainProgress, FlowTrainSummary } from './train/flow-trainer.js';
-export { learningRate, type ResolvedSchedule, type Schedule, type ScheduleOptions } from './train/options.js';
+export {
+  learningRate,
+  type ResolvedSchedule,
+  type RunOptions,
+  type Schedule,
+  type ScheduleOptions,
+} from './train/options.js';
 export {
   type Feed,
   type ResolvedScheduledSampling,

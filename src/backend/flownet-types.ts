@@ -90,7 +90,7 @@
  * Sampling at temperature T draws z ~ N(0, T²I) (normal) or T · Logistic(0, 1).
  */
 
-import type { OptimConfig, OptimMoment, StepStats } from './types.js';
+import type { OptimConfig, ParamAccess, StepStats } from './types.js';
 
 export type MaskKind = 'checkerboard' | 'channel' | 'alternate' | 'halves' | 'random';
 export type NetSpec =
@@ -130,17 +130,10 @@ export interface TensorInfo {
  * global-norm clipping on the mean NLL (nats per example), and a non-finite loss or gradient rejects
  * with a DivergenceError that changes nothing.
  */
-export interface FlowNetBackend {
+export interface FlowNetBackend extends ParamAccess {
   readonly kind: 'native' | 'js';
   readonly spec: FlowNetSpec;
   readonly device: string;
-  paramInfo(): TensorInfo[];
-  getParam(name: string): Float32Array;
-  setParam(name: string, data: Float32Array): void;
-  getOptimState(which: OptimMoment, name: string): Float32Array;
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
   bufferInfo(): TensorInfo[];
   getBuffer(name: string): Float32Array;
   setBuffer(name: string, data: Float32Array): void;

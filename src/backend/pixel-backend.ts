@@ -8,7 +8,7 @@
  * given exactly when the model has classes (else null).
  */
 import type { PixelRnnShape } from './pixel-types.js';
-import type { OptimConfig, OptimMoment, ParamInfo, StepStats } from './types.js';
+import type { OptimConfig, ParamAccess, StepStats } from './types.js';
 
 export interface PixelLoss {
   /** Mean over the batch of each image's summed NLL: nats/image. */
@@ -33,17 +33,9 @@ export interface PixelSampleRequest {
   top: Uint8Array | null;
 }
 
-export interface PixelBackend {
+export interface PixelBackend extends ParamAccess {
   readonly kind: 'native' | 'js';
   readonly shape: PixelRnnShape;
-  /** Every parameter, in state_dict order. */
-  paramInfo(): ParamInfo[];
-  getParam(name: string): Float32Array;
-  setParam(name: string, data: Float32Array): void;
-  getOptimState(which: OptimMoment, name: string): Float32Array;
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
   /**
    * Forward, the loss (nats/image, mean over the batch), backward, clipping and AdamW in one call. A
    * non-finite loss or gradient rejects with DivergenceError and leaves parameters and optimizer state

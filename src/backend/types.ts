@@ -150,17 +150,25 @@ export interface TokenSampler {
   take(n: number): Uint32Array;
 }
 
-export interface CharLmBackend {
-  readonly kind: 'native' | 'js';
-  readonly shape: CharLmShape;
-  /** Every parameter, in state_dict order. */
-  paramInfo(): ParamInfo[];
-  getParam(name: string): Float32Array;
-  setParam(name: string, data: Float32Array): void;
+/** What a backend offers of its optimizer (every model backend has it): AdamW moments and step count. */
+export interface OptimizerAccess {
   getOptimState(which: OptimMoment, name: string): Float32Array;
   setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
   getOptimStep(): number;
   setOptimStep(step: number): void;
+}
+
+/** Every model backend's named parameters and optimizer: what checkpoints read and write. */
+export interface ParamAccess extends OptimizerAccess {
+  /** Every parameter, in state_dict order. */
+  paramInfo(): ParamInfo[];
+  getParam(name: string): Float32Array;
+  setParam(name: string, data: Float32Array): void;
+}
+
+export interface CharLmBackend extends ParamAccess {
+  readonly kind: 'native' | 'js';
+  readonly shape: CharLmShape;
   /** The detached final state of the last training batch, carried into the next (truncated BPTT). */
   getCarry(): Carry | null;
   setCarry(carry: Carry | null): void;

@@ -8,7 +8,7 @@
  * CheckpointError, never an allocation of whatever the file says.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import type { OptimMoment, ParamInfo } from '../backend/types.js';
+import type { OptimizerAccess, OptimMoment, ParamInfo } from '../backend/types.js';
 import { CheckpointError, ConfigError, DivergenceError } from '../errors.js';
 import type { SafetensorsContents, TensorEntry } from './safetensors.js';
 
@@ -115,14 +115,6 @@ export function readTrainInfo(path: string, metadata: Record<string, string>): R
  */
 export const OPTIM_PREFIX = 'optimizer.';
 const MOMENTS: readonly OptimMoment[] = ['exp_avg', 'exp_avg_sq'];
-
-/** What a backend offers of its optimizer (every model backend has it). */
-export interface OptimizerAccess {
-  getOptimState(which: OptimMoment, name: string): Float32Array;
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
-}
 
 /** AdamW state read from a checkpoint and checked: the step and every moment of every parameter. */
 export interface OptimizerState {

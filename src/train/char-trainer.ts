@@ -16,13 +16,14 @@ import {
   learningRate,
   optimConfig,
   type ResolvedSchedule,
+  type RunOptions,
   resolveOptions,
   SCHEDULE_DEFAULTS,
   type ScheduleOptions,
 } from './options.js';
 
 /** Defaults: 1000 steps, batch 32 × seq 64, lr 2e-3 cosine to 2e-4, clip 1 (see {@link ScheduleOptions}). */
-export interface TrainOptions extends ScheduleOptions {
+export interface TrainOptions extends ScheduleOptions, RunOptions<TrainProgress, TrainState> {
   /** Parallel streams per batch. Default 32. */
   batchSize?: number;
   /** Characters per BPTT chunk. Default 64. */
@@ -33,15 +34,6 @@ export interface TrainOptions extends ScheduleOptions {
   valEvery?: number;
   /** At most this many held-out characters are scored per validation. Default 65,536. */
   valChars?: number;
-  signal?: AbortSignal;
-  /** Called after every `logEvery` steps (default 10), after each validation and at the end. */
-  onProgress?: (p: TrainProgress) => void;
-  /** Save a resumable checkpoint here every `checkpointEvery` steps and at the end. */
-  checkpoint?: { path: string; every?: number };
-  /** Extra facts stored with the training state in checkpoints (the CLI records the corpus). */
-  meta?: Record<string, unknown>;
-  /** Continue a run saved with its training state (from `CharLM.load(...).train`). */
-  resume?: TrainState | null;
 }
 
 /** What {@link CharLM.fit} reports to `onProgress`. */

@@ -12,7 +12,7 @@ import type { OptimConfig } from '../backend/types.js';
 import { DataError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { atStep, checkpointSaver } from './divergence.js';
-import { learningRate, optimConfig, type ResolvedSchedule, type ScheduleOptions } from './options.js';
+import { learningRate, optimConfig, type ResolvedSchedule, type RunOptions, type ScheduleOptions } from './options.js';
 import {
   coinFlips,
   type ResolvedScheduledSampling,
@@ -21,22 +21,13 @@ import {
 } from './scheduled-sampling.js';
 
 /** The options of every decoder model's `fit`, reported through `P` and resumed from `S`. */
-export interface DecoderTrainOptions<P, S> extends ScheduleOptions {
+export interface DecoderTrainOptions<P, S> extends ScheduleOptions, RunOptions<P, S> {
   /** Examples per batch. */
   batchSize?: number;
   /** How the decoder is fed; see `src/train/scheduled-sampling.ts`. Default teacher forcing. */
   sampling?: ScheduledSamplingOptions;
   /** Steps between validations. Default 500 (0: only at the end). */
   valEvery?: number;
-  signal?: AbortSignal;
-  /** Called every `logEvery` steps (default 10), after each validation and at the end. */
-  onProgress?: (p: P) => void;
-  /** Save a checkpoint (with optimizer state) here every `checkpoint.every` steps and at the end. */
-  checkpoint?: { path: string; every?: number };
-  /** Extra facts stored with the training state (the CLI records the data and feeding options). */
-  meta?: Record<string, unknown>;
-  /** Continue a run saved with its training state. */
-  resume?: S | null;
 }
 
 /** What the loop needs of a batch: its size and decoder length, and room for the sampling decisions. */

@@ -8,6 +8,23 @@ import { ConfigError } from '../errors.js';
 /** Learning-rate schedule after warm-up: constant, cosine decay to `minLr`, or step decay. */
 export type Schedule = 'constant' | 'cosine' | 'step';
 
+/**
+ * What the resumable training loops (char LM, series, encoder–decoder, captioner) take besides their
+ * own settings: stopping, progress `P`, checkpoints and a saved training state `S` to continue.
+ */
+export interface RunOptions<P, S> {
+  /** Stops training after the current step (the run is then saved like a finished one). */
+  signal?: AbortSignal;
+  /** Called every `logEvery` steps (default 10), after each validation and at the end. */
+  onProgress?: (p: P) => void;
+  /** Save a resumable checkpoint (with optimizer state) here every `every` steps and at the end. */
+  checkpoint?: { path: string; every?: number };
+  /** Extra facts stored with the training state in checkpoints (the CLI records its data and options). */
+  meta?: Record<string, unknown>;
+  /** Continue a run saved with its training state (what the model's `load` returns with it). */
+  resume?: S | null;
+}
+
 /** Steps, learning rate and schedule, shared by every model's `fit`. */
 export interface ScheduleOptions {
   /** Optimizer steps in all, counting those of a resumed run. */

@@ -29,6 +29,7 @@ import {
   learningRate,
   optimConfig,
   type ResolvedSchedule,
+  type RunOptions,
   resolveOptions,
   SCHEDULE_DEFAULTS,
   type ScheduleOptions,
@@ -66,22 +67,13 @@ export function dequantize(values: Float64Array, resolution: readonly number[], 
 }
 
 /** Defaults: 800 steps, batch 16 × seq 64, lr 2e-3 cosine to 1e-4, clip 1 (see {@link ScheduleOptions}). */
-export interface SeriesTrainOptions extends ScheduleOptions {
+export interface SeriesTrainOptions extends ScheduleOptions, RunOptions<SeriesTrainProgress, SeriesTrainState> {
   /** Parallel streams per batch. Default 16. */
   batchSize?: number;
   /** Time steps per BPTT window. Default 64. */
   seqLen?: number;
   /** Validate every this many steps (0: only at the end). Default 200. */
   valEvery?: number;
-  signal?: AbortSignal;
-  /** Called every `logEvery` steps (default 10), after each validation and at the end. */
-  onProgress?: (p: SeriesTrainProgress) => void;
-  /** Save a resumable checkpoint here every `every` steps and at the end. */
-  checkpoint?: { path: string; every?: number };
-  /** Extra facts stored with the training state in checkpoints (the CLI records the data source). */
-  meta?: Record<string, unknown>;
-  /** Continue a run saved with its training state (`SeriesModel.load(...).trainInfo`). */
-  resume?: SeriesTrainState | null;
 }
 
 /** What {@link SeriesModel.fit} reports to `onProgress`. */

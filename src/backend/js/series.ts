@@ -31,7 +31,7 @@ import {
   type LossGrads,
   type NllResult,
   type OptimConfig,
-  type OptimMoment,
+  type ParamAccess,
   type ParamInfo,
   type StepStats,
   stateWidth,
@@ -137,16 +137,9 @@ export function seriesParamInfo(s: SeriesShape): ParamInfo[] {
 }
 
 /** What both backends of the series model implement (native: Rust through N-API; js: this file). */
-export interface SeriesBackend {
+export interface SeriesBackend extends ParamAccess {
   readonly kind: 'native' | 'js';
   readonly shape: SeriesShape;
-  paramInfo(): ParamInfo[];
-  getParam(name: string): Float32Array;
-  setParam(name: string, data: Float32Array): void;
-  getOptimState(which: OptimMoment, name: string): Float32Array;
-  setOptimState(which: OptimMoment, name: string, data: Float32Array): void;
-  getOptimStep(): number;
-  setOptimStep(step: number): void;
   /** The detached final state of the last training batch, carried into the next (truncated BPTT). */
   getCarry(): Carry | null;
   setCarry(carry: Carry | null): void;
