@@ -668,7 +668,7 @@ mod x86 {
 mod tests {
     use super::*;
 
-    use crate::test_values::fill;
+    use crate::test_values::{check_product, fill};
 
     /// Checks one product against an f64 triple loop, for one packing and one kernel.
     #[allow(clippy::too_many_arguments)]
@@ -683,25 +683,17 @@ mod tests {
         assert_eq!((pb.k(), pb.n()), (k, n));
         pb.matmul_with(run, m, &a, lda, &mut c, ldc, accumulate);
         let tol = 1e-5 * k as f64;
-        for i in 0..m {
-            for j in 0..ldc {
-                let got = c[i * ldc + j] as f64;
-                if j >= n {
-                    // Padding columns between rows must be left alone.
-                    assert_eq!(c[i * ldc + j], c0[i * ldc + j], "wrote past n at ({i}, {j})");
-                    continue;
-                }
-                let mut want = if accumulate { c0[i * ldc + j] as f64 } else { 0.0 };
-                for p in 0..k {
-                    want += a[i * lda + p] as f64 * bdata[p * rs + j * cs] as f64;
-                }
-                assert!(
-                    (got - want).abs() <= tol * (1.0 + want.abs()),
-                    "{pack:?}/{run:?} m={m} k={k} n={n} t={transposed} acc={accumulate} \
-                     at ({i}, {j}): {got} vs {want}"
-                );
-            }
-        }
+        check_product(
+            (m, n, k),
+            &c,
+            &c0,
+            ldc,
+            accumulate,
+            |i, p| a[i * lda + p],
+            |p, j| bdata[p * rs + j * cs],
+            |want| tol * (1.0 + want.abs()),
+            &format!("{pack:?}/{run:?} m={m} k={k} n={n} t={transposed} acc={accumulate}"),
+        );
     }
 
     const MS: [usize; 9] = [1, 2, 5, 6, 7, 16, 17, 32, 33];

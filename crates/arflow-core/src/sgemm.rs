@@ -314,7 +314,7 @@ fn lanes(live: usize) -> u16 {
 mod tests {
     use super::*;
 
-    use crate::test_values::fill;
+    use crate::test_values::{check_product, fill};
 
     /// Every product against an f64 triple loop: edges of every block size, both operand layouts,
     /// overwrite and accumulate, one and two threads; the padding of C left untouched.
@@ -363,24 +363,18 @@ mod tests {
                                     threads,
                                 )
                             };
-                            for i in 0..m {
-                                for j in 0..ldc {
-                                    let got = c[i * ldc + j] as f64;
-                                    if j >= n {
-                                        assert_eq!(c[i * ldc + j], c0[i * ldc + j], "wrote past n at ({i}, {j})");
-                                        continue;
-                                    }
-                                    let mut want = if accumulate { c0[i * ldc + j] as f64 } else { 0.0 };
-                                    for p in 0..k {
-                                        want += a[i * a_rs + p * a_cs] as f64 * b[p * b_rs + j * b_cs] as f64;
-                                    }
-                                    let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
-                                    assert!(
-                                        (got - want).abs() <= tol,
-                                        "{m}×{n}×{k} ta={ta} tb={tb} acc={accumulate} t={threads}: ({i},{j}) {got} vs {want}"
-                                    );
-                                }
-                            }
+                            let tol = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+                            check_product(
+                                (m, n, k),
+                                &c,
+                                &c0,
+                                ldc,
+                                accumulate,
+                                |i, p| a[i * a_rs + p * a_cs],
+                                |p, j| b[p * b_rs + j * b_cs],
+                                |_| tol,
+                                &format!("{m}×{n}×{k} ta={ta} tb={tb} acc={accumulate} t={threads}"),
+                            );
                         }
                     }
                 }

@@ -12,3 +12,34 @@ pub fn fill(len: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Checks `c [m × ldc]` after `c (+)= A·B` against an f64 triple loop over `a(i, p)` and `b(p, j)`:
+/// entry (i, j < n) within `tol(want)` of the product (plus `c0`'s entry with `accumulate`), and the
+/// padding columns j ≥ n untouched. `what` names the case in a failure.
+#[allow(clippy::too_many_arguments)]
+pub fn check_product(
+    (m, n, k): (usize, usize, usize),
+    c: &[f32],
+    c0: &[f32],
+    ldc: usize,
+    accumulate: bool,
+    a: impl Fn(usize, usize) -> f32,
+    b: impl Fn(usize, usize) -> f32,
+    tol: impl Fn(f64) -> f64,
+    what: &str,
+) {
+    for i in 0..m {
+        for j in 0..ldc {
+            let got = c[i * ldc + j] as f64;
+            if j >= n {
+                assert_eq!(c[i * ldc + j], c0[i * ldc + j], "{what}: wrote past n at ({i}, {j})");
+                continue;
+            }
+            let mut want = if accumulate { c0[i * ldc + j] as f64 } else { 0.0 };
+            for p in 0..k {
+                want += a(i, p) as f64 * b(p, j) as f64;
+            }
+            assert!((got - want).abs() <= tol(want), "{what}: at ({i}, {j}): {got} vs {want}");
+        }
+    }
+}
