@@ -101,7 +101,6 @@ export async function trainCaptioner(
     return { images, decIn: b.decIn, targets: b.targets, batch: b.batch, tgtLen: b.tgtLen };
   };
   const valid = opts.valid && opts.valid.n > 0 ? firstCanvases(opts.valid, r.valCanvases) : undefined;
-  const checkpoint = opts.checkpoint;
   const s = await runDecoderLoop<CaptionBatch, number>({
     r,
     ss,
@@ -110,15 +109,9 @@ export async function trainCaptioner(
     epoch: () => batcher.epoch,
     trainStep: (b, opt) => model.backend.trainStep(b, opt),
     validate: valid ? async () => (await model.evaluate(valid)).bleu4 : undefined,
-    save: checkpoint
-      ? (step) =>
-          model.save(checkpoint.path, {
-            optimizer: true,
-            train: { ...opts.meta, step, options: { ...r }, sampling: ss },
-          })
-      : undefined,
-    checkpointEvery: checkpoint?.every,
-    checkpointPath: checkpoint?.path,
+    checkpoint: opts.checkpoint,
+    save: (path, train) => model.save(path, { optimizer: true, train }),
+    meta: opts.meta,
     signal: opts.signal,
     onProgress:
       opts.onProgress &&

@@ -49,11 +49,12 @@ export interface DecoderLoop<B extends DecoderBatchLike, V> {
   trainStep(b: B, opt: OptimConfig): Promise<{ loss: number; gradNorm: number; tokens: number }>;
   /** Held-out scoring, run every `r.valEvery` steps and at the end; absent: none. */
   validate?: () => Promise<V>;
-  /** Saves a checkpoint after `step` steps (every `checkpointEvery` and at the end). */
-  save?: (step: number) => Promise<void>;
-  /** Where `save` writes, named when training diverges. */
-  checkpointPath?: string;
-  checkpointEvery?: number;
+  /** Where and how often to checkpoint (also at the end); absent: never. */
+  checkpoint?: { path: string; every?: number };
+  /** Writes the checkpoint at `path` with the training state `train` (step, options, sampling, meta). */
+  save(path: string, train: { step: number; [key: string]: unknown }): Promise<void>;
+  /** Extra facts stored with the training state. */
+  meta?: Record<string, unknown>;
   signal?: AbortSignal;
   onProgress?: (p: LoopProgress<V>) => void;
 }
@@ -102,11 +103,10 @@ export async function runDecoderLoop<B extends DecoderBatchLike, V>(o: DecoderLo
   let examples = 0;
   const losses: number[] = [];
   // A DivergenceError (broken weights refused) names the step; the file keeps the last good save.
-  const write = o.save;
   const { record: saved, save } = checkpointSaver(
-    write && o.checkpointPath,
+    o.checkpoint?.path,
     () => step,
-    async () => write?.(step),
+    (path) => o.save(path, { ...o.meta, step, options: { ...r }, sampling: ss }),
   );
   const validate = async () => {
     if (o.validate) val = await o.validate();
@@ -181,7 +181,7 @@ export async function runDecoderLoop<B extends DecoderBatchLike, V>(o: DecoderLo
       o.validate !== undefined && r.valEvery > 0 && step % r.valEvery === 0 && step < r.steps && !spent();
     if (validateNow) await validate();
     if (validateNow || step % r.logEvery === 0) report(lr, eps, validateNow);
-    if (o.checkpointEvery && step % o.checkpointEvery === 0) await save();
+    if (o.checkpoint?.every && step % o.checkpoint.every === 0) await save();
   }
   const elapsedSec = (performance.now() - t0) / 1000;
   await save();

@@ -80,7 +80,6 @@ export async function trainSeq2Seq(
   // The batch order up to the resumed step, replayed without building the batches.
   batcher.skip(startStep);
   const valid = (opts.valid ?? []).slice(0, r.valWords);
-  const checkpoint = opts.checkpoint;
   const s = await runDecoderLoop<Seq2SeqBatch, { per: number; wer: number }>({
     r,
     ss,
@@ -89,15 +88,9 @@ export async function trainSeq2Seq(
     epoch: () => batcher.epoch,
     trainStep: (b, opt) => model.backend.trainStep(b, opt),
     validate: valid.length > 0 ? () => model.evaluate(valid) : undefined,
-    save: checkpoint
-      ? (step) =>
-          model.save(checkpoint.path, {
-            optimizer: true,
-            train: { ...opts.meta, step, options: { ...r }, sampling: ss },
-          })
-      : undefined,
-    checkpointEvery: checkpoint?.every,
-    checkpointPath: checkpoint?.path,
+    checkpoint: opts.checkpoint,
+    save: (path, train) => model.save(path, { optimizer: true, train }),
+    meta: opts.meta,
     signal: opts.signal,
     onProgress:
       opts.onProgress &&
