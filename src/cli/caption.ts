@@ -18,6 +18,7 @@ import {
   helpText,
   intFlag,
   JSON_FLAG,
+  JSON_RESULT_FLAG,
   parseArgs,
   positiveFlag,
   str,
@@ -90,7 +91,7 @@ export const CAPTION_FLAGS: Record<string, FlagSpec> = {
   invert: { type: 'boolean', help: 'the PNG is dark on white (as `arflow sample` draws): invert it first' },
   beam: { type: 'int', help: 'beam width (default 3; 1 = greedy)' },
   'n-best': { type: 'int', help: 'captions to print, best first (default 1, at most the beam width)' },
-  json: { type: 'boolean', help: 'print the result (or the error) as one JSON object' },
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
@@ -99,14 +100,14 @@ export const SAMPLE_CAPTION_FLAGS: Record<string, FlagSpec> = {
   out: { type: 'string', help: 'the PNG grid of the canvases (default captions.png)' },
   beam: { type: 'int', help: 'beam width (default 3; 1 = greedy)' },
   columns: { type: 'int', help: 'canvases per row of the grid (default 4)' },
-  json: { type: 'boolean', help: 'print the result (or the error) as one JSON object' },
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
 export const EVAL_CAPTION_FLAGS: Record<string, FlagSpec> = {
   beam: BEAM_FLAG,
   'test-n': { type: 'int', help: "test canvases (default: the model's own test set)" },
-  json: { type: 'boolean', help: 'print the result (or the error) as one JSON object' },
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 

@@ -18,6 +18,7 @@ import {
   helpText,
   intFlag,
   JSON_FLAG,
+  JSON_RESULT_FLAG,
   num,
   parseArgs,
   positiveFlag,
@@ -118,14 +119,14 @@ export const TRANSLATE_FLAGS: Record<string, FlagSpec> = {
     help: 'source symbols the model never saw: error (default) or skip',
     choices: ['error', 'skip'],
   },
-  json: { type: 'boolean', help: 'print the result (or the error) as one JSON object' },
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
 export const EVAL_SEQ2SEQ_FLAGS: Record<string, FlagSpec> = {
   data: { type: 'string', help: "the data to split (default: the model's training data)" },
   beam: BEAM_FLAG,
-  json: { type: 'boolean', help: 'print the result (or the error) as one JSON object' },
+  json: JSON_RESULT_FLAG,
   help: HELP_FLAG,
 };
 
