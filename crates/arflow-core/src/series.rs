@@ -585,14 +585,20 @@ mod tests {
         let cfg = AdamWConfig { lr: 1e-2, ..Default::default() };
         let (x0, y0) = window(0);
         let before = m.nll(&x0, &y0, batch, seq, None).unwrap().0 / (batch * seq) as f64;
+        // The NLL after training, averaged over six evaluations in the last 60 steps: one evaluation at a
+        // fixed step swings by up to ±0.5 nats with float rounding along the trajectory (a reordered sum
+        // in a weight gradient moved it from −0.24 to +0.20); the average moved by 0.01.
+        let mut after = 0.0;
         for k in 0..300 {
             if k % 30 == 0 {
                 m.reset_carry();
             }
             let (x, y) = window(k);
             m.train_step(&x, &y, batch, seq, &cfg).unwrap();
+            if k >= 240 && k % 10 == 9 {
+                after += m.nll(&x0, &y0, batch, seq, None).unwrap().0 / (batch * seq) as f64 / 6.0;
+            }
         }
-        let after = m.nll(&x0, &y0, batch, seq, None).unwrap().0 / (batch * seq) as f64;
         assert!(after < before - 1.0 && after < 0.0, "NLL {before} → {after}");
         let (b, s) = m.carry().unwrap();
         assert_eq!((b, s.len()), (batch, batch * 16));

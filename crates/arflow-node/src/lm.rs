@@ -409,7 +409,7 @@ pub fn rnn_layer_grads(
         let mut out = vec![0f32; d.batch * d.seq * d.state_len()];
         let mut saved = Vec::new();
         rnn_forward(&d, &x, &h0, &w, &mut out, Some(&mut saved));
-        let g = rnn_backward(&d, &x, &h0, &w, &out, &saved, &d_out);
+        let g = rnn_backward(&d, &x, &h0, &w, &out, &mut saved, &d_out);
         Ok(RnnLayerResult { out: F32Out(out), dx: F32Out(g.dx), dh0: F32Out(g.dh0), dparams: F32Out(g.dparams) })
     })
 }

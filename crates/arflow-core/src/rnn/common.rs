@@ -61,10 +61,19 @@ pub fn rows_per_part(nb: usize, nh: usize) -> usize {
 
 /// The input projection of every step at once: `gi = x · W_ihᵀ + b_ih`, `[B·T, G·H]`.
 pub fn input_projection<T: Real>(dims: &RnnDims, x: &[T], w: &RnnWeights<T>) -> Vec<T> {
-    let (rows, g, ni) = (dims.batch * dims.seq, dims.gate_width(), dims.input);
-    let mut gi = broadcast_rows(w.b_ih, rows);
-    par_packed_matmul(&T::pack(ni, g, w.w_ih, 1, ni), rows, x, ni, &mut gi, g, true);
+    let mut gi = vec![T::zero(); dims.batch * dims.seq * dims.gate_width()];
+    input_projection_into(dims, x, w, &mut gi, dims.gate_width());
     gi
+}
+
+/// [`input_projection`] written into the first G·H columns of `dst`, whose rows are `ld` apart: the
+/// cells that save activations project straight into the buffer the gates then overwrite.
+pub fn input_projection_into<T: Real>(dims: &RnnDims, x: &[T], w: &RnnWeights<T>, dst: &mut [T], ld: usize) {
+    let (rows, g, ni) = (dims.batch * dims.seq, dims.gate_width(), dims.input);
+    for row in dst[..rows * ld].chunks_exact_mut(ld) {
+        row[..g].copy_from_slice(w.b_ih);
+    }
+    par_packed_matmul(&T::pack(ni, g, w.w_ih, 1, ni), rows, x, ni, dst, ld, true);
 }
 
 /// `W_hhᵀ [H, G·H]` packed once for the forward recurrence, shared by every thread and step.
@@ -77,52 +86,93 @@ pub fn pack_w_hh<T: Real>(dims: &RnnDims, w: &RnnWeights<T>) -> T::Packed {
     T::pack(dims.gate_width(), dims.hidden, w.w_hh, dims.hidden, 1)
 }
 
-/// The hidden state entering every position, `[B·T, H]`: h0 at t = 0, else the previous output's h
-/// (the first H values of each `state_len`-wide row of `out` and `h0`).
-fn h_prev_rows<T: Real>(dims: &RnnDims, h0: &[T], out: &[T]) -> Vec<T> {
-    let RnnDims { batch: nb, seq: nt, hidden: nh, .. } = *dims;
-    let s = dims.state_len();
-    let mut h_prev = vec![T::zero(); nb * nt * nh];
-    for b in 0..nb {
-        for t in 0..nt {
-            let src =
-                if t == 0 { &h0[b * s..b * s + nh] } else { &out[(b * nt + t - 1) * s..(b * nt + t - 1) * s + nh] };
-            h_prev[(b * nt + t) * nh..(b * nt + t + 1) * nh].copy_from_slice(src);
-        }
-    }
-    h_prev
+/// `width` columns of a gate-gradient matrix, starting at column `col`, that are the gradient of the
+/// gate rows `gate .. gate + width` of a weight matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Cols {
+    pub col: usize,
+    pub gate: usize,
+    pub width: usize,
 }
 
-/// The packed parameter gradient from the per-position gate gradients: `dgi` w.r.t. the input
-/// projection and `dgh` w.r.t. the hidden one (`None`: the same as `dgi`, true for every cell whose
-/// gates add the two projections before any nonlinearity). Single GEMMs over all B·T positions:
-/// `dW_ih = dgiᵀ · x`, `dW_hh = dghᵀ · h_prev`, `db_ih = Σ dgi`, `db_hh = Σ dgh`.
-pub fn weight_grads<T: Real>(dims: &RnnDims, x: &[T], h0: &[T], out: &[T], dgi: &[T], dgh: Option<&[T]>) -> Vec<T> {
-    let (rows, g, ni, nh) = (dims.batch * dims.seq, dims.gate_width(), dims.input, dims.hidden);
-    let dgh = dgh.unwrap_or(dgi);
+impl Cols {
+    /// All G·H gate rows, in order, from column 0.
+    pub fn all(width: usize) -> [Cols; 1] {
+        [Cols { col: 0, gate: 0, width }]
+    }
+}
+
+/// The per-position gate gradients of a layer, `[B·T, ld]` (rows b·T + t): the columns that are the
+/// gradient w.r.t. the input projection (`gi`) and w.r.t. the hidden projection (`gh`). The two are
+/// the same columns for every cell whose gates add both projections before any nonlinearity; the GRU's
+/// n gate differs. Backward writes them over the saved activations, so `ld` is the saved width.
+pub struct GateGrads<'a, T> {
+    pub data: &'a [T],
+    pub ld: usize,
+    pub gi: &'a [Cols],
+    pub gh: &'a [Cols],
+}
+
+/// The packed parameter gradient, single GEMMs over all B·T positions: `dW_ih = dgiᵀ · x`,
+/// `dW_hh = dghᵀ · h_prev`, `db_ih = Σ dgi`, `db_hh = Σ dgh`.
+///
+/// h_prev (h0 at t = 0, else the previous output's h) is never materialised: one GEMM pairs dg rows
+/// 1 .. B·T with output rows 0 .. B·T − 1, which is h_prev everywhere except at t = 0, where batch
+/// element b ≥ 1 met the last h of element b − 1. One small GEMM over the t = 0 rows adds
+/// `dg_{b,0}ᵀ · (h0_b − that h)` (h0_0 for b = 0, which the first GEMM never saw).
+pub fn weight_grads<T: Real>(dims: &RnnDims, x: &[T], h0: &[T], out: &[T], dg: &GateGrads<T>) -> Vec<T> {
+    let RnnDims { batch: nb, seq: nt, input: ni, hidden: nh, .. } = *dims;
+    let (rows, g, s, ld) = (nb * nt, dims.gate_width(), dims.state_len(), dg.ld);
     let mut dparams = vec![T::zero(); dims.param_len()];
+    if rows == 0 {
+        return dparams;
+    }
     let (dw_ih, rest) = dparams.split_at_mut(g * ni);
     let (dw_hh, rest) = rest.split_at_mut(g * nh);
     let (db_ih, db_hh) = rest.split_at_mut(g);
-    matmul(g, ni, rows, dw_ih, ni, false, View::transposed(dgi, g), View::rows(x, ni));
-    let h_prev = h_prev_rows(dims, h0, out);
-    matmul(g, nh, rows, dw_hh, nh, false, View::transposed(dgh, g), View::rows(&h_prev, nh));
-    for (gi_row, gh_row) in dgi.chunks_exact(g).zip(dgh.chunks_exact(g)) {
-        for (d, &v) in db_ih.iter_mut().zip(gi_row) {
-            *d = *d + v;
+    for c in dg.gi {
+        let a = View::transposed(&dg.data[c.col..], ld);
+        matmul(c.width, ni, rows, &mut dw_ih[c.gate * ni..], ni, false, a, View::rows(x, ni));
+    }
+    let mut delta = vec![T::zero(); nb * nh];
+    for (b, d) in delta.chunks_exact_mut(nh).enumerate() {
+        d.copy_from_slice(&h0[b * s..b * s + nh]);
+        if b > 0 {
+            let last = &out[(b * nt - 1) * s..(b * nt - 1) * s + nh];
+            for (d, &o) in d.iter_mut().zip(last) {
+                *d = *d - o;
+            }
         }
-        for (d, &v) in db_hh.iter_mut().zip(gh_row) {
-            *d = *d + v;
+    }
+    for c in dg.gh {
+        let dw = &mut dw_hh[c.gate * nh..];
+        if rows > 1 {
+            let a = View::transposed(&dg.data[ld + c.col..], ld);
+            matmul(c.width, nh, rows - 1, dw, nh, false, a, View::rows(out, s));
+        }
+        let a0 = View::transposed(&dg.data[c.col..], nt * ld);
+        matmul(c.width, nh, nb, dw, nh, rows > 1, a0, View::rows(&delta, nh));
+    }
+    for row in dg.data[..rows * ld].chunks_exact(ld) {
+        for (cols, db) in [(dg.gi, &mut *db_ih), (dg.gh, &mut *db_hh)] {
+            for c in cols {
+                for (d, &v) in db[c.gate..c.gate + c.width].iter_mut().zip(&row[c.col..c.col + c.width]) {
+                    *d = *d + v;
+                }
+            }
         }
     }
     dparams
 }
 
-/// `dx = dgi · W_ih`, `[B·T, G·H] · [G·H, I]`.
-pub fn input_grad<T: Real>(dims: &RnnDims, dgi: &[T], w: &RnnWeights<T>) -> Vec<T> {
-    let (rows, g, ni) = (dims.batch * dims.seq, dims.gate_width(), dims.input);
+/// `dx = dgi · W_ih`, `[B·T, G·H] · [G·H, I]`, one product per block of columns.
+pub fn input_grad<T: Real>(dims: &RnnDims, dg: &GateGrads<T>, w: &RnnWeights<T>) -> Vec<T> {
+    let (rows, ni) = (dims.batch * dims.seq, dims.input);
     let mut dx = vec![T::zero(); rows * ni];
-    par_packed_matmul(&T::pack(g, ni, w.w_ih, ni, 1), rows, dgi, g, &mut dx, ni, false);
+    for (k, c) in dg.gi.iter().enumerate() {
+        let w_c = T::pack(c.width, ni, &w.w_ih[c.gate * ni..], ni, 1);
+        par_packed_matmul(&w_c, rows, &dg.data[c.col..], dg.ld, &mut dx, ni, k > 0);
+    }
     dx
 }
 

@@ -151,14 +151,15 @@ pub fn rnn_forward<T: crate::real::Real>(
     }
 }
 
-/// Backward through time for any cell, given what [`rnn_forward`] produced and dL/d(out).
+/// Backward through time for any cell, given what [`rnn_forward`] produced and dL/d(out). Uses up
+/// `saved` (backward overwrites it with the gate gradients: it is the pass's only `[B·T, ·]` scratch).
 pub fn rnn_backward<T: crate::real::Real>(
     dims: &RnnDims,
     x: &[T],
     h0: &[T],
     w: &RnnWeights<T>,
     out: &[T],
-    saved: &[T],
+    saved: &mut [T],
     d_out: &[T],
 ) -> RnnGrads<T> {
     match dims.cell {

@@ -4,7 +4,7 @@
 
 use super::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
 use crate::real::Real;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
 use std::sync::Mutex;
 
 /// Activations the forward pass keeps for backward (`[B·T, saved_width·H]`, see each cell).
@@ -26,8 +26,19 @@ fn contiguous<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     }
 }
 
-fn host<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    t.flatten_all()?.to_vec1::<T>()
+/// Runs `f` on the values of five CPU tensors, borrowed in place: backward reads the layer's
+/// `[B, T, ·]` input, output and gradient without copying them.
+fn with_host<T: WithDType, R>(ts: [&Tensor; 5], f: impl FnOnce([&[T]; 5]) -> Result<R>) -> Result<R> {
+    let owned = ts.iter().map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(st, l)| match &**st {
+            Storage::Cpu(cpu) => contiguous(cpu.as_slice::<T>()?, l, "a backward input"),
+            _ => bail!("rnn: backward runs on CPU tensors"),
+        })
+        .collect::<Result<Vec<&[T]>>>()?;
+    f([slices[0], slices[1], slices[2], slices[3], slices[4]])
 }
 
 impl RnnLayerOp {
@@ -40,19 +51,20 @@ impl RnnLayerOp {
         (out, save)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn backward<T: Real + WithDType>(
         &self,
-        saved: &[T],
+        saved: &mut [T],
         x: &Tensor,
         h0: &Tensor,
         params: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (xv, h0v, pv) = (host::<T>(x)?, host::<T>(h0)?, host::<T>(params)?);
-        let (out, d_out) = (host::<T>(res)?, host::<T>(grad)?);
-        let w = RnnWeights::unpack(&self.dims, &pv);
-        let g = rnn_backward(&self.dims, &xv, &h0v, &w, &out, saved, &d_out);
+        let g = with_host::<T, _>([x, h0, params, res, grad], |[xv, h0v, pv, out, d_out]| {
+            let w = RnnWeights::unpack(&self.dims, pv);
+            Ok(rnn_backward(&self.dims, xv, h0v, &w, out, saved, d_out))
+        })?;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(g.dx, x.shape(), dev)?),
@@ -103,11 +115,12 @@ impl CustomOp3 for RnnLayerOp {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let saved = self.saved.lock().expect("rnn saved state poisoned");
-        match saved.as_ref() {
-            Some(Saved::F32(s)) => self.backward(s, x, h0, params, res, grad_res),
-            Some(Saved::F64(s)) => self.backward(s, x, h0, params, res, grad_res),
-            None => bail!("rnn: backward called on a forward pass that saved no activations"),
+        // Backward uses the saved activations up (it writes the gate gradients over them).
+        let saved = self.saved.lock().expect("rnn saved state poisoned").take();
+        match saved {
+            Some(Saved::F32(mut s)) => self.backward(&mut s, x, h0, params, res, grad_res),
+            Some(Saved::F64(mut s)) => self.backward(&mut s, x, h0, params, res, grad_res),
+            None => bail!("rnn: backward called twice, or on a forward pass that saved no activations"),
         }
     }
 }

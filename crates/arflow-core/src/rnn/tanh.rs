@@ -7,7 +7,7 @@
 
 use super::common::{
     avx2_dispatch, broadcast_rows, check, input_grad, input_projection, pack_w_hh, pack_w_hh_t, rows_per_part,
-    weight_grads,
+    weight_grads, Cols, GateGrads,
 };
 use super::{RnnDims, RnnGrads, RnnWeights};
 use crate::real::Real;
@@ -107,7 +107,9 @@ pub fn rnn_tanh_backward<T: Real>(
             T::packed_matmul(&w_hh, nbp, &dg_p[t * nh..], nt * nh, dh, nh, false);
         }
     });
-    let dparams = weight_grads(dims, x, h0, out, &dg, None);
+    let all = Cols::all(nh);
+    let dg = GateGrads { data: &dg, ld: nh, gi: &all, gh: &all };
+    let dparams = weight_grads(dims, x, h0, out, &dg);
     let dx = input_grad(dims, &dg, w);
     RnnGrads { dx, dh0, dparams }
 }

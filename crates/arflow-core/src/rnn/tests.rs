@@ -58,7 +58,7 @@ fn backward_matches_finite_differences(cell: CellKind) {
     let cs = case(cell, 2, 5, 3, 4);
     let mut saved = Vec::new();
     let out = forward(&cs, &cs.x, &cs.s0, &cs.p, Some(&mut saved));
-    let g = rnn_backward(&cs.dims, &cs.x, &cs.s0, &RnnWeights::unpack(&cs.dims, &cs.p), &out, &saved, &cs.c);
+    let g = rnn_backward(&cs.dims, &cs.x, &cs.s0, &RnnWeights::unpack(&cs.dims, &cs.p), &out, &mut saved, &cs.c);
     let eps = 1e-6;
     let numeric = |which: usize| -> Vec<f64> {
         let base = [&cs.x, &cs.s0, &cs.p][which];
@@ -136,15 +136,22 @@ fn unfused_layer(x: &Tensor, s0: &Tensor, p: &Tensor, d: &RnnDims) -> Result<Ten
     Tensor::cat(&outs, 1)
 }
 
+/// Small, and large enough that forward and backward split the batch across threads.
 fn op_matches_unfused_candle_autograd(cell: CellKind) -> Result<()> {
-    let cs = case(cell, 3, 6, 4, 5);
+    for (batch, seq, input, hidden) in [(3, 6, 4, 5), (32, 4, 8, 160)] {
+        op_matches_unfused_at(case(cell, batch, seq, input, hidden))?;
+    }
+    Ok(())
+}
+
+fn op_matches_unfused_at(cs: Case) -> Result<()> {
     let d = cs.dims;
     let dev = Device::Cpu;
     let x = Var::from_vec(cs.x.clone(), (d.batch, d.seq, d.input), &dev)?;
     let s0 = Var::from_vec(cs.s0.clone(), (d.batch, d.state_len()), &dev)?;
     let p = Var::from_vec(cs.p.clone(), d.param_len(), &dev)?;
     let c = Tensor::from_vec(cs.c.clone(), (d.batch, d.seq, d.state_len()), &dev)?;
-    let fused = rnn_layer(cell, &x, &s0, &p)?;
+    let fused = rnn_layer(d.cell, &x, &s0, &p)?;
     let reference = unfused_layer(&x, &s0, &p, &d)?;
     let v = |t: &Tensor| t.flatten_all()?.to_vec1::<f64>();
     assert_close("out", &v(&fused)?, &v(&reference)?, 1e-12);
@@ -187,8 +194,8 @@ fn f32_forward_and_backward_track_f64_on_the_threaded_path() {
         let mut saved64 = Vec::new();
         let out64 = forward(&cs, &cs.x, &cs.s0, &cs.p, Some(&mut saved64));
         assert_close(&format!("{cell:?} out"), &up(&out32), &out64, 1e-4);
-        let g32 = rnn_backward(&d, &x, &s0, &RnnWeights::unpack(&d, &p), &out32, &saved32, &c);
-        let g64 = rnn_backward(&d, &cs.x, &cs.s0, &RnnWeights::unpack(&d, &cs.p), &out64, &saved64, &cs.c);
+        let g32 = rnn_backward(&d, &x, &s0, &RnnWeights::unpack(&d, &p), &out32, &mut saved32, &c);
+        let g64 = rnn_backward(&d, &cs.x, &cs.s0, &RnnWeights::unpack(&d, &cs.p), &out64, &mut saved64, &cs.c);
         assert_close(&format!("{cell:?} dx"), &up(&g32.dx), &g64.dx, 1e-4);
         assert_close(&format!("{cell:?} ds0"), &up(&g32.dh0), &g64.dh0, 1e-4);
         assert_close(&format!("{cell:?} dparams"), &up(&g32.dparams), &g64.dparams, 1e-4);
