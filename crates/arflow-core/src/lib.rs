@@ -12,6 +12,7 @@ pub mod device;
 pub mod flow;
 pub mod gemm;
 pub mod heads;
+pub mod host;
 pub mod lm;
 pub mod loss;
 pub mod optim;

@@ -51,20 +51,40 @@ fn forward<T: Real>(logits: &[T], targets: &[Option<usize>], classes: usize, pro
     let mut total = 0f64;
     for ((row, p), target) in logits.chunks_exact(classes).zip(probs.chunks_exact_mut(classes)).zip(targets) {
         let Some(target) = *target else { continue };
-        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
-        let mut sum = T::zero();
-        for (p, &v) in p.iter_mut().zip(row) {
-            *p = (v - max).exp();
-            sum = sum + *p;
-        }
-        let inv = T::one() / sum;
-        for p in p.iter_mut() {
-            *p = *p * inv;
-        }
-        // −log softmax = log Σ exp(v − max) − (v_target − max)
-        total += (sum.ln() - (row[target] - max)).to_f64().unwrap_or(f64::NAN);
+        p.copy_from_slice(row);
+        total += softmax_nll_in_place(p, target);
     }
     T::of(total / scored(targets).max(1) as f64)
+}
+
+/// One row: the logits become their softmax, in place; returns `−log softmax(logits)[target]`.
+pub(crate) fn softmax_nll_in_place<T: Real>(row: &mut [T], target: usize) -> f64 {
+    let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+    let at_target = row[target];
+    let mut sum = T::zero();
+    for p in row.iter_mut() {
+        *p = (*p - max).exp();
+        sum = sum + *p;
+    }
+    let inv = T::one() / sum;
+    for p in row.iter_mut() {
+        *p = *p * inv;
+    }
+    // −log softmax = log Σ exp(v − max) − (v_target − max)
+    (sum.ln() - (at_target - max)).to_f64().unwrap_or(f64::NAN)
+}
+
+/// One row: its softmax becomes `(p − onehot(target)) · scale`, in place; zero for an unscored row.
+pub(crate) fn ce_grad_in_place<T: Real>(row: &mut [T], target: Option<usize>, scale: T) {
+    match target {
+        Some(c) => {
+            for p in row.iter_mut() {
+                *p = *p * scale;
+            }
+            row[c] = row[c] - scale;
+        }
+        None => row.fill(T::zero()),
+    }
 }
 
 fn scored(targets: &[Option<usize>]) -> usize {
@@ -123,14 +143,9 @@ impl CustomOp2 for SoftmaxCrossEntropy {
 
 /// `(p − onehot(target)) · scale`, row by row; zero for an [`IGNORE`]d row.
 fn grad_of<T: Real>(probs: &[T], targets: &[u32], classes: usize, scale: f64) -> Vec<T> {
-    let s = T::of(scale);
-    let mut d: Vec<T> = probs.iter().map(|&p| p * s).collect();
+    let mut d = probs.to_vec();
     for (row, &c) in d.chunks_exact_mut(classes).zip(targets) {
-        if c == IGNORE {
-            row.fill(T::zero());
-        } else {
-            row[c as usize] = row[c as usize] - s;
-        }
+        ce_grad_in_place(row, (c != IGNORE).then_some(c as usize), T::of(scale));
     }
     d
 }

@@ -177,28 +177,32 @@ impl AdamW {
         })
     }
 
-    /// The global L2 norm of the gradients of `vars` (missing gradients count as zero).
-    pub fn grad_norm(vars: &[Var], grads: &GradStore) -> Result<f64> {
+    /// The gradient of each of `vars` in `grads`, in order (`None` where none reached it).
+    pub fn grads_of(vars: &[Var], grads: &GradStore) -> Vec<Option<Tensor>> {
+        vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect()
+    }
+
+    /// The global L2 norm of `grads` (missing gradients count as zero).
+    pub fn grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
         let mut sq = 0f64;
-        for v in vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            }
+        for g in grads.iter().flatten() {
+            sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         }
         Ok(sq.sqrt())
     }
 
     /// One update: gradients scaled by `scale` (the clipping factor), then
     /// `p ← p(1 − lr·wd) − lr · m̂ / (√v̂ + eps)` with bias-corrected moments m̂, v̂.
-    pub fn update(&mut self, vars: &[Var], grads: &GradStore, cfg: &AdamWConfig, scale: f64) -> Result<()> {
+    /// `grads[i]` is the gradient of `vars[i]`; a var without one is left as it is.
+    pub fn update(&mut self, vars: &[Var], grads: &[Option<Tensor>], cfg: &AdamWConfig, scale: f64) -> Result<()> {
         self.step += 1;
         // A real exponent, as PyTorch's `1 - beta ** step`: `powi` takes an i32, which a restored step
         // count past 2³¹ would wrap negative (bias corrections of ±∞, then NaN parameters).
         let t = self.step as f64;
         let bc1 = 1.0 - cfg.beta1.powf(t);
         let bc2 = 1.0 - cfg.beta2.powf(t);
-        for (i, v) in vars.iter().enumerate() {
-            let Some(g) = grads.get(v.as_tensor()) else {
+        for (i, (v, g)) in vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else {
                 continue;
             };
             if v.device().is_cpu() && v.dtype() == DType::F32 {
@@ -236,7 +240,7 @@ mod tests {
         opt.step = (1u64 << 53) - 1;
         let cfg = AdamWConfig { lr: 0.1, ..Default::default() };
         let g = (v.as_tensor().sqr()?.sum_all()? * 0.5)?.backward()?;
-        opt.update(std::slice::from_ref(&v), &g, &cfg, 1.0)?;
+        opt.update(std::slice::from_ref(&v), &AdamW::grads_of(std::slice::from_ref(&v), &g), &cfg, 1.0)?;
         // m = 0.1·g, s = 0.001·g², no bias correction: p − lr·0.1·g/(√0.001·|g| + eps) per element.
         let want = [1.0f64, -2.0, 0.5].map(|p| p - 0.1 * 0.1 * p / (0.001f64.sqrt() * p.abs() + 1e-8));
         let got = v.as_tensor().to_vec1::<f32>()?;
@@ -269,8 +273,9 @@ mod tests {
             let c64 = Tensor::from_vec(c, n, &dev)?;
             let g32 = (v32.as_tensor().sqr()? * &c32)?.sum_all()?.backward()?;
             let g64 = (v64.as_tensor().sqr()? * &c64)?.sum_all()?.backward()?;
-            o32.update(std::slice::from_ref(&v32), &g32, &cfg, 0.5)?;
-            o64.update(std::slice::from_ref(&v64), &g64, &cfg, 0.5)?;
+            let (v32s, v64s) = (std::slice::from_ref(&v32), std::slice::from_ref(&v64));
+            o32.update(v32s, &AdamW::grads_of(v32s, &g32), &cfg, 0.5)?;
+            o64.update(v64s, &AdamW::grads_of(v64s, &g64), &cfg, 0.5)?;
         }
         let a = v32.as_tensor().to_vec1::<f32>()?;
         let b = v64.as_tensor().to_vec1::<f64>()?;

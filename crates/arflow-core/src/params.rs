@@ -136,10 +136,15 @@ impl ParamStore {
 
     /// The gradient of every named parameter in `grads` (zeros where none reached it).
     pub fn named_grads(&self, grads: &GradStore) -> Result<NamedGrads> {
+        self.named_var_grads(&AdamW::grads_of(&self.vars, grads))
+    }
+
+    /// The gradient of every named parameter from `grads[i]`, the gradient of variable i.
+    pub fn named_var_grads(&self, grads: &[Option<Tensor>]) -> Result<NamedGrads> {
         self.specs
             .iter()
             .map(|s| {
-                let data = match grads.get(self.vars[s.var].as_tensor()) {
+                let data = match &grads[s.var] {
                     Some(g) => self.read(g, s)?,
                     None => vec![0.0; s.len()],
                 };
@@ -153,18 +158,34 @@ impl ParamStore {
     pub fn train_step(&mut self, loss: &Tensor, cfg: &AdamWConfig) -> Result<StepStats> {
         check_lr(cfg)?;
         let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_v.is_finite() {
-            bail!("training diverged: the loss is {loss_v}; parameters were left as they were");
-        }
+        check_loss(loss_v)?;
         let grads = loss.backward()?;
-        let grad_norm = AdamW::grad_norm(&self.vars, &grads)?;
+        self.apply_grads(loss_v, &AdamW::grads_of(&self.vars, &grads), cfg)
+    }
+
+    /// The update of [`ParamStore::train_step`] from gradients a model computed itself: `grads[i]` is
+    /// the gradient of variable i of the mean `loss`. The same checks: an error changes nothing.
+    pub fn apply_grads(&mut self, loss: f64, grads: &[Option<Tensor>], cfg: &AdamWConfig) -> Result<StepStats> {
+        check_lr(cfg)?;
+        check_loss(loss)?;
+        if grads.len() != self.vars.len() {
+            bail!("{}: {} gradients for {} variables", self.model, grads.len(), self.vars.len());
+        }
+        let grad_norm = AdamW::grad_norm(grads)?;
         if !grad_norm.is_finite() {
             bail!("training diverged: the gradient norm is {grad_norm}; parameters were left as they were");
         }
         let scale = if cfg.clip > 0.0 && grad_norm > cfg.clip { cfg.clip / (grad_norm + 1e-6) } else { 1.0 };
-        self.opt.update(&self.vars, &grads, cfg, scale)?;
-        Ok(StepStats { loss: loss_v, grad_norm })
+        self.opt.update(&self.vars, grads, cfg, scale)?;
+        Ok(StepStats { loss, grad_norm })
     }
+}
+
+fn check_loss(loss: f64) -> Result<()> {
+    if !loss.is_finite() {
+        bail!("training diverged: the loss is {loss}; parameters were left as they were");
+    }
+    Ok(())
 }
 
 /// Most layers (couplings, conv blocks, prediction heads) a config may ask for. Far above any model

@@ -3,8 +3,9 @@
 //! per-step graph.
 
 use super::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
+use crate::host::with_slices;
 use crate::real::Real;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
 
 /// Activations the forward pass keeps for backward (`[B·T, saved_width·H]`, see each cell).
@@ -24,21 +25,6 @@ fn contiguous<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
         Some((a, b)) => Ok(&s[a..b]),
         None => bail!("rnn: {what} must be contiguous"),
     }
-}
-
-/// Runs `f` on the values of five CPU tensors, borrowed in place: backward reads the layer's
-/// `[B, T, ·]` input, output and gradient without copying them.
-fn with_host<T: WithDType, R>(ts: [&Tensor; 5], f: impl FnOnce([&[T]; 5]) -> Result<R>) -> Result<R> {
-    let owned = ts.iter().map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
-    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
-    let slices = guards
-        .iter()
-        .map(|(st, l)| match &**st {
-            Storage::Cpu(cpu) => contiguous(cpu.as_slice::<T>()?, l, "a backward input"),
-            _ => bail!("rnn: backward runs on CPU tensors"),
-        })
-        .collect::<Result<Vec<&[T]>>>()?;
-    f([slices[0], slices[1], slices[2], slices[3], slices[4]])
 }
 
 impl RnnLayerOp {
@@ -61,9 +47,10 @@ impl RnnLayerOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = with_host::<T, _>([x, h0, params, res, grad], |[xv, h0v, pv, out, d_out]| {
-            let w = RnnWeights::unpack(&self.dims, pv);
-            Ok(rnn_backward(&self.dims, xv, h0v, &w, out, saved, d_out))
+        // x, out and dL/dout are read in place: copying them would add three [B, T, ·] buffers.
+        let g = with_slices::<T, _>(&[x, h0, params, res, grad], |s| {
+            let w = RnnWeights::unpack(&self.dims, s[2]);
+            Ok(rnn_backward(&self.dims, s[0], s[1], &w, s[3], saved, s[4]))
         })?;
         let dev = x.device();
         Ok((
