@@ -20,9 +20,11 @@
 
 mod fast;
 pub mod sampling;
+mod train;
 
 use self::fast::{FastLm, StepScratch};
 use self::sampling::{sample_logits, SampleScratch, Sampling, Sfc32};
+use crate::alloc::BufferPool;
 use crate::device::Dev;
 use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamWConfig;
@@ -113,6 +115,8 @@ pub struct CharLm {
     carry: Option<(usize, Vec<f32>)>,
     /// The weights packed for single steps, built on the first step after any change to them.
     fast: OnceLock<FastLm>,
+    /// The training pass's large buffers, kept from one step to the next.
+    buffers: BufferPool,
 }
 
 impl CharLm {
@@ -155,7 +159,13 @@ impl CharLm {
             specs.push(ParamSpec { name: format!("ahead.{k}.weight"), shape: vec![vocab, hidden], var, offset: 0 });
             specs.push(ParamSpec { name: format!("ahead.{k}.bias"), shape: vec![vocab], var: var + 1, offset: 0 });
         }
-        Ok(CharLm { cfg, store: ParamStore::new(specs, device, "char LM")?, carry: None, fast: OnceLock::new() })
+        Ok(CharLm {
+            cfg,
+            store: ParamStore::new(specs, device, "char LM")?,
+            carry: None,
+            fast: OnceLock::new(),
+            buffers: BufferPool::default(),
+        })
     }
 
     /// Parameters by name and their optimizer state, to read (writes go through
@@ -213,7 +223,14 @@ impl CharLm {
 
     /// Target blocks `[B·T]` each: one (the next character) or, for a model with `ahead` = n, n (then
     /// required with `all`); blocks after the first may hold [`IGNORE`].
-    fn targets(&self, t: &[u32], batch: usize, seq: usize, all: bool, what: &str) -> Result<Vec<Tensor>> {
+    fn target_blocks<'t>(
+        &self,
+        t: &'t [u32],
+        batch: usize,
+        seq: usize,
+        all: bool,
+        what: &str,
+    ) -> Result<Vec<&'t [u32]>> {
         let (n, rows) = (self.cfg.ahead, batch * seq);
         let blocks = if t.len() == rows && !(all && n > 1) { 1 } else { n };
         if t.len() != blocks * rows {
@@ -225,15 +242,23 @@ impl CharLm {
                 t.len()
             );
         }
-        let mut out = vec![self.ids(&t[..rows], batch, seq, what)?.flatten_all()?];
+        self.check_ids(&t[..rows], batch, seq, what)?;
         for k in 1..blocks {
             let b = &t[k * rows..(k + 1) * rows];
             if let Some(&bad) = b.iter().find(|&&i| i != IGNORE && i as usize >= self.cfg.vocab) {
                 bail!("{what}: id {bad} ({} ahead) is outside the vocabulary of {}", k + 1, self.cfg.vocab);
             }
-            out.push(Tensor::from_slice(b, rows, &self.store.device)?);
         }
-        Ok(out)
+        Ok(t.chunks_exact(rows).take(blocks).collect())
+    }
+
+    /// [`CharLm::target_blocks`] as tensors `[B·T]`.
+    fn targets(&self, t: &[u32], batch: usize, seq: usize, all: bool, what: &str) -> Result<Vec<Tensor>> {
+        let rows = batch * seq;
+        self.target_blocks(t, batch, seq, all, what)?
+            .into_iter()
+            .map(|b| Tensor::from_slice(b, rows, &self.store.device))
+            .collect()
     }
 
     fn ids(&self, ids: &[u32], batch: usize, seq: usize, what: &str) -> Result<Tensor> {
@@ -317,7 +342,8 @@ impl CharLm {
 
     /// One training step on `B` streams of `T` characters: forward, mean cross-entropy, backward
     /// through time, clipping, AdamW. The hidden state continues from the previous step (truncated
-    /// BPTT) when the batch size matches; [`CharLm::reset_carry`] starts from zeros.
+    /// BPTT) when the batch size matches; [`CharLm::reset_carry`] starts from zeros. On CPU the pass is
+    /// the hand-written one of [`train`], elsewhere candle's autograd over the same ops.
     /// A non-finite loss or gradient is an error and leaves every parameter untouched.
     pub fn train_step(
         &mut self,
@@ -330,16 +356,24 @@ impl CharLm {
         crate::params::check_lr(cfg)?;
         // The update below changes the weights: the packed copy is stale from here on.
         self.fast.take();
-        let x = self.ids(ids, batch, seq, "train step inputs")?;
-        let y = self.targets(targets, batch, seq, true, "train step targets")?;
+        self.check_ids(ids, batch, seq, "train step inputs")?;
         let carry = match &self.carry {
             Some((b, h)) if *b == batch => Some(h.clone()),
             _ => None,
         };
-        let h0 = self.states(carry.as_deref(), batch)?;
-        let (loss, last) = self.loss(&x, &y, &h0)?;
-        let stats = self.store.train_step(&loss, cfg)?;
-        self.carry = Some((batch, self.flat_state(&last)?));
+        let (stats, finals) = if self.store.device.is_cpu() {
+            let y = self.target_blocks(targets, batch, seq, true, "train step targets")?;
+            let mut pass = train::pass(self, ids, &y, batch, seq, carry.as_deref())?;
+            let grads = pass.grad_tensors(self)?;
+            (self.store.apply_grads(pass.loss, &grads, cfg)?, pass.finals)
+        } else {
+            let x = self.ids(ids, batch, seq, "train step inputs")?;
+            let y = self.targets(targets, batch, seq, true, "train step targets")?;
+            let h0 = self.states(carry.as_deref(), batch)?;
+            let (loss, last) = self.loss(&x, &y, &h0)?;
+            (self.store.train_step(&loss, cfg)?, self.flat_state(&last)?)
+        };
+        self.carry = Some((batch, finals));
         Ok(stats)
     }
 
@@ -348,8 +382,32 @@ impl CharLm {
     }
 
     /// Mean loss and its gradient for every parameter and for the initial state `[L, B, S]`;
-    /// changes nothing. The oracle tests compare this against the pure-TypeScript backend.
+    /// changes nothing. The oracle tests compare this against the pure-TypeScript backend. On CPU the
+    /// hand-written pass of [`train`], elsewhere [`CharLm::graph_loss_and_grads`].
     pub fn loss_and_grads(
+        &self,
+        ids: &[u32],
+        targets: &[u32],
+        batch: usize,
+        seq: usize,
+        state: Option<&[f32]>,
+    ) -> Result<LossGrads> {
+        if !self.store.device.is_cpu() {
+            return self.graph_loss_and_grads(ids, targets, batch, seq, state);
+        }
+        self.check_ids(ids, batch, seq, "inputs")?;
+        let y = self.target_blocks(targets, batch, seq, true, "targets")?;
+        if let Some(s) = state {
+            self.check_state(s, batch)?;
+        }
+        let mut pass = train::pass(self, ids, &y, batch, seq, state)?;
+        let grads = self.store.named_var_grads(&pass.grad_tensors(self)?)?;
+        Ok(LossGrads { loss: pass.loss, grads, dh0: pass.ds0 })
+    }
+
+    /// [`CharLm::loss_and_grads`] through candle's autograd over the tensor graph: the path of devices
+    /// other than the CPU, and the CPU pass's test oracle.
+    pub fn graph_loss_and_grads(
         &self,
         ids: &[u32],
         targets: &[u32],

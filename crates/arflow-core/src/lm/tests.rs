@@ -244,3 +244,69 @@ fn sample_session_checks_its_arguments() {
     assert_eq!(s.streams(), 2);
     assert_eq!(s.state().len(), 2 * 40);
 }
+
+/// |got − want| ≤ tol · max|want| over a whole gradient (f32 against f32: only summation orders differ).
+fn assert_grads_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (scale {scale})");
+    }
+}
+
+/// The hand-written CPU training pass gives the loss, every parameter's gradient and dL/d(initial
+/// state) of candle's autograd over the tensor graph: every cell, stacks, the learned h0, heads
+/// predicting ahead with unscored positions, from zeros and from a given state, and more positions
+/// than one block of the head.
+#[test]
+fn the_training_pass_matches_the_tensor_graph() {
+    for (cell, layers, h0) in CASES {
+        let ahead = if layers == 2 { 3 } else { 1 };
+        let m = model(cell, layers, h0, ahead);
+        for (batch, seq) in [(3, 7), (4, 150)] {
+            let rows = batch * seq;
+            let ids: Vec<u32> = (0..rows).map(|i| ((i * 7 + 3) % 29) as u32).collect();
+            let mut targets: Vec<u32> = (0..ahead * rows).map(|i| ((i * 11 + 5) % 29) as u32).collect();
+            for (i, t) in targets.iter_mut().enumerate().skip(rows) {
+                if i % 5 == 0 {
+                    *t = super::IGNORE;
+                }
+            }
+            let given = values(layers * batch * m.cfg.state_len(), 5, 0.5);
+            for state in [None, Some(&given[..])] {
+                let what =
+                    format!("{cell:?} L{layers} h0={h0} ahead {ahead} B{batch} T{seq} state={}", state.is_some());
+                let got = m.loss_and_grads(&ids, &targets, batch, seq, state).unwrap();
+                let want = m.graph_loss_and_grads(&ids, &targets, batch, seq, state).unwrap();
+                assert!(
+                    (got.loss - want.loss).abs() <= 1e-6 * want.loss.abs(),
+                    "{what}: loss {} vs {}",
+                    got.loss,
+                    want.loss
+                );
+                for ((name, g), (wname, w)) in got.grads.iter().zip(&want.grads) {
+                    assert_eq!(name, wname);
+                    assert_grads_close(&format!("{what} {name}"), g, w, 2e-5);
+                }
+                assert_grads_close(&format!("{what} dh0"), &got.dh0, &want.dh0, 2e-5);
+                assert!(got.grads.iter().all(|(_, g)| g.iter().all(|v| v.is_finite())));
+            }
+        }
+    }
+}
+
+/// A training step carries the final state the tensor graph gives for the same batch and weights.
+#[test]
+fn a_training_step_carries_the_final_state_of_its_batch() {
+    for (cell, layers, h0) in CASES {
+        let mut m = model(cell, layers, h0, 1);
+        let (batch, seq) = (3, 9);
+        let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 5 + 1) % 29) as u32).collect();
+        let targets: Vec<u32> = (0..batch * seq).map(|i| ((i * 3 + 2) % 29) as u32).collect();
+        let (_, want) = m.nll(&ids, &targets, batch, seq, None).unwrap();
+        m.train_step(&ids, &targets, batch, seq, &AdamWConfig::default()).unwrap();
+        let (b, got) = m.carry().unwrap();
+        assert_eq!(b, batch);
+        assert!(same_bits(&got, &want), "{cell:?} L{layers}: the carried state differs");
+    }
+}
