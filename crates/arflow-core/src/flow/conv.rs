@@ -2,11 +2,13 @@
 //!
 //! candle's CPU `conv2d` backward runs `conv_transpose2d`, a direct loop far slower than a GEMM, and
 //! an im2col built from candle ops leaves `[N·H·W, 9C]` tensors in the autograd graph, each of whose
-//! gradients candle allocates and adds to zeros. Here the op's inputs are x and the weight matrix, its
-//! backward is two GEMMs and a scatter-add, and the im2col columns live only inside the op, built a
-//! few images at a time into buffers small enough for the allocator to recycle.
+//! gradients candle allocates and adds to zeros. Here the op's inputs are x and the weight matrix and
+//! its backward is GEMMs too. The im2col columns never exist whole: each task gathers the rows of one
+//! block of [`ROW_BLOCK`] pixels into a buffer that stays in cache and multiplies it at once.
+//! dL/dx is the same convolution of dL/dy with the kernel turned 180° and its channels swapped, so it
+//! needs no scatter of column gradients back onto pixels.
 
-use crate::gemm::{matmul, View};
+use crate::gemm::{matmul_serial, View};
 use crate::real::Real;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -14,74 +16,45 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// `[N, H, W, C]` ↦ `[N, H, W, 9C + 1]`: column `(kh·3 + kw)·C + c` of pixel (h, w) holds
-/// `x[h + kh − 1, w + kw − 1, c]`, zero outside the image; the last column is 1, so the bias rides in
-/// the GEMM (no separate broadcast add, forward or backward).
+/// The 3×3 windows of a channels-last `[N, H, W, C]` stack, as im2col rows: row r (pixel r of the
+/// stack, image-major) holds at column `(kh·3 + kw)·C + c` the value `x[h + kh − 1, w + kw − 1, c]`
+/// of its image, zero outside it, then a 1 when `ones` (the column the bias row of the weight meets,
+/// so the bias rides in the GEMM).
 #[derive(Clone, Copy)]
-struct Im2col3x3 {
-    n: usize,
+struct Taps {
     h: usize,
     w: usize,
     c: usize,
+    ones: bool,
 }
 
-/// Calls `f(pixel, column, source)` for every in-image tap of a 3×3 window over an `h × w` image:
-/// the tap at `column` (in units of C) of output `pixel` reads input pixel `source`.
-fn for_each_tap(h: usize, w: usize, mut f: impl FnMut(usize, usize, usize)) {
-    for y in 0..h {
-        for x in 0..w {
-            for kh in 0..3 {
-                let Some(sy) = (y + kh).checked_sub(1).filter(|&sy| sy < h) else { continue };
-                for kw in 0..3 {
-                    let Some(sx) = (x + kw).checked_sub(1).filter(|&sx| sx < w) else { continue };
-                    f(y * w + x, kh * 3 + kw, sy * w + sx);
+impl Taps {
+    fn width(&self) -> usize {
+        9 * self.c + usize::from(self.ones)
+    }
+
+    /// Writes the rows of pixels `r0 .. r0 + m` into `out`, resized to fit: every entry is written,
+    /// so `out` can be a reused buffer, never re-zeroed.
+    fn gather<T: Real>(&self, x: &[T], r0: usize, m: usize, out: &mut Vec<T>) {
+        let Taps { h, w, c, ones } = *self;
+        let (hw, row) = (h * w, self.width());
+        out.resize(m * row, T::zero());
+        for (j, o) in out.chunks_exact_mut(row).enumerate() {
+            let (img, pix) = ((r0 + j) / hw, (r0 + j) % hw);
+            let (y, xx) = (pix / w, pix % w);
+            let x = &x[img * hw * c..(img + 1) * hw * c];
+            for (tap, dst) in o[..9 * c].chunks_exact_mut(c.max(1)).enumerate() {
+                let sy = (y + tap / 3).checked_sub(1).filter(|&sy| sy < h);
+                let sx = (xx + tap % 3).checked_sub(1).filter(|&sx| sx < w);
+                match sy.zip(sx) {
+                    Some((sy, sx)) => dst.copy_from_slice(&x[(sy * w + sx) * c..(sy * w + sx + 1) * c]),
+                    None => dst.fill(T::zero()),
                 }
             }
-        }
-    }
-}
-
-impl Im2col3x3 {
-    /// Writes the columns of `x` into `out`, resized to fit: every entry is written (taps outside the
-    /// image as zeros), so `out` can be a buffer reused from the previous chunk, never re-zeroed.
-    /// (Zero-filling a fresh buffer per chunk was ~5% of a Real NVP training step.)
-    fn gather_into<T: Real>(&self, x: &[T], out: &mut Vec<T>) {
-        let Im2col3x3 { n, h, w, c } = *self;
-        let img = h * w * c;
-        let row = 9 * c + 1;
-        out.resize(n * h * w * row, T::zero());
-        out.par_chunks_mut(h * w * row).enumerate().for_each(|(i, o)| {
-            let x = &x[i * img..(i + 1) * img];
-            for (pix, o) in o.chunks_exact_mut(row).enumerate() {
-                let (y, xx) = (pix / w, pix % w);
-                for (tap, dst) in o[..9 * c].chunks_exact_mut(c.max(1)).enumerate() {
-                    let sy = (y + tap / 3).checked_sub(1).filter(|&sy| sy < h);
-                    let sx = (xx + tap % 3).checked_sub(1).filter(|&sx| sx < w);
-                    match sy.zip(sx) {
-                        Some((sy, sx)) => dst.copy_from_slice(&x[(sy * w + sx) * c..(sy * w + sx + 1) * c]),
-                        None => dst.fill(T::zero()),
-                    }
-                }
+            if ones {
                 o[9 * c] = T::one();
             }
-        });
-    }
-
-    /// The adjoint of [`Self::gather_into`]: every column entry of `g` is added onto the pixel of
-    /// `dx` it came from.
-    fn scatter_add<T: Real>(&self, g: &[T], dx: &mut [T]) {
-        let Im2col3x3 { h, w, c, .. } = *self;
-        let img = h * w * c;
-        dx.par_chunks_mut(img).enumerate().for_each(|(i, dx)| {
-            let row = 9 * c + 1;
-            let g = &g[i * h * w * row..(i + 1) * h * w * row];
-            for_each_tap(h, w, |pix, col, src| {
-                let from = pix * row + col * c;
-                for (d, s) in dx[src * c..(src + 1) * c].iter_mut().zip(&g[from..from + c]) {
-                    *d = *d + *s;
-                }
-            });
-        });
+        }
     }
 }
 
@@ -92,13 +65,10 @@ fn slice<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
     }
 }
 
-/// Values per im2col chunk: 2 Mi f32 = 8 MiB, well under glibc's mmap threshold.
-const CHUNK_VALUES: usize = 1 << 21;
-
 thread_local! {
-    /// The im2col buffers of the last call on this thread, by element type and use, kept for the next:
-    /// a fresh buffer per call was zero-filled (`resize`) before every entry was overwritten anyway,
-    /// ~7% of a Glow training step in `memset` (perf, Fashion-MNIST, batch 64).
+    /// The im2col block buffers of the last task on this thread, by element type and use, kept for the
+    /// next: a fresh buffer per call was zero-filled (`resize`) before every entry was overwritten
+    /// anyway, ~7% of a Glow training step in `memset` (perf, Fashion-MNIST, batch 64).
     static SCRATCH: RefCell<HashMap<(TypeId, u8), Box<dyn Any>>> = RefCell::new(HashMap::new());
 }
 
@@ -115,8 +85,13 @@ fn with_scratch<T: Real, R>(slot: u8, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
     out
 }
 
-/// Rows per task of the packed products (each task runs one thread's microkernel loop).
+/// Pixels per task: its im2col rows (at most 192 × (9·Cin + 1) values) stay in the core's cache
+/// between the gather and the product.
 const ROW_BLOCK: usize = 192;
+
+/// Pixels per partial sum of the weight gradient: the partials are added in order, so dW does not
+/// depend on how rayon schedules the tasks.
+const DW_ROWS: usize = 16 * ROW_BLOCK;
 
 /// `x [N, H, W, Cin]`, `wmat [9·Cin + 1, Cout]` (the weight in im2col's row order, then the bias) ↦
 /// `[N, H, W, Cout]`.
@@ -129,66 +104,80 @@ struct Conv3x3 {
 }
 
 impl Conv3x3 {
-    fn geometry(&self, imgs: usize) -> Im2col3x3 {
-        Im2col3x3 { n: imgs, h: self.h, w: self.w, c: self.cin }
+    fn rows(&self) -> usize {
+        self.n * self.h * self.w
     }
 
-    /// Images per chunk.
-    fn chunk(&self) -> usize {
-        (CHUNK_VALUES / (self.h * self.w * (9 * self.cin + 1))).clamp(1, self.n.max(1))
+    fn taps(&self, c: usize, ones: bool) -> Taps {
+        Taps { h: self.h, w: self.w, c, ones }
     }
 
     fn forward<T: Real>(&self, x: &[T], wmat: &[T]) -> Vec<T> {
-        let (hw, k, co) = (self.h * self.w, 9 * self.cin + 1, self.cout);
-        let img = hw * self.cin;
-        let mut out = vec![T::zero(); self.n * hw * co];
+        let (k, co) = (9 * self.cin + 1, self.cout);
+        let taps = self.taps(self.cin, true);
+        let mut out = vec![T::zero(); self.rows() * co];
         // The weight is packed once for the packed-panel microkernels (AVX-512 8×32 / AVX2 6×16):
         // a conv's output width is a panel or two, so every row block streams its im2col rows once.
         let packed = T::pack(k, co, wmat, co, 1);
-        let step = self.chunk();
-        with_scratch(0, |cols: &mut Vec<T>| {
-            for s in (0..self.n).step_by(step) {
-                let e = (s + step).min(self.n);
-                self.geometry(e - s).gather_into(&x[s * img..e * img], cols);
-                let c = &mut out[s * hw * co..e * hw * co];
-                c.par_chunks_mut(ROW_BLOCK * co).enumerate().for_each(|(b, c)| {
-                    let a = &cols[b * ROW_BLOCK * k..];
-                    T::packed_matmul(&packed, c.len() / co, a, k, c, co, false);
-                });
-            }
+        out.par_chunks_mut(ROW_BLOCK * co).enumerate().for_each(|(b, c)| {
+            let m = c.len() / co;
+            with_scratch(0, |cols: &mut Vec<T>| {
+                taps.gather(x, b * ROW_BLOCK, m, cols);
+                T::packed_matmul(&packed, m, cols, k, c, co, false);
+            });
         });
         out
     }
 
     /// `(dx, dwmat)` from the output gradient `g [N·H·W, Cout]`.
     fn backward<T: Real>(&self, x: &[T], wmat: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
-        let (hw, k, co) = (self.h * self.w, 9 * self.cin + 1, self.cout);
-        let img = hw * self.cin;
-        let mut dx = vec![T::zero(); self.n * img];
-        let mut dw = vec![T::zero(); k * co];
-        let step = self.chunk();
-        // dcols = g · Wᵀ through the packed kernels too: Wᵀ [Cout × 9·Cin + 1] packed once.
-        let packed_t = T::pack(co, k, wmat, 1, co);
-        with_scratch(0, |cols: &mut Vec<T>| {
-            with_scratch(1, |dcols: &mut Vec<T>| {
-                for s in (0..self.n).step_by(step) {
-                    let e = (s + step).min(self.n);
-                    let rows = (e - s) * hw;
-                    let geo = self.geometry(e - s);
-                    geo.gather_into(&x[s * img..e * img], cols);
-                    let gs = &g[s * hw * co..e * hw * co];
-                    // dW += colsᵀ · g
-                    matmul(k, co, rows, &mut dw, co, s > 0, View::transposed(cols, k), View::rows(gs, co));
-                    // dcols = g · Wᵀ (every entry written), then scattered back onto the pixels.
-                    dcols.resize(rows * k, T::zero());
-                    dcols.par_chunks_mut(ROW_BLOCK * k).enumerate().for_each(|(b, d)| {
-                        let a = &gs[b * ROW_BLOCK * co..];
-                        T::packed_matmul(&packed_t, d.len() / k, a, co, d, k, false);
-                    });
-                    geo.scatter_add(dcols, &mut dx[s * img..e * img]);
+        let (cin, co, rows) = (self.cin, self.cout, self.rows());
+        let k = 9 * cin + 1;
+        // dx[q, i] = Σ_tap Σ_o g[q − off(tap), o] · W[tap, i, o], and −off(tap) = off(8 − tap): the
+        // im2col of g times Wᵀ turned, `[9·Cout, Cin]` with row (tap·Cout + o) = W[8 − tap, ·, o].
+        let mut wt = vec![T::zero(); 9 * co * cin];
+        for tap in 0..9 {
+            for o in 0..co {
+                for i in 0..cin {
+                    wt[(tap * co + o) * cin + i] = wmat[((8 - tap) * cin + i) * co + o];
                 }
-            })
+            }
+        }
+        let packed_t = T::pack(9 * co, cin, &wt, cin, 1);
+        let g_taps = self.taps(co, false);
+        let mut dx = vec![T::zero(); rows * cin];
+        dx.par_chunks_mut(ROW_BLOCK * cin).enumerate().for_each(|(b, d)| {
+            let m = d.len() / cin;
+            with_scratch(1, |gcols: &mut Vec<T>| {
+                g_taps.gather(g, b * ROW_BLOCK, m, gcols);
+                T::packed_matmul(&packed_t, m, gcols, 9 * co, d, cin, false);
+            });
         });
+        // dW = colsᵀ · g, one partial sum per DW_ROWS pixels, added in order.
+        let taps = self.taps(cin, true);
+        let parts: Vec<Vec<T>> = (0..rows.div_ceil(DW_ROWS))
+            .into_par_iter()
+            .map(|p| {
+                let mut dw = vec![T::zero(); k * co];
+                let end = ((p + 1) * DW_ROWS).min(rows);
+                with_scratch(0, |cols: &mut Vec<T>| {
+                    for r0 in (p * DW_ROWS..end).step_by(ROW_BLOCK) {
+                        let m = ROW_BLOCK.min(end - r0);
+                        taps.gather(x, r0, m, cols);
+                        let (a, b) = (View::transposed(&cols[..], k), View::rows(&g[r0 * co..], co));
+                        matmul_serial(k, co, m, &mut dw, co, true, a, b);
+                    }
+                });
+                dw
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); k * co]);
+        for p in parts {
+            for (d, v) in dw.iter_mut().zip(p) {
+                *d = *d + v;
+            }
+        }
         (dx, dw)
     }
 }
@@ -291,14 +280,13 @@ mod tests {
         (y, dx, dw)
     }
 
-    /// Enough images for three im2col chunks, the last one short: the column buffer is reused across
-    /// chunks and the gradient scattered into each chunk's slice of dx.
+    /// Enough pixels for three weight-gradient partials, the last one short, over row blocks that
+    /// straddle images: every block gathers its own rows, and the partial sums add up.
     #[test]
-    fn conv_matches_direct_convolution_across_chunks() {
+    fn conv_matches_direct_convolution_across_blocks() {
         let (h, w, cin, cout) = (5, 7, 3, 4);
-        let per_chunk = CHUNK_VALUES / (h * w * (9 * cin + 1));
-        let conv = Conv3x3 { n: 2 * per_chunk + 3, h, w, cin, cout };
-        assert_eq!(conv.chunk(), per_chunk);
+        let conv = Conv3x3 { n: (2 * DW_ROWS + 3 * ROW_BLOCK + 11) / (h * w) + 1, h, w, cin, cout };
+        assert!(conv.rows() > 2 * DW_ROWS + 3 * ROW_BLOCK && !conv.rows().is_multiple_of(ROW_BLOCK));
         let val = |i: usize, k: usize| ((i * k) % 23) as f64 / 11.0 - 1.0;
         let x: Vec<f64> = (0..conv.n * h * w * cin).map(|i| val(i, 7)).collect();
         let wmat: Vec<f64> = (0..(9 * cin + 1) * cout).map(|i| val(i, 5)).collect();
