@@ -19,13 +19,14 @@ use std::collections::HashMap;
 /// The 3×3 windows of a channels-last `[N, H, W, C]` stack, as im2col rows: row r (pixel r of the
 /// stack, image-major) holds at column `(kh·3 + kw)·C + c` the value `x[h + kh − 1, w + kw − 1, c]`
 /// of its image, zero outside it, then a 1 when `ones` (the column the bias row of the weight meets,
-/// so the bias rides in the GEMM).
+/// so the bias rides in the GEMM); with `relu`, of `max(x, 0)`.
 #[derive(Clone, Copy)]
 struct Taps {
     h: usize,
     w: usize,
     c: usize,
     ones: bool,
+    relu: bool,
 }
 
 impl Taps {
@@ -36,19 +37,35 @@ impl Taps {
     /// Writes the rows of pixels `r0 .. r0 + m` into `out`, resized to fit: every entry is written,
     /// so `out` can be a reused buffer, never re-zeroed.
     fn gather<T: Real>(&self, x: &[T], r0: usize, m: usize, out: &mut Vec<T>) {
-        let Taps { h, w, c, ones } = *self;
+        let Taps { h, w, c, ones, relu } = *self;
         let (hw, row) = (h * w, self.width());
         out.resize(m * row, T::zero());
         for (j, o) in out.chunks_exact_mut(row).enumerate() {
             let (img, pix) = ((r0 + j) / hw, (r0 + j) % hw);
             let (y, xx) = (pix / w, pix % w);
             let x = &x[img * hw * c..(img + 1) * hw * c];
-            for (tap, dst) in o[..9 * c].chunks_exact_mut(c.max(1)).enumerate() {
-                let sy = (y + tap / 3).checked_sub(1).filter(|&sy| sy < h);
-                let sx = (xx + tap % 3).checked_sub(1).filter(|&sx| sx < w);
-                match sy.zip(sx) {
-                    Some((sy, sx)) => dst.copy_from_slice(&x[(sy * w + sx) * c..(sy * w + sx + 1) * c]),
-                    None => dst.fill(T::zero()),
+            // Each kernel row's three taps are three neighbouring pixels, 3C contiguous values, when
+            // the window lies inside the image across; only the border columns go tap by tap.
+            let inside = xx >= 1 && xx + 1 < w;
+            for (kh, dst) in o[..9 * c].chunks_exact_mut(3 * c.max(1)).enumerate() {
+                let Some(sy) = (y + kh).checked_sub(1).filter(|&sy| sy < h) else {
+                    dst.fill(T::zero());
+                    continue;
+                };
+                if inside {
+                    dst.copy_from_slice(&x[(sy * w + xx - 1) * c..(sy * w + xx + 2) * c]);
+                    continue;
+                }
+                for (kw, dst) in dst.chunks_exact_mut(c.max(1)).enumerate() {
+                    match (xx + kw).checked_sub(1).filter(|&sx| sx < w) {
+                        Some(sx) => dst.copy_from_slice(&x[(sy * w + sx) * c..(sy * w + sx + 1) * c]),
+                        None => dst.fill(T::zero()),
+                    }
+                }
+            }
+            if relu {
+                for v in &mut o[..9 * c] {
+                    *v = v.max(T::zero());
                 }
             }
             if ones {
@@ -94,13 +111,14 @@ const ROW_BLOCK: usize = 192;
 const DW_ROWS: usize = 16 * ROW_BLOCK;
 
 /// `x [N, H, W, Cin]`, `wmat [9·Cin + 1, Cout]` (the weight in im2col's row order, then the bias) ↦
-/// `[N, H, W, Cout]`.
+/// `[N, H, W, Cout]`; with `relu_in`, the convolution of `max(x, 0)`.
 struct Conv3x3 {
     n: usize,
     h: usize,
     w: usize,
     cin: usize,
     cout: usize,
+    relu_in: bool,
 }
 
 impl Conv3x3 {
@@ -108,8 +126,9 @@ impl Conv3x3 {
         self.n * self.h * self.w
     }
 
+    /// The windows of the input (`ones`: with the bias column; it is the input the ReLU applies to).
     fn taps(&self, c: usize, ones: bool) -> Taps {
-        Taps { h: self.h, w: self.w, c, ones }
+        Taps { h: self.h, w: self.w, c, ones, relu: ones && self.relu_in }
     }
 
     fn forward<T: Real>(&self, x: &[T], wmat: &[T]) -> Vec<T> {
@@ -152,6 +171,14 @@ impl Conv3x3 {
                 g_taps.gather(g, b * ROW_BLOCK, m, gcols);
                 T::packed_matmul(&packed_t, m, gcols, 9 * co, d, cin, false);
             });
+            if self.relu_in {
+                // Through max(x, 0): candle's ReLU passes the gradient where x ≥ 0.
+                for (d, &x) in d.iter_mut().zip(&x[b * ROW_BLOCK * cin..]) {
+                    if x < T::zero() {
+                        *d = T::zero();
+                    }
+                }
+            }
         });
         // dW = colsᵀ · g, one partial sum per DW_ROWS pixels, added in order.
         let taps = self.taps(cin, true);
@@ -230,6 +257,16 @@ impl CustomOp2 for Conv3x3 {
 /// A 3×3 convolution, stride 1, zero padding 1, on channels-last `x [N, H, W, Cin]` with a PyTorch
 /// weight `[Cout, Cin, 3, 3]` and bias `[Cout]`; returns `[N, H, W, Cout]`. Differentiable in all three.
 pub fn conv3x3_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    conv3x3(x, weight, bias, false)
+}
+
+/// [`conv3x3_nhwc`] of `relu(x)`, the ReLU fused into the convolution's gather (and its gradient
+/// into the convolution's backward): no ReLU tensor, no separate passes.
+pub fn conv3x3_nhwc_relu(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    conv3x3(x, weight, bias, true)
+}
+
+fn conv3x3(x: &Tensor, weight: &Tensor, bias: &Tensor, relu_in: bool) -> Result<Tensor> {
     let (n, h, w, cin) = x.dims4()?;
     let (cout, wcin, kh, kw) = weight.dims4()?;
     if (wcin, kh, kw) != (cin, 3, 3) {
@@ -239,7 +276,7 @@ pub fn conv3x3_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor
     // bias as the row that meets im2col's column of ones.
     let wmat = weight.permute((2, 3, 1, 0))?.reshape((9 * cin, cout))?;
     let wmat = Tensor::cat(&[&wmat, &bias.reshape((1, cout))?], 0)?;
-    x.contiguous()?.apply_op2(&wmat.contiguous()?, Conv3x3 { n, h, w, cin, cout })
+    x.contiguous()?.apply_op2(&wmat.contiguous()?, Conv3x3 { n, h, w, cin, cout, relu_in })
 }
 
 #[cfg(test)]
@@ -249,7 +286,8 @@ mod tests {
     /// Direct 3×3 convolution (zero padding 1) of channels-last `x`, with `wmat` in im2col's row
     /// order plus the bias row, and its adjoints: the definition the im2col + GEMM op must meet.
     fn direct(c: &Conv3x3, x: &[f64], wmat: &[f64], g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let Conv3x3 { n, h, w, cin, cout } = *c;
+        let Conv3x3 { n, h, w, cin, cout, relu_in } = *c;
+        let act = |v: f64| if relu_in { v.max(0.0) } else { v };
         let (mut y, mut dx, mut dw) = (vec![0.0; n * h * w * cout], vec![0.0; x.len()], vec![0.0; wmat.len()]);
         for i in 0..n {
             for py in 0..h {
@@ -268,9 +306,11 @@ mod tests {
                         for ci in 0..cin {
                             for co in 0..cout {
                                 let wi = (tap * cin + ci) * cout + co;
-                                y[o + co] += x[src + ci] * wmat[wi];
-                                dx[src + ci] += g[o + co] * wmat[wi];
-                                dw[wi] += g[o + co] * x[src + ci];
+                                y[o + co] += act(x[src + ci]) * wmat[wi];
+                                if !relu_in || x[src + ci] >= 0.0 {
+                                    dx[src + ci] += g[o + co] * wmat[wi];
+                                }
+                                dw[wi] += g[o + co] * act(x[src + ci]);
                             }
                         }
                     }
@@ -284,8 +324,14 @@ mod tests {
     /// straddle images: every block gathers its own rows, and the partial sums add up.
     #[test]
     fn conv_matches_direct_convolution_across_blocks() {
+        for relu_in in [false, true] {
+            matches_direct(relu_in);
+        }
+    }
+
+    fn matches_direct(relu_in: bool) {
         let (h, w, cin, cout) = (5, 7, 3, 4);
-        let conv = Conv3x3 { n: (2 * DW_ROWS + 3 * ROW_BLOCK + 11) / (h * w) + 1, h, w, cin, cout };
+        let conv = Conv3x3 { n: (2 * DW_ROWS + 3 * ROW_BLOCK + 11) / (h * w) + 1, h, w, cin, cout, relu_in };
         assert!(conv.rows() > 2 * DW_ROWS + 3 * ROW_BLOCK && !conv.rows().is_multiple_of(ROW_BLOCK));
         let val = |i: usize, k: usize| ((i * k) % 23) as f64 / 11.0 - 1.0;
         let x: Vec<f64> = (0..conv.n * h * w * cin).map(|i| val(i, 7)).collect();

@@ -10,7 +10,7 @@
 pub mod init;
 pub mod spec;
 
-use super::conv::conv3x3_nhwc;
+use super::conv::{conv3x3_nhwc, conv3x3_nhwc_relu};
 use super::op::{affine_coupling, affine_coupling_inverse};
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
@@ -637,7 +637,8 @@ impl FlowNet {
                     a = Tensor::cat(&[&a, &cb], 3)?;
                 }
                 let per_conv = norm.params_per_conv();
-                let conv = |pass: &mut Pass, a: &Tensor, i: usize| -> Result<Tensor> {
+                // Conv i of the net on `a`, or on relu(a) with the ReLU fused into the conv op.
+                let conv = |pass: &mut Pass, a: &Tensor, i: usize, relu: bool| -> Result<Tensor> {
                     let at = ps + i * per_conv;
                     let weight = match norm {
                         Norm::Weight => {
@@ -648,7 +649,7 @@ impl FlowNet {
                         Norm::None | Norm::Batch => p[at].clone(),
                     };
                     let bias = if norm == Norm::Weight { &p[at + 2] } else { &p[at + 1] };
-                    let out = conv3x3_nhwc(a, &weight, bias)?;
+                    let out = if relu { conv3x3_nhwc_relu(a, &weight, bias)? } else { conv3x3_nhwc(a, &weight, bias)? };
                     if norm != Norm::Batch {
                         return Ok(out);
                     }
@@ -657,15 +658,15 @@ impl FlowNet {
                     let gain = (var + 1e-5)?.sqrt()?.recip()?.mul(&p[at + 2])?;
                     out.broadcast_sub(&mean)?.broadcast_mul(&gain)?.broadcast_add(&p[at + 3])
                 };
-                let mut hcur = conv(pass, &a, 0)?;
+                let mut hcur = conv(pass, &a, 0, false)?;
                 for b in 0..blocks {
-                    let r = conv(pass, &hcur.relu()?, 1 + 2 * b)?;
-                    let r = conv(pass, &r.relu()?, 2 + 2 * b)?;
+                    let r = conv(pass, &hcur, 1 + 2 * b, true)?;
+                    let r = conv(pass, &r, 2 + 2 * b, true)?;
                     hcur = (hcur + r)?;
                 }
                 let at = ps + (1 + 2 * blocks) * per_conv;
-                let out = conv3x3_nhwc(&hcur.relu()?, &p[at], &p[at + 1])?; // [N, H, W, per·C]
-                                                                            // → [N, per·C, H, W] flattened: s_raw channels then t channels, each [C, H, W].
+                let out = conv3x3_nhwc_relu(&hcur, &p[at], &p[at + 1])?; // [N, H, W, per·C]
+                                                                         // → [N, per·C, H, W] flattened: s_raw channels then t channels, each [C, H, W].
                 out.permute((0, 3, 1, 2))?.reshape((n, per * c * h * w))
             }
         }
