@@ -7,6 +7,8 @@
 //   - In a git checkout (developing arflow) with cargo, the addon is built from source, to match crates/.
 // ARFLOW_BUILD_FROM_SOURCE=1 (or ARFLOW_REBUILD=1, `npm run build:native`) always compiles from source,
 // e.g. `ARFLOW_BUILD_FROM_SOURCE=1 npm rebuild arflow`; ARFLOW_SKIP_NATIVE=1 skips the native addon.
+// This is the CPU addon, which never links CUDA: the CUDA one is a binary of its own, built by
+// scripts/build-native-cuda.sh (`npm run build:native:cuda`) or installed as @arflow/binding-<platform>-cuda.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -52,11 +54,10 @@ if (!hasCargo()) {
   );
   process.exit(fromSource ? 1 : 0);
 }
-const features = process.env.ARFLOW_CUDA ? ['--features', 'cuda'] : [];
 console.log(
-  `arflow: building the native addon for ${platform} from source (cargo build --release ${['-p', 'arflow-node', ...features].join(' ')}), a few minutes on 2 cores…`,
+  `arflow: building the native addon for ${platform} from source (cargo build --release -p arflow-node), a few minutes on 2 cores…`,
 );
-execFileSync('cargo', ['build', '--release', '-p', 'arflow-node', ...features], { cwd: root, stdio: 'inherit' });
+execFileSync('cargo', ['build', '--release', '-p', 'arflow-node'], { cwd: root, stdio: 'inherit' });
 const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';
 const targetDir = resolve(root, process.env.CARGO_TARGET_DIR || 'target');
 const lib = join(targetDir, 'release', `${process.platform === 'win32' ? '' : 'lib'}arflow_node.${ext}`);

@@ -4,7 +4,7 @@
  * `"<CODE>: message"` and are rethrown as arflow's typed errors.
  */
 import { BackendError } from '../errors.js';
-import { async, checkDevice, loadNative, NativeParameters, type NativeParamModel, sync } from './native.js';
+import { async, NativeParameters, type NativeParamModel, onNativeDevice, sync } from './native.js';
 import type { Seq2SeqStepStats } from './native-seq2seq.js';
 import type { CellKind, OptimConfig } from './types.js';
 
@@ -49,25 +49,30 @@ type NativeModel = NativeParamModel & {
 
 interface CaptionAddon {
   NativeCaptioner?: new (shape: CaptionShape, device: string) => NativeModel;
-  buildInfo(): { version: string; cuda: boolean; threads: number };
 }
 
 /** The captioner on the native backend. */
 export class NativeCaptioner extends NativeParameters<NativeModel> {
   protected readonly m: NativeModel;
+  /** The device it runs on ('auto' resolved). */
+  readonly device: string;
 
   constructor(
     readonly shape: CaptionShape,
-    readonly device: string = 'cpu',
+    device = 'cpu',
   ) {
     super();
-    const addon = loadNative() as unknown as CaptionAddon;
-    const Ctor = addon.NativeCaptioner;
-    if (!Ctor) {
-      throw new BackendError('this arflow native addon predates the captioner; rebuild it with `npm run build:native`');
-    }
-    checkDevice(addon, device);
-    this.m = sync(() => new Ctor(shape, device));
+    const on = onNativeDevice(device, (addon, dev) => {
+      const Ctor = (addon as unknown as CaptionAddon).NativeCaptioner;
+      if (!Ctor) {
+        throw new BackendError(
+          'this arflow native addon predates the captioner; rebuild it with `npm run build:native`',
+        );
+      }
+      return sync(() => new Ctor(shape, dev));
+    });
+    this.m = on.model;
+    this.device = on.device;
   }
 
   trainStep(b: CaptionBatch, opt: OptimConfig): Promise<Seq2SeqStepStats> {

@@ -5,7 +5,7 @@
  */
 import { BackendError } from '../errors.js';
 import type { FlowNetBackend, FlowNetSpec, TensorInfo } from './flownet-types.js';
-import { async, checkDevice, loadNative, NativeParameters, type NativeParamModel, sync } from './native.js';
+import { async, NativeParameters, type NativeParamModel, onNativeDevice, sync } from './native.js';
 import type { OptimConfig, StepStats } from './types.js';
 
 type Ctx = Float32Array | null;
@@ -28,26 +28,29 @@ interface NativeNet extends NativeParamModel {
 
 interface NativeNetAddon {
   NativeFlowNet?: new (spec: string, seed: number, device: string) => NativeNet;
-  buildInfo(): { version: string; cuda: boolean; threads: number };
 }
 
 /** A FlowNet on the native backend; batches are `[batch, D]`, contexts `[batch, K]` or null. */
 export class NativeFlowNet extends NativeParameters<NativeNet> implements FlowNetBackend {
   protected readonly m: NativeNet;
+  /** The device it runs on ('auto' resolved). */
+  readonly device: string;
 
   constructor(
     readonly spec: FlowNetSpec,
     seed: number,
-    readonly device: string = 'cpu',
+    device = 'cpu',
   ) {
     super();
-    const addon = loadNative() as unknown as NativeNetAddon;
-    const Ctor = addon.NativeFlowNet;
-    if (!Ctor) {
-      throw new BackendError('this arflow native addon predates FlowNet; rebuild it with `npm run build:native`');
-    }
-    checkDevice(addon, device);
-    this.m = sync(() => new Ctor(JSON.stringify(spec), seed, device));
+    const on = onNativeDevice(device, (addon, dev) => {
+      const Ctor = (addon as unknown as NativeNetAddon).NativeFlowNet;
+      if (!Ctor) {
+        throw new BackendError('this arflow native addon predates FlowNet; rebuild it with `npm run build:native`');
+      }
+      return sync(() => new Ctor(JSON.stringify(spec), seed, dev));
+    });
+    this.m = on.model;
+    this.device = on.device;
   }
   bufferInfo(): TensorInfo[] {
     return sync(() => this.m.bufferInfo());

@@ -7,7 +7,7 @@
 import { BackendError, ConfigError, ShapeError } from '../errors.js';
 import type { BackendName, DeviceName } from './index.js';
 import { JsPixelModel } from './js/pixel-model.js';
-import { async, checkDevice, loadNative, NativeParameters, sync } from './native.js';
+import { async, NativeParameters, onNativeDevice, sync } from './native.js';
 import type { PixelBackend, PixelLoss, PixelSampleRequest } from './pixel-backend.js';
 import { type PixelRnnShape, validatePixelShape } from './pixel-types.js';
 import type { OptimConfig, StepStats } from './types.js';
@@ -31,7 +31,6 @@ type NativePixelClass = Omit<PixelBackend, 'kind' | 'shape' | 'lossAndGrads' | '
 
 interface NativePixelAddon {
   NativePixelModel?: new (shape: PixelRnnShape, device: string) => NativePixelClass;
-  buildInfo(): { version: string; cuda: boolean; threads: number };
 }
 
 const STALE = 'this arflow native addon predates the Pixel-RNN; rebuild it with `npm run build:native`';
@@ -47,19 +46,20 @@ function checkCount(fn: string, what: string, v: number, min: number): void {
 export class NativePixelModel extends NativeParameters<NativePixelClass> implements PixelBackend {
   protected readonly m: NativePixelClass;
   readonly shape: PixelRnnShape;
+  /** The device it runs on ('auto' resolved). */
+  readonly device: string;
 
-  constructor(
-    shape: PixelRnnShape,
-    readonly device: string = 'cpu',
-  ) {
+  constructor(shape: PixelRnnShape, device = 'cpu') {
     super();
     validatePixelShape(shape);
     this.shape = Object.freeze({ ...shape });
-    const a = loadNative() as unknown as NativePixelAddon;
-    const Ctor = a.NativePixelModel;
-    if (!Ctor) throw new BackendError(STALE);
-    checkDevice(a, device);
-    this.m = sync(() => new Ctor(this.shape, device));
+    const on = onNativeDevice(device, (a, dev) => {
+      const Ctor = (a as unknown as NativePixelAddon).NativePixelModel;
+      if (!Ctor) throw new BackendError(STALE);
+      return sync(() => new Ctor(this.shape, dev));
+    });
+    this.m = on.model;
+    this.device = on.device;
   }
 
   trainStep(
@@ -120,7 +120,8 @@ export function createPixelBackend(
   device: DeviceName = 'cpu',
 ): PixelBackend {
   if (backend === 'js') {
-    if (device !== 'cpu') throw new ConfigError(`the pure-TypeScript backend runs on cpu only, not ${device}`);
+    if (device !== 'cpu' && device !== 'auto')
+      throw new ConfigError(`the pure-TypeScript backend runs on cpu only, not ${device}`);
     return new JsPixelModel(shape);
   }
   if (backend === 'native') return new NativePixelModel(shape, device);

@@ -4,7 +4,7 @@
  * typed errors.
  */
 import { BackendError } from '../errors.js';
-import { async, checkDevice, loadNative, NativeParameters, type NativeParamModel, sync } from './native.js';
+import { async, NativeParameters, type NativeParamModel, onNativeDevice, sync } from './native.js';
 import type { CellKind, OptimConfig } from './types.js';
 
 /** Sizes of an encoder–decoder; see `crates/arflow-core/src/seq2seq/mod.rs` for the parameters. */
@@ -56,27 +56,30 @@ type NativeModel = NativeParamModel & {
 
 interface Seq2SeqAddon {
   NativeSeq2Seq?: new (shape: Seq2SeqShape, device: string) => NativeModel;
-  buildInfo(): { version: string; cuda: boolean; threads: number };
 }
 
 /** The encoder–decoder on the native backend. */
 export class NativeSeq2Seq extends NativeParameters<NativeModel> {
   protected readonly m: NativeModel;
+  /** The device it runs on ('auto' resolved). */
+  readonly device: string;
 
   constructor(
     readonly shape: Seq2SeqShape,
-    readonly device: string = 'cpu',
+    device = 'cpu',
   ) {
     super();
-    const addon = loadNative() as unknown as Seq2SeqAddon;
-    const Ctor = addon.NativeSeq2Seq;
-    if (!Ctor) {
-      throw new BackendError(
-        'this arflow native addon predates the encoder–decoder; rebuild it with `npm run build:native`',
-      );
-    }
-    checkDevice(addon, device);
-    this.m = sync(() => new Ctor(shape, device));
+    const on = onNativeDevice(device, (addon, dev) => {
+      const Ctor = (addon as unknown as Seq2SeqAddon).NativeSeq2Seq;
+      if (!Ctor) {
+        throw new BackendError(
+          'this arflow native addon predates the encoder–decoder; rebuild it with `npm run build:native`',
+        );
+      }
+      return sync(() => new Ctor(shape, dev));
+    });
+    this.m = on.model;
+    this.device = on.device;
   }
 
   trainStep(b: Seq2SeqBatch, opt: OptimConfig): Promise<Seq2SeqStepStats> {

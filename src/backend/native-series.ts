@@ -6,7 +6,7 @@
 import { BackendError, ConfigError } from '../errors.js';
 import type { BackendName, DeviceName } from './index.js';
 import { JsSeriesModel, type Likelihood, type SeriesBackend, type SeriesShape } from './js/series.js';
-import { async, checkDevice, loadNative, NativeParameters, sync } from './native.js';
+import { async, loadNative, NativeParameters, onNativeDevice, sync } from './native.js';
 import type { Carry, LossGrads, NllResult, OptimConfig, StepStats } from './types.js';
 
 /** The addon's class: the contract, except that gradients come back as a list. */
@@ -41,7 +41,6 @@ interface NativeSeriesAddon {
     raw: Float64Array,
     y: Float64Array,
   ) => { nll: Float64Array; grad: Float64Array };
-  buildInfo(): { version: string; cuda: boolean; threads: number };
 }
 
 const STALE = 'this arflow native addon predates the series models; rebuild it with `npm run build:native`';
@@ -53,18 +52,22 @@ function addon(): NativeSeriesAddon {
 /** The series model on the native backend (CPU, or CUDA in a CUDA build). */
 export class NativeSeriesModel extends NativeParameters<NativeSeriesClass> implements SeriesBackend {
   protected readonly m: NativeSeriesClass;
+  /** The device it runs on ('auto' resolved). */
+  readonly device: string;
 
   constructor(
     readonly shape: SeriesShape,
-    readonly device: string = 'cpu',
+    device = 'cpu',
   ) {
     super();
-    const a = addon();
-    const Ctor = a.NativeSeriesModel;
-    if (!Ctor) throw new BackendError(STALE);
-    checkDevice(a, device);
     const given = Object.fromEntries(Object.entries(shape).filter(([, v]) => v !== undefined));
-    this.m = sync(() => new Ctor(given as unknown as NativeSeriesShape, device));
+    const on = onNativeDevice(device, (a, dev) => {
+      const Ctor = (a as unknown as NativeSeriesAddon).NativeSeriesModel;
+      if (!Ctor) throw new BackendError(STALE);
+      return sync(() => new Ctor(given as unknown as NativeSeriesShape, dev));
+    });
+    this.m = on.model;
+    this.device = on.device;
   }
 
   getCarry(): Carry | null {
@@ -115,7 +118,8 @@ export function createSeriesBackend(
   device: DeviceName = 'cpu',
 ): SeriesBackend {
   if (backend === 'js') {
-    if (device !== 'cpu') throw new ConfigError(`the pure-TypeScript backend runs on cpu only, not ${device}`);
+    if (device !== 'cpu' && device !== 'auto')
+      throw new ConfigError(`the pure-TypeScript backend runs on cpu only, not ${device}`);
     return new JsSeriesModel(shape);
   }
   if (backend === 'native') return new NativeSeriesModel(shape, device);

@@ -1,14 +1,17 @@
 /**
- * Loads the native addon and adapts it to {@link CharLmBackend}. Lookup order:
+ * Loads the native addon and adapts it to {@link CharLmBackend}. Lookup order of the CPU build:
  *   1. `ARFLOW_NATIVE` (a path to a `.node` file),
  *   2. `arflow.<platform>.node` in the package root (built from source by `npm install` / `npm run build:native`),
  *   3. the prebuilt platform package `@arflow/binding-<platform>` (an optionalDependency of `arflow`).
- * Errors from Rust arrive as `"<CODE>: message"` and are rethrown as arflow's typed errors.
+ * A CUDA device runs on the CUDA build, a binary of its own ({@link loadCudaNative}); {@link onNativeDevice}
+ * picks the build for a device. Errors from Rust arrive as `"<CODE>: message"` and are rethrown as
+ * arflow's typed errors.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { type ArflowError, BackendError, ConfigError, DataError, DivergenceError, ShapeError } from '../errors.js';
+import { loadCudaNative } from './cuda-loader.js';
 import type {
   Carry,
   CellKind,
@@ -200,22 +203,57 @@ export async function async<T>(f: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Checks a device name is one arflow knows (`cpu`, `cuda`, `cuda:N`): ConfigError otherwise. Whether
- * that device can be opened here is the backend's question ({@link checkDevice}, BackendError).
+ * Checks a device name is one arflow knows (`cpu`, `cuda`, `cuda:N`, `auto`): ConfigError otherwise.
+ * Whether that device can be opened here is the backend's question ({@link onNativeDevice}, BackendError).
  */
 export function checkDeviceName(device: unknown): string {
-  if (typeof device === 'string' && (device === 'cpu' || device === 'cuda' || /^cuda:\d+$/.test(device))) return device;
-  throw new ConfigError(`unknown device ${JSON.stringify(device) ?? String(device)}: expected cpu, cuda or cuda:N`);
+  if (typeof device === 'string' && /^(cpu|auto|cuda(:\d+)?)$/.test(device)) return device;
+  throw new ConfigError(
+    `unknown device ${JSON.stringify(device) ?? String(device)}: expected cpu, cuda, cuda:N or auto`,
+  );
 }
 
-/** Refuses a CUDA device on an addon built without CUDA, with what to do instead. */
-export function checkDevice(addon: Pick<NativeAddon, 'buildInfo'>, device: string): void {
-  if (device.startsWith('cuda') && !addon.buildInfo().cuda) {
+const warned = new Set<string>();
+
+/**
+ * Builds a native model with the addon build that runs `device`, and says which device it runs on:
+ *   - 'cpu': the CPU build; nothing CUDA is looked for;
+ *   - 'cuda', 'cuda:N': the CUDA build, or a BackendError saying what is missing (the driver, cuBLAS…)
+ *     and that the CPU build is still there;
+ *   - 'auto': 'cuda' when the CUDA build loads and `build` opens the GPU with it, else 'cpu' after one
+ *     warning (process.emitWarning, once per reason) saying why.
+ * `build` throws BackendError for a device it cannot open; its other errors are the model's and propagate.
+ */
+export function onNativeDevice<T>(
+  device: string,
+  build: (addon: NativeAddon, device: string) => T,
+): { model: T; device: string } {
+  checkDeviceName(device);
+  if (device === 'cpu') return { model: build(loadNative(), 'cpu'), device };
+  const cuda = loadCudaNative(nativePlatform(), ROOT);
+  let reason: string;
+  if ('addon' in cuda) {
+    const on = device === 'auto' ? 'cuda' : device;
+    try {
+      return { model: build(cuda.addon, on), device: on };
+    } catch (e) {
+      if (!(e instanceof BackendError)) throw e;
+      reason = `the CUDA build loaded but failed (${e.message})`;
+    }
+  } else {
+    reason = cuda.reason;
+  }
+  if (device !== 'auto') {
     throw new BackendError(
-      `device ${device} was asked for, but this arflow addon was built without CUDA ` +
-        '(build with `npm run build:native:cuda` on a machine with the CUDA toolkit); use device cpu',
+      `device ${device} is not available: ${reason}. ` +
+        "The CPU build is still available: use device 'cpu' (or 'auto', which falls back to it).",
     );
   }
+  if (!warned.has(reason)) {
+    warned.add(reason);
+    process.emitWarning(`arflow: device 'auto' is using the CPU build: ${reason}`, { code: 'ARFLOW_CUDA_UNAVAILABLE' });
+  }
+  return { model: build(loadNative(), 'cpu'), device: 'cpu' };
 }
 
 /** What every native model class exposes for its parameters and optimizer state. */
@@ -252,18 +290,21 @@ export abstract class NativeParameters<M extends NativeParamModel> {
   }
 }
 
-/** The character LM on the native backend (CPU, or CUDA in a CUDA build). */
+/** The character LM on the native backend (CPU, or CUDA on the CUDA build). */
 export class NativeCharLm extends NativeParameters<NativeModel> implements CharLmBackend {
   protected readonly m: NativeModel;
 
+  /** The device it runs on ('auto' resolved). */
+  readonly device: string;
+
   constructor(
     readonly shape: CharLmShape,
-    readonly device: string = 'cpu',
+    device = 'cpu',
   ) {
     super();
-    const addon = loadNative();
-    checkDevice(addon, device);
-    this.m = sync(() => new addon.NativeCharLm(shape, device));
+    const on = onNativeDevice(device, (addon, dev) => sync(() => new addon.NativeCharLm(shape, dev)));
+    this.m = on.model;
+    this.device = on.device;
   }
 
   getCarry(): Carry | null {

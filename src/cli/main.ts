@@ -5,6 +5,7 @@ import { statSync } from 'node:fs';
  * (`{"type":"progress",…}` while working, one `{"type":"summary",…}` at the end, or
  * `{"type":"error","code",…}`), for scripts. These flags and fields are a contract: extend, never rename.
  */
+import type { DeviceName } from '../backend/index.js';
 import type { CellKind } from '../backend/types.js';
 import { splitTrainVal } from '../data/batches.js';
 import { CORPORA, type CorpusName, loadCorpus, loadTextFile } from '../data/corpora.js';
@@ -117,7 +118,11 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: 'stop after this many seconds of training; the schedule follows the clock (default 0 = no limit)',
   },
   'sample-every': { type: 'int', help: 'print a sample at every Nth validation (default 0 = never)' },
-  device: { type: 'string', help: 'cpu (default) or cuda', choices: ['cpu', 'cuda'] },
+  device: {
+    type: 'string',
+    help: 'cpu (default), cuda (needs the CUDA build of the addon) or auto (cuda when it loads, else cpu)',
+    choices: ['cpu', 'cuda', 'auto'],
+  },
   backend: { type: 'string', help: 'native (default) or js (pure TypeScript, slow)', choices: ['native', 'js'] },
   seed: { type: 'int', help: 'seed of initialisation and batch order (default 0)' },
   out: { type: 'string', help: 'checkpoint path (default char-lm.safetensors)' },
@@ -188,7 +193,10 @@ async function runTraining(job: TrainJob): Promise<void> {
   let model: CharLM;
   let resume = null;
   if (resumePath) {
-    const loaded = CharLM.load(resumePath, { backend: (str(f, 'backend') ?? 'native') as 'native' | 'js' });
+    const loaded = CharLM.load(resumePath, {
+      backend: (str(f, 'backend') ?? 'native') as 'native' | 'js',
+      device: (str(f, 'device') ?? 'cpu') as DeviceName,
+    });
     model = loaded.model;
     resume = loaded.train;
     if (!resume) throw new ConfigError(`${resumePath} holds no training state: it was not saved by arflow train`);
@@ -220,7 +228,7 @@ async function runTraining(job: TrainJob): Promise<void> {
       },
       {
         backend: (str(f, 'backend') ?? 'native') as 'native' | 'js',
-        device: (str(f, 'device') ?? 'cpu') as 'cpu' | 'cuda',
+        device: (str(f, 'device') ?? 'cpu') as DeviceName,
         seed: num(f, 'seed'),
       },
     );

@@ -73,14 +73,14 @@ function resolveConfig(config: Partial<FlowConfig>): { cfg: FlowConfig; spec: Fl
 
 /**
  * Runs `build` on `backend`; with no backend asked for, on the native one, falling back to the
- * TypeScript one when the addon lacks FlowNet (a BackendError on the cpu).
+ * TypeScript one when the addon lacks FlowNet (a BackendError on the cpu, or 'auto' fallen back to it).
  */
 function onBackend<T>(backend: BackendName | undefined, device: DeviceName, build: (backend: BackendName) => T): T {
   if (backend !== undefined) return build(backend);
   try {
     return build('native');
   } catch (e) {
-    if (e instanceof BackendError && device === 'cpu') return build('js');
+    if (e instanceof BackendError && (device === 'cpu' || device === 'auto')) return build('js');
     throw e;
   }
 }

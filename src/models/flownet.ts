@@ -227,7 +227,8 @@ export class Flow {
     const backend = opts.backend ?? 'native';
     if (backend === 'native') return new Flow(spec, new NativeFlowNet(spec, seed, device), space);
     if (backend !== 'js') throw new ConfigError(`unknown backend ${JSON.stringify(backend)}: expected native or js`);
-    if (device !== 'cpu') throw new ConfigError(`the TypeScript backend runs on cpu only, not ${device}`);
+    if (device !== 'cpu' && device !== 'auto')
+      throw new ConfigError(`the TypeScript backend runs on cpu only, not ${device}`);
     return new Flow(spec, new JsFlowNetBackend(spec, seed), space);
   }
 

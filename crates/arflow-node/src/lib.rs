@@ -44,6 +44,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Errors reach JS as `"<CODE>: message"`; `src/backend/native.ts` maps the code to an error class.
 fn tag(msg: String) -> Error {
+    // candle's error for a custom op run on a device it has no kernel for.
+    if msg.contains("no cuda implementation") {
+        let msg = format!("{msg}: arflow's fused kernels have no CUDA version yet; use device cpu");
+        return Error::new(Status::GenericFailure, format!("E_BACKEND: {msg}"));
+    }
     let code = if msg.contains("diverged") {
         "E_DIVERGED"
     } else if msg.contains("learning rate") || msg.contains("config") || msg.contains("device") || msg.contains("CUDA")
