@@ -43,3 +43,14 @@ pub fn check_product(
         }
     }
 }
+
+/// `|got − want| ≤ tol · scale` for every entry, with scale the largest `|want|` (at least `floor`):
+/// errors measured against the largest value, as rounding in sums of many terms is.
+pub fn assert_close_to_scale<T: Copy + Into<f64>>(name: &str, got: &[T], want: &[T], tol: f64, floor: f64) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths differ");
+    let scale = want.iter().fold(0f64, |m, &v| m.max(v.into().abs())).max(floor);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w): (f64, f64) = (g.into(), w.into());
+        assert!((g - w).abs() <= tol * scale, "{name}[{i}]: got {g}, want {w} (scale {scale})");
+    }
+}

@@ -27,11 +27,7 @@ fn op_nll_grad(head: Head, raw: &[f64], y: &[f64]) -> (f64, Vec<f64>) {
 }
 
 fn assert_close(name: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{name}: lengths differ");
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-3);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * scale, "{name}[{i}]: got {g}, want {w} (scale {scale})");
-    }
+    crate::test_values::assert_close_to_scale(name, got, want, tol, 1e-3);
 }
 
 /// (head, rows, summed NLL, gradient) from `gaussianNll` / `mixtureNll` of mixture.ts on [`case`]'s inputs.

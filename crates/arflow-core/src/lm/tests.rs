@@ -245,13 +245,9 @@ fn sample_session_checks_its_arguments() {
     assert_eq!(s.state().len(), 2 * 40);
 }
 
-/// |got − want| ≤ tol · max|want| over a whole gradient (f32 against f32: only summation orders differ).
+/// f32 against f32 over a whole gradient: only summation orders differ.
 fn assert_grads_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * scale, "{what}[{i}]: {g} vs {w} (scale {scale})");
-    }
+    crate::test_values::assert_close_to_scale(what, got, want, tol as f64, 1e-6);
 }
 
 /// The hand-written CPU training pass gives the loss, every parameter's gradient and dL/d(initial
