@@ -8,7 +8,8 @@ arflow: it runs only where `python3 -c "import torch"` works.
     python3 bench/torch/workloads.py <workload> [options]
 
 workloads (rate unit):
-  char-train   char-GRU LM training step on `--ids` (uint32 file), TBPTT streams, state carried (tokens/s)
+  char-train   char LM training step (GRU, or LSTM with `--cell lstm`) on `--ids` (uint32 file), TBPTT
+               streams, state carried (tokens/s)
   char-sample  char-GRU sampling, one token per model(x, h) call, softmax + multinomial (us/token)
   realnvp      Fashion-MNIST multi-scale Real NVP training step, batch `--batch` (images/s)
   glow         Fashion-MNIST Glow training step (images/s)
@@ -46,22 +47,28 @@ LOGIT_ALPHA = 0.05
 # Char-GRU LM
 
 
-class CharGRU(nn.Module):
-    """Embedding -> GRU (batch_first) -> Linear head; the state_dict names are arflow's."""
+class CharRNN(nn.Module):
+    """Embedding -> GRU or LSTM (batch_first) -> Linear head; the state_dict names are arflow's."""
 
-    def __init__(self, vocab, embed, hidden, layers):
+    def __init__(self, vocab, embed, hidden, layers, cell="gru"):
         super().__init__()
+        self.cell = cell
         self.embedding = nn.Embedding(vocab, embed)
-        self.gru = nn.GRU(embed, hidden, layers, batch_first=True)
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}[cell](embed, hidden, layers, batch_first=True)
+        setattr(self, cell, rnn)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, x, h=None):
-        out, h = self.gru(self.embedding(x), h)
+        out, h = getattr(self, self.cell)(self.embedding(x), h)
         return self.head(out), h
 
 
 def char_model(a):
-    return CharGRU(a.vocab, a.embed, a.hidden, a.layers)
+    return CharRNN(a.vocab, a.embed, a.hidden, a.layers, a.cell)
+
+
+def detached(h):
+    return tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
 
 
 def char_train(a):
@@ -87,7 +94,7 @@ def char_train(a):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
         opt.step()
-        state["h"] = h.detach()  # truncated BPTT: carry the state, not the graph
+        state["h"] = detached(h)  # truncated BPTT: carry the state, not the graph
         state["i"] = (i + 1) % steps_per_epoch
         return loss.item()
 
@@ -479,6 +486,7 @@ def main():
     p.add_argument("--embed", type=int, default=64)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--cell", choices=["gru", "lstm"], default="gru")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

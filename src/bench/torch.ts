@@ -291,9 +291,10 @@ interface RowDef {
   torchThreads?: number;
 }
 
-const charSizes: (Size & { id: string })[] = [
-  { id: 'char-gru-h256', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64 },
-  { id: 'char-gru-h512-l2', embed: 64, hidden: 512, layers: 2, batch: 32, seq: 64 },
+const charSizes: (Size & { id: string; cell: 'gru' | 'lstm' })[] = [
+  { id: 'char-gru-h256', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, cell: 'gru' },
+  { id: 'char-gru-h512-l2', embed: 64, hidden: 512, layers: 2, batch: 32, seq: 64, cell: 'gru' },
+  { id: 'char-lstm-h256', embed: 64, hidden: 256, layers: 1, batch: 32, seq: 64, cell: 'lstm' },
 ];
 
 function paramCount(infos: { shape: number[] }[]): number {
@@ -312,11 +313,11 @@ function rowDefs(
   for (const s of charSizes) {
     rows.push({
       id: s.id,
-      workload: `char-GRU LM training, Moby-Dick, E ${s.embed}, H ${s.hidden} × ${s.layers}, B ${s.batch}, T ${s.seq}`,
+      workload: `char-${s.cell.toUpperCase()} LM training, Moby-Dick, E ${s.embed}, H ${s.hidden} × ${s.layers}, B ${s.batch}, T ${s.seq}`,
       unit: 'tokens/s',
       better: 'higher',
       arflow: async () => {
-        const model = CharLM.create(vocab, { ...s, cell: 'gru' }, { backend: 'native', seed: 0 });
+        const model = CharLM.create(vocab, s, { backend: 'native', seed: 0 });
         const step = charLmStep(model, ids, s);
         await timeSteps(step, 2, { maxSteps: 1 });
         return {
@@ -328,6 +329,7 @@ function rowDefs(
       torch: [
         'char-train',
         ...['--vocab', vocab.size, '--ids', idsFile, '--embed', s.embed, '--hidden', s.hidden, '--layers', s.layers],
+        ...['--cell', s.cell],
         ...['--batch', s.batch, '--seq', s.seq, '--lr', CHAR_LM_BENCH_OPT.lr, '--clip', CHAR_LM_BENCH_OPT.clip],
       ].map(String),
     });
