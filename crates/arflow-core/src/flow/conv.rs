@@ -39,6 +39,16 @@ impl Taps {
     fn gather<T: Real>(&self, x: &[T], r0: usize, m: usize, out: &mut Vec<T>) {
         let Taps { h, w, c, ones, relu } = *self;
         let (hw, row) = (h * w, self.width());
+        // A copy, or max(·, 0) on the way (a select the compiler vectorises, no branch per value).
+        let put = |dst: &mut [T], src: &[T]| {
+            if relu {
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d = if s > T::zero() { s } else { T::zero() };
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
+        };
         out.resize(m * row, T::zero());
         for (j, o) in out.chunks_exact_mut(row).enumerate() {
             let (img, pix) = ((r0 + j) / hw, (r0 + j) % hw);
@@ -53,19 +63,14 @@ impl Taps {
                     continue;
                 };
                 if inside {
-                    dst.copy_from_slice(&x[(sy * w + xx - 1) * c..(sy * w + xx + 2) * c]);
+                    put(dst, &x[(sy * w + xx - 1) * c..(sy * w + xx + 2) * c]);
                     continue;
                 }
                 for (kw, dst) in dst.chunks_exact_mut(c.max(1)).enumerate() {
                     match (xx + kw).checked_sub(1).filter(|&sx| sx < w) {
-                        Some(sx) => dst.copy_from_slice(&x[(sy * w + sx) * c..(sy * w + sx + 1) * c]),
+                        Some(sx) => put(dst, &x[(sy * w + sx) * c..(sy * w + sx + 1) * c]),
                         None => dst.fill(T::zero()),
                     }
-                }
-            }
-            if relu {
-                for v in &mut o[..9 * c] {
-                    *v = v.max(T::zero());
                 }
             }
             if ones {
@@ -172,11 +177,9 @@ impl Conv3x3 {
                 T::packed_matmul(&packed_t, m, gcols, 9 * co, d, cin, false);
             });
             if self.relu_in {
-                // Through max(x, 0): candle's ReLU passes the gradient where x ≥ 0.
+                // Through max(x, 0): candle's ReLU passes the gradient where x ≥ 0 (a select, no branch).
                 for (d, &x) in d.iter_mut().zip(&x[b * ROW_BLOCK * cin..]) {
-                    if x < T::zero() {
-                        *d = T::zero();
-                    }
+                    *d = if x < T::zero() { T::zero() } else { *d };
                 }
             }
         });
