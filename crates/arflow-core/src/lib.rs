@@ -8,6 +8,8 @@
 
 pub mod alloc;
 pub mod caption;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod device;
 pub mod flow;
 pub mod gemm;

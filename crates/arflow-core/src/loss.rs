@@ -4,6 +4,8 @@
 //!
 //! A target of [`IGNORE`] marks a row that is not scored (a prediction past the end of the text): it adds
 //! nothing to the loss and receives no gradient, and N counts the scored rows only.
+//!
+//! On a CUDA device (the `cuda` feature) the same op runs the kernels of `crate::cuda::loss`, f32.
 
 use crate::real::Real;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -12,6 +14,12 @@ use std::sync::Mutex;
 enum Probs {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// On the CUDA device, f32 (`crate::cuda::loss`), with the number of scored rows.
+    #[cfg(feature = "cuda")]
+    Cuda {
+        probs: candle_core::cuda::cudarc::driver::CudaSlice<f32>,
+        scored: usize,
+    },
 }
 
 /// The target of a row that is not scored.
@@ -117,6 +125,24 @@ impl CustomOp2 for SoftmaxCrossEntropy {
         Ok((out, Shape::from(())))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        // The targets are checked on the host, with the CPU's messages.
+        let host = crate::cuda::loss::targets_to_host(s2, l2)?;
+        let layout = Layout::contiguous(host.len());
+        let targets = targets_of(&CpuStorage::U32(host), &layout, self.rows, self.classes)?;
+        let scored = scored(&targets);
+        let (out, probs) = crate::cuda::loss::forward((s1, l1), (s2, l2), (self.rows, self.classes), scored)?;
+        *self.probs.lock().expect("cross-entropy state poisoned") = Some(Probs::Cuda { probs, scored });
+        Ok((out, Shape::from(())))
+    }
+
     fn bwd(
         &self,
         logits: &Tensor,
@@ -124,6 +150,10 @@ impl CustomOp2 for SoftmaxCrossEntropy {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if let Some(Probs::Cuda { probs, scored }) = self.probs.lock().expect("cross-entropy state poisoned").as_ref() {
+            return Ok((Some(crate::cuda::loss::backward(probs, *scored, logits, targets, grad)?), None));
+        }
         let t = targets.to_vec1::<u32>()?;
         let n = t.iter().filter(|&&c| c != IGNORE).count();
         let scale = grad.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / n.max(1) as f64;
@@ -135,6 +165,8 @@ impl CustomOp2 for SoftmaxCrossEntropy {
             Some(Probs::F64(p)) => {
                 Tensor::from_vec(grad_of(p, &t, self.classes, scale), logits.shape(), logits.device())?
             }
+            #[cfg(feature = "cuda")]
+            Some(Probs::Cuda { .. }) => unreachable!("handled above"),
             None => bail!("cross-entropy: backward without a forward pass"),
         };
         Ok((Some(d), None))

@@ -1,0 +1,253 @@
+//! CUDA against the CPU, on a GPU: the GRU layer's forward and every gradient, the fused cross-entropy's
+//! loss and gradient, the whole char LM's loss and gradients, and a short char-LM training run on the
+//! device whose loss falls. Each test returns early, with a line on stderr saying why, where no CUDA
+//! device opens (CI, the build machine): they are compiled everywhere the `cuda` feature is, run on the
+//! GPU machine by scripts/gpu-check.sh.
+//!
+//! Tolerance: f32 on both sides, summed in different orders (cuBLAS against the CPU's packed GEMMs), so
+//! errors are measured against the largest magnitude of the compared values (≤ 1e-4 of it).
+
+use crate::loss::{cross_entropy, IGNORE};
+use crate::rnn::{gru_layer, rnn_layer, CellKind, RnnDims};
+use crate::test_values::fill;
+use crate::{AdamWConfig, CharLm, CharLmConfig, Dev};
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+/// The CUDA device, or `None` (and why, on stderr) where none opens.
+fn gpu(test: &str) -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let why = e.to_string();
+            eprintln!("{test}: skipped, no CUDA device ({})", why.lines().next().unwrap_or_default());
+            None
+        }
+    }
+}
+
+fn scaled(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    fill(len, seed).into_iter().map(|v| v * scale).collect()
+}
+
+/// `|got − want| ≤ tol · max |want|` everywhere (the floor keeps all-tiny vectors from failing on noise);
+/// returns the worst ratio, for the log.
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-6);
+    let mut worst = 0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}]: {g}");
+        let err = (g as f64 - w as f64).abs() / scale;
+        assert!(err <= tol, "{what}[{i}]: cuda {g}, cpu {w} (error {err:.2e} of the scale {scale:.3e})");
+        worst = worst.max(err);
+    }
+    worst
+}
+
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Output and gradients (x, h0, params) of one GRU layer on `dev` under L = Σ c ⊙ out.
+fn gru_pass(dev: &Device, d: &RnnDims, seeds: u64) -> Result<[Vec<f32>; 4]> {
+    let x = Var::from_vec(scaled(d.batch * d.seq * d.input, seeds, 1.0), (d.batch, d.seq, d.input), dev)?;
+    let h0 = Var::from_vec(scaled(d.batch * d.hidden, seeds + 1, 0.5), (d.batch, d.hidden), dev)?;
+    // PyTorch's initialisation, U(−1/√H, 1/√H): a recurrence that is not chaotic, so f32 rounding
+    // differences between the devices stay at rounding size over the sequence.
+    let k = 1.0 / (d.hidden as f32).sqrt();
+    let p = Var::from_vec(scaled(d.param_len(), seeds + 2, k), d.param_len(), dev)?;
+    let c = Tensor::from_vec(scaled(d.batch * d.seq * d.hidden, seeds + 3, 1.0), (d.batch, d.seq, d.hidden), dev)?;
+    let out = gru_layer(&x, &h0, &p)?;
+    let g = (&out * &c)?.sum_all()?.backward()?;
+    let grad = |v: &Var| flat(g.get(v.as_tensor()).expect("a gradient"));
+    Ok([flat(&out)?, grad(&x)?, grad(&h0)?, grad(&p)?])
+}
+
+/// Sizes: odd ones (every index path), one step, one batch row, and sizes like a char LM's.
+const GRU_SIZES: [(usize, usize, usize, usize); 5] =
+    [(3, 7, 5, 9), (1, 1, 3, 4), (1, 12, 6, 33), (16, 33, 64, 128), (8, 64, 96, 256)];
+
+#[test]
+fn gru_layer_forward_and_gradients_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("gru_layer_forward_and_gradients_match_the_cpu") else { return Ok(()) };
+    for (batch, seq, input, hidden) in GRU_SIZES {
+        let d = RnnDims::gru(batch, seq, input, hidden);
+        let cpu = gru_pass(&Device::Cpu, &d, 7)?;
+        let cuda = gru_pass(&gpu, &d, 7)?;
+        for (k, name) in ["out", "dx", "dh0", "dparams"].iter().enumerate() {
+            assert!(cpu[k].iter().any(|&v| v != 0.0), "{name}: the CPU reference is all zeros");
+            let worst = assert_close(&format!("B{batch} T{seq} I{input} H{hidden} {name}"), &cuda[k], &cpu[k], 1e-4);
+            eprintln!("gru B{batch} T{seq} I{input} H{hidden} {name}: worst error {worst:.2e} of scale");
+        }
+    }
+    Ok(())
+}
+
+/// The forward pass that keeps nothing (no input takes part in a gradient) gives the same states.
+#[test]
+fn gru_layer_without_gradients_matches_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("gru_layer_without_gradients_matches_the_cpu") else { return Ok(()) };
+    let d = RnnDims::gru(5, 17, 11, 40);
+    let run = |dev: &Device| -> Result<Vec<f32>> {
+        let x = Tensor::from_vec(scaled(d.batch * d.seq * d.input, 3, 1.0), (d.batch, d.seq, d.input), dev)?;
+        let h0 = Tensor::from_vec(scaled(d.batch * d.hidden, 4, 0.5), (d.batch, d.hidden), dev)?;
+        let p = Tensor::from_vec(scaled(d.param_len(), 5, 1.0 / (d.hidden as f32).sqrt()), d.param_len(), dev)?;
+        flat(&gru_layer(&x, &h0, &p)?)
+    };
+    assert_close("out (no gradients)", &run(&gpu)?, &run(&Device::Cpu)?, 1e-4);
+    Ok(())
+}
+
+/// Cells without CUDA kernels and f64 say so instead of computing anything.
+#[test]
+fn cuda_refuses_what_it_has_no_kernel_for() -> Result<()> {
+    let Some(gpu) = gpu("cuda_refuses_what_it_has_no_kernel_for") else { return Ok(()) };
+    for cell in [CellKind::Lstm, CellKind::Rnn] {
+        let d = RnnDims { cell, batch: 2, seq: 3, input: 4, hidden: 5 };
+        let x = Tensor::zeros((2, 3, 4), DType::F32, &gpu)?;
+        let s0 = Tensor::zeros((2, d.state_len()), DType::F32, &gpu)?;
+        let p = Tensor::zeros(d.param_len(), DType::F32, &gpu)?;
+        let err = rnn_layer(cell, &x, &s0, &p).unwrap_err().to_string();
+        assert!(err.contains("no CUDA kernel yet") && err.contains(cell.name()), "{err}");
+    }
+    let d = RnnDims::gru(2, 3, 4, 5);
+    let x = Tensor::zeros((2, 3, 4), DType::F64, &gpu)?;
+    let h0 = Tensor::zeros((2, 5), DType::F64, &gpu)?;
+    let p = Tensor::zeros(d.param_len(), DType::F64, &gpu)?;
+    let err = gru_layer(&x, &h0, &p).unwrap_err().to_string();
+    assert!(err.contains("f32 only"), "{err}");
+    Ok(())
+}
+
+/// Loss and dL/d(logits) of `3 · cross_entropy` on `dev`.
+fn ce_pass(dev: &Device, rows: usize, classes: usize, targets: &[u32]) -> Result<(f32, Vec<f32>)> {
+    let x = Var::from_vec(scaled(rows * classes, 21, 4.0), (rows, classes), dev)?;
+    let loss = cross_entropy(&x, &Tensor::from_slice(targets, rows, dev)?)?;
+    let g = (&loss * 3.0)?.backward()?;
+    Ok((loss.to_scalar::<f32>()?, flat(g.get(x.as_tensor()).expect("a gradient"))?))
+}
+
+#[test]
+fn cross_entropy_matches_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("cross_entropy_matches_the_cpu") else { return Ok(()) };
+    // Fewer classes than a block's threads (a char LM's vocabulary), more, and more than two blocks' worth.
+    for (rows, classes) in [(37, 83), (5, 300), (300, 1000), (1, 2)] {
+        let targets: Vec<u32> =
+            (0..rows).map(|i| if i % 7 == 3 { IGNORE } else { ((i * 31 + 5) % classes) as u32 }).collect();
+        let (lc, gc) = ce_pass(&Device::Cpu, rows, classes, &targets)?;
+        let (lg, gg) = ce_pass(&gpu, rows, classes, &targets)?;
+        assert!((lc - lg).abs() <= 1e-5 * lc.abs().max(1.0), "{rows}×{classes}: loss cuda {lg}, cpu {lc}");
+        assert_close(&format!("{rows}×{classes} dlogits"), &gg, &gc, 1e-4);
+        for (r, &t) in targets.iter().enumerate() {
+            if t == IGNORE {
+                assert!(gg[r * classes..(r + 1) * classes].iter().all(|&v| v == 0.0), "ignored row {r} has a gradient");
+            }
+        }
+    }
+    // Nothing scored: zero loss and zero gradient; a target past the classes is an error, as on the CPU.
+    let (l, g) = ce_pass(&gpu, 4, 6, &[IGNORE; 4])?;
+    assert!(l == 0.0 && g.iter().all(|&v| v == 0.0));
+    let x = Tensor::zeros((2, 3), DType::F32, &gpu)?;
+    let err = cross_entropy(&x, &Tensor::from_slice(&[0u32, 3], 2, &gpu)?).unwrap_err().to_string();
+    assert!(err.contains("target 3"), "{err}");
+    Ok(())
+}
+
+const TEXT: &str = "call me ishmael. some years ago, never mind how long precisely, having little or no money in \
+                    my purse, and nothing particular to interest me on shore, i thought i would sail about a little \
+                    and see the watery part of the world. ";
+
+/// The text as ids over its own sorted alphabet, and the alphabet's size.
+fn corpus() -> (Vec<u32>, usize) {
+    let mut alphabet: Vec<char> = TEXT.chars().collect();
+    alphabet.sort_unstable();
+    alphabet.dedup();
+    let ids = TEXT.chars().map(|c| alphabet.iter().position(|&a| a == c).expect("in the alphabet") as u32).collect();
+    (ids, alphabet.len())
+}
+
+/// A char LM on `dev` with deterministic parameters (the same on every device).
+fn model(cfg: CharLmConfig, dev: Dev) -> Result<CharLm> {
+    let mut m = CharLm::new(cfg, dev)?;
+    for (i, s) in m.params().specs().to_vec().into_iter().enumerate() {
+        let scale = if s.name == "embedding.weight" { 1.0 } else { 0.3 };
+        m.params_mut().set_param(&s.name, &scaled(s.len(), 31 + i as u64, scale))?;
+    }
+    Ok(m)
+}
+
+/// `batch` streams of `seq` ids from `offset` in the text, and the next character of each as targets.
+fn batch_at(ids: &[u32], offset: usize, batch: usize, seq: usize) -> (Vec<u32>, Vec<u32>) {
+    let n = ids.len();
+    let at = |b: usize, t: usize| ids[(offset + b * (n / batch) + t) % n];
+    let x = (0..batch).flat_map(|b| (0..seq).map(move |t| (b, t))).map(|(b, t)| at(b, t)).collect();
+    let y = (0..batch).flat_map(|b| (0..seq).map(move |t| (b, t))).map(|(b, t)| at(b, t + 1)).collect();
+    (x, y)
+}
+
+/// The whole model's loss and gradients through the CUDA ops (embedding, GRU stack, heads, cross-entropy
+/// under candle's autograd) against the CPU's hand-written pass, with a learned h0, two layers and a
+/// head predicting two ahead (so some targets are unscored), from zeros and from a given state.
+#[test]
+fn char_lm_loss_and_gradients_match_the_cpu() -> Result<()> {
+    let Some(_) = gpu("char_lm_loss_and_gradients_match_the_cpu") else { return Ok(()) };
+    let (ids, vocab) = corpus();
+    for (layers, learned_h0, ahead) in [(1, false, 1), (2, true, 2)] {
+        let cfg = CharLmConfig { vocab, embed: 16, hidden: 48, layers, cell: CellKind::Gru, learned_h0, ahead };
+        let (cpu, cuda) = (model(cfg, Dev::Cpu)?, model(cfg, Dev::Cuda(0))?);
+        let (batch, seq) = (4, 25);
+        let (x, y) = batch_at(&ids, 3, batch, seq);
+        let mut targets = y.clone();
+        for k in 2..=ahead {
+            let (_, yk) = batch_at(&ids, 3 + k - 1, batch, seq);
+            targets.extend(yk.iter().enumerate().map(|(i, &t)| if i % seq > seq - k { IGNORE } else { t }));
+        }
+        let state = scaled(layers * batch * cfg.state_len(), 9, 0.5);
+        for given in [None, Some(&state[..])] {
+            let what = format!("L{layers} h0={learned_h0} ahead {ahead} state={}", given.is_some());
+            let want = cpu.loss_and_grads(&x, &targets, batch, seq, given)?;
+            let got = cuda.loss_and_grads(&x, &targets, batch, seq, given)?;
+            assert!(
+                (got.loss - want.loss).abs() <= 1e-5 * want.loss.abs(),
+                "{what}: loss {} vs {}",
+                got.loss,
+                want.loss
+            );
+            for ((name, g), (wname, w)) in got.grads.iter().zip(&want.grads) {
+                assert_eq!(name, wname);
+                assert_close(&format!("{what} {name}"), g, w, 1e-4);
+            }
+            assert_close(&format!("{what} dh0"), &got.dh0, &want.dh0, 1e-4);
+        }
+    }
+    Ok(())
+}
+
+/// Sixty AdamW steps of truncated BPTT on the device: the first step's loss is the CPU's, the loss then
+/// falls far below where it started (on the CPU this run ends under 1% of it), and the carried state
+/// stays on the model.
+#[test]
+fn char_lm_trains_on_cuda() -> Result<()> {
+    let Some(_) = gpu("char_lm_trains_on_cuda") else { return Ok(()) };
+    let (ids, vocab) = corpus();
+    let cfg =
+        CharLmConfig { vocab, embed: 16, hidden: 64, layers: 2, cell: CellKind::Gru, learned_h0: false, ahead: 1 };
+    let mut m = model(cfg, Dev::Cuda(0))?;
+    let opt = AdamWConfig { lr: 1e-2, ..AdamWConfig::default() };
+    let (batch, seq) = (8, 32);
+    let mut losses = Vec::new();
+    for step in 0..60 {
+        let (x, y) = batch_at(&ids, step * seq, batch, seq);
+        losses.push(m.train_step(&x, &y, batch, seq, &opt)?.loss);
+    }
+    let first = losses[0];
+    let last = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    eprintln!("char LM on CUDA: loss {first:.4} → {last:.4} over {} steps ({losses:.3?})", losses.len());
+    let (x, y) = batch_at(&ids, 0, batch, seq);
+    let cpu_first = model(cfg, Dev::Cpu)?.train_step(&x, &y, batch, seq, &opt)?.loss;
+    assert!((first - cpu_first).abs() <= 1e-5 * cpu_first, "first loss: cuda {first}, cpu {cpu_first}");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(last < 0.25 * first, "the loss did not fall: {first} → {last}");
+    assert_eq!(m.carry().map(|(b, s)| (b, s.len())), Some((batch, cfg.layers * batch * cfg.hidden)));
+    Ok(())
+}
