@@ -20,7 +20,9 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
     return r;
 }
 
-__device__ __forceinline__ float block_sum(float v, float* shared) {
+// The sum over the block (f32 for the softmax, f64 for the loss), left in every thread.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
     const int tid = threadIdx.x;
     shared[tid] = v;
     __syncthreads();
@@ -28,20 +30,7 @@ __device__ __forceinline__ float block_sum(float v, float* shared) {
         if (tid < s) shared[tid] += shared[tid + s];
         __syncthreads();
     }
-    const float r = shared[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ __forceinline__ double block_sum_f64(double v, double* shared) {
-    const int tid = threadIdx.x;
-    shared[tid] = v;
-    __syncthreads();
-    for (int s = CE_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) shared[tid] += shared[tid + s];
-        __syncthreads();
-    }
-    const double r = shared[0];
+    const T r = shared[0];
     __syncthreads();
     return r;
 }
@@ -86,7 +75,7 @@ extern "C" __global__ void ce_mean(
     __shared__ double shared[CE_THREADS];
     double s = 0.0;
     for (int i = threadIdx.x; i < rows; i += CE_THREADS) s += (double)row_loss[i];
-    s = block_sum_f64(s, shared);
+    s = block_sum(s, shared);
     if (threadIdx.x == 0) loss[0] = (float)(s / (double)(scored > 0 ? scored : 1));
 }
 
