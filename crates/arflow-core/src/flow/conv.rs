@@ -170,44 +170,65 @@ impl Conv3x3 {
         let packed_t = T::pack(9 * co, cin, &wt, cin, 1);
         let g_taps = self.taps(co, false);
         let mut dx = vec![T::zero(); rows * cin];
-        dx.par_chunks_mut(ROW_BLOCK * cin).enumerate().for_each(|(b, d)| {
-            let m = d.len() / cin;
-            with_scratch(1, |gcols: &mut Vec<T>| {
-                g_taps.gather(g, b * ROW_BLOCK, m, gcols);
-                T::packed_matmul(&packed_t, m, gcols, 9 * co, d, cin, false);
-            });
-            if self.relu_in {
-                // Through max(x, 0): candle's ReLU passes the gradient where x ≥ 0 (a select, no branch).
-                for (d, &x) in d.iter_mut().zip(&x[b * ROW_BLOCK * cin..]) {
-                    *d = if x < T::zero() { T::zero() } else { *d };
-                }
-            }
-        });
-        // dW = colsᵀ · g, one partial sum per DW_ROWS pixels, added in order.
-        let taps = self.taps(cin, true);
-        let parts: Vec<Vec<T>> = (0..rows.div_ceil(DW_ROWS))
-            .into_par_iter()
-            .map(|p| {
-                let mut dw = vec![T::zero(); k * co];
-                let end = ((p + 1) * DW_ROWS).min(rows);
-                with_scratch(0, |cols: &mut Vec<T>| {
-                    for r0 in (p * DW_ROWS..end).step_by(ROW_BLOCK) {
-                        let m = ROW_BLOCK.min(end - r0);
-                        taps.gather(x, r0, m, cols);
-                        let (a, b) = (View::transposed(&cols[..], k), View::rows(&g[r0 * co..], co));
-                        matmul_serial(k, co, m, &mut dw, co, true, a, b);
-                    }
+        // One pass over parts of DW_ROWS pixels, block by block: the im2col rows of g give dx (times Wᵀ
+        // turned) and dW too, with a = x (or max(x, 0)): dW[tap, i, o] = Σ_q a[q, i] · g[q − off(tap), o]
+        // = (aᵀ · gcols)[i, (8 − tap)·Cout + o], so x is never gathered again. Per part [Cin, 9·Cout]
+        // and the bias's Σ g, added in order below (dW does not depend on rayon's scheduling).
+        let parts: Vec<(Vec<T>, Vec<T>)> = dx
+            .par_chunks_mut(DW_ROWS * cin)
+            .enumerate()
+            .map(|(p, dx_p)| {
+                let (mut dwt, mut db) = (vec![T::zero(); cin * 9 * co], vec![T::zero(); co]);
+                with_scratch(1, |gcols: &mut Vec<T>| {
+                    with_scratch(2, |relu_x: &mut Vec<T>| {
+                        for (bi, d) in dx_p.chunks_mut(ROW_BLOCK * cin).enumerate() {
+                            let (r0, m) = (p * DW_ROWS + bi * ROW_BLOCK, d.len() / cin);
+                            g_taps.gather(g, r0, m, gcols);
+                            T::packed_matmul(&packed_t, m, gcols, 9 * co, d, cin, false);
+                            let xb = &x[r0 * cin..(r0 + m) * cin];
+                            let a: &[T] = if self.relu_in {
+                                // Through max(x, 0): candle's ReLU passes the gradient where x ≥ 0 (selects,
+                                // no branch per value).
+                                for (d, &x) in d.iter_mut().zip(xb) {
+                                    *d = if x < T::zero() { T::zero() } else { *d };
+                                }
+                                relu_x.clear();
+                                relu_x.extend(xb.iter().map(|&x| if x > T::zero() { x } else { T::zero() }));
+                                relu_x
+                            } else {
+                                xb
+                            };
+                            let (at, gc) = (View::transposed(a, cin), View::rows(&gcols[..], 9 * co));
+                            matmul_serial(cin, 9 * co, m, &mut dwt, 9 * co, true, at, gc);
+                            for row in g[r0 * co..(r0 + m) * co].chunks_exact(co) {
+                                for (d, &v) in db.iter_mut().zip(row) {
+                                    *d = *d + v;
+                                }
+                            }
+                        }
+                    })
                 });
-                dw
+                (dwt, db)
             })
             .collect();
-        let mut parts = parts.into_iter();
-        let mut dw = parts.next().unwrap_or_else(|| vec![T::zero(); k * co]);
-        for p in parts {
-            for (d, v) in dw.iter_mut().zip(p) {
+        let (mut dwt, mut db) = (vec![T::zero(); cin * 9 * co], vec![T::zero(); co]);
+        for (pw, pb) in parts {
+            for (d, v) in dwt.iter_mut().zip(pw) {
+                *d = *d + v;
+            }
+            for (d, v) in db.iter_mut().zip(pb) {
                 *d = *d + v;
             }
         }
+        // Into the weight matrix's layout: row (tap·Cin + i) holds dW[tap, i, ·], then the bias row.
+        let mut dw = vec![T::zero(); k * co];
+        for tap in 0..9 {
+            for i in 0..cin {
+                let src = &dwt[i * 9 * co + (8 - tap) * co..][..co];
+                dw[(tap * cin + i) * co..(tap * cin + i + 1) * co].copy_from_slice(src);
+            }
+        }
+        dw[9 * cin * co..].copy_from_slice(&db);
         (dx, dw)
     }
 }
