@@ -106,6 +106,14 @@ pub struct LossGrads {
     pub dh0: Vec<f32>,
 }
 
+/// How [`CharLm::loss_and_grads_by`] computes: the written-out CPU pass ([`train`]), or candle's
+/// autograd over the tensor graph (the path of other devices, and the CPU pass's test oracle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradPath {
+    WrittenOut,
+    Graph,
+}
+
 pub struct CharLm {
     pub cfg: CharLmConfig,
     /// Private: every write to a parameter goes through `&mut self` ([`CharLm::params_mut`],
@@ -383,7 +391,7 @@ impl CharLm {
 
     /// Mean loss and its gradient for every parameter and for the initial state `[L, B, S]`;
     /// changes nothing. The oracle tests compare this against the pure-TypeScript backend. On CPU the
-    /// hand-written pass of [`train`], elsewhere [`CharLm::graph_loss_and_grads`].
+    /// hand-written pass of [`train`], elsewhere candle's autograd ([`GradPath::Graph`]).
     pub fn loss_and_grads(
         &self,
         ids: &[u32],
@@ -392,34 +400,33 @@ impl CharLm {
         seq: usize,
         state: Option<&[f32]>,
     ) -> Result<LossGrads> {
-        if !self.store.device.is_cpu() {
-            return self.graph_loss_and_grads(ids, targets, batch, seq, state);
-        }
-        self.check_ids(ids, batch, seq, "inputs")?;
-        let y = self.target_blocks(targets, batch, seq, true, "targets")?;
-        if let Some(s) = state {
-            self.check_state(s, batch)?;
-        }
-        let mut pass = train::pass(self, ids, &y, batch, seq, state)?;
-        let grads = self.store.named_var_grads(&pass.grad_tensors(self)?)?;
-        Ok(LossGrads { loss: pass.loss, grads, dh0: pass.ds0 })
+        let path = if self.store.device.is_cpu() { GradPath::WrittenOut } else { GradPath::Graph };
+        self.loss_and_grads_by(path, ids, targets, batch, seq, state)
     }
 
-    /// [`CharLm::loss_and_grads`] through candle's autograd over the tensor graph: the path of devices
-    /// other than the CPU, and the CPU pass's test oracle.
-    pub fn graph_loss_and_grads(
+    /// [`CharLm::loss_and_grads`] computed the way `path` says: the tests hold the two together on CPU.
+    pub fn loss_and_grads_by(
         &self,
+        path: GradPath,
         ids: &[u32],
         targets: &[u32],
         batch: usize,
         seq: usize,
         state: Option<&[f32]>,
     ) -> Result<LossGrads> {
-        let x = self.ids(ids, batch, seq, "inputs")?;
-        let y = self.targets(targets, batch, seq, true, "targets")?;
+        self.check_ids(ids, batch, seq, "inputs")?;
+        let blocks = self.target_blocks(targets, batch, seq, true, "targets")?;
         if let Some(s) = state {
             self.check_state(s, batch)?;
         }
+        if path == GradPath::WrittenOut {
+            let mut pass = train::pass(self, ids, &blocks, batch, seq, state)?;
+            let grads = self.store.named_var_grads(&pass.grad_tensors(self)?)?;
+            return Ok(LossGrads { loss: pass.loss, grads, dh0: pass.ds0 });
+        }
+        let dev = &self.store.device;
+        let x = Tensor::from_slice(ids, (batch, seq), dev)?;
+        let y = blocks.iter().map(|b| Tensor::from_slice(b, batch * seq, dev)).collect::<Result<Vec<_>>>()?;
         // dL/d(initial state) is read off a zero probe variable added to it: candle keeps gradients of
         // variables only, and the learned h0 must stay in the graph to receive its own gradient.
         let s = self.cfg.state_len();

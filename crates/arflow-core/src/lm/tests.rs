@@ -3,7 +3,7 @@
 
 use super::fast::{FastLm, StepScratch};
 use super::sampling::{sample_logits, SampleScratch, Sampling, Sfc32};
-use super::{CharLm, CharLmConfig};
+use super::{CharLm, CharLmConfig, GradPath};
 use crate::optim::AdamWConfig;
 use crate::rnn::CellKind;
 use crate::Dev;
@@ -272,8 +272,8 @@ fn the_training_pass_matches_the_tensor_graph() {
             for state in [None, Some(&given[..])] {
                 let what =
                     format!("{cell:?} L{layers} h0={h0} ahead {ahead} B{batch} T{seq} state={}", state.is_some());
-                let got = m.loss_and_grads(&ids, &targets, batch, seq, state).unwrap();
-                let want = m.graph_loss_and_grads(&ids, &targets, batch, seq, state).unwrap();
+                let got = m.loss_and_grads_by(GradPath::WrittenOut, &ids, &targets, batch, seq, state).unwrap();
+                let want = m.loss_and_grads_by(GradPath::Graph, &ids, &targets, batch, seq, state).unwrap();
                 assert!(
                     (got.loss - want.loss).abs() <= 1e-6 * want.loss.abs(),
                     "{what}: loss {} vs {}",

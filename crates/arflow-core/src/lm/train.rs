@@ -5,7 +5,7 @@
 //! Memory is what backward needs and little more: per layer its output and its saved activations
 //! (which backward overwrites with the gate gradients); the heads score [`HEAD_ROWS`] positions at a
 //! time, so the logits never exist for the whole batch; each layer's buffers are freed as backward
-//! leaves it, back into the model's [`crate::alloc::BufferPool`] for the next step. The tensor-graph path ([`CharLm::graph_loss_and_grads`]) computes the same loss and
+//! leaves it, back into the model's [`crate::alloc::BufferPool`] for the next step. The tensor-graph path ([`super::GradPath::Graph`]) computes the same loss and
 //! gradients through candle's autograd and stays the path of other devices; a test holds the two
 //! together.
 
