@@ -275,7 +275,7 @@ impl PackedB {
 
 /// Splits `m` rows into the fewest blocks of at most `mr` rows, as equal as possible: a block of
 /// `r` rows keeps `r·NV` independent accumulator chains, so 6 + 6 + 5 beats 8 + 8 + 1.
-fn row_blocks(m: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn row_blocks(m: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
     let blocks = m.div_ceil(mr);
     let (base, extra) = (m / blocks, m % blocks);
     (0..blocks).map(move |b| {

@@ -8,6 +8,7 @@
 //! dL/dx is the same convolution of dL/dy with the kernel turned 180° and its channels swapped, so it
 //! needs no scatter of column gradients back onto pixels.
 
+use super::conv_direct::{self, Weights};
 use crate::gemm::{matmul_serial, View};
 use crate::real::Real;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
@@ -153,6 +154,59 @@ impl Conv3x3 {
         out
     }
 
+    /// [`Self::forward`] in f32: the direct kernels of [`conv_direct`] where the CPU has AVX-512 (no
+    /// im2col), else im2col + GEMM.
+    fn forward_f32(&self, x: &[f32], wmat: &[f32]) -> Vec<f32> {
+        if !conv_direct::available() {
+            return self.forward(x, wmat);
+        }
+        let Conv3x3 { n, h, w, cin, cout, relu_in } = *self;
+        let wts = Weights::new(&wmat[..9 * cin * cout], Some(&wmat[9 * cin * cout..]), cin, cout);
+        with_scratch(3, |xp: &mut Vec<f32>| {
+            conv_direct::pad(x, [n, h, w, cin], relu_in, xp);
+            let len = self.rows() * cout;
+            // Not zero-filled first: the kernel writes every entry.
+            let mut out = Vec::with_capacity(len);
+            conv_direct::forward(xp, [n, h, w], &wts, &mut out.spare_capacity_mut()[..len]);
+            // SAFETY: `forward` initialised all `len` entries.
+            unsafe { out.set_len(len) };
+            out
+        })
+    }
+
+    /// [`Self::backward`] in f32, by the direct kernels where the CPU has AVX-512: dL/dx is the
+    /// convolution of the padded dL/dy by the turned kernel, dW a product over the padded input.
+    fn backward_f32(&self, x: &[f32], wmat: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        if !conv_direct::available() {
+            return self.backward(x, wmat, g);
+        }
+        let Conv3x3 { n, h, w, cin, cout, relu_in } = *self;
+        let turned = Weights::turned(&wmat[..9 * cin * cout], cin, cout);
+        let mut dx = with_scratch(4, |gp: &mut Vec<f32>| {
+            conv_direct::pad(g, [n, h, w, cout], false, gp);
+            let len = self.rows() * cin;
+            let mut dx = Vec::with_capacity(len);
+            conv_direct::forward(gp, [n, h, w], &turned, &mut dx.spare_capacity_mut()[..len]);
+            // SAFETY: `forward` initialised all `len` entries.
+            unsafe { dx.set_len(len) };
+            dx
+        });
+        if relu_in {
+            // Through max(x, 0): candle's ReLU passes the gradient where x ≥ 0 (selects, no branch).
+            dx.par_chunks_mut(ROW_BLOCK * cin).zip(x.par_chunks(ROW_BLOCK * cin)).for_each(|(dx, x)| {
+                for (d, &x) in dx.iter_mut().zip(x) {
+                    *d = if x < 0.0 { 0.0 } else { *d };
+                }
+            });
+        }
+        let (mut dw, db) = with_scratch(3, |xp: &mut Vec<f32>| {
+            conv_direct::pad(x, [n, h, w, cin], relu_in, xp);
+            conv_direct::weight_grad(xp, g, [n, h, w, cin, cout])
+        });
+        dw.extend_from_slice(&db);
+        (dx, dw)
+    }
+
     /// `(dx, dwmat)` from the output gradient `g [N·H·W, Cout]`.
     fn backward<T: Real>(&self, x: &[T], wmat: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
         let (cin, co, rows) = (self.cin, self.cout, self.rows());
@@ -242,7 +296,7 @@ impl CustomOp2 for Conv3x3 {
         let shape = Shape::from((self.n, self.h, self.w, self.cout));
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(self.forward(slice(x, l1, "x")?, slice(w, l2, "w")?))
+                CpuStorage::F32(self.forward_f32(slice(x, l1, "x")?, slice(w, l2, "w")?))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w)) => {
                 CpuStorage::F64(self.forward(slice(x, l1, "x")?, slice(w, l2, "w")?))
@@ -260,17 +314,17 @@ impl CustomOp2 for Conv3x3 {
         let dev = x.device();
         let k = 9 * self.cin + 1;
         macro_rules! run {
-            ($x:expr, $w:expr, $g:expr) => {{
-                let (dx, dw) = self.backward(slice($x, lx, "x")?, slice($w, lw, "w")?, slice($g, lg, "grad")?);
+            ($f:ident, $x:expr, $w:expr, $g:expr) => {{
+                let (dx, dw) = self.$f(slice($x, lx, "x")?, slice($w, lw, "w")?, slice($g, lg, "grad")?);
                 (Tensor::from_vec(dx, x.shape(), dev)?, Tensor::from_vec(dw, (k, self.cout), dev)?)
             }};
         }
         let (dx, dw) = match (&*sx, &*sw, &*sg) {
             (Storage::Cpu(CpuStorage::F32(x)), Storage::Cpu(CpuStorage::F32(w)), Storage::Cpu(CpuStorage::F32(g))) => {
-                run!(x, w, g)
+                run!(backward_f32, x, w, g)
             }
             (Storage::Cpu(CpuStorage::F64(x)), Storage::Cpu(CpuStorage::F64(w)), Storage::Cpu(CpuStorage::F64(g))) => {
-                run!(x, w, g)
+                run!(backward, x, w, g)
             }
             _ => bail!("conv3x3: backward runs on the CPU, with x, weight and gradient all f32 or all f64"),
         };
@@ -350,6 +404,52 @@ mod tests {
     fn conv_matches_direct_convolution_across_blocks() {
         for relu_in in [false, true] {
             matches_direct(relu_in);
+        }
+    }
+
+    /// The f32 path (the direct kernels on AVX-512 CPUs) against the f64 definition: widths that
+    /// split into uneven row blocks; output channels of every narrow width (1 ..= 8, whose dL/dx is
+    /// narrow too), between one and two vectors and past two (a second column pass); 3·Cin inputs
+    /// per kernel row below a vector and past several; more images than one weight-gradient group.
+    #[test]
+    fn f32_conv_matches_direct_convolution() {
+        for &(n, h, w, cin, cout) in &[
+            (5, 5, 7, 3, 4),
+            (2, 4, 13, 1, 32),
+            (9, 3, 3, 32, 2),
+            (3, 6, 9, 17, 40),
+            (1, 1, 1, 2, 3),
+            (2, 5, 6, 32, 8),
+            (2, 3, 5, 5, 1),
+            (2, 4, 4, 6, 7),
+        ] {
+            for relu_in in [false, true] {
+                let conv = Conv3x3 { n, h, w, cin, cout, relu_in };
+                let val = |i: usize, k: usize| ((i * k) % 23) as f64 / 11.0 - 1.0;
+                let x: Vec<f64> = (0..n * h * w * cin).map(|i| val(i, 7)).collect();
+                let wmat: Vec<f64> = (0..(9 * cin + 1) * cout).map(|i| val(i, 5)).collect();
+                let g: Vec<f64> = (0..n * h * w * cout).map(|i| val(i, 3)).collect();
+                let (y_ref, dx_ref, dw_ref) = direct(&conv, &x, &wmat, &g);
+                let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+                let y = conv.forward_f32(&f(&x), &f(&wmat));
+                let (dx, dw) = conv.backward_f32(&f(&x), &f(&wmat), &f(&g));
+                let terms = [9 * cin + 1, 9 * cout, n * h * w];
+                for ((what, got, want), t) in
+                    [("y", &y, &y_ref), ("dx", &dx, &dx_ref), ("dw", &dw, &dw_ref)].into_iter().zip(terms)
+                {
+                    assert_eq!(got.len(), want.len(), "{what}: size");
+                    let tol = 4.0 * t as f64 * f32::EPSILON as f64;
+                    let worst = got
+                        .iter()
+                        .zip(want.iter())
+                        .map(|(&a, b)| (a as f64 - b).abs() / b.abs().max(1.0))
+                        .fold(0.0, f64::max);
+                    assert!(
+                        worst < tol,
+                        "{what} at {n}×{h}×{w}×{cin}→{cout}, relu {relu_in}: worst {worst} (bound {tol})"
+                    );
+                }
+            }
         }
     }
 

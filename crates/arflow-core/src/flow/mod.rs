@@ -3,6 +3,7 @@
 //! every flow model of arflow is a preset of.
 
 pub mod conv;
+pub mod conv_direct;
 pub mod kernel;
 pub mod net;
 pub mod op;
