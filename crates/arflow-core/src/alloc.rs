@@ -30,9 +30,22 @@ pub fn tune_allocator() {
 pub struct BufferPool(std::sync::Mutex<Vec<Vec<f32>>>);
 
 impl BufferPool {
+    /// An empty pool (usable in a `static`).
+    pub const fn new() -> Self {
+        BufferPool(std::sync::Mutex::new(Vec::new()))
+    }
+
     /// `len` zeros in the smallest kept buffer that holds them, else in a new one; a miss frees the
     /// largest kept buffer (too small for this size), so a pool whose sizes grow holds no leftovers.
     pub fn take(&self, len: usize) -> Vec<f32> {
+        let mut v = self.take_empty(len);
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// An empty buffer with room for `len` values, chosen as in [`BufferPool::take`], for a writer that
+    /// fills it through its spare capacity (no zero-filling pass).
+    pub fn take_empty(&self, len: usize) -> Vec<f32> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let fit = (0..kept.len()).filter(|&i| kept[i].capacity() >= len).min_by_key(|&i| kept[i].capacity());
         let mut v = match fit {
@@ -46,7 +59,7 @@ impl BufferPool {
         };
         drop(kept);
         v.clear();
-        v.resize(len, 0.0);
+        v.reserve(len);
         v
     }
 

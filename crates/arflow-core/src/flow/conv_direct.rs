@@ -49,34 +49,46 @@ pub fn available() -> bool {
 }
 
 /// `[N, H, W, C]` ↦ `[N, H + 2, W + 2, C]` with a zero border (of `max(x, 0)` with `relu`), into `out`
-/// (resized; every entry written, so it can be a reused buffer).
+/// (its old contents dropped; every entry written once, none zero-filled first, so a reused buffer
+/// costs one pass).
 pub fn pad(x: &[f32], [n, h, w, c]: [usize; 4], relu: bool, out: &mut Vec<f32>) {
     assert_eq!(x.len(), n * h * w * c, "conv pad: input size");
     let (pw, ph) = (w + 2, h + 2);
-    out.resize(n * ph * pw * c, 0.0);
+    let len = n * ph * pw * c;
+    out.clear();
+    out.reserve(len);
     let row = pw * c;
-    if row == 0 {
-        return;
-    }
-    out.par_chunks_exact_mut(ph * row).enumerate().for_each(|(img, o)| {
-        o[..row].fill(0.0);
-        o[(ph - 1) * row..].fill(0.0);
-        for y in 0..h {
-            let dst = &mut o[(y + 1) * row..(y + 2) * row];
-            dst[..c].fill(0.0);
-            dst[(pw - 1) * c..].fill(0.0);
-            let src = &x[(img * h + y) * w * c..][..w * c];
-            let dst = &mut dst[c..(pw - 1) * c];
-            if relu {
-                // A select the compiler vectorises, no branch per value.
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = if s > 0.0 { s } else { 0.0 };
-                }
-            } else {
-                dst.copy_from_slice(src);
+    if row > 0 {
+        let zero = |d: &mut [MaybeUninit<f32>]| {
+            for d in d {
+                d.write(0.0);
             }
-        }
-    });
+        };
+        out.spare_capacity_mut()[..len].par_chunks_exact_mut(ph * row).enumerate().for_each(|(img, o)| {
+            zero(&mut o[..row]);
+            zero(&mut o[(ph - 1) * row..]);
+            for y in 0..h {
+                let dst = &mut o[(y + 1) * row..(y + 2) * row];
+                zero(&mut dst[..c]);
+                zero(&mut dst[(pw - 1) * c..]);
+                let src = &x[(img * h + y) * w * c..][..w * c];
+                let dst = &mut dst[c..(pw - 1) * c];
+                if relu {
+                    // A select the compiler vectorises, no branch per value.
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        d.write(if s > 0.0 { s } else { 0.0 });
+                    }
+                } else {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        d.write(s);
+                    }
+                }
+            }
+        });
+    }
+    // SAFETY: every entry of the first `len` was written above (borders, then each row's interior);
+    // with no channels or no pixels `len` is 0.
+    unsafe { out.set_len(len) };
 }
 
 /// A convolution weight `[9·Cin, Cout]` (row `tap·Cin + i` = W[tap, i, ·], tap = kh·3 + kw) with its
@@ -151,7 +163,19 @@ impl Weights {
 /// `out [N, H, W, Cout]` = the convolution of the padded `xp [N, H + 2, W + 2, Cin]` (from [`pad`])
 /// by `wts`, plus its bias. Every entry of `out` is written. Panics unless [`available`] and the
 /// sizes agree.
-pub fn forward(xp: &[f32], [n, h, w]: [usize; 3], wts: &Weights, out: &mut [MaybeUninit<f32>]) {
+pub fn forward(xp: &[f32], dims: [usize; 3], wts: &Weights, out: &mut [MaybeUninit<f32>]) {
+    run(xp, dims, wts, out, false);
+}
+
+/// `out [N, H, W, Cout] +=` the convolution of `xp` by `wts`, plus its bias (a residual connection
+/// added in the store). As [`forward`] otherwise.
+pub fn forward_add(xp: &[f32], dims: [usize; 3], wts: &Weights, out: &mut [f32]) {
+    // SAFETY: the kernels write only initialised values, so the slice stays initialised.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    run(xp, dims, wts, out, true);
+}
+
+fn run(xp: &[f32], [n, h, w]: [usize; 3], wts: &Weights, out: &mut [MaybeUninit<f32>], add: bool) {
     assert!(available(), "conv_direct::forward needs AVX-512F");
     let (cin, cout) = (wts.cin, wts.cout);
     assert_eq!(xp.len(), n * (h + 2) * (w + 2) * cin, "conv forward: padded input size");
@@ -165,7 +189,7 @@ pub fn forward(xp: &[f32], [n, h, w]: [usize; 3], wts: &Weights, out: &mut [Mayb
         // SAFETY: AVX-512F is present (asserted); the slices hold one image each, sized as checked.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            x86::image(a, [h, w], wts, o.as_mut_ptr().cast::<f32>())
+            x86::image(a, [h, w], wts, o.as_mut_ptr().cast::<f32>(), add)
         };
     });
 }
@@ -262,17 +286,19 @@ mod x86 {
         }
     }
 
-    /// One image of [`super::forward`]: `a` its padded input, `c` its `H·W·Cout` outputs.
+    /// One image of [`super::forward`]: `a` its padded input, `c` its `H·W·Cout` outputs (added to
+    /// with `add`).
     ///
     /// # Safety
-    /// AVX-512F; `a` holds `(H + 2)(W + 2)·Cin` floats, `c` is writable for `H·W·Cout`.
+    /// AVX-512F; `a` holds `(H + 2)(W + 2)·Cin` floats, `c` is writable (and with `add` readable) for
+    /// `H·W·Cout`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image(a: &[f32], [h, w]: [usize; 2], wts: &Weights, c: *mut f32) {
+    pub(super) unsafe fn image(a: &[f32], [h, w]: [usize; 2], wts: &Weights, c: *mut f32, add: bool) {
         let (cin, cout, ld) = (wts.cin, wts.cout, wts.ld);
         let row = (w + 2) * cin;
         if cout <= NARROW {
             // SAFETY: the caller's contract, passed on.
-            unsafe { image_narrow(a, [h, w], wts, c) };
+            unsafe { image_narrow(a, [h, w], wts, c, add) };
             return;
         }
         for y in 0..h {
@@ -286,7 +312,7 @@ mod x86 {
                         let ap = a.as_ptr().add(y * row + x0 * cin);
                         let (bp, biasp) = (wts.rows.as_ptr().add(j0), wts.bias.as_ptr().add(j0));
                         let cp = c.add((y * w + x0) * cout + j0);
-                        let args = (ap, row, cin, bp, ld, biasp, cp, cout, cols);
+                        let args = (ap, row, cin, bp, ld, biasp, cp, cout, cols, add);
                         // 32 channels in (the hidden width of the bench's flows) as a constant, so each
                         // row's broadcast is a fixed displacement rather than address arithmetic.
                         match (cols > 16, cin) {
@@ -312,7 +338,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const M: usize, const NT: usize, const C: usize>(
-        (a, row, cin_any, b, ld, bias, c, ldc, cols): (
+        (a, row, cin_any, b, ld, bias, c, ldc, cols, add): (
             *const f32,
             usize,
             usize,
@@ -322,6 +348,7 @@ mod x86 {
             *mut f32,
             usize,
             usize,
+            bool,
         ),
     ) {
         // C = cin_any when C > 0: then the compiler folds every `i·cin` below into a displacement.
@@ -352,7 +379,9 @@ mod x86 {
             }
             for (i, acc) in acc.iter().enumerate() {
                 for (v, &s) in acc.iter().enumerate() {
-                    _mm512_mask_storeu_ps(c.add(i * ldc + 16 * v), lanes(cols, v), s);
+                    let (dst, mask) = (c.add(i * ldc + 16 * v), lanes(cols, v));
+                    let s = if add { _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask, dst)) } else { s };
+                    _mm512_mask_storeu_ps(dst, mask, s);
                 }
             }
         }
@@ -365,7 +394,7 @@ mod x86 {
     /// # Safety
     /// As [`image`], with Cout ≤ [`NARROW`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn image_narrow(a: &[f32], [h, w]: [usize; 2], wts: &Weights, c: *mut f32) {
+    unsafe fn image_narrow(a: &[f32], [h, w]: [usize; 2], wts: &Weights, c: *mut f32, add: bool) {
         let (cin, cout) = (wts.cin, wts.cout);
         let row = (w + 2) * cin;
         let co = narrow_width(cout);
@@ -382,7 +411,7 @@ mod x86 {
                 // weight (CO·3·lp floats) and the bias (ld ≥ Cout floats), and writes output pixels
                 // (y, x0 ..) at columns < cout.
                 unsafe {
-                    let args = (a.as_ptr().add(y * row + x0 * cin), row, cin, wts, c.add((y * w + x0) * cout));
+                    let args = (a.as_ptr().add(y * row + x0 * cin), row, cin, wts, c.add((y * w + x0) * cout), add);
                     match co {
                         1 => by_rows!(m, narrow_tile, 1, (args)),
                         2 => by_rows!(m, narrow_tile, 2, (args)),
@@ -409,7 +438,7 @@ mod x86 {
     /// `i·Cout + o` for i < M, o < Cout; `wts.cols` laid out for CO outputs.
     #[target_feature(enable = "avx512f")]
     unsafe fn narrow_tile<const M: usize, const CO: usize>(
-        (a, row, cin, wts, c): (*const f32, usize, usize, &Weights, *mut f32),
+        (a, row, cin, wts, c, add): (*const f32, usize, usize, &Weights, *mut f32, bool),
     ) {
         let l = 3 * cin;
         let (nv, lp) = (l.div_ceil(16), l.div_ceil(16) * 16);
@@ -438,7 +467,9 @@ mod x86 {
             let cout = wts.cout;
             for (i, acc) in acc.iter().enumerate() {
                 for (o, &s) in acc.iter().enumerate().take(cout) {
-                    *c.add(i * cout + o) = wts.bias[o] + _mm512_reduce_add_ps(s);
+                    let y = wts.bias[o] + _mm512_reduce_add_ps(s);
+                    let dst = c.add(i * cout + o);
+                    *dst = if add { *dst + y } else { y };
                 }
             }
         }

@@ -8,14 +8,17 @@
 //! in f64 too, which the tests use for finite-difference Jacobians.
 
 pub mod init;
+pub mod resnet;
 pub mod spec;
 
 use super::conv::{conv3x3_nhwc, conv3x3_nhwc_relu};
+use super::conv_direct;
 use super::op::{affine_coupling, affine_coupling_inverse};
 use crate::device::Dev;
 use crate::optim::AdamWConfig;
 use crate::params::{NamedGrads, ParamSpec, ParamStore, StepStats};
 use candle_core::{bail, DType, Device, Result, Tensor};
+use resnet::ResnetOp;
 use spec::{Base, LayerSpec, MadeKind, MaskKind, NetSpec, Norm, Order, Plan, TensorInfo};
 
 /// `ln(2π)`.
@@ -637,9 +640,14 @@ impl FlowNet {
                     a = Tensor::cat(&[&a, &cb], 3)?;
                 }
                 let per_conv = norm.params_per_conv();
-                // Conv i of the net on `a`, or on relu(a) with the ReLU fused into the conv op.
-                let conv = |pass: &mut Pass, a: &Tensor, i: usize, relu: bool| -> Result<Tensor> {
+                let last = 1 + 2 * blocks;
+                // The weight (after weight normalisation) and bias of conv i of the net; the output
+                // conv has a plain weight and bias whatever the norm.
+                let weight_and_bias = |i: usize| -> Result<(Tensor, &Tensor)> {
                     let at = ps + i * per_conv;
+                    if i == last {
+                        return Ok((p[at].clone(), &p[at + 1]));
+                    }
                     let weight = match norm {
                         Norm::Weight => {
                             let (v, g) = (&p[at], &p[at + 1]);
@@ -648,7 +656,25 @@ impl FlowNet {
                         }
                         Norm::None | Norm::Batch => p[at].clone(),
                     };
-                    let bias = if norm == Norm::Weight { &p[at + 2] } else { &p[at + 1] };
+                    Ok((weight, if norm == Norm::Weight { &p[at + 2] } else { &p[at + 1] }))
+                };
+                if norm != Norm::Batch && a.dtype() == DType::F32 && a.device().is_cpu() && conv_direct::available() {
+                    // The whole net as one op: no hidden activation enters the autograd graph.
+                    let mut flat = Vec::with_capacity(last + 1);
+                    for i in 0..=last {
+                        let (weight, bias) = weight_and_bias(i)?;
+                        let (cout, cin) = (weight.dim(0)?, weight.dim(1)?);
+                        let wmat = weight.permute((2, 3, 1, 0))?.reshape((9 * cin, cout))?;
+                        flat.push(Tensor::cat(&[&wmat, &bias.reshape((1, cout))?], 0)?.flatten_all()?);
+                    }
+                    let (cin, width) = (a.dim(3)?, p[ps].dim(0)?);
+                    let op = ResnetOp::new([n, h, w], cin, width, blocks, per * c, pass.mode == Mode::Train);
+                    return a.contiguous()?.apply_op2(&Tensor::cat(&flat, 0)?, op);
+                }
+                // Conv i of the net on `a`, or on relu(a) with the ReLU fused into the conv op.
+                let conv = |pass: &mut Pass, a: &Tensor, i: usize, relu: bool| -> Result<Tensor> {
+                    let at = ps + i * per_conv;
+                    let (weight, bias) = weight_and_bias(i)?;
                     let out = if relu { conv3x3_nhwc_relu(a, &weight, bias)? } else { conv3x3_nhwc(a, &weight, bias)? };
                     if norm != Norm::Batch {
                         return Ok(out);
@@ -664,9 +690,9 @@ impl FlowNet {
                     let r = conv(pass, &r, 2 + 2 * b, true)?;
                     hcur = (hcur + r)?;
                 }
-                let at = ps + (1 + 2 * blocks) * per_conv;
-                let out = conv3x3_nhwc_relu(&hcur, &p[at], &p[at + 1])?; // [N, H, W, per·C]
-                                                                         // → [N, per·C, H, W] flattened: s_raw channels then t channels, each [C, H, W].
+                let (weight, bias) = weight_and_bias(last)?;
+                let out = conv3x3_nhwc_relu(&hcur, &weight, bias)?; // [N, H, W, per·C]
+                                                                    // → [N, per·C, H, W] flattened: s_raw channels then t channels, each [C, H, W].
                 out.permute((0, 3, 1, 2))?.reshape((n, per * c * h * w))
             }
         }

@@ -425,6 +425,57 @@ fn gradients_match_finite_differences() {
     assert!(checked > 400, "only {checked} elements checked");
 }
 
+/// Image stack of wide ResNet conditioners (32 channels, two blocks: the kernels' fixed-width path;
+/// 12 and 9 channels) over images wider than one row tile.
+const WIDE_IMAGE: &str = r#"
+  {"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 32, "blocks": 2, "norm": "weight"}},
+  {"type": "actnorm"}, {"type": "squeeze"},
+  {"type": "coupling", "mask": "channel", "parity": 1, "affine": true, "net": {"type": "resnet", "channels": 12, "blocks": 1, "norm": "none"}},
+  {"type": "split"}, {"type": "inv1x1"},
+  {"type": "coupling", "mask": "checkerboard", "parity": 1, "affine": false, "net": {"type": "resnet", "channels": 9, "blocks": 1, "norm": "weight"}}"#;
+
+/// f32 training passes (where the CPU has AVX-512, each ResNet conditioner is one fused op over the
+/// direct convolution kernels) against the f64 graph that [`gradients_match_finite_differences`]
+/// checks: the loss and every parameter's gradient, to f32 rounding of the largest entry of each.
+#[test]
+fn f32_training_passes_match_the_f64_graph() {
+    for (head, layers, batch) in [
+        (r#""shape": [2, 4, 4], "context": 2, "base": "normal""#, GRAD_IMAGE, 3),
+        (r#""shape": [1, 12, 12], "context": 0, "base": "normal""#, WIDE_IMAGE, 5),
+    ] {
+        let spec = spec(head, layers);
+        let net = random_net(&spec, 21);
+        let np = net.plan.params.len();
+        let x = input(&net, batch, 22);
+        let ctx = context(&net, batch);
+        let p: Vec<Tensor> = net
+            .params()
+            .vars
+            .iter()
+            .zip(&net.plan.params)
+            .map(|(v, info)| v.as_tensor().to_dtype(DType::F64).unwrap().reshape(info.shape.as_slice()).unwrap())
+            .collect();
+        let vars: Vec<Var> = p.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let p: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let nll = net.nll_with(&p, &x, ctx.as_ref()).unwrap();
+        let grads = nll.backward().unwrap();
+        let f = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        let ctx32 = ctx.as_ref().map(&f);
+        let (loss, got) = net.loss_and_grads(&f(&x), ctx32.as_deref(), batch).unwrap();
+        let want = nll.to_scalar::<f64>().unwrap();
+        assert!(
+            (loss - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{spec}
+loss {loss} vs f64 {want}"
+        );
+        assert_eq!(got.len(), np);
+        for ((name, g), t) in got.iter().zip(&p) {
+            let want = f(&grads.get(t).cloned().unwrap_or_else(|| t.zeros_like().unwrap()));
+            crate::test_values::assert_close_to_scale(name, g, &want, 2e-4, 1e-3);
+        }
+    }
+}
+
 /// The gradient check perturbs every element of small tensors and always the whole strict triangle of
 /// inv1x1's LU factors (for C = 2 the only used element of `upper` is index 1).
 #[test]
