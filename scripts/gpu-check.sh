@@ -3,9 +3,11 @@
 # network): run from the repo root after scripts/gpu/prepare.sh built target/gpu/ on the build machine and
 # target/gpu was carried along. It
 #   1. records the device (nvidia-smi), the libraries found and what the binaries still miss;
-#   2. runs the CUDA tests of arflow-core: CUDA vs CPU parity of the GRU layer (forward, dx, dh0, dparams),
-#      of the fused cross-entropy (loss, gradient), of the whole char LM's loss and gradients, and a short
-#      char-LM training run on the GPU whose loss must fall;
+#   2. runs the CUDA tests of arflow-core (every test of src/cuda/tests.rs): CUDA vs CPU parity of the GRU,
+#      LSTM and tanh RNN layers (forward, dx, ds0, dparams), of the fused cross-entropy (loss, gradient), of
+#      the affine coupling (forward, inverse, dx, dst, dparams), of the AdamW update and the global gradient
+#      norm, of the whole char LM's loss and gradients (every cell), and a short char-LM training run on the
+#      GPU whose loss must fall;
 #   3. times arflow's CUDA GRU layer (target/gpu/gru_cuda_bench) and torch.nn.GRU with cuDNN
 #      (scripts/gpu/torch_gru.py) at H = 512, 1024, B = 64, 256, T = 128, f32, and compares them.
 # Every part has its own time limit; a part that fails is recorded and the rest still run. Results, all
@@ -90,7 +92,7 @@ ok = rc == 0 and tests and all(t["result"] == "ok" for t in tests)
 status = "timeout" if rc in (124, 137) else "failed" if not ok else "skipped: no CUDA device" if skipped else "passed"
 print(json.dumps({"status": status, "rc": rc,
                   "skipped_without_device": skipped, "tests": tests,
-                  "worst_errors": re.findall(r"^gru .*worst error.*$", text, re.M),
+                  "worst_errors": re.findall(r"^(?:gru|lstm|rnn|coupling|adamw) .*worst error.*$", text, re.M),
                   "training": re.findall(r"^char LM on CUDA: .*$", text, re.M)}, indent=2))
 EOF
 status[tests]=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$OUT/tests.json" 2>/dev/null || echo failed)

@@ -1,5 +1,7 @@
 //! AdamW (Loshchilov & Hutter, 2019) with PyTorch's update order, and clipping by global norm.
-//! Written with tensor ops so the same code runs on every device.
+//! Written with tensor ops so the same code runs on every device; f32 parameters take a fused update
+//! instead: on the host (`HostStep`), and on a CUDA device (the `cuda` feature) the kernels of
+//! `crate::cuda::adamw`, which also compute the global norm.
 
 use candle_core::{backprop::GradStore, bail, CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Result, Tensor, Var};
 use std::sync::Mutex;
@@ -184,6 +186,10 @@ impl AdamW {
 
     /// The global L2 norm of `grads` (missing gradients count as zero).
     pub fn grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
+        #[cfg(feature = "cuda")]
+        if let Some(norm) = crate::cuda::adamw::grad_norm(grads)? {
+            return Ok(norm);
+        }
         let mut sq = 0f64;
         for g in grads.iter().flatten() {
             sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
@@ -207,6 +213,12 @@ impl AdamW {
             };
             if v.device().is_cpu() && v.dtype() == DType::F32 {
                 self.update_cpu(i, v, g, cfg, scale, bc1, bc2)?;
+                continue;
+            }
+            #[cfg(feature = "cuda")]
+            if v.device().is_cuda() && v.dtype() == DType::F32 {
+                let moments = (&self.exp_avg[i], &self.exp_avg_sq[i]);
+                crate::cuda::adamw::update(v.as_tensor(), g, moments, cfg, (scale, bc1, bc2))?;
                 continue;
             }
             let g = g.affine(scale, 0.0)?;

@@ -79,25 +79,3 @@ extern "C" __global__ void gru_cell_bwd(
     g[3 * hidden + j] = da_n;
     dh[idx] = dht * z;
 }
-
-// delta [B, H] = h0_b − (the last h of element b − 1; nothing for b = 0): the correction that lets one GEMM
-// over out rows 0 .. B·T − 2 stand for h_prev in dW_hh (see weight_grads in crates/arflow-core/src/rnn/common.rs).
-extern "C" __global__ void rnn_h0_delta(
-    const float* __restrict__ h0,
-    const float* __restrict__ out,
-    float* __restrict__ delta,
-    int batch, int seq, int hidden) {
-    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)batch * hidden) return;
-    const int b = (int)(idx / hidden);
-    const int j = (int)(idx - (long long)b * hidden);
-    float d = h0[idx];
-    if (b > 0) d -= out[((long long)b * seq - 1) * hidden + j];
-    delta[idx] = d;
-}
-
-// x[0 .. n) = v: the ones vector whose product with the gate gradients sums them into the bias gradients.
-extern "C" __global__ void fill_f32(float* __restrict__ x, float v, int n) {
-    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx < n) x[idx] = v;
-}

@@ -2,16 +2,24 @@
 //! compiled to PTX by build.rs and loaded into candle's CUDA context on first use, launched on candle's
 //! stream; cuBLAS GEMMs through a handle of our own on the same stream ([`blas`]).
 //!
-//! - [`gru`]: the GRU layer's forward over a sequence and its backward through time (the CUDA side of
-//!   [`crate::rnn::op`]).
+//! - [`rnn`]: the recurrent layer's forward over a sequence and its backward through time (the CUDA side
+//!   of [`crate::rnn::op`]), by cell: [`gru`], [`lstm`], [`tanh`], and what their passes share.
 //! - [`loss`]: the fused softmax cross-entropy (the CUDA side of [`crate::loss`]).
+//! - [`coupling`]: the affine coupling's forward, inverse and backward (the CUDA side of
+//!   [`crate::flow::op`]).
+//! - [`adamw`]: the fused AdamW update and the global gradient norm (the CUDA side of [`crate::optim`]).
 //!
 //! Everything here is f32. Everything is enqueued on the one stream candle uses, so no explicit
 //! synchronisation is needed between our kernels, our GEMMs and candle's own ops.
 
+pub(crate) mod adamw;
 pub(crate) mod blas;
+pub(crate) mod coupling;
 pub(crate) mod gru;
 pub(crate) mod loss;
+pub(crate) mod lstm;
+pub(crate) mod rnn;
+pub(crate) mod tanh;
 #[cfg(test)]
 mod tests;
 
@@ -26,9 +34,20 @@ pub(crate) struct Module {
     ptx: &'static str,
 }
 
-pub(crate) const GRU: Module = Module { name: "arflow_gru", ptx: include_str!(concat!(env!("OUT_DIR"), "/gru.ptx")) };
-pub(crate) const LOSS: Module =
-    Module { name: "arflow_loss", ptx: include_str!(concat!(env!("OUT_DIR"), "/loss.ptx")) };
+/// A [`Module`] named `arflow_<file>` holding the PTX build.rs compiled from `src/cuda/<file>.cu`.
+macro_rules! module {
+    ($file:literal) => {
+        Module { name: concat!("arflow_", $file), ptx: include_str!(concat!(env!("OUT_DIR"), "/", $file, ".ptx")) }
+    };
+}
+
+pub(crate) const RNN: Module = module!("rnn");
+pub(crate) const GRU: Module = module!("gru");
+pub(crate) const LSTM: Module = module!("lstm");
+pub(crate) const TANH: Module = module!("tanh");
+pub(crate) const LOSS: Module = module!("loss");
+pub(crate) const COUPLING: Module = module!("coupling");
+pub(crate) const ADAMW: Module = module!("adamw");
 
 /// A kernel and the stream it runs on (candle's, the device's only one).
 pub(crate) struct Kernel {

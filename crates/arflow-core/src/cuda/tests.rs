@@ -1,13 +1,16 @@
-//! CUDA against the CPU, on a GPU: the GRU layer's forward and every gradient, the fused cross-entropy's
-//! loss and gradient, the whole char LM's loss and gradients, and a short char-LM training run on the
-//! device whose loss falls. Each test returns early, with a line on stderr saying why, where no CUDA
-//! device opens (CI, the build machine): they are compiled everywhere the `cuda` feature is, run on the
-//! GPU machine by scripts/gpu-check.sh.
+//! CUDA against the CPU, on a GPU: each recurrent layer's (GRU, LSTM, tanh RNN) forward and every
+//! gradient, the fused cross-entropy's loss and gradient, the affine coupling's forward, inverse and
+//! gradients, the AdamW update and the global gradient norm, the whole char LM's loss and gradients, and
+//! a short char-LM training run on the device whose loss falls. Each test returns early, with a line on
+//! stderr saying why, where no CUDA device opens (CI, the build machine): they are compiled everywhere
+//! the `cuda` feature is, run on the GPU machine by scripts/gpu-check.sh.
 //!
 //! Tolerance: f32 on both sides, summed in different orders (cuBLAS against the CPU's packed GEMMs), so
 //! errors are measured against the largest magnitude of the compared values (≤ 1e-4 of it).
 
+use crate::flow::{affine_coupling, affine_coupling_inverse};
 use crate::loss::{cross_entropy, IGNORE};
+use crate::optim::AdamW;
 use crate::rnn::{gru_layer, rnn_layer, CellKind, RnnDims};
 use crate::test_values::fill;
 use crate::{AdamWConfig, CharLm, CharLmConfig, Dev};
@@ -48,73 +51,101 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Output and gradients (x, h0, params) of one GRU layer on `dev` under L = Σ c ⊙ out.
-fn gru_pass(dev: &Device, d: &RnnDims, seeds: u64) -> Result<[Vec<f32>; 4]> {
+/// Output and gradients (x, initial state, params) of one layer of `d.cell` on `dev` under L = Σ c ⊙ out
+/// (for the LSTM, c weighs both the h and the c half of each output row).
+fn layer_pass(dev: &Device, d: &RnnDims, seeds: u64) -> Result<[Vec<f32>; 4]> {
+    let s = d.state_len();
     let x = Var::from_vec(scaled(d.batch * d.seq * d.input, seeds, 1.0), (d.batch, d.seq, d.input), dev)?;
-    let h0 = Var::from_vec(scaled(d.batch * d.hidden, seeds + 1, 0.5), (d.batch, d.hidden), dev)?;
+    let s0 = Var::from_vec(scaled(d.batch * s, seeds + 1, 0.5), (d.batch, s), dev)?;
     // PyTorch's initialisation, U(−1/√H, 1/√H): a recurrence that is not chaotic, so f32 rounding
     // differences between the devices stay at rounding size over the sequence.
     let k = 1.0 / (d.hidden as f32).sqrt();
     let p = Var::from_vec(scaled(d.param_len(), seeds + 2, k), d.param_len(), dev)?;
-    let c = Tensor::from_vec(scaled(d.batch * d.seq * d.hidden, seeds + 3, 1.0), (d.batch, d.seq, d.hidden), dev)?;
-    let out = gru_layer(&x, &h0, &p)?;
+    let c = Tensor::from_vec(scaled(d.batch * d.seq * s, seeds + 3, 1.0), (d.batch, d.seq, s), dev)?;
+    let out = rnn_layer(d.cell, &x, &s0, &p)?;
     let g = (&out * &c)?.sum_all()?.backward()?;
     let grad = |v: &Var| flat(g.get(v.as_tensor()).expect("a gradient"));
-    Ok([flat(&out)?, grad(&x)?, grad(&h0)?, grad(&p)?])
+    Ok([flat(&out)?, grad(&x)?, grad(&s0)?, grad(&p)?])
 }
 
 /// Sizes: odd ones (every index path), one step, one batch row, and sizes like a char LM's.
-const GRU_SIZES: [(usize, usize, usize, usize); 5] =
+const LAYER_SIZES: [(usize, usize, usize, usize); 5] =
     [(3, 7, 5, 9), (1, 1, 3, 4), (1, 12, 6, 33), (16, 33, 64, 128), (8, 64, 96, 256)];
 
-#[test]
-fn gru_layer_forward_and_gradients_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("gru_layer_forward_and_gradients_match_the_cpu") else { return Ok(()) };
-    for (batch, seq, input, hidden) in GRU_SIZES {
-        let d = RnnDims::gru(batch, seq, input, hidden);
-        let cpu = gru_pass(&Device::Cpu, &d, 7)?;
-        let cuda = gru_pass(&gpu, &d, 7)?;
-        for (k, name) in ["out", "dx", "dh0", "dparams"].iter().enumerate() {
+/// Every output and gradient of a layer of `cell` at [`LAYER_SIZES`], CUDA against the CPU.
+fn layer_matches_the_cpu(gpu: &Device, cell: CellKind) -> Result<()> {
+    for (batch, seq, input, hidden) in LAYER_SIZES {
+        let d = RnnDims { cell, batch, seq, input, hidden };
+        let cpu = layer_pass(&Device::Cpu, &d, 7)?;
+        let cuda = layer_pass(gpu, &d, 7)?;
+        for (k, name) in ["out", "dx", "ds0", "dparams"].iter().enumerate() {
             assert!(cpu[k].iter().any(|&v| v != 0.0), "{name}: the CPU reference is all zeros");
-            let worst = assert_close(&format!("B{batch} T{seq} I{input} H{hidden} {name}"), &cuda[k], &cpu[k], 1e-4);
-            eprintln!("gru B{batch} T{seq} I{input} H{hidden} {name}: worst error {worst:.2e} of scale");
+            let what = format!("{} B{batch} T{seq} I{input} H{hidden} {name}", cell.name());
+            let worst = assert_close(&what, &cuda[k], &cpu[k], 1e-4);
+            eprintln!("{what}: worst error {worst:.2e} of scale");
         }
     }
     Ok(())
 }
 
-/// The forward pass that keeps nothing (no input takes part in a gradient) gives the same states.
 #[test]
-fn gru_layer_without_gradients_matches_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("gru_layer_without_gradients_matches_the_cpu") else { return Ok(()) };
-    let d = RnnDims::gru(5, 17, 11, 40);
-    let run = |dev: &Device| -> Result<Vec<f32>> {
-        let x = Tensor::from_vec(scaled(d.batch * d.seq * d.input, 3, 1.0), (d.batch, d.seq, d.input), dev)?;
-        let h0 = Tensor::from_vec(scaled(d.batch * d.hidden, 4, 0.5), (d.batch, d.hidden), dev)?;
-        let p = Tensor::from_vec(scaled(d.param_len(), 5, 1.0 / (d.hidden as f32).sqrt()), d.param_len(), dev)?;
-        flat(&gru_layer(&x, &h0, &p)?)
-    };
-    assert_close("out (no gradients)", &run(&gpu)?, &run(&Device::Cpu)?, 1e-4);
+fn gru_layer_forward_and_gradients_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("gru_layer_forward_and_gradients_match_the_cpu") else { return Ok(()) };
+    layer_matches_the_cpu(&gpu, CellKind::Gru)
+}
+
+#[test]
+fn lstm_layer_forward_and_gradients_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("lstm_layer_forward_and_gradients_match_the_cpu") else { return Ok(()) };
+    layer_matches_the_cpu(&gpu, CellKind::Lstm)
+}
+
+#[test]
+fn rnn_tanh_layer_forward_and_gradients_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("rnn_tanh_layer_forward_and_gradients_match_the_cpu") else { return Ok(()) };
+    layer_matches_the_cpu(&gpu, CellKind::Rnn)
+}
+
+/// The forward pass that keeps nothing (no input takes part in a gradient) gives the same states, for
+/// every cell.
+#[test]
+fn rnn_layers_without_gradients_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("rnn_layers_without_gradients_match_the_cpu") else { return Ok(()) };
+    for cell in CellKind::ALL {
+        let d = RnnDims { cell, batch: 5, seq: 17, input: 11, hidden: 40 };
+        let run = |dev: &Device| -> Result<Vec<f32>> {
+            let x = Tensor::from_vec(scaled(d.batch * d.seq * d.input, 3, 1.0), (d.batch, d.seq, d.input), dev)?;
+            let s0 = Tensor::from_vec(scaled(d.batch * d.state_len(), 4, 0.5), (d.batch, d.state_len()), dev)?;
+            let p = Tensor::from_vec(scaled(d.param_len(), 5, 1.0 / (d.hidden as f32).sqrt()), d.param_len(), dev)?;
+            flat(&rnn_layer(cell, &x, &s0, &p)?)
+        };
+        assert_close(&format!("{} out (no gradients)", cell.name()), &run(&gpu)?, &run(&Device::Cpu)?, 1e-4);
+    }
     Ok(())
 }
 
-/// Cells without CUDA kernels and f64 say so instead of computing anything.
+/// f64 has no CUDA kernels: every cell and the coupling say so instead of computing anything.
 #[test]
-fn cuda_refuses_what_it_has_no_kernel_for() -> Result<()> {
-    let Some(gpu) = gpu("cuda_refuses_what_it_has_no_kernel_for") else { return Ok(()) };
-    for cell in [CellKind::Lstm, CellKind::Rnn] {
+fn cuda_refuses_f64() -> Result<()> {
+    let Some(gpu) = gpu("cuda_refuses_f64") else { return Ok(()) };
+    for cell in CellKind::ALL {
         let d = RnnDims { cell, batch: 2, seq: 3, input: 4, hidden: 5 };
-        let x = Tensor::zeros((2, 3, 4), DType::F32, &gpu)?;
-        let s0 = Tensor::zeros((2, d.state_len()), DType::F32, &gpu)?;
-        let p = Tensor::zeros(d.param_len(), DType::F32, &gpu)?;
+        let x = Tensor::zeros((2, 3, 4), DType::F64, &gpu)?;
+        let s0 = Tensor::zeros((2, d.state_len()), DType::F64, &gpu)?;
+        let p = Tensor::zeros(d.param_len(), DType::F64, &gpu)?;
         let err = rnn_layer(cell, &x, &s0, &p).unwrap_err().to_string();
-        assert!(err.contains("no CUDA kernel yet") && err.contains(cell.name()), "{err}");
+        assert!(err.contains("f32 only") && err.contains(cell.name()), "{err}");
     }
     let d = RnnDims::gru(2, 3, 4, 5);
     let x = Tensor::zeros((2, 3, 4), DType::F64, &gpu)?;
     let h0 = Tensor::zeros((2, 5), DType::F64, &gpu)?;
     let p = Tensor::zeros(d.param_len(), DType::F64, &gpu)?;
     let err = gru_layer(&x, &h0, &p).unwrap_err().to_string();
+    assert!(err.contains("f32 only"), "{err}");
+    let x = Tensor::zeros((3, 4), DType::F64, &gpu)?;
+    let err = affine_coupling(&x, &Tensor::zeros((3, 8), DType::F64, &gpu)?, &Tensor::zeros((2, 4), DType::F64, &gpu)?)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("f32 only"), "{err}");
     Ok(())
 }
@@ -153,6 +184,109 @@ fn cross_entropy_matches_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// `(y, logdet, x from the inverse of the same map, dx, dst, dparams)` of the affine coupling on `dev`
+/// under L = Σ c ⊙ y + Σ e ⊙ logdet, the mask alternating from `first` and the scale random.
+fn coupling_pass(dev: &Device, n: usize, d: usize, first: usize) -> Result<[Vec<f32>; 6]> {
+    let mask: Vec<f32> = (0..d).map(|j| ((j + first) % 2) as f32).collect();
+    let params = [mask, scaled(d, 45, 1.5)].concat();
+    let x = Var::from_vec(scaled(n * d, 41, 2.0), (n, d), dev)?;
+    let st = Var::from_vec(scaled(n * 2 * d, 42, 1.5), (n, 2 * d), dev)?;
+    let params = Var::from_vec(params, (2, d), dev)?;
+    let c = Tensor::from_vec(scaled(n * d, 43, 1.0), (n, d), dev)?;
+    let e = Tensor::from_vec(scaled(n, 44, 1.0), n, dev)?;
+    let (y, logdet) = affine_coupling(&x, &st, &params)?;
+    let (x_inv, _) = affine_coupling_inverse(&x, &st, &params)?;
+    let g = ((&y * &c)?.sum_all()? + (&logdet * &e)?.sum_all()?)?.backward()?;
+    let grad = |v: &Var| flat(g.get(v.as_tensor()).expect("a gradient"));
+    Ok([flat(&y)?, flat(&logdet)?, flat(&x_inv)?, grad(&x)?, grad(&st)?, grad(&params)?])
+}
+
+/// Forward, inverse and every gradient of the affine coupling, CUDA against the CPU: one column, fewer
+/// columns than a warp, a block's worth and more (several column blocks), a Glow layer's row, and many
+/// rows (many chunks of backward's dscale reduction). Then the reductions are deterministic (two runs
+/// agree bit for bit), and a mask that is not 0/1 is refused as on the CPU.
+#[test]
+fn affine_coupling_matches_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("affine_coupling_matches_the_cpu") else { return Ok(()) };
+    let names = ["y", "logdet", "inverse x", "dx", "dst", "dparams"];
+    for (n, d, first) in [(7, 1, 0), (3, 5, 1), (80, 64, 0), (33, 300, 1), (16, 3072, 0), (5000, 6, 1)] {
+        let cpu = coupling_pass(&Device::Cpu, n, d, first)?;
+        let cuda = coupling_pass(&gpu, n, d, first)?;
+        for (k, name) in names.iter().enumerate() {
+            let what = format!("coupling N{n} D{d} {name}");
+            let worst = assert_close(&what, &cuda[k], &cpu[k], 1e-4);
+            eprintln!("{what}: worst error {worst:.2e} of scale");
+        }
+    }
+    let (a, b) = (coupling_pass(&gpu, 5000, 6, 1)?, coupling_pass(&gpu, 5000, 6, 1)?);
+    for (k, name) in names.iter().enumerate() {
+        assert!(a[k].iter().zip(&b[k]).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}: two runs differ");
+    }
+    let bad = Tensor::from_vec(vec![0.0f32, 0.5, 1.0, 1.0, 1.0, 1.0], (2, 3), &gpu)?;
+    let x = Tensor::zeros((2, 3), DType::F32, &gpu)?;
+    let err = affine_coupling(&x, &Tensor::zeros((2, 6), DType::F32, &gpu)?, &bad).unwrap_err().to_string();
+    assert!(err.contains("mask entries must be 0 or 1"), "{err}");
+    Ok(())
+}
+
+/// What [`adamw_run`] ends with: every step's global gradient norm, then each var's parameters and
+/// both moments.
+type AdamWRun = (Vec<f64>, Vec<[Vec<f32>; 3]>);
+
+/// `steps` AdamW updates (with clipping) of vars of `sizes` on `dev`, the last var never getting a
+/// gradient.
+fn adamw_run(dev: &Device, sizes: &[usize], cfg: &AdamWConfig, steps: usize) -> Result<AdamWRun> {
+    let vars = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Var::from_vec(scaled(n, 51 + i as u64, 1.0), n, dev))
+        .collect::<Result<Vec<_>>>()?;
+    let mut opt = AdamW::new(&vars)?;
+    let mut norms = Vec::new();
+    for step in 0..steps {
+        // loss = Σ c ⊙ p² over every var but the last, a different c each step.
+        let mut loss = Tensor::zeros((), DType::F32, dev)?;
+        for (i, v) in vars[..vars.len() - 1].iter().enumerate() {
+            let c = Tensor::from_vec(scaled(v.elem_count(), 61 + (step * 7 + i) as u64, 3.0), v.elem_count(), dev)?;
+            loss = (loss + (v.as_tensor().sqr()? * c)?.sum_all()?)?;
+        }
+        let grads = AdamW::grads_of(&vars, &loss.backward()?);
+        assert!(grads.last().is_some_and(|g| g.is_none()), "the last var must get no gradient");
+        let norm = AdamW::grad_norm(&grads)?;
+        let scale = if cfg.clip > 0.0 && norm > cfg.clip { cfg.clip / (norm + 1e-6) } else { 1.0 };
+        opt.update(&vars, &grads, cfg, scale)?;
+        norms.push(norm);
+    }
+    let state = (0..vars.len())
+        .map(|i| Ok([flat(vars[i].as_tensor())?, flat(&opt.exp_avg[i])?, flat(&opt.exp_avg_sq[i])?]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((norms, state))
+}
+
+/// The fused CUDA AdamW (f32) against the CPU's fused host update (f64 arithmetic): the gradient norms
+/// and, after several clipped steps with weight decay, every parameter and moment. Sizes: small, one
+/// past the norm's largest grid (each thread strides), and a var without a gradient (left as it is).
+#[test]
+fn adamw_update_and_grad_norm_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("adamw_update_and_grad_norm_match_the_cpu") else { return Ok(()) };
+    let sizes = [37, 1024 * 256 + 1001, 5, 9];
+    let cfg = AdamWConfig { lr: 0.01, weight_decay: 0.1, clip: 5.0, ..AdamWConfig::default() };
+    let (cpu_norms, cpu) = adamw_run(&Device::Cpu, &sizes, &cfg, 6)?;
+    let (cuda_norms, cuda) = adamw_run(&gpu, &sizes, &cfg, 6)?;
+    assert!(cpu_norms.iter().any(|&n| n > cfg.clip), "no step was clipped: {cpu_norms:?}");
+    for (step, (g, w)) in cuda_norms.iter().zip(&cpu_norms).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * w, "step {step}: grad norm cuda {g}, cpu {w}");
+    }
+    for (i, (g, w)) in cuda.iter().zip(&cpu).enumerate() {
+        for (k, name) in ["param", "exp_avg", "exp_avg_sq"].iter().enumerate() {
+            let what = format!("adamw var {i} (len {}) {name}", sizes[i]);
+            let worst = assert_close(&what, &g[k], &w[k], 1e-4);
+            eprintln!("{what}: worst error {worst:.2e} of scale");
+        }
+    }
+    Ok(())
+}
+
 const TEXT: &str = "call me ishmael. some years ago, never mind how long precisely, having little or no money in \
                     my purse, and nothing particular to interest me on shore, i thought i would sail about a little \
                     and see the watery part of the world. ";
@@ -185,15 +319,22 @@ fn batch_at(ids: &[u32], offset: usize, batch: usize, seq: usize) -> (Vec<u32>, 
     (x, y)
 }
 
-/// The whole model's loss and gradients through the CUDA ops (embedding, GRU stack, heads, cross-entropy
-/// under candle's autograd) against the CPU's hand-written pass, with a learned h0, two layers and a
-/// head predicting two ahead (so some targets are unscored), from zeros and from a given state.
+/// The whole model's loss and gradients through the CUDA ops (embedding, recurrent stack, heads,
+/// cross-entropy under candle's autograd) against the CPU's hand-written pass, for every cell, with a
+/// learned h0, two layers and a head predicting two ahead (so some targets are unscored), from zeros and
+/// from a given state.
 #[test]
 fn char_lm_loss_and_gradients_match_the_cpu() -> Result<()> {
     let Some(_) = gpu("char_lm_loss_and_gradients_match_the_cpu") else { return Ok(()) };
     let (ids, vocab) = corpus();
-    for (layers, learned_h0, ahead) in [(1, false, 1), (2, true, 2)] {
-        let cfg = CharLmConfig { vocab, embed: 16, hidden: 48, layers, cell: CellKind::Gru, learned_h0, ahead };
+    let runs = [
+        (CellKind::Gru, 1, false, 1),
+        (CellKind::Gru, 2, true, 2),
+        (CellKind::Lstm, 2, true, 1),
+        (CellKind::Rnn, 1, false, 2),
+    ];
+    for (cell, layers, learned_h0, ahead) in runs {
+        let cfg = CharLmConfig { vocab, embed: 16, hidden: 48, layers, cell, learned_h0, ahead };
         let (cpu, cuda) = (model(cfg, Dev::Cpu)?, model(cfg, Dev::Cuda(0))?);
         let (batch, seq) = (4, 25);
         let (x, y) = batch_at(&ids, 3, batch, seq);
@@ -204,7 +345,7 @@ fn char_lm_loss_and_gradients_match_the_cpu() -> Result<()> {
         }
         let state = scaled(layers * batch * cfg.state_len(), 9, 0.5);
         for given in [None, Some(&state[..])] {
-            let what = format!("L{layers} h0={learned_h0} ahead {ahead} state={}", given.is_some());
+            let what = format!("{} L{layers} h0={learned_h0} ahead {ahead} state={}", cell.name(), given.is_some());
             let want = cpu.loss_and_grads(&x, &targets, batch, seq, given)?;
             let got = cuda.loss_and_grads(&x, &targets, batch, seq, given)?;
             assert!(

@@ -5,8 +5,8 @@
 //! `params = [mask; scale]` `[2, D]`, output `[y | logdet]` `[N, D + 1]`. Backward needs nothing but
 //! the inputs (it recomputes tanh and exp), so no activations are kept between the passes.
 //!
-//! Only the CPU runs it today; `cuda_fwd` keeps candle's default error, and [`backward`] dispatches on
-//! the storage, so a CUDA kernel slots in as one more arm in each place.
+//! On a CUDA device (the `cuda` feature) forward, inverse and backward run the kernels of
+//! `crate::cuda::coupling` (f32).
 
 use super::kernel::{coupling_backward_packed, coupling_forward_packed, coupling_inverse_packed};
 use crate::real::Real;
@@ -83,6 +83,21 @@ impl CustomOp3 for AffineCoupling {
         Ok((storage, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let inverse = self.direction == Direction::Inverse;
+        let storage = crate::cuda::coupling::map((s1, l1), (s2, l2), (s3, l3), (self.n, self.d), inverse)?;
+        Ok((storage, Shape::from((self.n, self.d + 1))))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -109,6 +124,12 @@ fn backward(
     params: &Tensor,
     grad: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    // The CUDA kernels read the storages themselves (and make the gradients' tensors), so they are
+    // dispatched before this function borrows them.
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return crate::cuda::coupling::backward(n, d, x, st, params, grad);
+    }
     let (sx, lx) = x.storage_and_layout();
     let (ss, ls) = st.storage_and_layout();
     let (sp, lp) = params.storage_and_layout();
@@ -146,7 +167,7 @@ fn backward(
         (Storage::Cpu(_), Storage::Cpu(_), Storage::Cpu(_), Storage::Cpu(_)) => {
             bail!("affine coupling: x, st, params and the gradient must all be f32 or all f64")
         }
-        _ => bail!("affine coupling: backward runs only on the CPU for now"),
+        _ => bail!("affine coupling: x, st, params and the gradient must all be on one device"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! One recurrent layer (GRU, LSTM or tanh RNN) over a whole sequence as a single candle op, so candle's
 //! autograd sees one node per layer (a shallow graph) and calls our backward through time instead of a
-//! per-step graph. On a CUDA device (the `cuda` feature) the GRU runs the kernels of `crate::cuda::gru`;
-//! the other cells have none yet and say so.
+//! per-step graph. On a CUDA device (the `cuda` feature) every cell runs the kernels of `crate::cuda::rnn`
+//! (f32).
 
 use super::{rnn_backward, rnn_forward, CellKind, RnnDims, RnnWeights};
 use crate::host::with_slices;
@@ -13,9 +13,9 @@ use std::sync::Mutex;
 enum Saved {
     F32(Vec<f32>),
     F64(Vec<f64>),
-    /// On the CUDA device, f32 (`crate::cuda::gru`).
+    /// On the CUDA device, f32 (`crate::cuda::rnn`).
     #[cfg(feature = "cuda")]
-    Cuda(candle_core::cuda::cudarc::driver::CudaSlice<f32>),
+    Cuda(crate::cuda::rnn::Saved),
 }
 
 struct RnnLayerOp {
@@ -108,12 +108,11 @@ impl CustomOp3 for RnnLayerOp {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use crate::cuda::{gru, view};
+        use crate::cuda::{rnn, view};
         let d = self.dims;
-        gru::check_cell(&d)?;
         crate::cuda::f32_only(s1, d.cell.name())?;
         let (x, h0, p) = (view(s1, l1, "x")?, view(s2, l2, "h0")?, view(s3, l3, "params")?);
-        let (out, saved) = gru::forward(&s1.device, &d, &x, &h0, &p, self.keep)?;
+        let (out, saved) = rnn::forward(&s1.device, &d, &x, &h0, &p, self.keep)?;
         *self.saved.lock().expect("rnn saved state poisoned") = saved.map(Saved::Cuda);
         let storage = candle_core::CudaStorage::wrap_cuda_slice(out, s1.device.clone());
         Ok((storage, Shape::from((d.batch, d.seq, d.state_len()))))
@@ -135,7 +134,7 @@ impl CustomOp3 for RnnLayerOp {
             #[cfg(feature = "cuda")]
             Some(Saved::Cuda(s)) => {
                 let g = crate::cuda::with_views(&[x, h0, params, res, grad_res], |dev, v| {
-                    crate::cuda::gru::backward(dev, &self.dims, &v[0], &v[1], &v[2], &v[3], &v[4], s)
+                    crate::cuda::rnn::backward(dev, &self.dims, &v[0], &v[1], &v[2], &v[3], &v[4], s)
                 })?;
                 Ok((
                     Some(crate::cuda::tensor(x, g.dx, x.shape())?),
