@@ -5,7 +5,8 @@
 #   1. records the device (nvidia-smi), the libraries found and what the binaries still miss;
 #   2. runs the CUDA tests of arflow-core (every test of src/cuda/tests.rs): CUDA vs CPU parity of the GRU,
 #      LSTM and tanh RNN layers (forward, dx, ds0, dparams), of the fused cross-entropy (loss, gradient), of
-#      the affine coupling (forward, inverse, dx, dst, dparams), of the AdamW update and the global gradient
+#      the affine coupling (forward, inverse, dx, dst, dparams), of the 3×3 convolution (y, dx, dW, ReLU
+#      off and on, one and several im2col chunks), of the AdamW update and the global gradient
 #      norm, of the whole char LM's loss and gradients (every cell), and a short char-LM training run on the
 #      GPU whose loss must fall;
 #   3. times arflow's CUDA GRU layer (target/gpu/gru_cuda_bench) and torch.nn.GRU with cuDNN

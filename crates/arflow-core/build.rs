@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The kernel sources, each compiled to `$OUT_DIR/<name>.ptx`.
-const KERNELS: [&str; 7] = ["rnn", "gru", "lstm", "tanh", "loss", "coupling", "adamw"];
+const KERNELS: [&str; 8] = ["rnn", "gru", "lstm", "tanh", "loss", "coupling", "adamw", "conv"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

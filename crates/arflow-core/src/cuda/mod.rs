@@ -7,6 +7,8 @@
 //! - [`loss`]: the fused softmax cross-entropy (the CUDA side of [`crate::loss`]).
 //! - [`coupling`]: the affine coupling's forward, inverse and backward (the CUDA side of
 //!   [`crate::flow::op`]).
+//! - [`conv`]: the 3×3 convolution's forward and backward, im2col + cuBLAS (the CUDA side of
+//!   [`crate::flow::conv`]).
 //! - [`adamw`]: the fused AdamW update and the global gradient norm (the CUDA side of [`crate::optim`]).
 //!
 //! Everything here is f32. Everything is enqueued on the one stream candle uses, so no explicit
@@ -14,6 +16,7 @@
 
 pub(crate) mod adamw;
 pub(crate) mod blas;
+pub(crate) mod conv;
 pub(crate) mod coupling;
 pub(crate) mod gru;
 pub(crate) mod loss;
@@ -48,6 +51,7 @@ pub(crate) const TANH: Module = module!("tanh");
 pub(crate) const LOSS: Module = module!("loss");
 pub(crate) const COUPLING: Module = module!("coupling");
 pub(crate) const ADAMW: Module = module!("adamw");
+pub(crate) const CONV: Module = module!("conv");
 
 /// A kernel and the stream it runs on (candle's, the device's only one).
 pub(crate) struct Kernel {

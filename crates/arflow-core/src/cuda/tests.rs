@@ -1,13 +1,16 @@
 //! CUDA against the CPU, on a GPU: each recurrent layer's (GRU, LSTM, tanh RNN) forward and every
 //! gradient, the fused cross-entropy's loss and gradient, the affine coupling's forward, inverse and
-//! gradients, the AdamW update and the global gradient norm, the whole char LM's loss and gradients, and
-//! a short char-LM training run on the device whose loss falls. Each test returns early, with a line on
+//! gradients, the 3×3 convolution's forward and gradients (over one im2col chunk and many), the AdamW
+//! update and the global gradient norm, the whole char LM's loss and gradients, and a short char-LM
+//! training run on the device whose loss falls. Each test returns early, with a line on
 //! stderr saying why, where no CUDA device opens (CI, the build machine): they are compiled everywhere
 //! the `cuda` feature is, run on the GPU machine by scripts/gpu-check.sh.
 //!
 //! Tolerance: f32 on both sides, summed in different orders (cuBLAS against the CPU's packed GEMMs), so
 //! errors are measured against the largest magnitude of the compared values (≤ 1e-4 of it).
 
+use crate::cuda::conv::{backward_chunked, forward_chunked, Dims};
+use crate::flow::conv::{conv3x3_nhwc, conv3x3_nhwc_relu};
 use crate::flow::{affine_coupling, affine_coupling_inverse};
 use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamW;
@@ -124,7 +127,8 @@ fn rnn_layers_without_gradients_match_the_cpu() -> Result<()> {
     Ok(())
 }
 
-/// f64 has no CUDA kernels: every cell and the coupling say so instead of computing anything.
+/// f64 has no CUDA kernels: every cell, the coupling and the convolution say so instead of computing
+/// anything.
 #[test]
 fn cuda_refuses_f64() -> Result<()> {
     let Some(gpu) = gpu("cuda_refuses_f64") else { return Ok(()) };
@@ -147,6 +151,10 @@ fn cuda_refuses_f64() -> Result<()> {
         .unwrap_err()
         .to_string();
     assert!(err.contains("f32 only"), "{err}");
+    let x = Tensor::zeros((1, 3, 4, 2), DType::F64, &gpu)?;
+    let (weight, bias) = (Tensor::zeros((5, 2, 3, 3), DType::F64, &gpu)?, Tensor::zeros(5, DType::F64, &gpu)?);
+    let err = conv3x3_nhwc(&x, &weight, &bias).unwrap_err().to_string();
+    assert!(err.contains("f32 only") && err.contains("conv3x3"), "{err}");
     Ok(())
 }
 
@@ -226,6 +234,123 @@ fn affine_coupling_matches_the_cpu() -> Result<()> {
     let x = Tensor::zeros((2, 3), DType::F32, &gpu)?;
     let err = affine_coupling(&x, &Tensor::zeros((2, 6), DType::F32, &gpu)?, &bad).unwrap_err().to_string();
     assert!(err.contains("mask entries must be 0 or 1"), "{err}");
+    Ok(())
+}
+
+/// The inputs of a 3×3 convolution of `dims`: x, the weight `[Cout, Cin, 3, 3]` (scaled as PyTorch's
+/// initialisation), the bias, and the weights c of L = Σ c ⊙ y (dL/dy = c). Random, no exact zeros.
+fn conv_inputs(d: &Dims) -> [Vec<f32>; 4] {
+    let Dims { n, h, w, cin, cout, .. } = *d;
+    let k = 1.0 / ((9 * cin) as f32).sqrt();
+    [
+        scaled(n * h * w * cin, 71, 1.0),
+        scaled(cout * cin * 9, 72, k),
+        scaled(cout, 73, 0.5),
+        scaled(n * h * w * cout, 74, 1.0),
+    ]
+}
+
+/// `(y, dx, dweight, dbias)` of the convolution (`relu_in`: of relu(x)) on `dev` under L = Σ c ⊙ y, by
+/// the public op and candle's autograd.
+fn conv_pass(dev: &Device, d: &Dims, inputs: &[Vec<f32>; 4]) -> Result<[Vec<f32>; 4]> {
+    let Dims { n, h, w, cin, cout, relu_in } = *d;
+    let x = Var::from_vec(inputs[0].clone(), (n, h, w, cin), dev)?;
+    let weight = Var::from_vec(inputs[1].clone(), (cout, cin, 3, 3), dev)?;
+    let bias = Var::from_vec(inputs[2].clone(), cout, dev)?;
+    let c = Tensor::from_vec(inputs[3].clone(), (n, h, w, cout), dev)?;
+    let conv = if relu_in { conv3x3_nhwc_relu } else { conv3x3_nhwc };
+    let y = conv(&x, &weight, &bias)?;
+    let g = (&y * &c)?.sum_all()?.backward()?;
+    let grad = |v: &Var| flat(g.get(v.as_tensor()).expect("a gradient"));
+    Ok([flat(&y)?, grad(&x)?, grad(&weight)?, grad(&bias)?])
+}
+
+/// The op's weight matrix `[9·Cin + 1, Cout]` from a weight `[Cout, Cin, 3, 3]` and a bias `[Cout]` (as
+/// flow::conv builds it; also the layout of its gradient from dweight and dbias).
+fn conv_wmat(weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (cout, cin, _, _) = weight.dims4()?;
+    let wmat = weight.permute((2, 3, 1, 0))?.reshape((9 * cin, cout))?;
+    Tensor::cat(&[&wmat, &bias.reshape((1, cout))?], 0)?.contiguous()
+}
+
+/// Forward, dx, dweight and dbias (that is dwmat) of the 3×3 convolution, CUDA against the CPU, with and
+/// without the fused input ReLU: odd sizes (image borders on every side, rows of a chunk straddling
+/// images), one input channel, one and two output channels, 1×1 images, and a Glow conditioner's
+/// 28×28 batch of 64 with 40 channels in, out or both (each of those takes two im2col chunks of the
+/// default size in backward, with 40 in also in forward). Then two runs of the largest agree bit for bit.
+#[test]
+fn conv3x3_matches_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("conv3x3_matches_the_cpu") else { return Ok(()) };
+    let names = ["y", "dx", "dweight", "dbias"];
+    let sizes = [
+        (2, 5, 7, 3, 4),
+        (3, 4, 6, 1, 2),
+        (1, 1, 1, 2, 3),
+        (2, 3, 5, 5, 1),
+        (4, 9, 11, 17, 33),
+        (64, 28, 28, 1, 40),
+        (64, 28, 28, 40, 2),
+        (64, 28, 28, 40, 40),
+    ];
+    for (n, h, w, cin, cout) in sizes {
+        for relu_in in [false, true] {
+            let d = Dims { n, h, w, cin, cout, relu_in };
+            let inputs = conv_inputs(&d);
+            let cpu = conv_pass(&Device::Cpu, &d, &inputs)?;
+            let cuda = conv_pass(&gpu, &d, &inputs)?;
+            for (k, name) in names.iter().enumerate() {
+                assert!(cpu[k].iter().any(|&v| v != 0.0), "{name}: the CPU reference is all zeros");
+                let what = format!("conv3x3 {n}×{h}×{w}×{cin}→{cout} relu {relu_in} {name}");
+                let worst = assert_close(&what, &cuda[k], &cpu[k], 1e-4);
+                eprintln!("{what}: worst error {worst:.2e} of scale");
+            }
+        }
+    }
+    let d = Dims { n: 64, h: 28, w: 28, cin: 40, cout: 40, relu_in: true };
+    assert!(d.n * d.h * d.w * (9 * d.cin + 1) > crate::cuda::conv::CHUNK_VALUES, "one chunk only");
+    let inputs = conv_inputs(&d);
+    let (a, b) = (conv_pass(&gpu, &d, &inputs)?, conv_pass(&gpu, &d, &inputs)?);
+    for (k, name) in names.iter().enumerate() {
+        assert!(a[k].iter().zip(&b[k]).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}: two runs differ");
+    }
+    Ok(())
+}
+
+/// The CUDA op's passes over many small im2col chunks (the last one short, chunks straddling images, one
+/// row per chunk) against the CPU's y, dx and dwmat: the chunks' rows land in place and the weight
+/// gradient accumulates over them.
+#[test]
+fn conv3x3_chunks_match_the_cpu() -> Result<()> {
+    let Some(gpu) = gpu("conv3x3_chunks_match_the_cpu") else { return Ok(()) };
+    for (n, h, w, cin, cout) in [(3, 5, 7, 3, 4), (2, 6, 5, 2, 9)] {
+        for relu_in in [false, true] {
+            let d = Dims { n, h, w, cin, cout, relu_in };
+            let inputs = conv_inputs(&d);
+            let [y_cpu, dx_cpu, dweight, dbias] = conv_pass(&Device::Cpu, &d, &inputs)?;
+            let dw_cpu = flat(&conv_wmat(
+                &Tensor::from_vec(dweight, (cout, cin, 3, 3), &Device::Cpu)?,
+                &Tensor::from_vec(dbias, cout, &Device::Cpu)?,
+            )?)?;
+            let x = Tensor::from_vec(inputs[0].clone(), (n, h, w, cin), &gpu)?;
+            let wmat = conv_wmat(
+                &Tensor::from_vec(inputs[1].clone(), (cout, cin, 3, 3), &gpu)?,
+                &Tensor::from_vec(inputs[2].clone(), cout, &gpu)?,
+            )?;
+            let g = Tensor::from_vec(inputs[3].clone(), (n, h, w, cout), &gpu)?;
+            let width = (9 * cin + 1).max(9 * cout);
+            // 8 rows a chunk (dividing neither an image's pixels nor the stack's: chunks straddle images
+            // and the last is short), then one row a chunk.
+            for rows in [8, 1] {
+                assert!(rows == 1 || ((h * w) % rows != 0 && (n * h * w) % rows != 0));
+                let what = format!("conv3x3 {n}×{h}×{w}×{cin}→{cout} relu {relu_in}, {rows} rows a chunk");
+                let y = flat(&forward_chunked(&d, &x, &wmat, rows * (9 * cin + 1))?)?;
+                let (dx, dw) = backward_chunked(&d, &x, &wmat, &g, rows * width)?;
+                assert_close(&format!("{what} y"), &y, &y_cpu, 1e-4);
+                assert_close(&format!("{what} dx"), &flat(&dx)?, &dx_cpu, 1e-4);
+                assert_close(&format!("{what} dwmat"), &flat(&dw)?, &dw_cpu, 1e-4);
+            }
+        }
+    }
     Ok(())
 }
 

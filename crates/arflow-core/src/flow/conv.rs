@@ -306,7 +306,27 @@ impl CustomOp2 for Conv3x3 {
         Ok((out, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let Conv3x3 { n, h, w, cin, cout, relu_in } = *self;
+        let dims = crate::cuda::conv::Dims { n, h, w, cin, cout, relu_in };
+        Ok((crate::cuda::conv::forward(&dims, (s1, l1), (s2, l2))?, Shape::from((n, h, w, cout))))
+    }
+
     fn bwd(&self, x: &Tensor, wmat: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let Conv3x3 { n, h, w, cin, cout, relu_in } = *self;
+            let dims = crate::cuda::conv::Dims { n, h, w, cin, cout, relu_in };
+            let (dx, dw) = crate::cuda::conv::backward(&dims, x, wmat, grad)?;
+            return Ok((Some(dx), Some(dw)));
+        }
         let grad = grad.contiguous()?;
         let (sx, lx) = x.storage_and_layout();
         let (sw, lw) = wmat.storage_and_layout();
