@@ -47,6 +47,23 @@ export async function flowTrainRound(
   return { steps: s.steps, imagesPerSec: s.samplesPerSec, wallImagesPerSec: (s.steps * FLOW_BATCH) / sec };
 }
 
+/**
+ * One timed scoring round of `flow`: `flow.bitsPerDim` over successive blocks of 256 of `images` (batches
+ * of 64 inside) until `seconds` have passed; images scored per second of wall time.
+ */
+export async function flowScoreRound(flow: Flow, images: Uint8Array, seconds: number): Promise<number> {
+  const block = 256 * 784;
+  const blocks = Math.max(1, Math.floor(images.length / block));
+  const t0 = performance.now();
+  let scored = 0;
+  for (let b = 0; scored === 0 || performance.now() - t0 < seconds * 1000; b = (b + 1) % blocks) {
+    const part = images.subarray(b * block, Math.min(images.length, (b + 1) * block));
+    await flow.bitsPerDim(part, { seed: b });
+    scored += part.length / 784;
+  }
+  return scored / ((performance.now() - t0) / 1000);
+}
+
 async function measure(name: string, flow: Flow, images: Uint8Array, quick: boolean) {
   const batch = FLOW_BATCH;
   await flow.fit(images, { steps: 2, batchSize: batch });

@@ -10,7 +10,8 @@
  * Rows: char-GRU LM training on Moby-Dick (E 64, H 256 × 1 and H 512 × 2, B 32, T 64; tokens/s), its
  * sampling one token at a time with the state carried (H 256; µs/token; again with PyTorch at 1 thread,
  * which suits its batch-1 steps better), Fashion-MNIST Real NVP and Glow training (batch 64; images/s)
- * and fp32 GEMM (GFLOP/s). `--quick`: 3 rounds of 2 s, else 4 of 4 s (about 6 minutes on 2 cores; the
+ * and scoring (bits/dim of dequantised images in batches of 64, no gradients; images/s), and fp32 GEMM
+ * (GFLOP/s). `--quick`: 3 rounds of 2 s, else 4 of 4 s (about 6 minutes on 2 cores; the
  * PyTorch processes' start-up and warm-up come on top of their timed seconds). Before the rows, the
  * networks are checked to be the same: every parameter name and shape of the PyTorch models under
  * arflow's names (and the counts), and, with arflow's weights copied into them, the same loss (char LM)
@@ -33,7 +34,7 @@ import { CharLM } from '../models/char-lm.js';
 import type { Flow } from '../models/flownet.js';
 import { Rng } from '../util/rng.js';
 import { CHAR_LM_BENCH_OPT, charLmStep, type Size, timeSteps, tokensPerSec } from './char-rate.js';
-import { createImageFlow, FLOW_BATCH, FLOW_IMAGES, flowTrainRound, IMAGE_FLOWS } from './flows.js';
+import { createImageFlow, FLOW_BATCH, FLOW_IMAGES, flowScoreRound, flowTrainRound, IMAGE_FLOWS } from './flows.js';
 
 export const TORCH_MISSING = "PyTorch not found (python3 -c 'import torch' failed): skipping the --torch rows";
 
@@ -398,6 +399,33 @@ function rowDefs(
         torch: [which, '--data-dir', fashionMnistDir(), '--limit', FLOW_IMAGES, '--batch', FLOW_BATCH, ...sizes].map(
           String,
         ),
+      });
+      rows.push({
+        id: `${which}-score`,
+        workload: `Fashion-MNIST ${f.name} scoring (bits/dim), batches of ${FLOW_BATCH}`,
+        unit: 'images/s',
+        better: 'higher',
+        arflow: async () => {
+          images ??= loadFashionMnist('train', { limit: FLOW_IMAGES }).images;
+          const flow = createImageFlow(which);
+          // Two training steps: the actnorms' data-dependent initialisation, and weights that are not the
+          // identity (the output convolutions start at zero).
+          await flowTrainRound(flow, images, { steps: 2 });
+          return {
+            params: paramCount(flow.tensorInfo().params),
+            round: async (seconds) => flowScoreRound(flow, images as Uint8Array, seconds),
+          };
+        },
+        torch: [
+          `${which}-score`,
+          '--data-dir',
+          fashionMnistDir(),
+          '--limit',
+          FLOW_IMAGES,
+          '--batch',
+          FLOW_BATCH,
+          ...sizes,
+        ].map(String),
       });
     }
   } else failures.push('Fashion-MNIST flows: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)');

@@ -30,22 +30,9 @@ pub fn tune_allocator() {
 pub struct BufferPool(std::sync::Mutex<Vec<Vec<f32>>>);
 
 impl BufferPool {
-    /// An empty pool (usable in a `static`).
-    pub const fn new() -> Self {
-        BufferPool(std::sync::Mutex::new(Vec::new()))
-    }
-
     /// `len` zeros in the smallest kept buffer that holds them, else in a new one; a miss frees the
     /// largest kept buffer (too small for this size), so a pool whose sizes grow holds no leftovers.
     pub fn take(&self, len: usize) -> Vec<f32> {
-        let mut v = self.take_empty(len);
-        v.resize(len, 0.0);
-        v
-    }
-
-    /// An empty buffer with room for `len` values, chosen as in [`BufferPool::take`], for a writer that
-    /// fills it through its spare capacity (no zero-filling pass).
-    pub fn take_empty(&self, len: usize) -> Vec<f32> {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let fit = (0..kept.len()).filter(|&i| kept[i].capacity() >= len).min_by_key(|&i| kept[i].capacity());
         let mut v = match fit {
@@ -59,7 +46,7 @@ impl BufferPool {
         };
         drop(kept);
         v.clear();
-        v.reserve(len);
+        v.resize(len, 0.0);
         v
     }
 
@@ -67,6 +54,45 @@ impl BufferPool {
     pub fn give(&self, v: Vec<f32>) {
         if v.capacity() > 0 {
             self.0.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+        }
+    }
+}
+
+/// Large f32 buffers kept for reuse by exact length: for a pass that needs a handful of sizes over and
+/// over, several buffers of each at once (the fused ResNet conditioner of the image flows). A best-fit
+/// [`BufferPool`] serves a small request from a large buffer there, and then misses on the large
+/// request and allocates afresh, page faults and all, every step.
+#[derive(Default)]
+pub struct SizedPool(std::sync::Mutex<Vec<(usize, Vec<Vec<f32>>)>>);
+
+impl SizedPool {
+    /// An empty pool (usable in a `static`).
+    pub const fn new() -> Self {
+        SizedPool(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// An empty buffer with room for `len` values (a kept one given back at that length, else a new one),
+    /// for a writer that fills it through its spare capacity.
+    pub fn take_empty(&self, len: usize) -> Vec<f32> {
+        let kept = {
+            let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            sizes.iter_mut().find(|(l, _)| *l == len).and_then(|(_, bufs)| bufs.pop())
+        };
+        let mut v = kept.unwrap_or_default();
+        v.clear();
+        v.reserve(len);
+        v
+    }
+
+    /// Keeps `v` for a later [`SizedPool::take_empty`] of its current length.
+    pub fn give(&self, v: Vec<f32>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match sizes.iter_mut().find(|(l, _)| *l == v.len()) {
+            Some((_, bufs)) => bufs.push(v),
+            None => sizes.push((v.len(), vec![v])),
         }
     }
 }

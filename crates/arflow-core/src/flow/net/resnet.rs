@@ -16,7 +16,7 @@
 //! weight gradient flows on to `weight_v`, `weight_g` and the biases. The ReLU's gradient passes where
 //! its input is positive (PyTorch's rule; candle's passes at 0 too, which only differs at exact zeros).
 
-use crate::alloc::BufferPool;
+use crate::alloc::SizedPool;
 use crate::flow::conv_direct::{self, Weights};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 /// The op's buffers, kept from one step to the next: a training step needs the same multi-megabyte
 /// buffers every time, and fresh ones cost page faults and clearing (a tenth of a Real NVP step).
-static POOL: BufferPool = BufferPool::new();
+static POOL: SizedPool = SizedPool::new();
 
 /// The padded ReLU inputs of a forward pass, for its backward.
 struct Saved {
@@ -99,7 +99,7 @@ impl ResnetOp {
 
     /// `x [N, H, W, c]` padded (see [`conv_direct::pad`]), in a pooled buffer.
     fn padded(&self, x: &[f32], c: usize, relu: bool) -> Vec<f32> {
-        let mut p = POOL.take_empty((self.n * (self.h + 2) * (self.w + 2) * c).max(1));
+        let mut p = POOL.take_empty(self.n * (self.h + 2) * (self.w + 2) * c);
         conv_direct::pad(x, [self.n, self.h, self.w, c], relu, &mut p);
         p
     }
@@ -257,7 +257,8 @@ fn to_channel_major(x: &[f32], n: usize, p: usize, c: usize) -> Vec<f32> {
 
 /// `[N, C, P]` ↦ `[N, P, C]`, pooled.
 fn to_channel_last(x: &[f32], n: usize, p: usize, c: usize) -> Vec<f32> {
-    let mut out = POOL.take(x.len());
+    let mut out = POOL.take_empty(x.len());
+    out.resize(x.len(), 0.0);
     if p * c == 0 {
         return out;
     }
