@@ -4,12 +4,13 @@
  * from its pixels. The `--torch` report's pure parts: medians, speed ratios (rates and µs/token), the
  * Markdown table, its JSON shape and README block, and the path without PyTorch (an injected detector).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { NativeAddon } from '../src/backend/native.js';
 import { type Bar, barChart, logAxis, logRow, ratioLabel } from '../src/bench/chart.js';
+import { IMAGE_FLOWS } from '../src/bench/flows.js';
 import type { PeersResult } from '../src/bench/peers.js';
 import {
   type BenchResultFile,
@@ -35,6 +36,7 @@ import {
   torchHeader,
 } from '../src/bench/torch.js';
 import { Vocabulary } from '../src/data/vocab.js';
+import { realNvpImageSpec } from '../src/models/presets.js';
 
 describe('README block', () => {
   const readme = `# arflow\n\n## Measured\n\nbefore\n${BLOCK_START}\nold table\n${BLOCK_END}\nafter\n`;
@@ -322,3 +324,10 @@ function torchResult(): TorchResult {
     failures: ['PyTorch gemm: out of memory'],
   };
 }
+
+describe('bench/specs', () => {
+  it('realnvp-fmnist.json is the bench’s Real NVP preset (the GPU bench builds it without Node)', () => {
+    const file = JSON.parse(readFileSync(new URL('../bench/specs/realnvp-fmnist.json', import.meta.url), 'utf8'));
+    expect(file).toEqual(realNvpImageSpec(IMAGE_FLOWS.realnvp.config));
+  });
+});

@@ -18,6 +18,12 @@ workloads (rate unit):
                under arflow's names; with `--bundle`, loads arflow's weights from it and scores its inputs
                (the char-LM's mean cross-entropy from a zero state, or a flow's per-example log p(y)).
 
+The flow workloads (realnvp, glow and their -score rows) also take `--device cuda` (the model and each
+preprocessed batch on the GPU; dequantisation and the logit stay on the host, as in arflow's `fit`),
+`--tf32 on|off` (on CUDA: TF32 for cuDNN's convolutions and cuBLAS; without it PyTorch's defaults stand)
+and `--synthetic` (`--limit` images of uniformly random bytes instead of Fashion-MNIST, for machines
+without the dataset; scripts/gpu-check.sh uses it). Defaults: the CPU, Fashion-MNIST.
+
 The flows mirror arflow's FlowNet layers (src/backend/flownet-types.ts): actnorm with data-dependent
 initialisation, LU-parameterised invertible 1x1 convolution, affine coupling y = b*x + (1-b)*(x*exp(s)+t)
 with s = scale*tanh(s_raw) and a weight-normalised ResNet conditioner on x*b (3x3 convs, zero-initialised
@@ -282,7 +288,7 @@ class FlowNet(nn.Module):
 
     def forward(self, x):
         """Per-example log p(x) in nats."""
-        logdet = torch.zeros(x.shape[0])
+        logdet = torch.zeros(x.shape[0], device=x.device)
         zs = []
         for kind, layer in zip(self.kinds, self.layers):
             if kind == "squeeze":
@@ -370,9 +376,29 @@ def load_fashion(directory, limit):
     return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, count=n * 784, offset=16).copy()).view(n, 1, 28, 28)
 
 
+def flow_images(a):
+    """Fashion-MNIST's first `a.limit` training images, or with `--synthetic` as many of uniform random bytes."""
+    if a.synthetic:
+        gen = torch.Generator().manual_seed(a.seed)
+        return torch.randint(0, 256, (a.limit, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    return load_fashion(a.data_dir, a.limit)
+
+
+def flow_device(a):
+    device = torch.device(a.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: CUDA is not available to this PyTorch")
+        if a.tf32 != "default":
+            torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
+            torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
+    return device
+
+
 def flow_train(a, model_name):
-    images = load_fashion(a.data_dir, a.limit)
-    model = flow_model(a, model_name)
+    images = flow_images(a)
+    device = flow_device(a)
+    model = flow_model(a, model_name).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     B = a.batch
     gen = torch.Generator().manual_seed(1)
@@ -381,7 +407,7 @@ def flow_train(a, model_name):
         p = images[torch.randint(len(images), (B,), generator=gen)]
         x = ((p.float() + torch.rand(p.shape, generator=gen)) / 256).clamp(max=1 - 2**-24)  # dequantise
         v = LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * x
-        y = torch.log(v) - torch.log1p(-v)  # logit
+        y = (torch.log(v) - torch.log1p(-v)).to(device)  # logit
         loss = -model(y).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -396,8 +422,9 @@ def flow_train(a, model_name):
 def flow_score(a, model_name):
     """Scoring as `flow.bitsPerDim` does it: batches of `a.batch` images in order, dequantised with uniform
     noise, logit-transformed, log p under the flow plus the log-det of the preprocessing; no gradients."""
-    images = load_fashion(a.data_dir, a.limit)
-    model = flow_model(a, model_name)
+    images = flow_images(a)
+    device = flow_device(a)
+    model = flow_model(a, model_name).to(device)
     model.eval()
     B = a.batch
     gen = torch.Generator().manual_seed(1)
@@ -412,7 +439,7 @@ def flow_score(a, model_name):
             v = LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * x
             y = torch.log(v) - torch.log1p(-v)
             logdet = (math.log(1 - 2 * LOGIT_ALPHA) - torch.log(v) - torch.log1p(-v) - math.log(256)).flatten(1).sum(1)
-            bpd = -(model(y) + logdet).mean() / (784 * math.log(2)) + 8
+            bpd = -(model(y.to(device)) + logdet.to(device)).mean() / (784 * math.log(2)) + 8
         return bpd.item()
 
     steps, sec = timed(step, a.warmup, a.seconds)
@@ -529,6 +556,10 @@ def main():
     p.add_argument("--flow-steps", type=int, default=4)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--blocks", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="flows: cpu (default) or cuda[:N]")
+    p.add_argument("--tf32", choices=["default", "on", "off"], default="default",
+                   help="flows on CUDA: TF32 for cuDNN and cuBLAS (default: PyTorch's own settings)")
+    p.add_argument("--synthetic", action="store_true", help="flows: uniform random images instead of Fashion-MNIST")
     # gemm
     p.add_argument("--m", type=int, default=1024)
     p.add_argument("--n", type=int, default=1024)
@@ -552,6 +583,12 @@ def main():
     out = run(a)
     out.update(workload=a.workload, torch=torch.__version__, threads=torch.get_num_threads(),
                python=platform.python_version())
+    if a.device != "cpu":
+        dev = torch.device(a.device)
+        out.update(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else a.device, tf32=a.tf32,
+                   cudnn_tf32=torch.backends.cudnn.allow_tf32, matmul_tf32=torch.backends.cuda.matmul.allow_tf32)
+    if a.synthetic:
+        out.update(synthetic=True)
     print(json.dumps(out), flush=True)
 
 

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Runs on the build machine (cargo, python3; no GPU needed): builds what scripts/gpu-check.sh runs on the
-# GPU machine, which has no cargo, no Node and no network, into target/gpu/:
+# GPU machine, which has no cargo, no Node and no network, into target/gpu/ (emptied first), each binary
+# gzip-compressed (NAME.gz: about 2–4 MiB instead of 13–17; gpu-check.sh unpacks them):
 #   arflow_core_cuda_tests   arflow-core's unit tests with the `cuda` feature (gpu-check runs the cuda:: ones)
 #   gru_cuda_bench           examples/gru_cuda_bench.rs, the CUDA GRU layer timed at torch_gru.py's sizes
-#   MANIFEST                 what was built from what: commit, nvcc, PTX ISA and target, sizes, sha256
-# then prints what to carry to the GPU machine (target/gpu; the scripts travel with the working tree).
+#   rnn_cuda_export          examples/rnn_cuda_export.rs, GRU/LSTM/RNN stacks run on the GPU and written out
+#                            for scripts/gpu/torch_rnn_parity.py
+#   flow_cuda_bench          examples/flow_cuda_bench.rs, Real NVP training throughput (the bench's preset,
+#                            bench/specs/realnvp-fmnist.json, compiled in) on synthetic images
+#   MANIFEST                 what was built from what: commit, nvcc, PTX ISA and target, sizes, sha256 (of
+#                            the unpacked binaries)
+# then prints what to carry to the GPU machine (target/gpu; the scripts travel with the working tree) and
+# fails if the working tree and target/gpu together pass 60 MiB (the device tool carries 64 MiB at most).
 #
 # The CUDA 13.0 toolkit and the link stubs come from scripts/build-native-cuda.sh: it is run when they are
 # missing, or always with --addon (it also builds the CUDA addon, which the GPU machine cannot load
@@ -28,6 +35,7 @@ fi
 [[ $(nvcc --version) == *"release 13.0,"* ]] || { echo "prepare: $(command -v nvcc) is not CUDA 13.0" >&2; exit 1; }
 
 out=$root/target/gpu
+rm -rf "$out"
 mkdir -p "$out"
 t0=$SECONDS
 
@@ -42,12 +50,13 @@ exe = [m["executable"] for m in map(json.loads, sys.stdin)
 if len(exe) != 1:
     sys.exit(f"prepare: expected one test binary, got {exe}")
 print(exe[0])')
-echo "prepare: cargo build --release --features cuda -p arflow-core --example gru_cuda_bench"
-cargo build --release --features cuda -p arflow-core --example gru_cuda_bench
-bench=$CARGO_TARGET_DIR/release/examples/gru_cuda_bench
+examples=(gru_cuda_bench rnn_cuda_export flow_cuda_bench)
+echo "prepare: cargo build --release --features cuda -p arflow-core ${examples[*]/#/--example }"
+cargo build --release --features cuda -p arflow-core "${examples[@]/#/--example=}"
 
 # Copies without debug info (the symbols stay, for backtraces): what travels is kept small.
-for pair in "$tests:arflow_core_cuda_tests" "$bench:gru_cuda_bench"; do
+for pair in "$tests:arflow_core_cuda_tests" "${examples[@]/#/$CARGO_TARGET_DIR/release/examples/}"; do
+  [[ $pair == *:* ]] || pair=$pair:${pair##*/}
   src=${pair%%:*} dst=$out/${pair#*:}
   objcopy --strip-debug "$src" "$dst.tmp"
   mv "$dst.tmp" "$dst"
@@ -72,10 +81,22 @@ done
   echo "nvcc: $(nvcc --version | grep -o 'release [0-9.]*, V[0-9.]*')"
   echo "CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP"
   printf '%s' "$ptx_info"
-  for f in arflow_core_cuda_tests gru_cuda_bench; do
+  for f in arflow_core_cuda_tests "${examples[@]}"; do
     echo "$f: $(du -h "$out/$f" | cut -f1), sha256 $(sha256sum "$out/$f" | cut -c1-16)…, needs: $(readelf -d "$out/$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')"
   done
 } >"$out/MANIFEST"
 cat "$out/MANIFEST"
+for f in arflow_core_cuda_tests "${examples[@]}"; do
+  gzip -9 -n "$out/$f"
+done
+# The device tool carries the working tree (tracked and untracked files git does not ignore) and target/gpu,
+# 64 MiB at most in all.
+tree=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+bundle=$(du -sb "$out" | cut -f1)
+echo "prepare: working tree $((tree / 1048576)) MiB + target/gpu $((bundle / 1048576)) MiB to carry"
+if (( tree + bundle > 60 * 1048576 )); then
+  echo "prepare: that is over 60 MiB; the device tool takes 64 MiB at most" >&2
+  exit 1
+fi
 echo "prepare: done in $((SECONDS - t0)) s. Carry target/gpu ($(du -sh "$out" | cut -f1)) to the GPU machine and run, from the repo root:"
 echo "  bash scripts/gpu-check.sh        # results in \$OUT, else ./gpu-results"

@@ -1,8 +1,10 @@
 //! CUDA against the CPU, on a GPU: each recurrent layer's (GRU, LSTM, tanh RNN) forward and every
 //! gradient, the fused cross-entropy's loss and gradient, the affine coupling's forward, inverse and
 //! gradients, the 3×3 convolution's forward and gradients (over one im2col chunk and many), the AdamW
-//! update and the global gradient norm, the whole char LM's loss and gradients, and a short char-LM
-//! training run on the device whose loss falls. Each test returns early, with a line on
+//! update and the global gradient norm, the whole char LM's loss and gradients, a short char-LM
+//! training run on the device whose loss falls, a small image flow's (Real NVP-like: couplings with
+//! ResNet conditioners, actnorm, squeeze, split) loss, gradients, encoding and decoding, and a short
+//! flow training run on the device whose loss falls. Each test returns early, with a line on
 //! stderr saying why, where no CUDA device opens (CI, the build machine): they are compiled everywhere
 //! the `cuda` feature is, run on the GPU machine by scripts/gpu-check.sh.
 //!
@@ -16,7 +18,7 @@ use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamW;
 use crate::rnn::{gru_layer, rnn_layer, CellKind, RnnDims};
 use crate::test_values::fill;
-use crate::{AdamWConfig, CharLm, CharLmConfig, Dev};
+use crate::{AdamWConfig, CharLm, CharLmConfig, Dev, FlowNet};
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 /// The CUDA device, or `None` (and why, on stderr) where none opens.
@@ -515,5 +517,124 @@ fn char_lm_trains_on_cuda() -> Result<()> {
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(last < 0.25 * first, "the loss did not fall: {first} → {last}");
     assert_eq!(m.carry().map(|(b, s)| (b, s.len())), Some((batch, cfg.layers * batch * cfg.hidden)));
+    Ok(())
+}
+
+/// A small multi-scale Real NVP over 1×8×8 images (the bench preset's layer kinds at a test's size):
+/// checkerboard and channel affine couplings with weight-normalised ResNet conditioners, actnorm after
+/// each coupling, squeeze, split.
+const FLOW_SPEC: &str = r#"{"shape": [1, 8, 8], "context": 0, "base": "normal", "layers": [
+  {"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 16, "blocks": 1, "norm": "weight"}},
+  {"type": "actnorm"},
+  {"type": "coupling", "mask": "checkerboard", "parity": 1, "affine": true, "net": {"type": "resnet", "channels": 16, "blocks": 1, "norm": "weight"}},
+  {"type": "actnorm"}, {"type": "squeeze"},
+  {"type": "coupling", "mask": "channel", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 16, "blocks": 1, "norm": "weight"}},
+  {"type": "actnorm"},
+  {"type": "coupling", "mask": "channel", "parity": 1, "affine": true, "net": {"type": "resnet", "channels": 16, "blocks": 1, "norm": "weight"}},
+  {"type": "actnorm"}, {"type": "split"},
+  {"type": "coupling", "mask": "checkerboard", "parity": 0, "affine": true, "net": {"type": "resnet", "channels": 16, "blocks": 2, "norm": "weight"}},
+  {"type": "actnorm"},
+  {"type": "coupling", "mask": "checkerboard", "parity": 1, "affine": true, "net": {"type": "resnet", "channels": 16, "blocks": 1, "norm": "weight"}}
+]}"#;
+
+/// The flow of [`FLOW_SPEC`] on `dev` with every parameter random (the same on every device; weight-norm
+/// gains near 1.5, the rest small, output convolutions not zero, so no layer is the identity) and every
+/// actnorm marked initialised.
+fn random_flow(dev: Dev) -> Result<FlowNet> {
+    let mut net = FlowNet::new(FLOW_SPEC, 5, dev)?;
+    for (i, s) in net.params().specs().to_vec().into_iter().enumerate() {
+        let amp = if s.name.contains(".out.") { 0.05 } else { 0.3 };
+        let v = scaled(s.len(), 81 + i as u64, amp);
+        let v = if s.name.ends_with("weight_g") { v.into_iter().map(|g| g + 1.5).collect() } else { v };
+        net.params_mut().set_param(&s.name, &v)?;
+    }
+    for b in net.buffer_info().to_vec() {
+        if b.name.ends_with(".initialized") {
+            net.set_buffer(&b.name, &[1.0])?;
+        }
+    }
+    Ok(net)
+}
+
+/// A fixed batch of `batch` 8×8 images in the flow's (logit) space: per image a random tilted plane
+/// plus a little noise, so neighbouring pixels are strongly correlated and a flow can learn them.
+fn flow_batch(batch: usize) -> Vec<f32> {
+    let (tilt, noise) = (scaled(3 * batch, 91, 1.0), scaled(batch * 64, 92, 0.1));
+    (0..batch * 64)
+        .map(|i| {
+            let (b, y, x) = (i / 64, (i / 8) % 8, i % 8);
+            let (gx, gy) = ((x as f32 - 3.5) / 3.5, (y as f32 - 3.5) / 3.5);
+            2.0 * (tilt[3 * b] * gx + tilt[3 * b + 1] * gy) + tilt[3 * b + 2] + noise[i]
+        })
+        .collect()
+}
+
+/// One training pass of the flow (mean NLL and the gradient of every parameter) through the CUDA ops
+/// (the 3×3 convolution per conv of each ResNet conditioner, the affine coupling, candle's ops) against
+/// the CPU (where the CPU has AVX-512, each conditioner is one fused op over the direct convolution
+/// kernels: a different code path), ≤ 1e-4 of the largest value of each gradient. Then the encoding
+/// (z and log-det, evaluation statistics) matches and the CUDA decoding inverts it.
+#[test]
+fn flow_loss_and_gradients_match_the_cpu() -> Result<()> {
+    let Some(_) = gpu("flow_loss_and_gradients_match_the_cpu") else { return Ok(()) };
+    let (cpu, cuda) = (random_flow(Dev::Cpu)?, random_flow(Dev::Cuda(0))?);
+    let batch = 8;
+    let x = flow_batch(batch);
+    let path = if crate::flow::conv_direct::available() { "fused ResNet op (AVX-512)" } else { "per-conv ops" };
+    let (want_loss, want) = cpu.loss_and_grads(&x, None, batch)?;
+    let (got_loss, got) = cuda.loss_and_grads(&x, None, batch)?;
+    eprintln!("flow loss: cuda {got_loss:.6}, cpu {want_loss:.6} (the CPU ran the {path})");
+    assert!(
+        (got_loss - want_loss).abs() <= 1e-4 * want_loss.abs().max(1.0),
+        "flow loss: cuda {got_loss}, cpu {want_loss}"
+    );
+    assert_eq!(got.len(), want.len());
+    let mut worst = (0f64, String::new());
+    for ((name, g), (wname, w)) in got.iter().zip(&want) {
+        assert_eq!(name, wname);
+        assert!(w.iter().any(|&v| v != 0.0), "{name}: the CPU gradient is all zeros");
+        let e = assert_close(&format!("flow grad {name}"), g, w, 1e-4);
+        if e >= worst.0 {
+            worst = (e, name.clone());
+        }
+    }
+    eprintln!("flow gradients ({} tensors): worst error {:.2e} of scale ({})", got.len(), worst.0, worst.1);
+    let (z_cpu, ld_cpu) = cpu.encode(&x, None, batch)?;
+    let (z, ld) = cuda.encode(&x, None, batch)?;
+    let worst_z = assert_close("flow encode z", &z, &z_cpu, 1e-4);
+    let worst_ld = assert_close("flow encode logdet", &ld, &ld_cpu, 1e-4);
+    let (x_back, _) = cuda.decode(&z, None, batch)?;
+    let worst_inv = assert_close("flow decode(encode(x))", &x_back, &x, 1e-4);
+    eprintln!(
+        "flow encode z: worst error {worst_z:.2e} of scale, logdet {worst_ld:.2e}; decode on CUDA: {worst_inv:.2e}"
+    );
+    Ok(())
+}
+
+/// Thirty AdamW steps of the flow on a fixed batch on the device, from the seeded initialisation
+/// (zero output convolutions, actnorm's data-dependent initialisation in the first step): the first
+/// step's loss is the CPU's, and the loss falls by at least half as much as the same run's on the CPU.
+#[test]
+fn flow_trains_on_cuda() -> Result<()> {
+    let Some(_) = gpu("flow_trains_on_cuda") else { return Ok(()) };
+    let batch = 16;
+    let x = flow_batch(batch);
+    let cfg = AdamWConfig { lr: 3e-3, ..AdamWConfig::default() };
+    let run = |dev: Dev| -> Result<Vec<f64>> {
+        let mut net = FlowNet::new(FLOW_SPEC, 3, dev)?;
+        (0..30).map(|_| Ok(net.train_step(&x, None, batch, &cfg)?.loss)).collect()
+    };
+    let (cuda, cpu) = (run(Dev::Cuda(0))?, run(Dev::Cpu)?);
+    let tail = |l: &[f64]| l[l.len() - 5..].iter().sum::<f64>() / 5.0;
+    let (first, last, cpu_last) = (cuda[0], tail(&cuda), tail(&cpu));
+    eprintln!(
+        "flow on CUDA: loss {first:.4} → {last:.4} over {} steps (CPU: {:.4} → {cpu_last:.4}; cuda {cuda:.3?})",
+        cuda.len(),
+        cpu[0]
+    );
+    assert!(cuda.iter().all(|l| l.is_finite()), "a non-finite loss: {cuda:?}");
+    assert!((first - cpu[0]).abs() <= 1e-4 * cpu[0].abs().max(1.0), "first loss: cuda {first}, cpu {}", cpu[0]);
+    assert!(cpu[0] - cpu_last > 1.0, "the CPU run itself did not learn: {cpu:?}");
+    assert!(first - last >= 0.5 * (cpu[0] - cpu_last), "the loss did not fall: {first} → {last} (CPU {cpu_last})");
     Ok(())
 }
