@@ -1,4 +1,8 @@
 //! 3×3 convolutions (stride 1, zero padding 1) as one fused candle op over im2col + GEMM, channels-last.
+//! In f32 on AVX-512 CPUs the op runs the direct kernels of [`super::conv_direct`] instead (no im2col);
+//! the ResNet conditioners of the flows go further and run whole as one op
+//! ([`super::net::resnet`]), so this op serves f64 (the gradient checks), CPUs without AVX-512, and
+//! CUDA devices.
 //!
 //! candle's CPU `conv2d` backward runs `conv_transpose2d`, a direct loop far slower than a GEMM, and
 //! an im2col built from candle ops leaves `[N·H·W, 9C]` tensors in the autograd graph, each of whose
