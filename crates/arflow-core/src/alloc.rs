@@ -62,13 +62,37 @@ impl BufferPool {
 /// over, several buffers of each at once (the fused ResNet conditioner of the image flows). A best-fit
 /// [`BufferPool`] serves a small request from a large buffer there, and then misses on the large
 /// request and allocates afresh, page faults and all, every step.
+///
+/// At most [`SizedPool::CLASSES`] lengths are kept, the least recently used dropped first: a caller
+/// that cycles through ever new lengths (scoring data sets of many sizes) does not grow it without end.
 #[derive(Default)]
 pub struct SizedPool(std::sync::Mutex<Vec<(usize, Vec<Vec<f32>>)>>);
 
 impl SizedPool {
+    /// Lengths kept at most (a Real NVP or Glow step uses about a dozen).
+    pub const CLASSES: usize = 32;
+
     /// An empty pool (usable in a `static`).
     pub const fn new() -> Self {
         SizedPool(std::sync::Mutex::new(Vec::new()))
+    }
+
+    /// The kept buffers of length `len`, made the most recently used (last), created when missing;
+    /// the least recently used length goes when there are too many.
+    fn class(sizes: &mut Vec<(usize, Vec<Vec<f32>>)>, len: usize) -> &mut Vec<Vec<f32>> {
+        match sizes.iter().position(|(l, _)| *l == len) {
+            Some(i) => {
+                let c = sizes.remove(i);
+                sizes.push(c);
+            }
+            None => {
+                if sizes.len() >= Self::CLASSES {
+                    sizes.remove(0);
+                }
+                sizes.push((len, Vec::new()));
+            }
+        }
+        &mut sizes.last_mut().expect("just pushed").1
     }
 
     /// An empty buffer with room for `len` values (a kept one given back at that length, else a new one),
@@ -76,7 +100,7 @@ impl SizedPool {
     pub fn take_empty(&self, len: usize) -> Vec<f32> {
         let kept = {
             let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            sizes.iter_mut().find(|(l, _)| *l == len).and_then(|(_, bufs)| bufs.pop())
+            Self::class(&mut sizes, len).pop()
         };
         let mut v = kept.unwrap_or_default();
         v.clear();
@@ -90,16 +114,46 @@ impl SizedPool {
             return;
         }
         let mut sizes = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match sizes.iter_mut().find(|(l, _)| *l == v.len()) {
-            Some((_, bufs)) => bufs.push(v),
-            None => sizes.push((v.len(), vec![v])),
-        }
+        Self::class(&mut sizes, v.len()).push(v);
+    }
+
+    /// How many buffers are kept, over all lengths.
+    pub fn kept(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, b)| b.len()).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::BufferPool;
+    use super::{BufferPool, SizedPool};
+
+    #[test]
+    fn a_sized_pool_reuses_by_length_and_forgets_the_least_recent_lengths() {
+        let pool = SizedPool::new();
+        // Kept buffers are told apart by their capacity, which a fresh one of the same length lacks.
+        let marked = |len: usize| {
+            let mut v = Vec::with_capacity(4096);
+            v.resize(len, 1.0f32);
+            v
+        };
+        pool.give(marked(100));
+        // Another length never gets it; the same length does, emptied.
+        assert!(pool.take_empty(50).capacity() < 4096);
+        let c = pool.take_empty(100);
+        assert!(c.capacity() == 4096 && c.is_empty());
+        pool.give(marked(100));
+        // Give back more lengths than the pool keeps: the least recently used (100) goes, the rest stay.
+        for len in 1..=SizedPool::CLASSES {
+            pool.give(marked(1000 + len));
+        }
+        assert_eq!(pool.kept(), SizedPool::CLASSES);
+        assert!(pool.take_empty(100).capacity() < 4096);
+        // Asking for 100 again made it a length of the pool's once more, and 1001 (now the least recent)
+        // went; the others are still there.
+        assert_eq!(pool.take_empty(1000 + SizedPool::CLASSES).capacity(), 4096);
+        assert_eq!(pool.take_empty(1002).capacity(), 4096);
+        assert!(pool.take_empty(1001).capacity() < 4096);
+    }
 
     #[test]
     fn a_pool_reuses_the_best_fit_and_drops_what_no_longer_fits() {
