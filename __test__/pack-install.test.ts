@@ -45,6 +45,7 @@ const REQUIRE_ESM = Boolean((process.features as { require_module?: boolean }).r
 let work = '';
 let rootTgz = '';
 let bindingTgz = '';
+let cudaTgz = '';
 let env: NodeJS.ProcessEnv = {};
 let isolate: string[] = [];
 
@@ -174,8 +175,15 @@ describe.skipIf(!TARGET)(`the packed release installs with no Rust toolchain and
     if (packed.status !== 0) throw new Error(`scripts/pack.mjs failed:\n${packed.stdout}\n${packed.stderr}`);
     rootTgz = join(work, 'pack', `arflow-${PKG.version}.tgz`);
     bindingTgz = join(work, 'pack', `arflow-binding-${PLATFORM}-${PKG.version}.tgz`);
+    // The CUDA package is packed too when its addon was built here (`npm run build:native:cuda`).
+    const cudaNode = 'arflow.linux-x64-gnu-cuda.node';
+    cudaTgz = [join(ROOT, cudaNode), join(ROOT, 'npm', 'linux-x64-gnu-cuda', cudaNode)].some((f) => existsSync(f))
+      ? join(work, 'pack', `arflow-binding-linux-x64-gnu-cuda-${PKG.version}.tgz`)
+      : '';
     expect(readdirSync(join(work, 'pack')).sort()).toEqual(
-      [`arflow-${PKG.version}.tgz`, relative(join(work, 'pack'), bindingTgz)].sort(),
+      [`arflow-${PKG.version}.tgz`, relative(join(work, 'pack'), bindingTgz)]
+        .concat(cudaTgz ? [relative(join(work, 'pack'), cudaTgz)] : [])
+        .sort(),
     );
     env = userEnv(join(work, 'stubs'));
     isolate = spawnSync('unshare', ['-n', 'true'], { env }).status === 0 ? ['unshare', '-n'] : [];
@@ -199,6 +207,7 @@ describe.skipIf(!TARGET)(`the packed release installs with no Rust toolchain and
       [],
     );
     expect(list(bindingTgz)).toContain(`package/arflow.${PLATFORM}.node`);
+    if (cudaTgz) expect(list(cudaTgz)).toContain('package/arflow.linux-x64-gnu-cuda.node');
   });
 
   it('installs the prebuilt binary from the tarballs in seconds, offline, without compiling', () => {

@@ -3,7 +3,10 @@
 //   pack/arflow-<version>.tgz                         dist/ (ESM), the install hook, and the Rust sources
 //                                                      (crates/, Cargo.toml, Cargo.lock) for a source build
 //   pack/arflow-binding-<platform>-<version>.tgz      one per platform in npm/<platform>/, its prebuilt .node
+//   pack/arflow-binding-linux-x64-gnu-cuda-<version>.tgz  the CUDA build (npm/linux-x64-gnu-cuda/), when its
+//                                                      .node is here (`npm run build:native:cuda` makes it)
 // The root package lists each @arflow/binding-<platform> as an optionalDependency at the same version;
+// the CUDA package is not one (users install it next to arflow; npm never installs it by itself);
 // npm installs only the one whose os/cpu/libc fit. Steps: check that the versions are in step, build the
 // release addon (cargo) and the TypeScript (clean), copy the addon into npm/<platform>/ (what `napi
 // artifacts` does with CI's downloaded artifacts), validate with `napi pre-publish --dry-run`, `npm pack`
@@ -43,6 +46,14 @@ const platforms = targets.map((t) => ({
   dir: join(root, 'npm', t.platformArchABI),
   node: `${binaryName}.${t.platformArchABI}.node`,
 }));
+// The CUDA build: its own package, not a napi target (same os/cpu/libc as linux-x64-gnu, so it cannot be
+// an optionalDependency beside it).
+const cuda = {
+  abi: 'linux-x64-gnu-cuda',
+  name: `${packageName}-linux-x64-gnu-cuda`,
+  dir: join(root, 'npm', 'linux-x64-gnu-cuda'),
+  node: `${binaryName}.linux-x64-gnu-cuda.node`,
+};
 
 function fail(message) {
   console.error(`pack: ${message}`);
@@ -61,6 +72,8 @@ if (flag('--sync')) {
   pkg.optionalDependencies = { ...pkg.optionalDependencies };
   for (const p of platforms) pkg.optionalDependencies[p.name] = version;
   writeJson(pkgPath, pkg);
+  const cudaManifest = join(cuda.dir, 'package.json');
+  writeJson(cudaManifest, { ...readJson(cudaManifest), version });
   const lockPath = join(root, 'package-lock.json');
   if (existsSync(lockPath)) {
     const lock = readJson(lockPath);
@@ -90,6 +103,13 @@ for (const p of platforms) {
 for (const dep of Object.keys(optional))
   if (dep.startsWith(`${packageName}-`) && !platforms.some((p) => p.name === dep))
     problems.push(`optionalDependencies lists ${dep}, which is not a napi target`);
+{
+  const sub = readJson(join(cuda.dir, 'package.json'));
+  if (sub.name !== cuda.name) problems.push(`npm/${cuda.abi}/package.json is named ${sub.name}, not ${cuda.name}`);
+  if (sub.version !== version) problems.push(`${cuda.name} is at ${sub.version}, arflow at ${version}`);
+  if (sub.main !== cuda.node || !sub.files?.includes(cuda.node))
+    problems.push(`npm/${cuda.abi}/package.json must have main and files naming ${cuda.node}`);
+}
 if (problems.length) fail(`versions out of step:\n  ${problems.join('\n  ')}\n  run: node scripts/pack.mjs --sync`);
 
 // 2. Build: the release addon for this machine and dist/, less the outputs of deleted sources (pruned
@@ -120,7 +140,18 @@ for (const p of platforms) {
   else console.warn(`pack: WARNING: no ${p.node} here (build it on ${p.abi}); ${p.name} is not packed`);
 }
 if (!ready.length) fail(`no native addon for any target: build one with \`npm run build:native\``);
-if (ready.length === platforms.length) run(process.execPath, [napiBin, 'pre-publish', '--dry-run']);
+{
+  const built = join(root, cuda.node);
+  const dest = join(cuda.dir, cuda.node);
+  if (existsSync(built)) {
+    const tmp = `${dest}.tmp-${process.pid}`;
+    copyFileSync(built, tmp);
+    renameSync(tmp, dest);
+  }
+  if (existsSync(dest)) ready.push(cuda);
+  else console.log(`pack: no ${cuda.node} here (\`npm run build:native:cuda\` builds it); ${cuda.name} is not packed`);
+}
+if (platforms.every((p) => ready.includes(p))) run(process.execPath, [napiBin, 'pre-publish', '--dry-run']);
 
 // 4. Pack, replacing older tarballs of these packages in the output folder.
 mkdirSync(out, { recursive: true });
