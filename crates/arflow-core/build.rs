@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The kernel sources, each compiled to `$OUT_DIR/<name>.ptx`.
-const KERNELS: [&str; 8] = ["rnn", "gru", "lstm", "tanh", "loss", "coupling", "adamw", "conv"];
+const KERNELS: [&str; 11] =
+    ["rnn", "gru", "lstm", "tanh", "loss", "coupling", "adamw", "conv", "heads", "pixel", "pixel_row"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -66,7 +66,7 @@ done
 # The PTX our kernels were compiled to (build.rs writes it next to the build script's output): its ISA
 # version must not be newer than the GPU driver's CUDA (13.0 → PTX ISA 9.0).
 ptx_info=""
-for k in rnn gru lstm tanh loss coupling adamw conv; do
+for k in rnn gru lstm tanh loss coupling adamw conv heads pixel pixel_row; do
   f=$(ls -t "$CARGO_TARGET_DIR"/release/build/arflow-core-*/out/$k.ptx 2>/dev/null | head -1 || true)
   [[ -n $f ]] || { echo "prepare: no $k.ptx under $CARGO_TARGET_DIR/release/build" >&2; exit 1; }
   v=$(sed -n 's/^\.version //p' "$f" | head -1) target=$(sed -n 's/^\.target //p' "$f" | head -1)

@@ -10,6 +10,14 @@
 //! - [`conv`]: the 3×3 convolution's forward and backward, im2col + cuBLAS (the CUDA side of
 //!   [`crate::flow::conv`]).
 //! - [`adamw`]: the fused AdamW update and the global gradient norm (the CUDA side of [`crate::optim`]).
+//! - [`heads`]: the Gaussian and mixture-density likelihood heads, alone and fused with a linear layer
+//!   (the CUDA side of [`crate::heads`]).
+//! - [`pixel`], [`pixel_row`]: Pixel-RNN's masked input convolution and output head, and its Row LSTM /
+//!   Row GRU layer with the backward through the rows (the CUDA side of [`crate::pixel`]).
+//!
+//! CPU-only by design, each with a CUDA fallback through candle ops: the image flows' fused ResNet
+//! conditioner ([`crate::flow::net::resnet`], per-convolution ops on CUDA) and the char LM's
+//! written-out training pass (candle's graph on CUDA).
 //!
 //! Everything here is f32. Everything is enqueued on the one stream candle uses, so no explicit
 //! synchronisation is needed between our kernels, our GEMMs and candle's own ops.
@@ -19,8 +27,15 @@ pub(crate) mod blas;
 pub(crate) mod conv;
 pub(crate) mod coupling;
 pub(crate) mod gru;
+pub(crate) mod heads;
+#[cfg(test)]
+mod heads_tests;
 pub(crate) mod loss;
 pub(crate) mod lstm;
+pub(crate) mod pixel;
+pub(crate) mod pixel_row;
+#[cfg(test)]
+mod pixel_tests;
 pub(crate) mod rnn;
 pub(crate) mod tanh;
 #[cfg(test)]
@@ -52,6 +67,9 @@ pub(crate) const LOSS: Module = module!("loss");
 pub(crate) const COUPLING: Module = module!("coupling");
 pub(crate) const ADAMW: Module = module!("adamw");
 pub(crate) const CONV: Module = module!("conv");
+pub(crate) const PIXEL: Module = module!("pixel");
+pub(crate) const PIXEL_ROW: Module = module!("pixel_row");
+pub(crate) const HEADS: Module = module!("heads");
 
 /// A kernel and the stream it runs on (candle's, the device's only one).
 pub(crate) struct Kernel {

@@ -20,6 +20,9 @@ struct LinearHeadOp {
     keep: bool,
     /// ∂NLL_r/∂raw `[rows, outSize]` from the forward pass, in f64.
     grad: Mutex<Option<Vec<f64>>>,
+    /// The same from a forward pass on a CUDA device, f32 (`crate::cuda::heads`).
+    #[cfg(feature = "cuda")]
+    cuda_grad: Mutex<Option<candle_core::cuda::cudarc::driver::CudaSlice<f32>>>,
 }
 
 fn slice<'a, T>(s: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
@@ -99,6 +102,22 @@ impl CustomOp3 for LinearHeadOp {
         Ok((storage, Shape::from(self.rows)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = (self.rows, self.hidden);
+        let (nll, grad) = crate::cuda::heads::linear_forward(self.head, dims, (s1, l1), (s2, l2), (s3, l3), self.keep)?;
+        *self.cuda_grad.lock().expect("linear head state poisoned") = grad;
+        Ok((nll, Shape::from(self.rows)))
+    }
+
     fn bwd(
         &self,
         h: &Tensor,
@@ -107,6 +126,13 @@ impl CustomOp3 for LinearHeadOp {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if h.device().is_cuda() {
+            let saved = self.cuda_grad.lock().expect("linear head state poisoned");
+            let dims = (self.rows, self.hidden);
+            let (dh, dp) = crate::cuda::heads::linear_backward(self.head, dims, saved.as_ref(), h, params, grad_res)?;
+            return Ok((Some(dh), Some(dp), None));
+        }
         let up = grad_res.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let saved = self.grad.lock().expect("linear head state poisoned");
         let Some(g) = saved.as_ref() else { bail!("linear head: backward without a forward pass that kept gradients") };
@@ -140,7 +166,15 @@ pub fn linear_head_nll(head: Head, h: &Tensor, params: &Tensor, y: &Tensor) -> R
         bail!("{} head: h, params and targets must all be f32 or all f64", head.name());
     }
     let keep = h.track_op() || params.track_op();
-    let op = LinearHeadOp { head, rows, hidden, keep, grad: Mutex::new(None) };
+    let op = LinearHeadOp {
+        head,
+        rows,
+        hidden,
+        keep,
+        grad: Mutex::new(None),
+        #[cfg(feature = "cuda")]
+        cuda_grad: Mutex::new(None),
+    };
     let (h, params, y) = (h.contiguous()?, params.contiguous()?, y.contiguous()?);
     if keep {
         h.apply_op3(&params, &y, op)

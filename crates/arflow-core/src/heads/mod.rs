@@ -125,6 +125,9 @@ struct HeadNllOp {
     keep: bool,
     /// ∂NLL_r/∂raw `[rows, outSize]` from the forward pass, in f64.
     grad: Mutex<Option<Vec<f64>>>,
+    /// The same from a forward pass on a CUDA device, f32 (`crate::cuda::heads`).
+    #[cfg(feature = "cuda")]
+    cuda_grad: Mutex<Option<candle_core::cuda::cudarc::driver::CudaSlice<f32>>>,
 }
 
 fn as_f64(s: &CpuStorage, l: &Layout, what: &str) -> Result<Vec<f64>> {
@@ -153,6 +156,19 @@ impl CustomOp2 for HeadNllOp {
         Ok((out, Shape::from(rows)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (nll, grad) = crate::cuda::heads::forward(self.head, (s1, l1), (s2, l2), self.keep)?;
+        *self.cuda_grad.lock().expect("head state poisoned") = grad;
+        Ok((nll, Shape::from(l1.dims()[0])))
+    }
+
     fn bwd(
         &self,
         raw: &Tensor,
@@ -160,6 +176,11 @@ impl CustomOp2 for HeadNllOp {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if raw.device().is_cuda() {
+            let saved = self.cuda_grad.lock().expect("head state poisoned");
+            return Ok((Some(crate::cuda::heads::backward(saved.as_ref(), raw, grad_res)?), None));
+        }
         let up = grad_res.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let saved = self.grad.lock().expect("head state poisoned");
         let Some(g) = saved.as_ref() else {
@@ -187,7 +208,13 @@ pub fn head_nll(head: Head, raw: &Tensor, y: &Tensor) -> Result<Tensor> {
         bail!("{} head: raw outputs and targets must both be f32 or both f64", head.name());
     }
     let keep = raw.track_op();
-    let op = HeadNllOp { head, keep, grad: Mutex::new(None) };
+    let op = HeadNllOp {
+        head,
+        keep,
+        grad: Mutex::new(None),
+        #[cfg(feature = "cuda")]
+        cuda_grad: Mutex::new(None),
+    };
     let (raw, y) = (raw.contiguous()?, y.contiguous()?);
     if keep {
         raw.apply_op2(&y, op)

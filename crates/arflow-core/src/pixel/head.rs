@@ -276,6 +276,23 @@ impl CustomOp3 for HeadNllOp {
         Ok((out, Shape::from(self.dims.rows)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (nll, saved) = crate::cuda::pixel::head_forward(&self.dims, (s1, l1), (s2, l2), (s3, l3), self.keep)?;
+        if let Some(saved) = saved {
+            self.saved.put(saved);
+        }
+        Ok((nll, Shape::from(self.dims.rows)))
+    }
+
     fn bwd(
         &self,
         y: &Tensor,
@@ -284,6 +301,13 @@ impl CustomOp3 for HeadNllOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            return self.saved.with("pixel head", |saved: &crate::cuda::pixel::HeadSaved| {
+                let (dy, dp) = crate::cuda::pixel::head_backward(&self.dims, saved, y, p, grad)?;
+                Ok((Some(dy), Some(dp), None))
+            });
+        }
         let (dy, dp) = match y.dtype() {
             DType::F32 => self.backward::<f32>(y, p, grad)?,
             _ => self.backward::<f64>(y, p, grad)?,

@@ -128,8 +128,25 @@ impl CustomOp2 for InputConvOp {
         Ok((out, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = self.dims;
+        let y = crate::cuda::pixel::input_conv_forward(&d, (s1, l1), (s2, l2))?;
+        Ok((y, Shape::from((d.images, d.rows, d.cols, d.hidden))))
+    }
+
     fn bwd(&self, x: &Tensor, p: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // The image is data: no gradient flows to it.
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return Ok((None, Some(crate::cuda::pixel::input_conv_backward(&self.dims, x, p, grad)?)));
+        }
         let dp = match x.dtype() {
             candle_core::DType::F32 => self.backward::<f32>(x, p, grad)?,
             _ => self.backward::<f64>(x, p, grad)?,

@@ -561,7 +561,31 @@ impl CustomOp2 for RowLayerOp {
         Ok((out, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = self.dims;
+        let (out, saved) = crate::cuda::pixel_row::forward(&d, self.labels.as_deref(), (s1, l1), (s2, l2), self.keep)?;
+        if let Some(saved) = saved {
+            self.saved.put(saved);
+        }
+        Ok((out, Shape::from((d.batch, d.rows, d.cols, d.hidden))))
+    }
+
     fn bwd(&self, y: &Tensor, p: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            return self.saved.with("pixel row", |saved: &crate::cuda::pixel_row::RowSaved| {
+                let labels = self.labels.as_deref();
+                let (dy, dp) = crate::cuda::pixel_row::backward(&self.dims, labels, saved, y, p, grad)?;
+                Ok((Some(dy), Some(dp)))
+            });
+        }
         match y.dtype() {
             DType::F32 => self.backward::<f32>(y, p, grad),
             _ => self.backward::<f64>(y, p, grad),
