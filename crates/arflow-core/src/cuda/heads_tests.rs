@@ -8,21 +8,10 @@
 //! Tolerance: ≤ 1e-4 of the largest magnitude of the CPU's values (both sides f32 storage and f64
 //! arithmetic; the fused op's GEMMs sum in different orders on the two devices).
 
+use super::test_support::{flat, gpu};
 use crate::heads::{head_nll, linear_head_nll, Head};
 use crate::test_values::{assert_close_to_scale, fill};
 use candle_core::{DType, Device, Result, Tensor, Var};
-
-/// The CUDA device, or `None` (and why, on stderr) where none opens.
-fn gpu(test: &str) -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let why = e.to_string();
-            eprintln!("{test}: skipped, no CUDA device ({})", why.lines().next().unwrap_or_default());
-            None
-        }
-    }
-}
 
 /// Heads the tests run: every parameterisation and both kernel shapes (one lane per component, several).
 const HEADS: [Head; 9] = [
@@ -42,10 +31,6 @@ const ROWS: [usize; 3] = [1, 7, 3000];
 /// `len` values in [−scale, scale), none zero.
 fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
     fill(len, seed).into_iter().map(|v| (if v == 0.0 { 0.25 } else { v }) * scale).collect()
-}
-
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
 }
 
 fn close(what: &str, got: &[f32], want: &[f32]) {

@@ -39,6 +39,8 @@ mod pixel_tests;
 pub(crate) mod rnn;
 pub(crate) mod tanh;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use candle_core::cuda::cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, LaunchArgs, LaunchConfig};

@@ -9,6 +9,7 @@
 //! Tolerance: f32 on both sides, summed in different orders (cuBLAS against the CPU's packed GEMMs), so
 //! errors are measured against the largest magnitude of the compared values (≤ 1e-4 of it).
 
+use super::test_support::{assert_close, flat, gpu, scaled};
 use crate::pixel::head::{head_nll_op, HeadDims, PixelOutput};
 use crate::pixel::input_conv::{input_conv, ConvDims};
 use crate::pixel::row::{row_layer, RowDims};
@@ -17,41 +18,6 @@ use crate::rnn::CellKind;
 use crate::test_values::fill;
 use crate::{AdamWConfig, Dev};
 use candle_core::{DType, Device, Result, Tensor, Var};
-
-/// The CUDA device, or `None` (and why, on stderr) where none opens.
-fn gpu(test: &str) -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let why = e.to_string();
-            eprintln!("{test}: skipped, no CUDA device ({})", why.lines().next().unwrap_or_default());
-            None
-        }
-    }
-}
-
-fn scaled(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    fill(len, seed).into_iter().map(|v| v * scale).collect()
-}
-
-/// `|got − want| ≤ tol · max |want|` everywhere (the floor keeps all-tiny vectors from failing on noise);
-/// returns the worst ratio, for the log.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-6);
-    let mut worst = 0f64;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(g.is_finite(), "{what}[{i}]: {g}");
-        let err = (g as f64 - w as f64).abs() / scale;
-        assert!(err <= tol, "{what}[{i}]: cuda {g}, cpu {w} (error {err:.2e} of the scale {scale:.3e})");
-        worst = worst.max(err);
-    }
-    worst
-}
-
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
 
 /// Compares each named vector of the CUDA run with the CPU's (every CPU reference must be non-zero).
 fn compare(what: &str, names: &[&str], cuda: &[Vec<f32>], cpu: &[Vec<f32>]) {

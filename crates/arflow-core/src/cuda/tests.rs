@@ -11,50 +11,15 @@
 //! Tolerance: f32 on both sides, summed in different orders (cuBLAS against the CPU's packed GEMMs), so
 //! errors are measured against the largest magnitude of the compared values (≤ 1e-4 of it).
 
+use super::test_support::{assert_close, flat, gpu, scaled};
 use crate::cuda::conv::{backward_chunked, forward_chunked, Dims};
 use crate::flow::conv::{conv3x3_nhwc, conv3x3_nhwc_relu};
 use crate::flow::{affine_coupling, affine_coupling_inverse};
 use crate::loss::{cross_entropy, IGNORE};
 use crate::optim::AdamW;
 use crate::rnn::{gru_layer, rnn_layer, CellKind, RnnDims};
-use crate::test_values::fill;
 use crate::{AdamWConfig, CharLm, CharLmConfig, Dev, FlowNet};
 use candle_core::{DType, Device, Result, Tensor, Var};
-
-/// The CUDA device, or `None` (and why, on stderr) where none opens.
-fn gpu(test: &str) -> Option<Device> {
-    match Device::new_cuda(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let why = e.to_string();
-            eprintln!("{test}: skipped, no CUDA device ({})", why.lines().next().unwrap_or_default());
-            None
-        }
-    }
-}
-
-fn scaled(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    fill(len, seed).into_iter().map(|v| v * scale).collect()
-}
-
-/// `|got − want| ≤ tol · max |want|` everywhere (the floor keeps all-tiny vectors from failing on noise);
-/// returns the worst ratio, for the log.
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let scale = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs())).max(1e-6);
-    let mut worst = 0f64;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(g.is_finite(), "{what}[{i}]: {g}");
-        let err = (g as f64 - w as f64).abs() / scale;
-        assert!(err <= tol, "{what}[{i}]: cuda {g}, cpu {w} (error {err:.2e} of the scale {scale:.3e})");
-        worst = worst.max(err);
-    }
-    worst
-}
-
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
 
 /// Output and gradients (x, initial state, params) of one layer of `d.cell` on `dev` under L = Σ c ⊙ out
 /// (for the LSTM, c weighs both the h and the c half of each output row).
