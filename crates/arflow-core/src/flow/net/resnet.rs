@@ -18,6 +18,8 @@
 
 use crate::alloc::SizedPool;
 use crate::flow::conv_direct::{self, Weights};
+use crate::real::Real;
+use crate::rnn::common::avx2_dispatch;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -189,14 +191,9 @@ impl ResnetOp {
             let mut dr = self.conv_back(&dh, f, &turned(j2), f);
             relu_mask(&mut dr, p2, dims, f);
             put(j1, conv_direct::weight_grad(p1, &dr, [n, h, w, f, f]));
-            let mut branch = self.conv_back(&dr, f, &turned(j1), f);
-            relu_mask(&mut branch, p1, dims, f);
+            let branch = self.conv_back(&dr, f, &turned(j1), f);
             POOL.give(dr);
-            dh.par_chunks_mut(4096).zip(branch.par_chunks(4096)).for_each(|(d, b)| {
-                for (d, &b) in d.iter_mut().zip(b) {
-                    *d += b;
-                }
-            });
+            relu_mask_add(&mut dh, &branch, p1, dims, f);
             POOL.give(branch);
         }
         put(0, conv_direct::weight_grad(&saved.input, &dh, [n, h, w, self.cin, f]));
@@ -223,7 +220,18 @@ impl ResnetOp {
 }
 
 /// Zeroes `d [N, H, W, C]` where the padded ReLU output `p [N, H + 2, W + 2, C]` is not positive.
-fn relu_mask(d: &mut [f32], p: &[f32], [n, h, w]: [usize; 3], c: usize) {
+fn relu_mask(d: &mut [f32], p: &[f32], dims: [usize; 3], c: usize) {
+    by_rows(d, None, p, dims, c);
+}
+
+/// `d += b` where the padded ReLU output `p` is positive (`d`, `b` `[N, H, W, C]`): a branch's gradient
+/// through its ReLU, added to the residual path's in the same pass.
+fn relu_mask_add(d: &mut [f32], b: &[f32], p: &[f32], dims: [usize; 3], c: usize) {
+    by_rows(d, Some(b), p, dims, c);
+}
+
+/// [`relu_mask`] (without `b`) or [`relu_mask_add`], image by image in parallel, row by row.
+fn by_rows(d: &mut [f32], b: Option<&[f32]>, p: &[f32], [n, h, w]: [usize; 3], c: usize) {
     let (row, prow) = (w * c, (w + 2) * c);
     if row == 0 || n == 0 {
         return;
@@ -232,11 +240,32 @@ fn relu_mask(d: &mut [f32], p: &[f32], [n, h, w]: [usize; 3], c: usize) {
         let p = &p[img * (h + 2) * prow..];
         for (y, d) in d.chunks_exact_mut(row).enumerate() {
             let p = &p[(y + 1) * prow + c..][..row];
-            for (d, &p) in d.iter_mut().zip(p) {
-                *d = if p > 0.0 { *d } else { 0.0 };
+            match b {
+                Some(b) => add_where_positive(d, &b[(img * h + y) * row..][..row], p),
+                None => zero_where_not_positive(d, p),
             }
         }
     });
+}
+
+#[inline(always)]
+fn zero_where_not_positive_imp<T: Real>(d: &mut [T], p: &[T]) {
+    for (d, &p) in d.iter_mut().zip(p) {
+        *d = if p > T::zero() { *d } else { T::zero() };
+    }
+}
+
+#[inline(always)]
+fn add_where_positive_imp<T: Real>(d: &mut [T], b: &[T], p: &[T]) {
+    for ((d, &b), &p) in d.iter_mut().zip(b).zip(p) {
+        *d = *d + if p > T::zero() { b } else { T::zero() };
+    }
+}
+
+// Selects the compiler vectorises, compiled for AVX2 where the CPU has it (the build targets SSE2).
+avx2_dispatch! {
+    fn zero_where_not_positive(d: &mut [T], p: &[T]) => zero_where_not_positive_imp;
+    fn add_where_positive(d: &mut [T], b: &[T], p: &[T]) => add_where_positive_imp;
 }
 
 /// `[N, P, C]` ↦ `[N, C, P]`.
