@@ -1,9 +1,9 @@
-//! Times the direct 3×3 convolution kernels (`flow::conv_direct`, AVX-512) at every shape of the
-//! bench's Fashion-MNIST Real NVP (batch 64): forward, dL/dx, dW and the padding copy, with the
-//! GFLOP/s of each and the total per training step.
+//! Times the direct 3×3 convolution kernels (`flow::conv_direct`) at every shape of the bench's
+//! Fashion-MNIST Real NVP (batch 64), on each instruction set this CPU runs (AVX-512, AVX2): forward,
+//! dL/dx, dW and the padding copy, with the GFLOP/s of each and the total per training step.
 //!
 //! `cargo run --release -p arflow-core --example conv_direct_bench`
-use arflow_core::flow::conv_direct::{available, forward, pad, weight_grad, Weights};
+use arflow_core::flow::conv_direct::{forward_with, pad, weight_grad_with, ConvKernel, Weights};
 use std::time::Instant;
 
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -16,10 +16,18 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    if !available() {
-        println!("this CPU has no AVX-512F: the direct kernels do not run here");
+    let kernels = ConvKernel::all_available();
+    if kernels.is_empty() {
+        println!("this CPU has neither AVX-512F nor AVX2+FMA: the direct kernels do not run here");
         return;
     }
+    for kernel in kernels {
+        println!("{kernel:?}:");
+        bench(kernel);
+    }
+}
+
+fn bench(kernel: ConvKernel) {
     let n = 64;
     // (H, W, Cin, Cout, convolutions of that shape per step).
     let shapes = [
@@ -45,10 +53,13 @@ fn main() {
         let flops = 2.0 * (n * h * w * 9 * cin * cout) as f64;
         let (mut y, mut dx) = (Vec::with_capacity(n * h * w * cout), Vec::with_capacity(n * h * w * cin));
         let reps = 10;
-        let f = time(reps, || forward(&xp, [n, h, w], &wts, &mut y.spare_capacity_mut()[..n * h * w * cout]));
-        let d = time(reps, || forward(&gp, [n, h, w], &turned, &mut dx.spare_capacity_mut()[..n * h * w * cin]));
+        let f =
+            time(reps, || forward_with(kernel, &xp, [n, h, w], &wts, &mut y.spare_capacity_mut()[..n * h * w * cout]));
+        let d = time(reps, || {
+            forward_with(kernel, &gp, [n, h, w], &turned, &mut dx.spare_capacity_mut()[..n * h * w * cin])
+        });
         let dw = time(reps, || {
-            std::hint::black_box(weight_grad(&xp, &g, [n, h, w, cin, cout]));
+            std::hint::black_box(weight_grad_with(kernel, &xp, &g, [n, h, w, cin, cout]));
         });
         let p = time(reps, || pad(&x, [n, h, w, cin], true, &mut xp));
         let step = (f + d + dw + 2.0 * p) * count as f64;

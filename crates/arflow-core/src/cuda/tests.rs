@@ -545,7 +545,7 @@ fn flow_loss_and_gradients_match_the_cpu() -> Result<()> {
     let (cpu, cuda) = (random_flow(Dev::Cpu)?, random_flow(Dev::Cuda(0))?);
     let batch = 8;
     let x = flow_batch(batch);
-    let path = if crate::flow::conv_direct::available() { "fused ResNet op (AVX-512)" } else { "per-conv ops" };
+    let path = if crate::flow::conv_direct::available() { "fused ResNet op (AVX-512 or AVX2)" } else { "per-conv ops" };
     let (want_loss, want) = cpu.loss_and_grads(&x, None, batch)?;
     let (got_loss, got) = cuda.loss_and_grads(&x, None, batch)?;
     eprintln!("flow loss: cuda {got_loss:.6}, cpu {want_loss:.6} (the CPU ran the {path})");

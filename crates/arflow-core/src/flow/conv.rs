@@ -1,7 +1,7 @@
 //! 3×3 convolutions (stride 1, zero padding 1) as one fused candle op over im2col + GEMM, channels-last.
-//! In f32 on AVX-512 CPUs the op runs the direct kernels of [`super::conv_direct`] instead (no im2col);
-//! the ResNet conditioners of the flows go further and run whole as one op
-//! ([`super::net::resnet`]), so this op serves f64 (the gradient checks), CPUs without AVX-512, and
+//! In f32 on AVX-512 or AVX2 CPUs the op runs the direct kernels of [`super::conv_direct`] instead
+//! (no im2col); the ResNet conditioners of the flows go further and run whole as one op
+//! ([`super::net::resnet`]), so this op serves f64 (the gradient checks), CPUs without AVX2, and
 //! CUDA devices.
 //!
 //! candle's CPU `conv2d` backward runs `conv_transpose2d`, a direct loop far slower than a GEMM, and
@@ -158,8 +158,8 @@ impl Conv3x3 {
         out
     }
 
-    /// [`Self::forward`] in f32: the direct kernels of [`conv_direct`] where the CPU has AVX-512 (no
-    /// im2col), else im2col + GEMM.
+    /// [`Self::forward`] in f32: the direct kernels of [`conv_direct`] where the CPU has AVX-512 or AVX2
+    /// (no im2col), else im2col + GEMM.
     fn forward_f32(&self, x: &[f32], wmat: &[f32]) -> Vec<f32> {
         if !conv_direct::available() {
             return self.forward(x, wmat);
@@ -178,7 +178,7 @@ impl Conv3x3 {
         })
     }
 
-    /// [`Self::backward`] in f32, by the direct kernels where the CPU has AVX-512: dL/dx is the
+    /// [`Self::backward`] in f32, by the direct kernels where the CPU has AVX-512 or AVX2: dL/dx is the
     /// convolution of the padded dL/dy by the turned kernel, dW a product over the padded input.
     fn backward_f32(&self, x: &[f32], wmat: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
         if !conv_direct::available() {
@@ -431,12 +431,24 @@ mod tests {
         }
     }
 
-    /// The f32 path (the direct kernels on AVX-512 CPUs) against the f64 definition: widths that
-    /// split into uneven row blocks; output channels of every narrow width (1 ..= 8, whose dL/dx is
-    /// narrow too), between one and two vectors and past two (a second column pass); 3·Cin inputs
-    /// per kernel row below a vector and past several; more images than one weight-gradient group.
+    /// The f32 path (the direct kernels, each this CPU runs: AVX-512 and AVX2; im2col + GEMM without
+    /// either) against the f64 definition: widths that split into uneven row blocks; output channels
+    /// of every narrow width (1 ..= 8, whose dL/dx is narrow too), between one and two vectors and past
+    /// two (a second column pass); 3·Cin inputs per kernel row below a vector and past several; more
+    /// images than one weight-gradient group; 5 to 8 outputs over a row longer than 12 pixels (AVX2's
+    /// one-vector tiles).
     #[test]
     fn f32_conv_matches_direct_convolution() {
+        let kernels: Vec<Option<conv_direct::ConvKernel>> = match conv_direct::ConvKernel::all_available() {
+            k if k.is_empty() => vec![None],
+            k => k.into_iter().map(Some).collect(),
+        };
+        for kernel in kernels {
+            f32_conv_matches_direct_convolution_on(kernel);
+        }
+    }
+
+    fn f32_conv_matches_direct_convolution_on(kernel: Option<conv_direct::ConvKernel>) {
         for &(n, h, w, cin, cout) in &[
             (5, 5, 7, 3, 4),
             (2, 4, 13, 1, 32),
@@ -446,6 +458,7 @@ mod tests {
             (2, 5, 6, 32, 8),
             (2, 3, 5, 5, 1),
             (2, 4, 4, 6, 7),
+            (2, 3, 23, 5, 6),
         ] {
             for relu_in in [false, true] {
                 let conv = Conv3x3 { n, h, w, cin, cout, relu_in };
@@ -455,8 +468,16 @@ mod tests {
                 let g: Vec<f64> = (0..n * h * w * cout).map(|i| val(i, 3)).collect();
                 let (y_ref, dx_ref, dw_ref) = direct(&conv, &x, &wmat, &g);
                 let f = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-                let y = conv.forward_f32(&f(&x), &f(&wmat));
-                let (dx, dw) = conv.backward_f32(&f(&x), &f(&wmat), &f(&g));
+                let run = || (conv.forward_f32(&f(&x), &f(&wmat)), conv.backward_f32(&f(&x), &f(&wmat), &f(&g)));
+                let (y, (dx, dw)) = match kernel {
+                    Some(k) => {
+                        let (out, calls) = conv_direct::with_kernel(k, run);
+                        // forward; dL/dx and dW.
+                        assert_eq!(calls, 3, "{k:?}: direct kernel calls");
+                        out
+                    }
+                    None => run(),
+                };
                 let terms = [9 * cin + 1, 9 * cout, n * h * w];
                 for ((what, got, want), t) in
                     [("y", &y, &y_ref), ("dx", &dx, &dx_ref), ("dw", &dw, &dw_ref)].into_iter().zip(terms)
@@ -470,7 +491,7 @@ mod tests {
                         .fold(0.0, f64::max);
                     assert!(
                         worst < tol,
-                        "{what} at {n}×{h}×{w}×{cin}→{cout}, relu {relu_in}: worst {worst} (bound {tol})"
+                        "{what} at {n}×{h}×{w}×{cin}→{cout}, relu {relu_in}, {kernel:?}: worst {worst} (bound {tol})"
                     );
                 }
             }

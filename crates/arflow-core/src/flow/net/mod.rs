@@ -5,8 +5,9 @@
 //!
 //! Built from candle ops, the fused [`affine_coupling`] op and the im2col convolution of
 //! [`super::conv`], so candle's autograd yields every gradient. Everything runs in f32 for training and
-//! in f64 too, which the tests use for finite-difference Jacobians. In f32 on AVX-512 CPUs a ResNet
-//! conditioner without batch norm runs as one op ([`resnet::ResnetOp`]), checked against the f64 graph.
+//! in f64 too, which the tests use for finite-difference Jacobians. In f32 on AVX-512 or AVX2 CPUs a
+//! ResNet conditioner without batch norm runs as one op ([`resnet::ResnetOp`]), checked against the f64
+//! graph.
 
 pub mod init;
 pub mod resnet;

@@ -1,5 +1,5 @@
-//! A coupling's whole ResNet conditioner as one candle op, for f32 training on AVX-512 CPUs: its
-//! input convolution, residual blocks `h += conv(relu(conv(relu(h))))` and output convolution
+//! A coupling's whole ResNet conditioner as one candle op, for f32 training on AVX-512 or AVX2 CPUs:
+//! its input convolution, residual blocks `h += conv(relu(conv(relu(h))))` and output convolution
 //! `conv(relu(h))`, run by the direct kernels of [`crate::flow::conv_direct`] on padded channels-last
 //! buffers of its own.
 //!
@@ -326,7 +326,7 @@ impl CustomOp2 for ResnetOp {
             );
         }
         if !conv_direct::available() {
-            bail!("resnet conditioner: the fused op needs AVX-512F");
+            bail!("resnet conditioner: the fused op needs AVX-512F or AVX2+FMA");
         }
         let out = self.forward(x, flat)?;
         Ok((CpuStorage::F32(out), Shape::from((self.n, self.cout * self.h * self.w))))

@@ -434,11 +434,17 @@ const WIDE_IMAGE: &str = r#"
   {"type": "split"}, {"type": "inv1x1"},
   {"type": "coupling", "mask": "checkerboard", "parity": 1, "affine": false, "net": {"type": "resnet", "channels": 9, "blocks": 1, "norm": "weight"}}"#;
 
-/// f32 training passes (where the CPU has AVX-512, each ResNet conditioner is one fused op over the
-/// direct convolution kernels) against the f64 graph that [`gradients_match_finite_differences`]
-/// checks: the loss and every parameter's gradient, to f32 rounding of the largest entry of each.
+/// f32 training passes (where the CPU has AVX-512 or AVX2, each ResNet conditioner is one fused op over
+/// the direct convolution kernels: run on each kernel this CPU has) against the f64 graph that
+/// [`gradients_match_finite_differences`] checks: the loss and every parameter's gradient, to f32
+/// rounding of the largest entry of each.
 #[test]
 fn f32_training_passes_match_the_f64_graph() {
+    use crate::flow::conv_direct::{self, ConvKernel};
+    let kernels: Vec<Option<ConvKernel>> = match ConvKernel::all_available() {
+        k if k.is_empty() => vec![None],
+        k => k.into_iter().map(Some).collect(),
+    };
     for (head, layers, batch) in [
         (r#""shape": [2, 4, 4], "context": 2, "base": "normal""#, GRAD_IMAGE, 3),
         (r#""shape": [1, 12, 12], "context": 0, "base": "normal""#, WIDE_IMAGE, 5),
@@ -461,17 +467,27 @@ fn f32_training_passes_match_the_f64_graph() {
         let grads = nll.backward().unwrap();
         let f = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
         let ctx32 = ctx.as_ref().map(&f);
-        let (loss, got) = net.loss_and_grads(&f(&x), ctx32.as_deref(), batch).unwrap();
         let want = nll.to_scalar::<f64>().unwrap();
-        assert!(
-            (loss - want).abs() <= 1e-5 * want.abs().max(1.0),
-            "{spec}
+        for &kernel in &kernels {
+            let run = || net.loss_and_grads(&f(&x), ctx32.as_deref(), batch).unwrap();
+            let (loss, got) = match kernel {
+                Some(k) => {
+                    let (out, calls) = conv_direct::with_kernel(k, run);
+                    assert!(calls > 0, "{k:?}: the fused conditioners ran no direct kernel on this thread");
+                    out
+                }
+                None => run(),
+            };
+            assert!(
+                (loss - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{spec} ({kernel:?})
 loss {loss} vs f64 {want}"
-        );
-        assert_eq!(got.len(), np);
-        for ((name, g), t) in got.iter().zip(&p) {
-            let want = f(&grads.get(t).cloned().unwrap_or_else(|| t.zeros_like().unwrap()));
-            crate::test_values::assert_close_to_scale(name, g, &want, 2e-4, 1e-3);
+            );
+            assert_eq!(got.len(), np);
+            for ((name, g), t) in got.iter().zip(&p) {
+                let want = f(&grads.get(t).cloned().unwrap_or_else(|| t.zeros_like().unwrap()));
+                crate::test_values::assert_close_to_scale(&format!("{name} ({kernel:?})"), g, &want, 2e-4, 1e-3);
+            }
         }
     }
 }
