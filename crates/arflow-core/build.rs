@@ -19,6 +19,8 @@ fn main() {
     for k in KERNELS {
         println!("cargo:rerun-if-changed=src/cuda/{k}.cu");
     }
+    // The device helpers every kernel file includes.
+    println!("cargo:rerun-if-changed=src/cuda/common.cuh");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }

@@ -4,6 +4,8 @@
 //   partial      [K]   sq_sum_partial's per-block sums of squares, f64
 //   out          [1]   sum_partials' total, f64
 
+#include "common.cuh"
+
 #define NORM_THREADS 256  // blockDim.x of sq_sum_partial and sum_partials: a power of two
 
 // One thread per element, ceil(n / blockDim) blocks. With the clipped gradient g' = g · scale:
@@ -27,18 +29,6 @@ extern "C" __global__ void adamw_step(
     s[idx] = st;
 }
 
-// The sum over the block of one value per thread (blockDim.x = NORM_THREADS), a fixed tree, in thread 0.
-__device__ __forceinline__ double block_sum(double v, double* shared) {
-    const int tid = threadIdx.x;
-    shared[tid] = v;
-    __syncthreads();
-    for (int k = NORM_THREADS / 2; k > 0; k >>= 1) {
-        if (tid < k) shared[tid] += shared[tid + k];
-        __syncthreads();
-    }
-    return shared[0];
-}
-
 // First pass of Σ x²: K blocks of NORM_THREADS (K fixed by n on the host), each thread striding by
 // K · NORM_THREADS, summed in f64; block k writes partial[k]. The same on every run.
 extern "C" __global__ void sq_sum_partial(const float* __restrict__ x, long long n, double* __restrict__ partial) {
@@ -49,7 +39,7 @@ extern "C" __global__ void sq_sum_partial(const float* __restrict__ x, long long
         const double v = (double)x[i];
         acc += v * v;
     }
-    acc = block_sum(acc, shared);
+    acc = block_sum<NORM_THREADS>(acc, shared);
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
@@ -59,6 +49,6 @@ extern "C" __global__ void sum_partials(const double* __restrict__ partial, int 
     __shared__ double shared[NORM_THREADS];
     double acc = 0.0;
     for (int i = threadIdx.x; i < k; i += NORM_THREADS) acc += partial[i];
-    acc = block_sum(acc, shared);
+    acc = block_sum<NORM_THREADS>(acc, shared);
     if (threadIdx.x == 0) out[0] = acc;
 }

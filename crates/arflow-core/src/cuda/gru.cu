@@ -10,10 +10,7 @@
 //   bias   [6H]        b_ih then b_hh, as packed in the layer's parameters
 // One thread per (b, j), j < H; every kernel is launched with ceil(B·H / blockDim) blocks.
 
-// σ(x) = ½ + ½·tanh(½x): the form the CPU kernels use (crates/arflow-core/src/real.rs).
-__device__ __forceinline__ float sigmoid_f(float x) {
-    return 0.5f + 0.5f * tanhf(0.5f * x);
-}
+#include "common.cuh"
 
 // One time step t of the forward pass: h_t into out, and with `save` the activations into gates.
 extern "C" __global__ void gru_cell_fwd(

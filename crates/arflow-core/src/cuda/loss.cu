@@ -3,37 +3,10 @@
 // Forward: ce_rows (one block per row) writes the row's softmax and −log p[target], then ce_mean (one block)
 // averages over the scored rows. Backward: ce_grad, one thread per element, (p − onehot) · grad / scored.
 
+#include "common.cuh"
+
 #define CE_IGNORE 0xffffffffu
 #define CE_THREADS 256  // blockDim.x of ce_rows and ce_mean: a power of two
-
-// Block-wide reductions of one value per thread (blockDim.x = CE_THREADS); every thread gets the result.
-__device__ __forceinline__ float block_max(float v, float* shared) {
-    const int tid = threadIdx.x;
-    shared[tid] = v;
-    __syncthreads();
-    for (int s = CE_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) shared[tid] = fmaxf(shared[tid], shared[tid + s]);
-        __syncthreads();
-    }
-    const float r = shared[0];
-    __syncthreads();  // shared is reused by the next reduction
-    return r;
-}
-
-// The sum over the block (f32 for the softmax, f64 for the loss), left in every thread.
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* shared) {
-    const int tid = threadIdx.x;
-    shared[tid] = v;
-    __syncthreads();
-    for (int s = CE_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) shared[tid] += shared[tid + s];
-        __syncthreads();
-    }
-    const T r = shared[0];
-    __syncthreads();
-    return r;
-}
 
 // Grid: N blocks of CE_THREADS. Row i: probs = softmax(logits), row_loss = log Σ exp(v − max) − (v_t − max)
 // (0, and probs untouched, for an ignored row). Targets were checked against V on the host.
@@ -54,14 +27,14 @@ extern "C" __global__ void ce_rows(
     float* p = probs + row * classes;
     float m = -INFINITY;
     for (int c = threadIdx.x; c < classes; c += CE_THREADS) m = fmaxf(m, x[c]);
-    m = block_max(m, shared);
+    m = block_max<CE_THREADS>(m, shared);
     float s = 0.0f;
     for (int c = threadIdx.x; c < classes; c += CE_THREADS) {
         const float e = expf(x[c] - m);
         p[c] = e;
         s += e;
     }
-    s = block_sum(s, shared);
+    s = block_sum<CE_THREADS>(s, shared);
     const float inv = 1.0f / s;
     for (int c = threadIdx.x; c < classes; c += CE_THREADS) p[c] *= inv;
     if (threadIdx.x == 0) row_loss[row] = logf(s) - (x[target] - m);
@@ -75,7 +48,7 @@ extern "C" __global__ void ce_mean(
     __shared__ double shared[CE_THREADS];
     double s = 0.0;
     for (int i = threadIdx.x; i < rows; i += CE_THREADS) s += (double)row_loss[i];
-    s = block_sum(s, shared);
+    s = block_sum<CE_THREADS>(s, shared);
     if (threadIdx.x == 0) loss[0] = (float)(s / (double)(scored > 0 ? scored : 1));
 }
 

@@ -11,10 +11,7 @@
 //   ds     [B, 2H]     backward's running dL/d(h_{t-1}, c_{t-1}), each row dh then dc; dL/d(h0, c0) at the end
 // One thread per (b, j), j < H; every kernel is launched with ceil(B·H / blockDim) blocks.
 
-// σ(x) = ½ + ½·tanh(½x): the form the CPU kernels use (crates/arflow-core/src/real.rs).
-__device__ __forceinline__ float sigmoid_f(float x) {
-    return 0.5f + 0.5f * tanhf(0.5f * x);
-}
+#include "common.cuh"
 
 // One time step t of the forward pass: (h_t, c_t) into out, and with `save` the gates into gates.
 //   c' = f ⊙ c + i ⊙ g,  h' = o ⊙ tanh(c')

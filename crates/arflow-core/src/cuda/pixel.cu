@@ -16,6 +16,8 @@
 // The elementwise kernels are one thread per element they write, launched with ceil(elements / blockDim) blocks;
 // pix_nll_categorical is one block of PIX_THREADS per row.
 
+#include "common.cuh"
+
 #define PIX_THREADS 256  // blockDim.x of pix_nll_categorical: a power of two
 #define INPUT_TAPS 24
 
@@ -132,33 +134,6 @@ extern "C" __global__ void pix_fill(float* __restrict__ x, float v, long long n)
     if (idx < n) x[idx] = v;
 }
 
-// Block-wide reductions of one value per thread (blockDim.x = PIX_THREADS); every thread gets the result.
-__device__ __forceinline__ float block_max(float v, float* shared) {
-    const int tid = threadIdx.x;
-    shared[tid] = v;
-    __syncthreads();
-    for (int s = PIX_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) shared[tid] = fmaxf(shared[tid], shared[tid + s]);
-        __syncthreads();
-    }
-    const float r = shared[0];
-    __syncthreads();  // shared is reused by the next reduction
-    return r;
-}
-
-__device__ __forceinline__ float block_sum(float v, float* shared) {
-    const int tid = threadIdx.x;
-    shared[tid] = v;
-    __syncthreads();
-    for (int s = PIX_THREADS / 2; s > 0; s >>= 1) {
-        if (tid < s) shared[tid] += shared[tid + s];
-        __syncthreads();
-    }
-    const float r = shared[0];
-    __syncthreads();
-    return r;
-}
-
 // Grid: N blocks of PIX_THREADS. Row r: lse = max + log Σ exp(v − max), nll[r] = lse − v_t, dlogits = exp(v − lse)
 // − [k = t] (the CPU's pixel_nll, in f32). A target outside 0 … classes − 1 (the caller checks them) gives NaN.
 extern "C" __global__ void pix_nll_categorical(
@@ -174,10 +149,10 @@ extern "C" __global__ void pix_nll_categorical(
     float* d = dlogits + row * classes;
     float m = -INFINITY;
     for (int k = threadIdx.x; k < classes; k += PIX_THREADS) m = fmaxf(m, x[k]);
-    m = block_max(m, shared);
+    m = block_max<PIX_THREADS>(m, shared);
     float s = 0.0f;
     for (int k = threadIdx.x; k < classes; k += PIX_THREADS) s += expf(x[k] - m);
-    s = block_sum(s, shared);
+    s = block_sum<PIX_THREADS>(s, shared);
     const float lse = m + logf(s);
     for (int k = threadIdx.x; k < classes; k += PIX_THREADS) {
         const float p = expf(x[k] - lse);

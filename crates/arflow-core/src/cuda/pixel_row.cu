@@ -29,10 +29,7 @@
 // Every kernel is one thread per element it writes, launched with ceil(elements / blockDim) blocks; the cell
 // kernels are one thread per (b, j, u) of one image row, B·C·H threads.
 
-// σ(x) = ½ + ½·tanh(½x): the form the CPU kernels use (crates/arflow-core/src/real.rs), as in lstm.cu and gru.cu.
-__device__ __forceinline__ float sigmoid_f(float x) {
-    return 0.5f + 0.5f * tanhf(0.5f * x);
-}
+#include "common.cuh"
 
 // y_pad [R, B, PP, H] from y [B, R, C, H] (every entry written, pads 0).
 extern "C" __global__ void prow_pad(
